@@ -1,0 +1,311 @@
+"""Pure HTML cleaning: structural removals on an lxml tree, then an allow-list sanitiser.
+
+Two passes, each doing what it is best at:
+
+1. lxml (fast C tree): drop whole elements with their content (scripts, styles, forms,
+   promos named by per-source CSS selectors, iframes from hosts not allowed, tracking
+   pixels), turn lazy images into real ones, resolve relative URLs, strip tracking query
+   parameters, and pick the candidate header images.
+2. nh3 (Rust, ammonia): the allow-list sanitiser, once. Everything not allowed goes:
+   event handlers, ``style``, ``javascript:``/``data:`` URLs, unknown tags (their text kept).
+
+Finally the HTML is laid out for Markdown: no blank line anywhere and no indented line,
+so CommonMark (Hexo's marked, Hugo's goldmark, kramdown) reads the whole body as one raw
+HTML block and never turns indentation into a code block (CommonMark §4.6, §4.4).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import lxml.etree
+import lxml.html
+import nh3
+from cssselect import SelectorError
+from lxml.cssselect import CSSSelector
+
+# Removed with everything inside them.
+DROP_TAGS = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "form",
+    "input",
+    "button",
+    "select",
+    "textarea",
+    "object",
+    "embed",
+    "applet",
+    "frame",
+    "frameset",
+    "link",
+    "meta",
+    "base",
+    "svg",
+    "math",
+    "canvas",
+    "dialog",
+)
+
+ALLOWED_TAGS = frozenset(
+    "a abbr audio b bdi bdo blockquote br caption cite code col colgroup dd del details dfn "
+    "div dl dt em figcaption figure h1 h2 h3 h4 h5 h6 hr i iframe img ins kbd li mark ol p "
+    "pre q rp rt ruby s samp small source span strong sub summary sup table tbody td tfoot "
+    "th thead time tr u ul var video wbr".split()
+)
+
+ALLOWED_ATTRIBUTES = {
+    "*": {"lang", "dir", "title"},
+    "a": {"href"},
+    "img": {"src", "alt", "width", "height"},
+    "iframe": {"src", "width", "height", "allowfullscreen"},
+    "video": {"src", "poster", "controls", "width", "height"},
+    "audio": {"src", "controls"},
+    "source": {"src", "type"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start", "reversed"},
+    "blockquote": {"cite"},
+    "q": {"cite"},
+    "del": {"cite", "datetime"},
+    "ins": {"cite", "datetime"},
+    "time": {"datetime"},
+}
+
+_SANITISER = nh3.Cleaner(
+    tags=set(ALLOWED_TAGS),
+    attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
+    url_schemes={"http", "https", "mailto"},
+    link_rel="noopener noreferrer nofollow",
+    strip_comments=True,
+    # Hot-linked images (Sina, WeChat, Weibo…) refuse requests that carry a foreign Referer.
+    set_tag_attribute_values={
+        "img": {"referrerpolicy": "no-referrer"},
+        "iframe": {"referrerpolicy": "no-referrer"},
+    },
+)
+
+# Attributes that lazy-loading scripts put the real image URL in, most specific first.
+LAZY_SRC_ATTRIBUTES = (
+    "data-src",
+    "data-original",
+    "data-lazy-src",
+    "data-actualsrc",
+    "data-url",
+    "data-echo",
+    "data-hi-res-src",
+)
+_PLACEHOLDER = re.compile(r"(^data:)|blank\.gif|spacer\.gif|placeholder|loading\.(gif|svg)|/lazy", re.I)
+
+# Query parameters that only identify the click, never the resource.
+_TRACKING_PARAM = re.compile(
+    r"^(utm_\w+|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|mc_cid|mc_eid|_hsenc|_hsmi|"
+    r"igshid|mkt_tok|oly_anon_id|oly_enc_id|vero_id|wt_mc|spm|__twitter_impression)$",
+    re.I,
+)
+# Image URLs that are counters, not pictures.
+_TRACKER_URL = re.compile(
+    r"feeds\.feedburner\.com/~r/|feedburner\.com/~ff/|pixel\.wp\.com|stats\.wordpress\.com|"
+    r"pixel\.quantserve\.com|doubleclick\.net|google-analytics\.com|/pixel(\.gif|\.png)?(\?|$)|"
+    r"/track(ing)?/open|/beacon(\.gif)?(\?|$)|feedsportal\.com|feedblitz\.com/.*\.gif",
+    re.I,
+)
+
+_NEWLINE_RUN = re.compile(r"[ \t\r\f]*\n[ \t\r\n\f]*")
+_PRE = re.compile(r"<pre\b.*?</pre>", re.S | re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Cleaned:
+    """The result of cleaning one HTML body."""
+
+    html: str  # sanitised, laid out for Markdown, wrapped in one <div>
+    images: tuple[str, ...]  # absolute http(s) image URLs in document order, trackers excluded
+    text: str  # the visible text, whitespace collapsed (for summaries and search)
+
+
+class Rules:
+    """Per-source cleaning rules, compiled once.
+
+    Args:
+        remove: CSS selectors whose matches are removed with their content.
+        iframe_hosts: host names whose iframes (video players) are kept.
+    """
+
+    __slots__ = ("_selectors", "iframe_hosts", "remove")
+
+    def __init__(self, remove: Sequence[str] = (), iframe_hosts: Iterable[str] = ()) -> None:
+        self.remove = tuple(remove)
+        self.iframe_hosts = frozenset(h.lower() for h in iframe_hosts)
+        self._selectors = tuple(compile_selector(s) for s in self.remove)
+
+    def matches(self, root: lxml.html.HtmlElement) -> list[lxml.html.HtmlElement]:
+        """Return the elements under ``root`` that the removal selectors match."""
+        found: list[lxml.html.HtmlElement] = []
+        for selector in self._selectors:
+            found.extend(selector(root))
+        return found
+
+    def __reduce__(self) -> tuple[type[Rules], tuple[tuple[str, ...], frozenset[str]]]:
+        # Compiled selectors do not pickle; worker processes recompile (cached).
+        return (Rules, (self.remove, self.iframe_hosts))
+
+
+@lru_cache(maxsize=512)
+def compile_selector(selector: str) -> CSSSelector:
+    """Compile a CSS selector for lxml.
+
+    Raises:
+        ValueError: the selector is not valid CSS (the message says why).
+    """
+    try:
+        return CSSSelector(selector, translator="html")
+    except SelectorError as exc:
+        raise ValueError(f"invalid CSS selector {selector!r}: {exc}") from exc
+
+
+def strip_tracking(url: str) -> str:
+    """Remove click-tracking query parameters (utm_*, fbclid, …) from a URL."""
+    if "?" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in query if not _TRACKING_PARAM.match(k)]
+    if len(kept) == len(query):
+        return url
+    return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
+def _is_http(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def _pixel_size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    match = re.match(r"\s*(\d+)", value)
+    return int(match.group(1)) if match else None
+
+
+def is_tracker(src: str, width: str | None = None, height: str | None = None) -> bool:
+    """True for a tracking pixel: a 0/1-pixel image or a known counter URL."""
+    w, h = _pixel_size(width), _pixel_size(height)
+    if (w is not None and w <= 1) or (h is not None and h <= 1):
+        return True
+    return bool(_TRACKER_URL.search(src))
+
+
+def _best_from_srcset(srcset: str) -> str | None:
+    best: tuple[float, str] | None = None
+    for candidate in srcset.split(","):
+        bits = candidate.strip().split()
+        if not bits:
+            continue
+        weight = 1.0
+        if len(bits) > 1 and bits[1][:-1].replace(".", "", 1).isdigit():
+            weight = float(bits[1][:-1])
+        if best is None or weight > best[0]:
+            best = (weight, bits[0])
+    return best[1] if best else None
+
+
+def _fix_lazy_image(img: lxml.html.HtmlElement) -> None:
+    src = (img.get("src") or "").strip()
+    if src and not _PLACEHOLDER.search(src):
+        return
+    for attribute in LAZY_SRC_ATTRIBUTES:
+        value = (img.get(attribute) or "").strip()
+        if value and not value.startswith("data:"):
+            img.set("src", value)
+            return
+    for attribute in ("srcset", "data-srcset"):
+        best = _best_from_srcset(img.get(attribute) or "")
+        if best:
+            img.set("src", best)
+            return
+
+
+def _drop(element: lxml.html.HtmlElement) -> None:
+    if element.getparent() is not None:
+        element.drop_tree()
+
+
+def _parse_fragment(html: str) -> lxml.html.HtmlElement:
+    try:
+        return lxml.html.fragment_fromstring(html, create_parent="div")
+    except (lxml.etree.ParserError, ValueError):
+        # Empty or whitespace-only input, or text lxml refuses (e.g. NUL bytes).
+        root = lxml.html.Element("div")
+        root.text = html.replace("\x00", "") if html.strip() else None
+        return root
+
+
+def _layout(html: str) -> str:
+    # Inside <pre>, newlines are content: keep them as character references so the
+    # block stays on one line and no line of it can end the HTML block.
+    html = _PRE.sub(lambda m: m.group(0).replace("\r\n", "\n").replace("\n", "&#10;"), html)
+    return _NEWLINE_RUN.sub("\n", html).strip()
+
+
+def clean_html(html: str, base_url: str | None = None, rules: Rules | None = None) -> Cleaned:
+    """Clean one entry body.
+
+    Args:
+        html: the body as the feed gave it.
+        base_url: the entry's link, against which relative URLs are resolved.
+        rules: per-source removal selectors and iframe allow-list.
+
+    Returns:
+        The sanitised HTML laid out for Markdown, the usable images, and the text.
+    """
+    rules = rules or Rules()
+    root = _parse_fragment(html)
+    doomed: list[lxml.html.HtmlElement] = list(root.iter(*DROP_TAGS))
+    doomed.extend(rules.matches(root))
+    for node in root.iter(lxml.etree.Comment, lxml.etree.ProcessingInstruction):
+        doomed.append(node)
+    for node in doomed:
+        _drop(node)
+
+    if base_url and _is_http(base_url):
+        try:
+            root.make_links_absolute(base_url, resolve_base_href=False, handle_failures="discard")
+        except ValueError:
+            pass
+
+    images: list[str] = []
+    for iframe in list(root.iter("iframe")):
+        host = (urlsplit(iframe.get("src") or "").hostname or "").lower()
+        if host not in rules.iframe_hosts:
+            _drop(iframe)
+    for img in list(root.iter("img")):
+        _fix_lazy_image(img)
+        src = (img.get("src") or "").strip()
+        if base_url and src and not _is_http(src) and not src.startswith("data:"):
+            # A lazy URL set after make_links_absolute is still relative.
+            src = urljoin(base_url, src)
+        if not src or is_tracker(src, img.get("width"), img.get("height")):
+            _drop(img)
+            continue
+        src = strip_tracking(src)
+        img.set("src", src)
+        if _is_http(src):
+            images.append(src)
+    for anchor in root.iter("a"):
+        href = anchor.get("href")
+        if href:
+            anchor.set("href", strip_tracking(href.strip()))
+
+    text = " ".join(root.text_content().split())
+    serialised = lxml.html.tostring(root, encoding="unicode")
+    sanitised = _SANITISER.clean(serialised)
+    return Cleaned(html=_layout(sanitised), images=tuple(images), text=text)

@@ -1,0 +1,157 @@
+"""The command line, and the composition root: builds the parts from config and wires them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from aggregator import __version__
+from aggregator.config import Config, load_config
+from aggregator.errors import AggregatorError, ConfigError
+from aggregator.models import SourceOutcome
+from aggregator.pipeline import Poller, iter_enabled
+from aggregator.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_SOURCE_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def config_option(func: F) -> F:
+    """Add ``--config PATH`` to a command (every command takes it)."""
+    return click.option(
+        "--config", "config_path", default="config.yaml", show_default=True,
+        envvar="AGGREGATOR_CONFIG", type=click.Path(dir_okay=False),
+        help="The configuration file.",
+    )(func)
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(exc.report(), err=True)
+        raise SystemExit(EXIT_CONFIG) from exc
+
+
+@contextmanager
+def _poller(config: Config, workers: int | None = None) -> Iterator[Poller]:
+    settings = config.settings
+    try:
+        store = Store(settings.database, settings.posts_dir)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    poller = Poller(config, store, workers=workers)
+    try:
+        yield poller
+    finally:
+        poller.close()
+        store.close()
+
+
+def _with_progress(
+    label: str, total: int, run: Callable[[Callable[[SourceOutcome], None]], list[SourceOutcome]]
+) -> list[SourceOutcome]:
+    if total > 1 and sys.stderr.isatty():
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            return run(lambda _outcome: bar.update(1))
+    return run(lambda _outcome: None)
+
+
+def _summarise(outcomes: Sequence[SourceOutcome], verbose: bool) -> int:
+    width = max((len(o.source) for o in outcomes), default=6)
+    click.echo(f"{'source':<{width}}  {'new':>5} {'upd':>5} {'same':>5} {'fail':>5}  status")
+    for o in outcomes:
+        status = "ok" if o.ok else f"FAILED: {o.error}"
+        click.echo(f"{o.source:<{width}}  {o.new:>5} {o.updated:>5} {o.unchanged:>5} "
+                   f"{o.failed:>5}  {status}")
+        if verbose:
+            for warning in o.warnings:
+                click.echo(f"{'':<{width}}  warning: {warning}")
+    failed = [o for o in outcomes if not o.ok]
+    totals = [sum(getattr(o, k) for o in outcomes) for k in ("new", "updated", "unchanged")]
+    click.echo(f"{len(outcomes)} sources, {len(failed)} failed; "
+               f"{totals[0]} new, {totals[1]} updated, {totals[2]} unchanged")
+    return EXIT_SOURCE_FAILED if failed else 0
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aggregator")
+@click.option("-v", "--verbose", is_flag=True, help="Log each source and print warnings.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Aggregate RSS/Atom feeds into clean article files and filtered feeds."""
+    ctx.obj = {"verbose": verbose}
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@cli.command("check-config")
+@config_option
+def check_config(config_path: str) -> None:
+    """Validate the configuration and list every problem in it."""
+    config = _load(config_path)
+    enabled = sum(1 for s in config.sources if s.enabled)
+    click.echo(f"{config_path}: OK ({len(config.sources)} sources, {enabled} enabled)")
+
+
+@cli.command()
+@config_option
+@click.option("--source", "only", metavar="NAME", help="Poll only this source.")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Processes for parsing and cleaning (default: settings.workers).")
+@click.pass_context
+def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | None) -> None:
+    """Poll every enabled source once and write their articles."""
+    config = _load(config_path)
+    sources = list(iter_enabled(config, only))
+    if only is not None and not sources:
+        raise click.BadParameter(f"no source named {only!r} in {config_path}", param_hint="--source")
+    with _poller(config, workers) as poller:
+        outcomes = _with_progress("polling", len(sources),
+                                  lambda done: poller.poll(sources, done))
+    ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
+
+
+@cli.command()
+@config_option
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Processes for cleaning (default: settings.workers).")
+@click.pass_context
+def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
+    """Clean and rewrite every stored article from its raw original (after rule changes)."""
+    config = _load(config_path)
+    with _poller(config, workers) as poller:
+        outcomes = _with_progress("rebuilding", len(config.sources),
+                                  lambda done: poller.rebuild(config.sources, done))
+        known = {s.key for s in config.sources}
+        orphans = [n for n in poller.store.source_names() if n not in known]
+    for name in orphans:
+        click.echo(f"note: {name!r} has stored entries but is not in the config; left as is")
+    ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
+
+
+@cli.command()
+@config_option
+def prune(config_path: str) -> None:
+    """Apply retention (keep_days / keep_max) now."""
+    config = _load(config_path)
+    with _poller(config) as poller:
+        pruned = poller.prune(config.sources)
+    for name, count in pruned.items():
+        click.echo(f"{name}: {count} pruned")
+    click.echo(f"{sum(pruned.values())} entries pruned")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``aggregator`` command."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="aggregator")

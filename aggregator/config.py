@@ -1,0 +1,303 @@
+"""Load ``config.yaml`` once, validate all of it, and report every problem with its line.
+
+The YAML is read with the safe loader; the node tree gives each key's line, so a
+problem reads ``config.yaml:14: sources[2].categories: …``. Unknown keys are errors: a
+typo must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from aggregator.clean import compile_selector
+from aggregator.errors import ConfigError
+
+DEFAULT_IFRAME_HOSTS = (
+    "www.youtube.com",
+    "www.youtube-nocookie.com",
+    "player.vimeo.com",
+    "player.bilibili.com",
+    "v.qq.com",
+)
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Positive = Annotated[int, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_selectors(selectors: tuple[str, ...]) -> tuple[str, ...]:
+    for selector in selectors:
+        compile_selector(selector)  # raises ValueError with the reason
+    return selectors
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    base = Path((info.context or {}).get("base_dir", "."))
+    return str((base / os.path.expanduser(value)).resolve())
+
+
+class FrontMatter(_Model):
+    """How article files are written."""
+
+    date_style: Literal["rfc822", "iso8601"] = "rfc822"
+    timezone: str = "UTC"
+    escape_braces: bool = True
+    comments: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class FetchSettings(_Model):
+    """Limits for fetching http(s) sources."""
+
+    timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+    max_bytes: Positive = 10 * 1024 * 1024
+    user_agent: str | None = None
+
+
+class Settings(_Model):
+    """Global defaults (the ``settings:`` block)."""
+
+    posts_dir: str = "site/source/_posts"
+    database: str = "data/aggregator.sqlite"
+    front_matter: FrontMatter = FrontMatter()
+    fetch: FetchSettings = FetchSettings()
+    remove: tuple[str, ...] = ()
+    iframe_hosts: tuple[str, ...] = DEFAULT_IFRAME_HOSTS
+    keep_days: Positive | None = None
+    keep_max: Positive | None = None
+    workers: Annotated[int, Field(ge=0, le=64)] = 0  # 0: one per CPU
+
+    _paths = field_validator("posts_dir", "database")(_resolve_path)
+    _selectors = field_validator("remove")(_check_selectors)
+
+
+class SourceConfig(_Model):
+    """One feed (an item of ``sources:``)."""
+
+    url: str
+    categories: Annotated[tuple[Name, ...], Field(min_length=1, max_length=5)]
+    name: Name | None = None
+    author: Name | None = None
+    enabled: bool = True
+    remove: tuple[str, ...] = ()
+    keep_days: Positive | None = None
+    keep_max: Positive | None = None
+
+    _selectors = field_validator("remove")(_check_selectors)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https"):
+            if not parts.hostname:
+                raise ValueError(f"URL {value!r} has no host")
+            return value
+        if scheme == "file":
+            return _resolve_path(parts.path, info)
+        if len(scheme) > 1:  # one letter: a Windows drive, still a path
+            raise ValueError(f"URL scheme {scheme!r} is not supported (use http, https or a path)")
+        if not value:
+            raise ValueError("url is empty")
+        return _resolve_path(value, info)
+
+    @property
+    def key(self) -> str:
+        """The source's name: given, else the last category."""
+        return self.name or self.categories[-1]
+
+    @property
+    def site(self) -> str:
+        """The site, written as each article's author: given, else the middle category."""
+        if self.author:
+            return self.author
+        return self.categories[1] if len(self.categories) >= 2 else self.categories[-1]
+
+    @property
+    def is_local(self) -> bool:
+        """True for a file path source."""
+        return not self.url.startswith(("http://", "https://"))
+
+
+class Config(_Model):
+    """The whole validated configuration."""
+
+    settings: Settings = Settings()
+    sources: tuple[SourceConfig, ...] = ()
+
+    def source(self, name: str) -> SourceConfig | None:
+        """The source with this name, if any."""
+        return next((s for s in self.sources if s.key == name), None)
+
+
+# -- loading -----------------------------------------------------------------------------
+
+Loc = tuple[str | int, ...]
+
+
+def _walk(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[tuple[int, str]]
+) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append((line, f"{_dotted((*loc, key))}: duplicate key"))
+            seen.add(key)
+            lines[(*loc, key)] = line
+            _walk(value_node, (*loc, key), lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*loc, index), lines, problems)
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_of(loc: Loc, lines: Mapping[Loc, int]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling)"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _pydantic_loc(loc: tuple[Any, ...]) -> Loc:
+    # Pydantic inserts validator names (e.g. "function-after[...]") into some locations.
+    return tuple(p for p in loc if isinstance(p, int) or not str(p).startswith("function-"))
+
+
+def parse_config(text: str, path: str = "config.yaml", base_dir: Path | None = None) -> Config:
+    """Validate configuration text.
+
+    Args:
+        text: the YAML.
+        path: the file's name, used in messages.
+        base_dir: relative paths in the config are resolved against it.
+
+    Raises:
+        ConfigError: with every problem found, each with its line.
+    """
+    loader = yaml.SafeLoader(text)
+    found: list[tuple[int, str]] = []
+    lines: dict[Loc, int] = {}
+    try:
+        node = loader.get_single_node()
+        data: Any = {} if node is None else loader.construct_document(node)
+        if node is not None:
+            _walk(node, (), lines, found)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(path, [f"{path}:{line}: YAML syntax error: {exc.problem}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"{path}: cannot read YAML: {exc}"]) from exc
+    finally:
+        loader.dispose()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, [f"{path}:1: the top level must be a mapping"])
+
+    context = {"base_dir": str(base_dir or Path.cwd())}
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data, context=context)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = _pydantic_loc(error["loc"])
+            found.append((_line_of(loc, lines), f"{_dotted(loc)}: {_message(error)}"))
+    found.extend(_duplicate_names(data, lines))
+    problems = [f"{path}:{line}: {text}" for line, text in sorted(found, key=lambda p: p[0])]
+    if problems or config is None:
+        raise ConfigError(path, problems)
+    return config
+
+
+def _duplicate_names(data: Mapping[str, Any], lines: Mapping[Loc, int]) -> list[tuple[int, str]]:
+    """Two sources with one name (given, or their last category) would share articles."""
+    sources = data.get("sources")
+    if not isinstance(sources, list):
+        return []
+    found: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(sources):
+        if not isinstance(item, dict):
+            continue
+        categories = item.get("categories")
+        name = item.get("name") or (
+            categories[-1] if isinstance(categories, list) and categories else None
+        )
+        if not isinstance(name, str):
+            continue
+        name = name.strip()
+        if name in seen:
+            loc: Loc = ("sources", index, "name") if item.get("name") else ("sources", index)
+            found.append(
+                (
+                    _line_of(loc, lines),
+                    f"{_dotted(loc)}: source name {name!r} is already used by "
+                    f"sources[{seen[name]}] (give one of them a distinct `name`)",
+                )
+            )
+        seen.setdefault(name, index)
+    return found
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; relative paths in it are relative to its folder.
+
+    Raises:
+        ConfigError: the file cannot be read, or with every problem found in it.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), [f"{file}: cannot read: {exc}"]) from exc
+    return parse_config(text, str(file), file.resolve().parent)

@@ -1,0 +1,262 @@
+"""Pure conversion: a parsed entry becomes an article (identity, front matter, body, name).
+
+Nothing here touches disk or the network; the store decides what to write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from aggregator.clean import Rules, clean_html, is_tracker, strip_tracking
+from aggregator.models import Article, ParsedEntry
+
+SUMMARY_CHARS = 280
+MAX_NAME_BYTES = 200  # a whole file name, ".md" included: safe on ext4, NTFS, APFS
+_SUFFIX_BYTES = 9  # "-" and eight hex digits
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """How article files are written (from ``settings.front_matter``)."""
+
+    date_style: Literal["rfc822", "iso8601"] = "rfc822"
+    timezone: str = "UTC"  # zone for iso8601 dates; rfc822 is always GMT
+    escape_braces: bool = True  # { } as &#123; &#125; in the body, for Hexo/Jekyll templates
+    comments: bool = False  # the seed's `comments: false`
+
+
+@dataclass(frozen=True, slots=True)
+class SourceView:
+    """What conversion needs to know about the entry's source."""
+
+    name: str
+    categories: tuple[str, ...]  # section › site › feed
+    author: str  # the site's name, written as the article's author
+    rules: Rules
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def entry_key(entry: ParsedEntry) -> str:
+    """Identity of an entry inside its source: guid, else link, else a content hash."""
+    if entry.guid and entry.guid.strip():
+        return entry.guid.strip()
+    if entry.link and entry.link.strip():
+        return entry.link.strip()
+    date = entry.published or entry.updated
+    stamp = date.isoformat() if date else ""
+    return "sha1:" + _digest(entry.title, stamp, entry.content_html)
+
+
+def alt_key(entry: ParsedEntry) -> str:
+    """Identity used when the feed gives one key to several different items."""
+    return entry_key(entry) + "#" + _digest(entry.link or "", entry.title)[:12]
+
+
+def assign_keys(pairs: Sequence[tuple[str, str]], stored: Mapping[str, str]) -> list[str]:
+    """Choose each entry's key so that ids stay apart and never change.
+
+    An entry keeps its plain key unless the feed repeats that key for several items in
+    one document, or the entry was once stored under its alternative key (it was part of
+    such a repeat before). Within a repeat, the item stored under the plain key keeps it
+    (recognised by its recorded alt key); if none is stored, the first item takes it.
+
+    Args:
+        pairs: (key, alt key) per entry, in document order.
+        stored: for each of those keys and alt keys already in the store, the alt key
+            recorded for the entry stored under it.
+
+    Returns:
+        The key to store each entry under, in the same order.
+    """
+    counts: dict[str, int] = {}
+    for key, _ in pairs:
+        counts[key] = counts.get(key, 0) + 1
+    taken: set[str] = set()
+    chosen: list[str] = []
+    for key, alt in pairs:
+        if alt in stored:
+            choice = alt
+        elif counts[key] == 1:
+            choice = key
+        elif key in taken:
+            choice = alt
+        elif key in stored:
+            choice = key if stored[key] == alt else alt
+        else:
+            choice = key
+        taken.add(choice)
+        chosen.append(choice)
+    return chosen
+
+
+def entry_uid(source_name: str, key: str) -> str:
+    """The global, permanent id of an entry (used in front matter and feeds)."""
+    return _digest(source_name, key)[:24]
+
+
+def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
+    """Clean an entry and gather everything its article file and feeds need."""
+    cleaned = clean_html(entry.content_html, entry.link, source.rules)
+    if entry.summary_html and entry.summary_html != entry.content_html:
+        summary_text = clean_html(entry.summary_html, entry.link, source.rules).text
+    else:
+        summary_text = cleaned.text
+    if len(summary_text) > SUMMARY_CHARS:
+        summary_text = summary_text[: SUMMARY_CHARS - 1].rstrip() + "…"
+    raw_json = entry.to_json()
+    key = entry_key(entry)
+    return Article(
+        key=key,
+        alt_key=alt_key(entry),
+        raw_json=raw_json,
+        raw_hash=_digest(raw_json),
+        title=" ".join(entry.title.split()) if entry.title else "",
+        link=strip_tracking(entry.link) if entry.link else None,
+        categories=source.categories,
+        author=source.author,
+        published=entry.published,
+        updated=entry.updated,
+        headimg=pick_image(entry.images, cleaned.images),
+        tags=entry.tags,
+        summary=summary_text,
+        body_html=cleaned.html,
+    )
+
+
+def pick_image(declared: Sequence[str], in_body: Sequence[str]) -> str:
+    """The header image: the feed's declared images first, else the body's first photo."""
+    for url in (*declared, *in_body):
+        if url.startswith(("http://", "https://")) and not is_tracker(url):
+            return strip_tracking(url)
+    return ""
+
+
+# -- front matter ------------------------------------------------------------------------
+
+
+class _Quoted(str):
+    """A string written in single quotes, as the seed writes titles and image URLs."""
+
+    __slots__ = ()
+
+
+class _FrontMatterDumper(yaml.CSafeDumper if yaml.__with_libyaml__ else yaml.SafeDumper):  # type: ignore[misc]
+    pass
+
+
+def _represent_quoted(dumper: yaml.SafeDumper, data: _Quoted) -> yaml.ScalarNode:
+    # The emitter falls back to double quotes when single quotes cannot hold the text.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style="'")
+
+
+_FrontMatterDumper.add_representer(_Quoted, _represent_quoted)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _yaml_text(value: str) -> str:
+    # YAML cannot carry C0/C1 controls or lone surrogates in any style; they are never
+    # meaningful in a title, so they go (a YAML library would otherwise refuse to load).
+    return _CONTROL.sub("", value)
+
+
+def format_date(value: datetime, options: RenderOptions) -> str:
+    """Write a UTC time in the configured style, never the feed's raw string."""
+    if options.date_style == "iso8601":
+        return value.astimezone(ZoneInfo(options.timezone)).isoformat()
+    return format_datetime(value.astimezone(UTC), usegmt=True)
+
+
+def front_matter(article: Article, uid: str, date: datetime, options: RenderOptions) -> str:
+    """Render the YAML front matter, keys in the seed's order, extras after them."""
+    data: dict[str, Any] = {
+        "title": _Quoted(_yaml_text(article.title)),
+        "categories": [_yaml_text(c) for c in article.categories],
+        "headimg": _Quoted(article.headimg),
+        "author": _yaml_text(article.author),
+        "comments": options.comments,
+        "date": format_date(date, options),
+        "thumbnail": _Quoted(article.headimg),
+    }
+    if article.updated and article.updated != article.published:
+        data["updated"] = format_date(article.updated, options)
+    if article.link:
+        data["link"] = _yaml_text(article.link)
+    if article.tags:
+        data["tags"] = [_yaml_text(t) for t in article.tags]
+    data["entry_id"] = uid
+    text: str = yaml.dump(
+        data,
+        Dumper=_FrontMatterDumper,
+        allow_unicode=True,
+        sort_keys=False,
+        default_flow_style=False,
+        width=1_000_000,
+    )
+    return text
+
+
+def render_article(article: Article, uid: str, date: datetime, options: RenderOptions) -> str:
+    """The whole article file: front matter, then the cleaned body."""
+    body = article.body_html
+    if options.escape_braces:
+        body = body.replace("{", "&#123;").replace("}", "&#125;")
+    return f"---\n{front_matter(article, uid, date, options)}---\n\n{body}\n"
+
+
+# -- file names --------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r'[/\\:*?"<>|#%\x00-\x1f\x7f-\x9f]+|[\s\u3000]+')
+_DASHES = re.compile(r"-{2,}")
+_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.I)
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", errors="ignore")
+
+
+def safe_segment(name: str, limit: int = MAX_NAME_BYTES, fallback: str = "untitled") -> str:
+    """Make one path segment safe on every filesystem and in a URL path.
+
+    No separators, reserved punctuation, control characters or whitespace runs (they
+    become "-"), no leading dot or dash, no trailing dot, not a Windows device name,
+    at most ``limit`` bytes of UTF-8, cut on a character boundary.
+    """
+    text = unicodedata.normalize("NFC", name)
+    text = _UNSAFE.sub("-", text)
+    text = _DASHES.sub("-", text).strip("-. ")
+    text = _cut_utf8(text, limit).rstrip("-. ")
+    if not text:
+        text = fallback
+    if _RESERVED.match(text):
+        text = "_" + text
+    return text
+
+
+def article_name(title: str, suffix: str | None = None) -> str:
+    """The file name for an article; ``suffix`` (from its id) tells namesakes apart."""
+    stem = safe_segment(title, MAX_NAME_BYTES - len(".md") - _SUFFIX_BYTES)
+    if suffix:
+        stem = f"{stem}-{suffix[:8]}"
+    return stem + ".md"
+
+
+def article_dir(categories: Sequence[str]) -> tuple[str, ...]:
+    """The folders under the posts folder for a category path."""
+    return tuple(safe_segment(c, 100, "uncategorised") for c in categories)

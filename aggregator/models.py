@@ -1,0 +1,105 @@
+"""The package's data, in two shapes: what a feed said, and what we keep.
+
+All times are timezone-aware UTC. Everything here is frozen: stages hand values on,
+they never mutate them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def _time_to_json(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time_from_json(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value)).astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEntry:
+    """One entry as the feed gave it, before any cleaning (the "raw original")."""
+
+    guid: str | None  # the feed's own id (RSS guid, Atom id), if any
+    link: str | None  # the entry's permalink, absolute when the feed allowed it
+    title: str  # plain text, entities decoded
+    content_html: str  # the fullest body the feed offers, as HTML (plain text is escaped)
+    summary_html: str  # the feed's summary/description as HTML, may equal the content
+    published: datetime | None  # UTC
+    updated: datetime | None  # UTC
+    author: str | None  # the entry's author as the feed names it
+    tags: tuple[str, ...] = ()  # the entry's own categories/tags
+    images: tuple[str, ...] = ()  # media:thumbnail, media:content, image enclosures, in order
+
+    def to_json(self) -> str:
+        """Serialise for the store; ``from_json`` gives back an equal value."""
+        data = asdict(self)
+        data["published"] = _time_to_json(self.published)
+        data["updated"] = _time_to_json(self.updated)
+        return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ParsedEntry:
+        """Inverse of ``to_json``."""
+        data = json.loads(text)
+        data["published"] = _time_from_json(data["published"])
+        data["updated"] = _time_from_json(data["updated"])
+        data["tags"] = tuple(data["tags"])
+        data["images"] = tuple(data["images"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """A whole feed document as parsed."""
+
+    title: str  # the feed's own title
+    link: str | None  # the site the feed belongs to
+    entries: tuple[ParsedEntry, ...]
+    skipped: tuple[str, ...] = ()  # one message per entry that could not be read
+    warning: str | None = None  # feedparser's complaint about a feed it could still read
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """An entry converted for keeping: cleaned, with its front matter, ready to write."""
+
+    key: str  # identity inside its source (guid, else link, else content hash)
+    alt_key: str  # identity used when the feed repeats ``key`` for different items
+    raw_json: str  # ParsedEntry.to_json(), kept so a rebuild can re-clean
+    raw_hash: str  # hash of raw_json: "did the entry change upstream?"
+    title: str
+    link: str | None
+    categories: tuple[str, ...]  # section › site › feed
+    author: str
+    published: datetime | None  # UTC; None when the feed gave no date at all
+    updated: datetime | None  # UTC
+    headimg: str  # the best image URL, '' when there is none
+    tags: tuple[str, ...]
+    summary: str  # plain-text summary (for republishing)
+    body_html: str  # cleaned, sanitised HTML (no Hexo escaping)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOutcome:
+    """What one poll of one source did, for the summary line and the poll history."""
+
+    source: str  # the source's name
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0  # entries skipped as unreadable
+    dropped: int = 0  # entries not kept (retention)
+    error: str | None = None  # why the whole source failed, if it did
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """True when the source itself was read (entries may still have failed)."""
+        return self.error is None

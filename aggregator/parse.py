@@ -1,0 +1,153 @@
+"""feedparser on bytes and headers, turned into our own types at this boundary.
+
+feedparser's string-keyed dicts never leave this module. It is given bytes we already
+decoded to UTF-8 (see ``encoding``), with its own HTML sanitiser and URI resolution off:
+``clean`` does both, once, faster, and with rules feedparser does not know.
+"""
+
+from __future__ import annotations
+
+import calendar
+import html
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import feedparser
+
+from aggregator.encoding import decode_document
+from aggregator.errors import ParseError
+from aggregator.models import ParsedEntry, ParsedFeed
+
+_TAG = re.compile(r"<[^>]*>")
+_HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
+
+
+def _to_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, time.struct_time):
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _as_html(detail: Mapping[str, Any] | None) -> str:
+    if not detail:
+        return ""
+    value = str(detail.get("value") or "")
+    kind = str(detail.get("type") or "text/html").lower()
+    if kind in _HTML_TYPES or "html" in kind:
+        return value
+    # Plain text: escape it, and keep its paragraphs.
+    paragraphs = [p.strip() for p in value.replace("\r\n", "\n").split("\n\n")]
+    return "".join(
+        f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs if p
+    )
+
+
+def _plain(detail: Mapping[str, Any] | None, value: Any) -> str:
+    text = str(value or "")
+    kind = str((detail or {}).get("type") or "text/plain").lower()
+    if "html" in kind:
+        text = html.unescape(_TAG.sub("", text))
+    return text
+
+
+def _images(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    found: list[str] = []
+    for thumb in raw.get("media_thumbnail") or ():
+        found.append(str(thumb.get("url") or ""))
+    for media in raw.get("media_content") or ():
+        medium = str(media.get("medium") or "")
+        kind = str(media.get("type") or "")
+        if medium == "image" or kind.startswith("image/"):
+            found.append(str(media.get("url") or ""))
+    for link in raw.get("links") or ():
+        if link.get("rel") == "enclosure" and str(link.get("type") or "").startswith("image/"):
+            found.append(str(link.get("href") or ""))
+    seen: set[str] = set()
+    return tuple(u for u in found if u and not (u in seen or seen.add(u)))
+
+
+def _entry(raw: Mapping[str, Any]) -> ParsedEntry:
+    contents = raw.get("content") or []
+    # Atom may carry several content elements; prefer the HTML one, then the longest.
+    best = max(
+        contents,
+        key=lambda c: (str(c.get("type", "")).endswith("html"), len(str(c.get("value", "")))),
+        default=None,
+    )
+    summary_html = _as_html(raw.get("summary_detail"))
+    content_html = _as_html(best) if best is not None else summary_html
+    tags = tuple(
+        dict.fromkeys(
+            str(t.get("term") or t.get("label") or "").strip() for t in raw.get("tags") or ()
+        )
+    )
+    author = raw.get("author")
+    return ParsedEntry(
+        guid=str(raw["id"]) if raw.get("id") else None,
+        link=str(raw["link"]) if raw.get("link") else None,
+        title=_plain(raw.get("title_detail"), raw.get("title")),
+        content_html=content_html,
+        summary_html=summary_html,
+        # dict.get, not raw.get: feedparser's own get() maps a missing updated_parsed
+        # to published_parsed with a DeprecationWarning (feedparser issue 310).
+        published=_to_datetime(dict.get(raw, "published_parsed")),
+        updated=_to_datetime(dict.get(raw, "updated_parsed")),
+        author=str(author) if author else None,
+        tags=tuple(t for t in tags if t),
+        images=_images(raw),
+    )
+
+
+def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) -> ParsedFeed:
+    """Parse a feed document.
+
+    Args:
+        url: where it came from (for messages and relative links only; never fetched).
+        body: the document's bytes.
+        headers: the HTTP response headers, if any (``Content-Type`` matters).
+
+    Returns:
+        The feed with every readable entry; unreadable entries are listed in ``skipped``.
+
+    Raises:
+        ParseError: the document is empty or not a feed at all.
+    """
+    if not body.strip():
+        raise ParseError(url, "empty document")
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    decoded = decode_document(body, lowered.get("content-type"))
+    response_headers = {**lowered, "content-type": decoded.content_type}
+    response_headers.pop("content-encoding", None)  # already decoded by the fetcher
+    response_headers.setdefault("content-location", url)
+    parsed = feedparser.parse(
+        decoded.body,
+        response_headers=response_headers,
+        sanitize_html=False,
+        resolve_relative_uris=False,
+    )
+    problem = parsed.get("bozo_exception")
+    version = parsed.get("version") or ""
+    if not parsed.entries and (not version or problem is not None):
+        reason = f"{type(problem).__name__}: {problem}" if problem else "no feed found"
+        raise ParseError(url, f"not a usable feed ({reason})")
+    entries: list[ParsedEntry] = []
+    skipped: list[str] = []
+    for index, raw in enumerate(parsed.entries):
+        try:
+            entries.append(_entry(raw))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            skipped.append(f"entry {index + 1}: {type(exc).__name__}: {exc}")
+    feed = parsed.get("feed", {})
+    return ParsedFeed(
+        title=_plain(feed.get("title_detail"), feed.get("title")),
+        link=str(feed["link"]) if feed.get("link") else None,
+        entries=tuple(entries),
+        skipped=tuple(skipped),
+        warning=f"{type(problem).__name__}: {problem}" if problem else None,
+    )

@@ -1,0 +1,511 @@
+"""The only module that touches disk: the SQLite index (via SQLAlchemy Core) and the
+article files (atomic writes).
+
+Order of writes for one source: article files first (each by temp file + rename, so a
+crash never leaves half a file), then one database transaction. A crash between the two
+leaves a complete file the index does not know yet; the next poll finds it again by the
+``entry_id`` in its front matter and adopts it instead of writing a namesake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from aggregator.errors import StoreError
+from aggregator.models import SourceOutcome
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes stored as ISO 8601 text, which sorts in time order."""
+
+    impl = sa.String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+    def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+
+metadata = sa.MetaData()
+
+sources_table = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("url", sa.String, nullable=False),
+    sa.Column("title", sa.String),  # the feed's own title, as last seen
+    sa.Column("last_polled_at", UTCDateTime),
+    sa.Column("last_ok_at", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("etag", sa.String),
+    sa.Column("last_modified", sa.String),
+    sa.Column("body_hash", sa.String),
+)
+
+entries_table = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("key", sa.String, nullable=False),  # identity inside the source
+    sa.Column("alt_key", sa.String, nullable=False),  # see convert.assign_keys
+    sa.Column("uid", sa.String, nullable=False, unique=True),  # global, permanent
+    sa.Column("path", sa.String, unique=True),  # relative to posts_dir; NULL once pruned
+    sa.Column("title", sa.Text),
+    sa.Column("link", sa.Text),
+    sa.Column("author", sa.String),
+    sa.Column("categories", sa.Text),  # JSON list
+    sa.Column("tags", sa.Text),  # JSON list
+    sa.Column("headimg", sa.Text),
+    sa.Column("summary", sa.Text),
+    sa.Column("body_html", sa.Text),
+    sa.Column("published", UTCDateTime),  # as the feed said, if it did
+    sa.Column("updated", UTCDateTime),
+    sa.Column("date", UTCDateTime, nullable=False),  # published, else updated, else first seen
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("raw_json", sa.Text),  # the entry as parsed, for rebuilds
+    sa.Column("raw_hash", sa.String),
+    sa.Column("file_hash", sa.String),  # sha1 of the article file as written
+    sa.Column("render_key", sa.String),  # settings the file was rendered with
+    sa.Column("pruned_at", UTCDateTime),  # set: removed by retention, never brought back
+    sa.UniqueConstraint("source", "key"),
+    sa.Index("ix_entries_source_date", "source", "date"),
+)
+
+polls_table = sa.Table(
+    "polls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source", sa.String, nullable=False, index=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("new", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Integer, nullable=False),
+    sa.Column("unchanged", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("dropped", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("warnings", sa.Text),  # JSON list
+)
+
+meta_table = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.String),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """What the index knows of an entry, for the "what changed" decision."""
+
+    id: int
+    key: str
+    uid: str
+    path: str | None
+    raw_hash: str | None
+    file_hash: str | None
+    render_key: str | None
+    first_seen: datetime
+    pruned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """Everything written to the index for one entry."""
+
+    source: str
+    key: str
+    alt_key: str
+    uid: str
+    path: str
+    title: str
+    link: str | None
+    author: str
+    categories: tuple[str, ...]
+    tags: tuple[str, ...]
+    headimg: str
+    summary: str
+    body_html: str
+    published: datetime | None
+    updated: datetime | None
+    date: datetime
+    first_seen: datetime
+    last_seen: datetime
+    raw_json: str
+    raw_hash: str
+    file_hash: str
+    render_key: str
+
+
+def text_hash(text: str) -> str:
+    """The hash recorded for an article file's content."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Store:
+    """The index database and the article folder.
+
+    Args:
+        database: path of the SQLite file (created with its folder if missing).
+        posts_dir: the folder article files are written under.
+        fsync: also flush each article file to the device before renaming it (slower,
+            survives power loss, not just a crashed process).
+    """
+
+    def __init__(self, database: str, posts_dir: str, *, fsync: bool = False) -> None:
+        self.posts_dir = Path(posts_dir)
+        self.fsync = fsync
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = sa.create_engine(
+                f"sqlite:///{database}", connect_args={"timeout": 30}
+            )
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(meta_table)
+                    .prefix_with("OR IGNORE")
+                    .values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreError(f"cannot open the database {database}: {exc}") from exc
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One database transaction; store errors come out as StoreError."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    # -- reading -------------------------------------------------------------------------
+
+    def alt_keys(self, conn: Connection, source: str, keys: Iterable[str]) -> dict[str, str]:
+        """For those of ``keys`` stored in ``source``: key → its recorded alt key."""
+        wanted = sorted(set(keys))
+        t = entries_table
+        found: dict[str, str] = {}
+        for chunk in _chunks(wanted):
+            rows = conn.execute(
+                sa.select(t.c.key, t.c.alt_key).where(t.c.source == source, t.c.key.in_(chunk))
+            )
+            found.update({r.key: r.alt_key for r in rows})
+        return found
+
+    def stored_entries(
+        self, conn: Connection, source: str, keys: Iterable[str]
+    ) -> dict[str, StoredEntry]:
+        """The stored state of those of ``keys`` that ``source`` has."""
+        wanted = sorted(set(keys))
+        t = entries_table
+        found: dict[str, StoredEntry] = {}
+        columns = (
+            t.c.id,
+            t.c.key,
+            t.c.uid,
+            t.c.path,
+            t.c.raw_hash,
+            t.c.file_hash,
+            t.c.render_key,
+            t.c.first_seen,
+            t.c.pruned_at,
+        )
+        for chunk in _chunks(wanted):
+            rows = conn.execute(
+                sa.select(*columns).where(t.c.source == source, t.c.key.in_(chunk))
+            )
+            for r in rows:
+                found[r.key] = StoredEntry(
+                    id=r.id,
+                    key=r.key,
+                    uid=r.uid,
+                    path=r.path,
+                    raw_hash=r.raw_hash,
+                    file_hash=r.file_hash,
+                    render_key=r.render_key,
+                    first_seen=r.first_seen,
+                    pruned=r.pruned_at is not None,
+                )
+        return found
+
+    def paths_taken(self, conn: Connection, paths: Iterable[str]) -> set[str]:
+        """Those of ``paths`` that an entry in the index already owns."""
+        wanted = sorted(set(paths))
+        t = entries_table
+        taken: set[str] = set()
+        for chunk in _chunks(wanted):
+            taken.update(conn.execute(sa.select(t.c.path).where(t.c.path.in_(chunk))).scalars())
+        return taken
+
+    def entries_for_rebuild(self, conn: Connection, source: str) -> list[tuple[str, str]]:
+        """(key, raw_json) of every kept entry of ``source``."""
+        t = entries_table
+        rows = conn.execute(
+            sa.select(t.c.key, t.c.raw_json).where(
+                t.c.source == source, t.c.pruned_at.is_(None), t.c.raw_json.is_not(None)
+            )
+        )
+        return [(r.key, r.raw_json) for r in rows]
+
+    def source_names(self) -> list[str]:
+        """Every source the index has entries or state for."""
+        with self.transaction() as conn:
+            a = conn.execute(sa.select(sources_table.c.name)).scalars().all()
+            b = conn.execute(sa.select(entries_table.c.source).distinct()).scalars().all()
+        return sorted(set(a) | set(b))
+
+    def count_entries(self, source: str | None = None, *, pruned: bool = False) -> int:
+        """How many entries are kept (or, with ``pruned``, remembered as pruned)."""
+        t = entries_table
+        query = sa.select(sa.func.count()).select_from(t)
+        query = query.where(t.c.pruned_at.is_not(None) if pruned else t.c.pruned_at.is_(None))
+        if source is not None:
+            query = query.where(t.c.source == source)
+        with self.transaction() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def entry(self, uid: str) -> dict[str, Any] | None:
+        """One entry's index row, as a dict (for tools and tests)."""
+        with self.transaction() as conn:
+            row = conn.execute(sa.select(entries_table).where(entries_table.c.uid == uid)).first()
+        return dict(row._mapping) if row else None
+
+    def entries(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Every kept entry's index row, newest first."""
+        t = entries_table
+        query = sa.select(t).where(t.c.pruned_at.is_(None)).order_by(t.c.date.desc(), t.c.id)
+        if source is not None:
+            query = query.where(t.c.source == source)
+        with self.transaction() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def polls(self, source: str) -> list[dict[str, Any]]:
+        """The recorded polls of a source, newest first."""
+        t = polls_table
+        query = sa.select(t).where(t.c.source == source).order_by(t.c.id.desc())
+        with self.transaction() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def source_state(self, name: str) -> dict[str, Any] | None:
+        """A source's recorded state."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                sa.select(sources_table).where(sources_table.c.name == name)
+            ).first()
+        return dict(row._mapping) if row else None
+
+    # -- writing -------------------------------------------------------------------------
+
+    def upsert_entries(self, conn: Connection, rows: Sequence[EntryRow]) -> None:
+        """Insert new entries and update changed ones (matched on source + key)."""
+        if not rows:
+            return
+        t = entries_table
+        values = [_row_values(r) for r in rows]
+        statement = insert(t)
+        keep = {"first_seen", "uid", "source", "key", "alt_key"}
+        statement = statement.on_conflict_do_update(
+            index_elements=[t.c.source, t.c.key],
+            set_={c: statement.excluded[c] for c in values[0] if c not in keep},
+        )
+        conn.execute(statement, values)
+
+    def touch_entries(self, conn: Connection, source: str, keys: Sequence[str], now: datetime) -> None:
+        """Record that unchanged entries were seen again."""
+        t = entries_table
+        for chunk in _chunks(keys):
+            conn.execute(
+                sa.update(t).where(t.c.source == source, t.c.key.in_(chunk)).values(last_seen=now)
+            )
+
+    def record_poll(
+        self, conn: Connection, outcome: SourceOutcome, url: str, started: datetime,
+        duration: float, feed_title: str | None,
+    ) -> None:
+        """Record one poll of a source and update its state."""
+        conn.execute(
+            sa.insert(polls_table).values(
+                source=outcome.source,
+                started_at=started,
+                duration=duration,
+                new=outcome.new,
+                updated=outcome.updated,
+                unchanged=outcome.unchanged,
+                failed=outcome.failed,
+                dropped=outcome.dropped,
+                error=outcome.error,
+                warnings=json.dumps(list(outcome.warnings), ensure_ascii=False),
+            )
+        )
+        state: dict[str, Any] = {"url": url, "last_polled_at": started, "last_error": outcome.error}
+        if outcome.ok:
+            state["last_ok_at"] = started
+        if feed_title is not None:
+            state["title"] = feed_title
+        statement = insert(sources_table).values(name=outcome.source, **state)
+        conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=state))
+
+    def prune(self, conn: Connection, source: str, keep_days: int | None, keep_max: int | None,
+              now: datetime) -> int:
+        """Apply retention to a source: delete the files, remember the entries as pruned.
+
+        Returns:
+            How many entries were pruned.
+        """
+        t = entries_table
+        live = sa.and_(t.c.source == source, t.c.pruned_at.is_(None))
+        doomed: list[tuple[int, str | None]] = []
+        if keep_days is not None:
+            cutoff = datetime.fromtimestamp(now.timestamp() - keep_days * 86400, UTC)
+            doomed += [(r.id, r.path) for r in conn.execute(
+                sa.select(t.c.id, t.c.path).where(live, t.c.date < cutoff))]
+        if keep_max is not None:
+            doomed += [(r.id, r.path) for r in conn.execute(
+                sa.select(t.c.id, t.c.path).where(live).order_by(t.c.date.desc(), t.c.id.desc())
+                .offset(keep_max))]
+        ids = sorted({i for i, _ in doomed})
+        for _, path in doomed:
+            if path:
+                self.delete_file(path)
+        for start in range(0, len(ids), 500):
+            conn.execute(
+                sa.update(t).where(t.c.id.in_(ids[start : start + 500])).values(
+                    pruned_at=now, path=None, body_html=None, raw_json=None, summary=None,
+                    file_hash=None,
+                )
+            )
+        return len(ids)
+
+    # -- files ---------------------------------------------------------------------------
+
+    def file_path(self, relative: str) -> Path:
+        """The absolute path of an article file."""
+        return self.posts_dir / relative
+
+    def file_exists(self, relative: str) -> bool:
+        """True when the article file is on disk."""
+        return self.file_path(relative).is_file()
+
+    def file_belongs_to(self, relative: str, uid: str) -> bool:
+        """True when the file on disk is this entry's article (its front matter says so)."""
+        try:
+            with self.file_path(relative).open("r", encoding="utf-8", errors="replace") as f:
+                head = f.read(64 * 1024)
+        except OSError:
+            return False
+        return re.search(rf"^entry_id: {re.escape(uid)}$", head, re.M) is not None
+
+    def write_file(self, relative: str, text: str) -> None:
+        """Write an article file atomically: a temp file in the same folder, then rename.
+
+        Raises:
+            StoreError: the folder cannot be created or the file cannot be written
+                (full disk, read-only folder); nothing is left half-written.
+        """
+        target = self.file_path(relative)
+        tmp: str | None = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # A leading dot: Hexo, Hugo and Jekyll all skip hidden files.
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".tmp",
+                                       dir=target.parent)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+            tmp = None
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        finally:
+            if tmp is not None:
+                with _suppress_os_error():
+                    os.unlink(tmp)
+
+    def delete_file(self, relative: str) -> None:
+        """Remove an article file, if it is there."""
+        with _suppress_os_error():
+            self.file_path(relative).unlink()
+
+
+@contextmanager
+def _suppress_os_error() -> Iterator[None]:
+    try:
+        yield
+    except OSError:
+        pass
+
+
+def _row_values(row: EntryRow) -> dict[str, Any]:
+    return {
+        "source": row.source,
+        "key": row.key,
+        "alt_key": row.alt_key,
+        "uid": row.uid,
+        "path": row.path,
+        "title": row.title,
+        "link": row.link,
+        "author": row.author,
+        "categories": json.dumps(list(row.categories), ensure_ascii=False),
+        "tags": json.dumps(list(row.tags), ensure_ascii=False),
+        "headimg": row.headimg,
+        "summary": row.summary,
+        "body_html": row.body_html,
+        "published": row.published,
+        "updated": row.updated,
+        "date": row.date,
+        "first_seen": row.first_seen,
+        "last_seen": row.last_seen,
+        "raw_json": row.raw_json,
+        "raw_hash": row.raw_hash,
+        "file_hash": row.file_hash,
+        "render_key": row.render_key,
+        "pruned_at": None,
+    }
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the web app) never block the poller
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
