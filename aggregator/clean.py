@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import lxml.etree
@@ -54,10 +56,12 @@ DROP_TAGS = (
 )
 
 ALLOWED_TAGS = frozenset(
-    "a abbr audio b bdi bdo blockquote br caption cite code col colgroup dd del details dfn "
-    "div dl dt em figcaption figure h1 h2 h3 h4 h5 h6 hr i iframe img ins kbd li mark ol p "
-    "pre q rp rt ruby s samp small source span strong sub summary sup table tbody td tfoot "
-    "th thead time tr u ul var video wbr".split()
+    (
+        "a abbr audio b bdi bdo blockquote br caption cite code col colgroup dd del "
+        "details dfn div dl dt em figcaption figure h1 h2 h3 h4 h5 h6 hr i iframe img ins "
+        "kbd li mark ol p pre q rp rt ruby s samp small source span strong sub summary "
+        "sup table tbody td tfoot th thead time tr u ul var video wbr "
+    ).split()
 )
 
 ALLOWED_ATTRIBUTES = {
@@ -101,7 +105,9 @@ LAZY_SRC_ATTRIBUTES = (
     "data-echo",
     "data-hi-res-src",
 )
-_PLACEHOLDER = re.compile(r"(^data:)|blank\.gif|spacer\.gif|placeholder|loading\.(gif|svg)|/lazy", re.I)
+_PLACEHOLDER = re.compile(
+    r"(^data:)|blank\.gif|spacer\.gif|placeholder|loading\.(gif|svg)|/lazy", re.I
+)
 
 # Query parameters that only identify the click, never the resource.
 _TRACKING_PARAM = re.compile(
@@ -149,7 +155,7 @@ class Rules:
         """Return the elements under ``root`` that the removal selectors match."""
         found: list[lxml.html.HtmlElement] = []
         for selector in self._selectors:
-            found.extend(selector(root))
+            found.extend(cast(list[lxml.html.HtmlElement], selector(root)))
         return found
 
     def __reduce__(self) -> tuple[type[Rules], tuple[tuple[str, ...], frozenset[str]]]:
@@ -277,10 +283,8 @@ def clean_html(html: str, base_url: str | None = None, rules: Rules | None = Non
         _drop(node)
 
     if base_url and _is_http(base_url):
-        try:
+        with suppress(ValueError):  # a base URL lxml cannot parse: leave links as they are
             root.make_links_absolute(base_url, resolve_base_href=False, handle_failures="discard")
-        except ValueError:
-            pass
 
     images: list[str] = []
     for iframe in list(root.iter("iframe")):

@@ -26,8 +26,12 @@ EXIT_CONFIG = 2
 def config_option(func: F) -> F:
     """Add ``--config PATH`` to a command (every command takes it)."""
     return click.option(
-        "--config", "config_path", default="config.yaml", show_default=True,
-        envvar="AGGREGATOR_CONFIG", type=click.Path(dir_okay=False),
+        "--config",
+        "config_path",
+        default="config.yaml",
+        show_default=True,
+        envvar="AGGREGATOR_CONFIG",
+        type=click.Path(dir_okay=False),
         help="The configuration file.",
     )(func)
 
@@ -69,15 +73,19 @@ def _summarise(outcomes: Sequence[SourceOutcome], verbose: bool) -> int:
     click.echo(f"{'source':<{width}}  {'new':>5} {'upd':>5} {'same':>5} {'fail':>5}  status")
     for o in outcomes:
         status = "ok" if o.ok else f"FAILED: {o.error}"
-        click.echo(f"{o.source:<{width}}  {o.new:>5} {o.updated:>5} {o.unchanged:>5} "
-                   f"{o.failed:>5}  {status}")
+        click.echo(
+            f"{o.source:<{width}}  {o.new:>5} {o.updated:>5} {o.unchanged:>5} "
+            f"{o.failed:>5}  {status}"
+        )
         if verbose:
             for warning in o.warnings:
                 click.echo(f"{'':<{width}}  warning: {warning}")
     failed = [o for o in outcomes if not o.ok]
     totals = [sum(getattr(o, k) for o in outcomes) for k in ("new", "updated", "unchanged")]
-    click.echo(f"{len(outcomes)} sources, {len(failed)} failed; "
-               f"{totals[0]} new, {totals[1]} updated, {totals[2]} unchanged")
+    click.echo(
+        f"{len(outcomes)} sources, {len(failed)} failed; "
+        f"{totals[0]} new, {totals[1]} updated, {totals[2]} unchanged"
+    )
     return EXIT_SOURCE_FAILED if failed else 0
 
 
@@ -107,32 +115,42 @@ def check_config(config_path: str) -> None:
 @cli.command()
 @config_option
 @click.option("--source", "only", metavar="NAME", help="Poll only this source.")
-@click.option("--workers", type=click.IntRange(0, 64), default=None,
-              help="Processes for parsing and cleaning (default: settings.workers).")
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Processes for parsing and cleaning (default: settings.workers).",
+)
 @click.pass_context
 def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | None) -> None:
     """Poll every enabled source once and write their articles."""
     config = _load(config_path)
     sources = list(iter_enabled(config, only))
     if only is not None and not sources:
-        raise click.BadParameter(f"no source named {only!r} in {config_path}", param_hint="--source")
+        raise click.BadParameter(
+            f"no source named {only!r} in {config_path}", param_hint="--source"
+        )
     with _poller(config, workers) as poller:
-        outcomes = _with_progress("polling", len(sources),
-                                  lambda done: poller.poll(sources, done))
+        outcomes = _with_progress("polling", len(sources), lambda done: poller.poll(sources, done))
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
 
 
 @cli.command()
 @config_option
-@click.option("--workers", type=click.IntRange(0, 64), default=None,
-              help="Processes for cleaning (default: settings.workers).")
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Processes for cleaning (default: settings.workers).",
+)
 @click.pass_context
 def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
     """Clean and rewrite every stored article from its raw original (after rule changes)."""
     config = _load(config_path)
     with _poller(config, workers) as poller:
-        outcomes = _with_progress("rebuilding", len(config.sources),
-                                  lambda done: poller.rebuild(config.sources, done))
+        outcomes = _with_progress(
+            "rebuilding", len(config.sources), lambda done: poller.rebuild(config.sources, done)
+        )
         known = {s.key for s in config.sources}
         orphans = [n for n in poller.store.source_names() if n not in known]
     for name in orphans:

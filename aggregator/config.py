@@ -52,7 +52,7 @@ def _check_selectors(selectors: tuple[str, ...]) -> tuple[str, ...]:
 
 def _resolve_path(value: str, info: ValidationInfo) -> str:
     base = Path((info.context or {}).get("base_dir", "."))
-    return str((base / os.path.expanduser(value)).resolve())
+    return str((base / Path(value).expanduser()).resolve())
 
 
 class FrontMatter(_Model):

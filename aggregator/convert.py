@@ -123,7 +123,7 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         alt_key=alt_key(entry),
         raw_json=raw_json,
         raw_hash=_digest(raw_json),
-        title=" ".join(entry.title.split()) if entry.title else "",
+        title=entry.title.strip(),
         link=strip_tracking(entry.link) if entry.link else None,
         categories=source.categories,
         author=source.author,

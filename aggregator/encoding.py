@@ -4,10 +4,10 @@ Pure functions, no I/O. The rules, in order:
 
 1. A byte-order mark wins (UTF-8, UTF-16, UTF-32): it cannot be there by accident.
 2. Otherwise the labels from the HTTP ``charset`` and the XML declaration are tried, and
-   the first that decodes the bytes *strictly* wins. Labels that decode anything (Latin-1,
-   windows-1252) go last, so a server that wrongly says ISO-8859-1 for a UTF-8 or GBK
-   document does not turn it into mojibake.
-3. Then UTF-8, then GB18030, then windows-1252 (which decodes every byte).
+   the first that decodes the bytes *strictly* wins.
+3. Then UTF-8 (a server that wrongly says ISO-8859-1 for a UTF-8 document is common),
+   then any declared label that decodes every byte (Latin-1, windows-1252), then — only
+   for documents that declare nothing usable — GB18030, then windows-1252.
 
 Chinese labels are widened to their supersets, because publishers routinely declare
 ``gb2312`` for text that uses GBK-only characters (e.g. 镕, 喆) and ``big5`` for text with
@@ -83,9 +83,8 @@ def _candidates(body: bytes, content_type: str | None) -> list[str]:
     labels = [normalise_label(d) for d in declared]
     strict = [n for n in labels if n is not None and n not in _PERMISSIVE]
     loose = [n for n in labels if n is not None and n in _PERMISSIVE]
-    ordered = [*strict, "utf-8", "gb18030", *loose, "cp1252"]
-    seen: set[str] = set()
-    return [n for n in ordered if not (n in seen or seen.add(n))]
+    ordered = [*strict, "utf-8", *loose, "gb18030", "cp1252"]
+    return list(dict.fromkeys(ordered))
 
 
 def _decode(body: bytes, content_type: str | None) -> tuple[str, str]:

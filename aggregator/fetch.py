@@ -40,7 +40,9 @@ class Fetcher:
     """
 
     def __init__(
-        self, timeout: float = 30.0, max_bytes: int = 10 * 1024 * 1024,
+        self,
+        timeout: float = 30.0,
+        max_bytes: int = 10 * 1024 * 1024,
         user_agent: str | None = None,
     ) -> None:
         self.timeout = timeout
@@ -50,8 +52,14 @@ class Fetcher:
             maxsize=4,
             headers={"User-Agent": user_agent or USER_AGENT, "Accept-Encoding": "gzip, deflate"},
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            retries=urllib3.Retry(total=None, connect=0, read=0, status=0,
-                                  redirect=MAX_REDIRECTS, raise_on_redirect=True),
+            retries=urllib3.Retry(
+                total=None,
+                connect=0,
+                read=0,
+                status=0,
+                redirect=MAX_REDIRECTS,
+                raise_on_redirect=True,
+            ),
         )
 
     def fetch(self, url: str) -> Fetched:
@@ -79,10 +87,15 @@ class Fetcher:
     def _fetch_http(self, url: str) -> Fetched:
         try:
             response = self.pool.request(
-                "GET", url, preload_content=False, decode_content=True,
-                headers={**self.pool.headers,
-                         "Accept": "application/rss+xml, application/atom+xml, "
-                                   "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"},
+                "GET",
+                url,
+                preload_content=False,
+                decode_content=True,
+                headers={
+                    **self.pool.headers,
+                    "Accept": "application/rss+xml, application/atom+xml, "
+                    "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5",
+                },
             )
         except Urllib3Error as exc:
             raise FetchError(url, f"cannot fetch: {exc}") from exc

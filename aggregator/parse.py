@@ -43,9 +43,7 @@ def _as_html(detail: Mapping[str, Any] | None) -> str:
         return value
     # Plain text: escape it, and keep its paragraphs.
     paragraphs = [p.strip() for p in value.replace("\r\n", "\n").split("\n\n")]
-    return "".join(
-        f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs if p
-    )
+    return "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs if p)
 
 
 def _plain(detail: Mapping[str, Any] | None, value: Any) -> str:
@@ -68,11 +66,10 @@ def _images(raw: Mapping[str, Any]) -> tuple[str, ...]:
     for link in raw.get("links") or ():
         if link.get("rel") == "enclosure" and str(link.get("type") or "").startswith("image/"):
             found.append(str(link.get("href") or ""))
-    seen: set[str] = set()
-    return tuple(u for u in found if u and not (u in seen or seen.add(u)))
+    return tuple(u for u in dict.fromkeys(found) if u)
 
 
-def _entry(raw: Mapping[str, Any]) -> ParsedEntry:
+def _entry(raw: dict[str, Any]) -> ParsedEntry:
     contents = raw.get("content") or []
     # Atom may carry several content elements; prefer the HTML one, then the longest.
     best = max(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from aggregator import __version__
 from aggregator.clean import Rules
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -72,8 +74,9 @@ def prepare(
         feed = parse_feed(url, body, headers)
     except AggregatorError as exc:
         return Prepared(source=view.name, error=str(exc))
-    return _convert_all(view, feed.entries, feed.title, [*feed.skipped],
-                        [feed.warning] if feed.warning else [])
+    return _convert_all(
+        view, feed.entries, feed.title, [*feed.skipped], [feed.warning] if feed.warning else []
+    )
 
 
 def prepare_stored(view: SourceView, raws: list[str]) -> Prepared:
@@ -82,8 +85,11 @@ def prepare_stored(view: SourceView, raws: list[str]) -> Prepared:
 
 
 def _convert_all(
-    view: SourceView, entries: Iterable[ParsedEntry], title: str | None,
-    problems: list[str], warnings: list[str],
+    view: SourceView,
+    entries: Iterable[ParsedEntry],
+    title: str | None,
+    problems: list[str],
+    warnings: list[str],
 ) -> Prepared:
     articles: list[Article] = []
     indices: list[int] = []
@@ -92,13 +98,19 @@ def _convert_all(
         try:
             articles.append(convert_entry(entry, view))
             indices.append(index)
-        except Exception as exc:  # noqa: BLE001 - one hostile entry must not stop its feed
+        except Exception as exc:  # one hostile entry must not stop its feed
             failed += 1
-            problems.append(f"entry {index + 1} ({entry.title[:60]!r}): "
-                            f"{type(exc).__name__}: {exc}")
-    return Prepared(source=view.name, articles=tuple(articles), indices=tuple(indices),
-                    feed_title=title,
-                    warnings=tuple(warnings + problems), failed=failed)
+            problems.append(
+                f"entry {index + 1} ({entry.title[:60]!r}): {type(exc).__name__}: {exc}"
+            )
+    return Prepared(
+        source=view.name,
+        articles=tuple(articles),
+        indices=tuple(indices),
+        feed_title=title,
+        warnings=tuple(warnings + problems),
+        failed=failed,
+    )
 
 
 @dataclass
@@ -121,8 +133,9 @@ class Poller:
         workers: processes for parsing and cleaning; 0 means one per CPU.
     """
 
-    def __init__(self, config: Config, store: Store, *, clock: Clock = utcnow,
-                 workers: int | None = None) -> None:
+    def __init__(
+        self, config: Config, store: Store, *, clock: Clock = utcnow, workers: int | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -136,8 +149,9 @@ class Poller:
             escape_braces=settings.front_matter.escape_braces,
             comments=settings.front_matter.comments,
         )
-        self.fetcher = Fetcher(settings.fetch.timeout, settings.fetch.max_bytes,
-                               settings.fetch.user_agent)
+        self.fetcher = Fetcher(
+            settings.fetch.timeout, settings.fetch.max_bytes, settings.fetch.user_agent
+        )
 
     def close(self) -> None:
         """Release the HTTP connections."""
@@ -147,16 +161,26 @@ class Poller:
 
     def view(self, source: SourceConfig) -> SourceView:
         """What conversion needs to know about a source."""
-        rules = Rules((*self.config.settings.remove, *source.remove),
-                      self.config.settings.iframe_hosts)
-        return SourceView(name=source.key, categories=source.categories, author=source.site,
-                          rules=rules)
+        rules = Rules(
+            (*self.config.settings.remove, *source.remove), self.config.settings.iframe_hosts
+        )
+        return SourceView(
+            name=source.key, categories=source.categories, author=source.site, rules=rules
+        )
 
     def render_key(self, view: SourceView) -> str:
         """A fingerprint of everything, besides the entry, that shapes its article file."""
-        facts = [__version__, self.options.date_style, self.options.timezone,
-                 self.options.escape_braces, self.options.comments, view.categories,
-                 view.author, view.rules.remove, sorted(view.rules.iframe_hosts)]
+        facts = [
+            __version__,
+            self.options.date_style,
+            self.options.timezone,
+            self.options.escape_braces,
+            self.options.comments,
+            view.categories,
+            view.author,
+            view.rules.remove,
+            sorted(view.rules.iframe_hosts),
+        ]
         return hashlib.sha1(json.dumps(facts, ensure_ascii=False).encode()).hexdigest()[:16]
 
     def _retention(self, source: SourceConfig) -> tuple[int | None, int | None]:
@@ -166,7 +190,8 @@ class Poller:
     # -- polling -------------------------------------------------------------------------
 
     def poll(
-        self, sources: Iterable[SourceConfig],
+        self,
+        sources: Iterable[SourceConfig],
         on_done: Callable[[SourceOutcome], None] | None = None,
     ) -> list[SourceOutcome]:
         """Poll each source once; a failing source is recorded and the others go on."""
@@ -203,8 +228,9 @@ class Poller:
             return ProcessPoolExecutor(min(self.workers, jobs), mp_context=context)
         return _InlineExecutor()
 
-    def _store(self, source: SourceConfig, prepared: Prepared, when: datetime,
-               t0: float) -> SourceOutcome:
+    def _store(
+        self, source: SourceConfig, prepared: Prepared, when: datetime, t0: float
+    ) -> SourceOutcome:
         tally = _Tally(failed=prepared.failed, problems=list(prepared.warnings))
         error = prepared.error
         if error is None:
@@ -218,27 +244,49 @@ class Poller:
         if error is None and tally.failed and not (tally.new or tally.updated or tally.unchanged):
             error = f"no entry could be kept ({tally.failed} failed)"
         if error is None and any(p.startswith("write: ") for p in tally.problems):
-            error = next(p for p in tally.problems if p.startswith("write: ")).removeprefix("write: ")
+            error = next(p for p in tally.problems if p.startswith("write: ")).removeprefix(
+                "write: "
+            )
         outcome = SourceOutcome(
-            source=source.key, new=tally.new, updated=tally.updated, unchanged=tally.unchanged,
-            failed=tally.failed, dropped=tally.dropped, error=error,
+            source=source.key,
+            new=tally.new,
+            updated=tally.updated,
+            unchanged=tally.unchanged,
+            failed=tally.failed,
+            dropped=tally.dropped,
+            error=error,
             warnings=tuple(tally.problems),
         )
         duration = time.perf_counter() - t0
         try:
             with self.store.transaction() as conn:
-                self.store.record_poll(conn, outcome, source.url, when, duration,
-                                       prepared.feed_title)
+                self.store.record_poll(
+                    conn, outcome, source.url, when, duration, prepared.feed_title
+                )
         except StoreError as exc:
             log.error("source=%s cannot record poll: %s", source.key, exc)
-        log.info("source=%s new=%d updated=%d unchanged=%d failed=%d dropped=%d error=%s",
-                 source.key, outcome.new, outcome.updated, outcome.unchanged, outcome.failed,
-                 outcome.dropped, outcome.error or "-")
+        log.info(
+            "source=%s new=%d updated=%d unchanged=%d failed=%d dropped=%d error=%s",
+            source.key,
+            outcome.new,
+            outcome.updated,
+            outcome.unchanged,
+            outcome.failed,
+            outcome.dropped,
+            outcome.error or "-",
+        )
         return outcome
 
-    def _apply(self, conn: Connection, source: SourceConfig, articles: Iterable[Article],
-               now: datetime, tally: _Tally, keys: list[str] | None = None,
-               force: bool = False) -> None:
+    def _apply(
+        self,
+        conn: Connection,
+        source: SourceConfig,
+        articles: Iterable[Article],
+        now: datetime,
+        tally: _Tally,
+        keys: list[str] | None = None,
+        force: bool = False,
+    ) -> None:
         """Decide what changed and write it: files first, then the index rows.
 
         ``keys`` (for a rebuild) are the stored keys; otherwise they are assigned here.
@@ -270,9 +318,14 @@ class Poller:
             if state is None and cutoff is not None and date < cutoff:
                 tally.dropped += 1
                 continue
-            if (not force and state is not None and state.path
-                    and state.raw_hash == article.raw_hash
-                    and state.render_key == render_key and self.store.file_exists(state.path)):
+            if (
+                not force
+                and state is not None
+                and state.path
+                and state.raw_hash == article.raw_hash
+                and state.render_key == render_key
+                and self.store.file_exists(state.path)
+            ):
                 tally.unchanged += 1
                 seen_again.append(key)
                 continue
@@ -294,25 +347,49 @@ class Poller:
                 tally.updated += 1
             else:
                 tally.unchanged += 1
-            rows.append(EntryRow(
-                source=name, key=key, alt_key=article.alt_key, uid=uid, path=path,
-                title=article.title, link=article.link, author=article.author,
-                categories=article.categories, tags=article.tags, headimg=article.headimg,
-                summary=article.summary, body_html=article.body_html,
-                published=article.published, updated=article.updated, date=date,
-                first_seen=state.first_seen if state else now, last_seen=now,
-                raw_json=article.raw_json, raw_hash=article.raw_hash, file_hash=digest,
-                render_key=render_key,
-            ))
+            rows.append(
+                EntryRow(
+                    source=name,
+                    key=key,
+                    alt_key=article.alt_key,
+                    uid=uid,
+                    path=path,
+                    title=article.title,
+                    link=article.link,
+                    author=article.author,
+                    categories=article.categories,
+                    tags=article.tags,
+                    headimg=article.headimg,
+                    summary=article.summary,
+                    body_html=article.body_html,
+                    published=article.published,
+                    updated=article.updated,
+                    date=date,
+                    first_seen=state.first_seen if state else now,
+                    last_seen=now,
+                    raw_json=article.raw_json,
+                    raw_hash=article.raw_hash,
+                    file_hash=digest,
+                    render_key=render_key,
+                )
+            )
         self.store.upsert_entries(conn, rows)
         self.store.touch_entries(conn, name, seen_again, now)
 
-    def _new_paths(self, conn: Connection, view: SourceView, batch: dict[str, Article],
-                   states: dict[str, StoredEntry]) -> dict[str, str]:
+    def _new_paths(
+        self,
+        conn: Connection,
+        view: SourceView,
+        batch: dict[str, Article],
+        states: dict[str, StoredEntry],
+    ) -> dict[str, str]:
         """Choose a file path for every entry that has none yet, unique and stable."""
         folder = "/".join(article_dir(view.categories))
-        wanted = {key: f"{folder}/{article_name(a.title)}" for key, a in batch.items()
-                  if key not in states or not states[key].path}
+        wanted = {
+            key: f"{folder}/{article_name(a.title)}"
+            for key, a in batch.items()
+            if key not in states or not states[key].path
+        }
         taken = self.store.paths_taken(conn, wanted.values())
         chosen: dict[str, str] = {}
         claimed: set[str] = set()
@@ -325,11 +402,11 @@ class Poller:
             chosen[key] = path
         return chosen
 
-
     # -- rebuild and prune ---------------------------------------------------------------
 
     def rebuild(
-        self, sources: Iterable[SourceConfig],
+        self,
+        sources: Iterable[SourceConfig],
         on_done: Callable[[SourceOutcome], None] | None = None,
     ) -> list[SourceOutcome]:
         """Clean and render every stored entry again from its raw original.
@@ -352,13 +429,26 @@ class Poller:
                 error = None
                 try:
                     with self.store.transaction() as conn:
-                        self._apply(conn, source, prepared.articles, self.clock(), tally,
-                                    keys=[keys[i] for i in prepared.indices], force=True)
+                        self._apply(
+                            conn,
+                            source,
+                            prepared.articles,
+                            self.clock(),
+                            tally,
+                            keys=[keys[i] for i in prepared.indices],
+                            force=True,
+                        )
                 except StoreError as exc:
                     error = str(exc)
-                outcome = SourceOutcome(source=source.key, new=tally.new, updated=tally.updated,
-                                        unchanged=tally.unchanged, failed=tally.failed,
-                                        error=error, warnings=tuple(tally.problems))
+                outcome = SourceOutcome(
+                    source=source.key,
+                    new=tally.new,
+                    updated=tally.updated,
+                    unchanged=tally.unchanged,
+                    failed=tally.failed,
+                    error=error,
+                    warnings=tuple(tally.problems),
+                )
                 outcomes.append(outcome)
                 if on_done is not None:
                     on_done(outcome)
@@ -378,12 +468,11 @@ class Poller:
 class _InlineExecutor(Executor):
     """Runs submitted work at once, in this thread (one source, or one core)."""
 
-    def submit(self, fn: Callable[..., Prepared], /, *args: object,  # type: ignore[override]
-               **kwargs: object) -> Future[Prepared]:
-        future: Future[Prepared] = Future()
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
+        except BaseException as exc:  # handed to the caller through the future
             future.set_exception(exc)
         return future
 

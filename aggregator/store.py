@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,9 +248,7 @@ class Store:
             t.c.pruned_at,
         )
         for chunk in _chunks(wanted):
-            rows = conn.execute(
-                sa.select(*columns).where(t.c.source == source, t.c.key.in_(chunk))
-            )
+            rows = conn.execute(sa.select(*columns).where(t.c.source == source, t.c.key.in_(chunk)))
             for r in rows:
                 found[r.key] = StoredEntry(
                     id=r.id,
@@ -326,9 +324,7 @@ class Store:
     def source_state(self, name: str) -> dict[str, Any] | None:
         """A source's recorded state."""
         with self.transaction() as conn:
-            row = conn.execute(
-                sa.select(sources_table).where(sources_table.c.name == name)
-            ).first()
+            row = conn.execute(sa.select(sources_table).where(sources_table.c.name == name)).first()
         return dict(row._mapping) if row else None
 
     # -- writing -------------------------------------------------------------------------
@@ -347,7 +343,9 @@ class Store:
         )
         conn.execute(statement, values)
 
-    def touch_entries(self, conn: Connection, source: str, keys: Sequence[str], now: datetime) -> None:
+    def touch_entries(
+        self, conn: Connection, source: str, keys: Sequence[str], now: datetime
+    ) -> None:
         """Record that unchanged entries were seen again."""
         t = entries_table
         for chunk in _chunks(keys):
@@ -356,8 +354,13 @@ class Store:
             )
 
     def record_poll(
-        self, conn: Connection, outcome: SourceOutcome, url: str, started: datetime,
-        duration: float, feed_title: str | None,
+        self,
+        conn: Connection,
+        outcome: SourceOutcome,
+        url: str,
+        started: datetime,
+        duration: float,
+        feed_title: str | None,
     ) -> None:
         """Record one poll of a source and update its state."""
         conn.execute(
@@ -382,8 +385,14 @@ class Store:
         statement = insert(sources_table).values(name=outcome.source, **state)
         conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=state))
 
-    def prune(self, conn: Connection, source: str, keep_days: int | None, keep_max: int | None,
-              now: datetime) -> int:
+    def prune(
+        self,
+        conn: Connection,
+        source: str,
+        keep_days: int | None,
+        keep_max: int | None,
+        now: datetime,
+    ) -> int:
         """Apply retention to a source: delete the files, remember the entries as pruned.
 
         Returns:
@@ -394,20 +403,34 @@ class Store:
         doomed: list[tuple[int, str | None]] = []
         if keep_days is not None:
             cutoff = datetime.fromtimestamp(now.timestamp() - keep_days * 86400, UTC)
-            doomed += [(r.id, r.path) for r in conn.execute(
-                sa.select(t.c.id, t.c.path).where(live, t.c.date < cutoff))]
+            doomed += [
+                (r.id, r.path)
+                for r in conn.execute(sa.select(t.c.id, t.c.path).where(live, t.c.date < cutoff))
+            ]
         if keep_max is not None:
-            doomed += [(r.id, r.path) for r in conn.execute(
-                sa.select(t.c.id, t.c.path).where(live).order_by(t.c.date.desc(), t.c.id.desc())
-                .offset(keep_max))]
+            doomed += [
+                (r.id, r.path)
+                for r in conn.execute(
+                    sa.select(t.c.id, t.c.path)
+                    .where(live)
+                    .order_by(t.c.date.desc(), t.c.id.desc())
+                    .offset(keep_max)
+                )
+            ]
         ids = sorted({i for i, _ in doomed})
         for _, path in doomed:
             if path:
                 self.delete_file(path)
         for start in range(0, len(ids), 500):
             conn.execute(
-                sa.update(t).where(t.c.id.in_(ids[start : start + 500])).values(
-                    pruned_at=now, path=None, body_html=None, raw_json=None, summary=None,
+                sa.update(t)
+                .where(t.c.id.in_(ids[start : start + 500]))
+                .values(
+                    pruned_at=now,
+                    path=None,
+                    body_html=None,
+                    raw_json=None,
+                    summary=None,
                     file_hash=None,
                 )
             )
@@ -444,35 +467,28 @@ class Store:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             # A leading dot: Hexo, Hugo and Jekyll all skip hidden files.
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".tmp",
-                                       dir=target.parent)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{target.name[:40]}.", suffix=".tmp", dir=target.parent
+            )
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
+            Path(tmp).chmod(0o644)
+            Path(tmp).replace(target)
             tmp = None
         except OSError as exc:
             raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
         finally:
             if tmp is not None:
-                with _suppress_os_error():
-                    os.unlink(tmp)
+                with suppress(OSError):
+                    Path(tmp).unlink()
 
     def delete_file(self, relative: str) -> None:
         """Remove an article file, if it is there."""
-        with _suppress_os_error():
+        with suppress(OSError):
             self.file_path(relative).unlink()
-
-
-@contextmanager
-def _suppress_os_error() -> Iterator[None]:
-    try:
-        yield
-    except OSError:
-        pass
 
 
 def _row_values(row: EntryRow) -> dict[str, Any]:

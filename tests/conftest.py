@@ -1,0 +1,129 @@
+"""Shared fixtures: real files on tmp_path, a real SQLite file, a real HTTP server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aggregator.config import Config, load_config
+from aggregator.pipeline import Poller
+from aggregator.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "feeds"
+DATA = Path(__file__).resolve().parent / "data"
+FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+MakeConfig = Callable[..., Path]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> MakeConfig:
+    """Write a config.yaml into tmp_path from Python data and return its path."""
+
+    def make(sources: list[dict[str, Any]], **settings: Any) -> Path:
+        data = {"settings": {"posts_dir": "posts", "database": "db/index.sqlite", **settings},
+                "sources": sources}
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        return path
+
+    return make
+
+
+@pytest.fixture
+def feed_file(tmp_path: Path) -> Callable[[str, bytes | str], Path]:
+    """Write a feed document into tmp_path/feeds and return its path."""
+
+    def write(name: str, content: bytes | str) -> Path:
+        folder = tmp_path / "feeds"
+        folder.mkdir(exist_ok=True)
+        path = folder / name
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_bytes(content)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def sina_copy(tmp_path: Path) -> Path:
+    """A private copy of the bundled Sina example feed (tests may edit it)."""
+    folder = tmp_path / "feeds"
+    folder.mkdir(exist_ok=True)
+    return Path(shutil.copy(EXAMPLES / "sina-finance-china.rss.xml", folder / "sina.xml"))
+
+
+class Harness:
+    """A config, its store and a poller with a settable clock."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self.now = FIXED_NOW
+        self.reload()
+
+    def reload(self) -> None:
+        self.config: Config = load_config(self.config_path)
+        self.store = Store(self.config.settings.database, self.config.settings.posts_dir)
+        self.poller = Poller(self.config, self.store, clock=lambda: self.now, workers=1)
+
+    @property
+    def posts(self) -> Path:
+        return Path(self.config.settings.posts_dir)
+
+    def poll(self) -> Any:
+        return self.poller.poll([s for s in self.config.sources if s.enabled])
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.posts.rglob("*.md"))
+
+    def close(self) -> None:
+        self.poller.close()
+        self.store.close()
+
+
+@pytest.fixture
+def harness() -> Iterator[Callable[[Path], Harness]]:
+    made: list[Harness] = []
+
+    def make(config_path: Path) -> Harness:
+        h = Harness(config_path)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def rss(items: str, *, title: str = "Test feed", encoding: str = "utf-8") -> str:
+    """A small RSS 2.0 document around the given <item> elements."""
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n'
+        '<rss version="2.0"><channel>'
+        f"<title>{title}</title><link>https://example.com/</link>"
+        "<description>test</description>"
+        f"{items}</channel></rss>"
+    )
+
+
+def item(guid: str | None, title: str, body: str = "<p>Body</p>", *, link: str | None = None,
+         date: str = "Mon, 01 Jan 2024 10:00:00 GMT") -> str:
+    """One RSS <item>."""
+    parts = [f"<title><![CDATA[{title}]]></title>"]
+    if guid is not None:
+        parts.append(f'<guid isPermaLink="false">{guid}</guid>')
+    if link is not None:
+        parts.append(f"<link>{link}</link>")
+    if date:
+        parts.append(f"<pubDate>{date}</pubDate>")
+    parts.append(f"<description><![CDATA[{body}]]></description>")
+    return "<item>" + "".join(parts) + "</item>"

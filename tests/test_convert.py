@@ -1,0 +1,241 @@
+"""Conversion: front matter that any YAML reader gets back exactly, names, identity."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+import yaml
+
+from aggregator.clean import Rules
+from aggregator.convert import (
+    MAX_NAME_BYTES,
+    RenderOptions,
+    SourceView,
+    alt_key,
+    article_dir,
+    article_name,
+    assign_keys,
+    convert_entry,
+    entry_key,
+    format_date,
+    pick_image,
+    render_article,
+    safe_segment,
+)
+from aggregator.models import Article, ParsedEntry
+
+WHEN = datetime(2021, 10, 12, 9, 0, 27, tzinfo=UTC)
+SEED_KEYS = ["title", "categories", "headimg", "author", "comments", "date", "thumbnail"]
+# hexo-front-matter's split (lib/split.js): the block between the first two --- lines.
+HEXO_SPLIT = re.compile(r"^(-{3,}|;{3,})[\r\n]{1,2}([\s\S]+?)[\r\n]{1,2}\1(?:$|[\r\n]{1,2}([\s\S]*)$)")
+
+
+def entry(**changes: object) -> ParsedEntry:
+    base: dict[str, object] = {
+        "guid": "g-1",
+        "link": "https://example.com/a?utm_source=rss",
+        "title": "A title",
+        "content_html": "<p>Body {{ x }}</p>",
+        "summary_html": "",
+        "published": WHEN,
+        "updated": None,
+        "author": None,
+        "tags": ("t1", "标签"),
+        "images": (),
+    }
+    base.update(changes)
+    return ParsedEntry(**base)  # type: ignore[arg-type]
+
+
+VIEW = SourceView("src", ("金融", "新浪财经", "新浪财经－国內"), "新浪财经", Rules())
+
+
+def render(article: Article, options: RenderOptions | None = None) -> tuple[dict[str, object], str]:
+    text = render_article(article, "uid123", WHEN, options or RenderOptions())
+    match = HEXO_SPLIT.match(text)
+    assert match is not None, text
+    return yaml.safe_load(match.group(2)), match.group(3)
+
+
+HOSTILE_TITLES = [
+    "He said \"don't\" — 'quoted' twice",
+    "Key: value # not a comment",
+    "[leading bracket] stays",
+    "- leading dash",
+    "line one\nline two",
+    "---",
+    "before\n---\nafter",
+    "{{ hexo_tag }} and {% raw %}",
+    "&anchor *alias !tag %directive @at `tick` |pipe >fold",
+    "null",
+    "true",
+    "2024-01-01",
+    "0o17",
+    "1e3",
+    "  ",
+    "trailing spaces   ",
+    "tab\tinside",
+    "全角：冒号，“引号”与『括号』",
+    "emoji 🎉 and 𠀀",
+    "?question",
+    "' leading single quote",
+    '" leading double quote',
+    "a" * 3000,
+]
+
+
+@pytest.mark.parametrize("title", HOSTILE_TITLES, ids=range(len(HOSTILE_TITLES)))
+def test_hostile_titles_round_trip(title: str) -> None:
+    article = convert_entry(entry(title=title), VIEW)
+    front, _body = render(article)
+    assert front["title"] == title.strip()
+    assert list(front)[:7] == SEED_KEYS
+
+
+def test_control_characters_never_reach_yaml() -> None:
+    article = convert_entry(entry(title="bell\x07 nul\x00 esc\x1b c1\x85 ok"), VIEW)
+    front, _ = render(article)
+    assert front["title"] == "bell nul esc c1 ok"
+
+
+def test_front_matter_keys_order_and_values() -> None:
+    article = convert_entry(entry(images=("https://img.example.com/cover.jpg",)), VIEW)
+    text = render_article(article, "uid123", WHEN, RenderOptions())
+    front, body = render(article)
+    assert list(front) == [*SEED_KEYS, "link", "tags", "entry_id"]
+    assert front["categories"] == ["金融", "新浪财经", "新浪财经－国內"]
+    assert front["author"] == "新浪财经"
+    assert front["comments"] is False
+    assert front["date"] == "Tue, 12 Oct 2021 09:00:27 GMT"
+    assert front["headimg"] == front["thumbnail"] == "https://img.example.com/cover.jpg"
+    assert front["link"] == "https://example.com/a"
+    assert front["tags"] == ["t1", "标签"]
+    assert front["entry_id"] == "uid123"
+    # The seed quotes the title and the image URLs.
+    assert "\ntitle: 'A title'\n" in text
+    assert "{" not in body and "&#123;&#123; x &#125;&#125;" in body
+
+
+def test_braces_are_escaped_in_the_body_only() -> None:
+    article = convert_entry(entry(title="{{ t }}"), VIEW)
+    front, body = render(article)
+    assert front["title"] == "{{ t }}"
+    assert "&#123;&#123; x &#125;&#125;" in body
+    _, raw_body = render(article, RenderOptions(escape_braces=False))
+    assert "{{ x }}" in raw_body
+
+
+@pytest.mark.parametrize(
+    ("style", "zone", "expected"),
+    [
+        ("rfc822", "UTC", "Tue, 12 Oct 2021 09:00:27 GMT"),
+        ("rfc822", "Asia/Shanghai", "Tue, 12 Oct 2021 09:00:27 GMT"),
+        ("iso8601", "UTC", "2021-10-12T09:00:27+00:00"),
+        ("iso8601", "Asia/Shanghai", "2021-10-12T17:00:27+08:00"),
+    ],
+)
+def test_date_styles(style: str, zone: str, expected: str) -> None:
+    options = RenderOptions(date_style=style, timezone=zone)  # type: ignore[arg-type]
+    assert format_date(WHEN, options) == expected
+    front, _ = render(convert_entry(entry(), VIEW), options)
+    assert str(front["date"]) == expected
+
+
+def test_one_digit_day_and_named_zone_are_rewritten_from_utc() -> None:
+    # The feed said "Tue, 1 Oct 2021 08:00:00 CST"; parse gives UTC, convert writes UTC.
+    utc = datetime(2021, 10, 1, 14, 0, 0, tzinfo=UTC)
+    assert format_date(utc, RenderOptions()) == "Fri, 01 Oct 2021 14:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("Hello World", "Hello-World"),
+        ("政企合作促数字化转型 上海虹口区首推转型创新基地", "政企合作促数字化转型-上海虹口区首推转型创新基地"),
+        ('a/b\\c:d*e?f"g<h>i|j', "a-b-c-d-e-f-g-h-i-j"),
+        ("../../etc/passwd", "etc-passwd"),
+        ("/absolute/path", "absolute-path"),
+        (".hidden", "hidden"),
+        ("...", "untitled"),
+        ("", "untitled"),
+        ("CON", "_CON"),
+        ("nul.txt", "_nul.txt"),
+        ("lpt1", "_lpt1"),
+        ("console", "console"),
+        ("tab\tand\nnewline", "tab-and-newline"),
+        ("全角　空格", "全角-空格"),
+        ("hash # and 100%", "hash-and-100"),
+        ("trailing dot.", "trailing-dot"),
+        ("---", "untitled"),
+        ("ctrl\x00\x1fchars", "ctrl-chars"),
+    ],
+)
+def test_safe_segment(title: str, expected: str) -> None:
+    assert safe_segment(title) == expected
+
+
+def test_long_cjk_name_is_cut_on_a_character_boundary() -> None:
+    name = article_name("长" * 300)
+    assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
+    assert name.endswith(".md")
+    name.encode("utf-8").decode("utf-8")  # a cut inside a character would not decode
+    suffixed = article_name("长" * 300, "0123456789abcdef")
+    assert len(suffixed.encode("utf-8")) <= MAX_NAME_BYTES
+    assert suffixed.endswith("-01234567.md")
+
+
+def test_article_dir_keeps_cjk_and_full_width_names() -> None:
+    assert article_dir(("金融", "新浪财经", "新浪财经－国內")) == ("金融", "新浪财经", "新浪财经－国內")
+    assert article_dir(("a/b", "..", "")) == ("a-b", "uncategorised", "uncategorised")
+
+
+def test_entry_key_prefers_guid_then_link_then_hash() -> None:
+    assert entry_key(entry()) == "g-1"
+    assert entry_key(entry(guid=None)) == "https://example.com/a?utm_source=rss"
+    hashed = entry_key(entry(guid=None, link=None))
+    assert hashed.startswith("sha1:")
+    assert hashed == entry_key(entry(guid=None, link=None))
+    assert hashed != entry_key(entry(guid=None, link=None, title="Other"))
+    assert alt_key(entry()) != alt_key(entry(title="Other"))
+
+
+@pytest.mark.parametrize(
+    ("pairs", "stored", "expected"),
+    [
+        # Unique keys: plain keys.
+        ([("a", "a#1"), ("b", "b#1")], {}, ["a", "b"]),
+        # A repeated key, nothing stored: the first takes the plain key.
+        ([("g", "g#1"), ("g", "g#2")], {}, ["g", "g#2"]),
+        # A repeated key, the second item is the one stored under the plain key.
+        ([("g", "g#1"), ("g", "g#2")], {"g": "g#2"}, ["g#1", "g"]),
+        # Later poll: an item once stored under its alt key keeps it, even alone.
+        ([("g", "g#2")], {"g": "g#1", "g#2": "g#2"}, ["g#2"]),
+        # Alone, and the plain key's stored item changed its title: still the plain key.
+        ([("g", "g#9")], {"g": "g#1"}, ["g"]),
+    ],
+)
+def test_assign_keys(
+    pairs: list[tuple[str, str]], stored: dict[str, str], expected: list[str]
+) -> None:
+    assert assign_keys(pairs, stored) == expected
+
+
+@pytest.mark.parametrize(
+    ("declared", "body", "expected"),
+    [
+        (("https://a.example/thumb.jpg",), ("https://a.example/body.jpg",), "https://a.example/thumb.jpg"),
+        ((), ("https://a.example/body.jpg",), "https://a.example/body.jpg"),
+        (("data:image/png;base64,xx",), (), ""),
+        (("https://pixel.wp.com/g.gif",), ("https://a.example/b.jpg",), "https://a.example/b.jpg"),
+        ((), (), ""),
+    ],
+)
+def test_pick_image(declared: tuple[str, ...], body: tuple[str, ...], expected: str) -> None:
+    assert pick_image(declared, body) == expected
+
+
+def test_raw_entry_round_trips_through_json() -> None:
+    original = entry(updated=WHEN, author="作者", images=("https://x.example/i.png",))
+    assert ParsedEntry.from_json(original.to_json()) == original
