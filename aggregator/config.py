@@ -84,8 +84,9 @@ class FetchSettings(_Model):
 class Settings(_Model):
     """Global defaults (the ``settings:`` block)."""
 
-    posts_dir: str = "site/source/_posts"
-    database: str = "data/aggregator.sqlite"
+    # validate_default: relative defaults too are resolved against the config's folder.
+    posts_dir: str = Field("site/source/_posts", validate_default=True)
+    database: str = Field("data/aggregator.sqlite", validate_default=True)
     front_matter: FrontMatter = FrontMatter()
     fetch: FetchSettings = FetchSettings()
     remove: tuple[str, ...] = ()
@@ -151,7 +152,7 @@ class SourceConfig(_Model):
 class Config(_Model):
     """The whole validated configuration."""
 
-    settings: Settings = Settings()
+    settings: Settings = Field(default_factory=dict, validate_default=True)
     sources: tuple[SourceConfig, ...] = ()
 
     def source(self, name: str) -> SourceConfig | None:

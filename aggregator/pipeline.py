@@ -241,12 +241,13 @@ class Poller:
                     tally.dropped += self.store.prune(conn, source.key, keep_days, keep_max, when)
             except StoreError as exc:
                 error = str(exc)
+        write_errors = [
+            p.removeprefix("write: ") for p in tally.problems if p.startswith("write: ")
+        ]
+        if error is None and write_errors:
+            error = write_errors[0]
         if error is None and tally.failed and not (tally.new or tally.updated or tally.unchanged):
             error = f"no entry could be kept ({tally.failed} failed)"
-        if error is None and any(p.startswith("write: ") for p in tally.problems):
-            error = next(p for p in tally.problems if p.startswith("write: ")).removeprefix(
-                "write: "
-            )
         outcome = SourceOutcome(
             source=source.key,
             new=tally.new,

@@ -28,8 +28,10 @@ def make_config(tmp_path: Path) -> MakeConfig:
     """Write a config.yaml into tmp_path from Python data and return its path."""
 
     def make(sources: list[dict[str, Any]], **settings: Any) -> Path:
-        data = {"settings": {"posts_dir": "posts", "database": "db/index.sqlite", **settings},
-                "sources": sources}
+        data = {
+            "settings": {"posts_dir": "posts", "database": "db/index.sqlite", **settings},
+            "sources": sources,
+        }
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
         return path
@@ -115,8 +117,14 @@ def rss(items: str, *, title: str = "Test feed", encoding: str = "utf-8") -> str
     )
 
 
-def item(guid: str | None, title: str, body: str = "<p>Body</p>", *, link: str | None = None,
-         date: str = "Mon, 01 Jan 2024 10:00:00 GMT") -> str:
+def item(
+    guid: str | None,
+    title: str,
+    body: str = "<p>Body</p>",
+    *,
+    link: str | None = None,
+    date: str = "Mon, 01 Jan 2024 10:00:00 GMT",
+) -> str:
     """One RSS <item>."""
     parts = [f"<title><![CDATA[{title}]]></title>"]
     if guid is not None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
+from conftest import DATA
 
 from aggregator.clean import Rules, clean_html, strip_tracking
 from aggregator.config import DEFAULT_IFRAME_HOSTS
-from conftest import DATA
 
 CASES = DATA / "clean"
 BASE = "https://example.com/blog/2024/post.html"
@@ -91,5 +90,3 @@ def test_promo_image_removed_with_its_block_never_becomes_an_image() -> None:
     cleaned = clean_html(source, BASE, Rules([".appendQr_wrap"]))
     assert "343233024.png" not in cleaned.html
     assert cleaned.images == ()
-
-

@@ -1,0 +1,90 @@
+"""Fetching http(s) sources from a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Harness, MakeConfig, item, rss
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from aggregator.errors import FetchError
+from aggregator.fetch import USER_AGENT, Fetcher
+
+HarnessFactory = Callable[[Path], Harness]
+
+
+def test_fetch_sends_our_user_agent_and_decodes_gzip(httpserver: HTTPServer) -> None:
+    body = rss(item("a", "Hello")).encode()
+    seen: list[str] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request.headers.get("User-Agent", ""))
+        return Response(
+            gzip.compress(body),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/rss+xml"},
+        )
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    fetched = Fetcher().fetch(httpserver.url_for("/feed"))
+    assert fetched.body == body
+    assert fetched.status == 200
+    assert fetched.headers["content-type"] == "application/rss+xml"
+    assert seen == [USER_AGENT]
+
+
+def test_http_error_status_is_a_fetch_error(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/gone").respond_with_data("nope", status=404)
+    with pytest.raises(FetchError, match="HTTP 404"):
+        Fetcher().fetch(httpserver.url_for("/gone"))
+
+
+def test_body_over_the_cap_is_refused_while_streaming(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/big").respond_with_data(b"x" * 200_000)
+    with pytest.raises(FetchError, match="larger than the 100000-byte limit"):
+        Fetcher(max_bytes=100_000).fetch(httpserver.url_for("/big"))
+
+
+def test_slow_server_times_out(httpserver: HTTPServer) -> None:
+    def slow(_request: Request) -> Response:
+        time.sleep(1.5)
+        return Response("late")
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    with pytest.raises(FetchError, match="cannot fetch"):
+        Fetcher(timeout=0.3).fetch(httpserver.url_for("/slow"))
+
+
+def test_redirect_is_followed(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/old").respond_with_data(
+        "", status=301, headers={"Location": httpserver.url_for("/new")}
+    )
+    httpserver.expect_request("/new").respond_with_data(rss(item("a", "Moved")))
+    fetched = Fetcher().fetch(httpserver.url_for("/old"))
+    assert fetched.url.endswith("/new")
+    assert b"Moved" in fetched.body
+
+
+def test_unreachable_host_is_a_fetch_error() -> None:
+    with pytest.raises(FetchError):
+        Fetcher(timeout=1).fetch("http://127.0.0.1:9/feed")  # discard port: refused
+
+
+def test_polling_an_http_source_with_a_wrong_charset_header(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    document = rss(item("g", "镕基与陶喆", "<p>正文</p>"), encoding="gb2312").encode("gbk")
+    httpserver.expect_request("/gbk").respond_with_data(
+        document, content_type="text/xml; charset=utf-8"
+    )
+    h = harness(make_config([{"url": httpserver.url_for("/gbk"), "categories": ["新闻"]}]))
+    [outcome] = h.poll()
+    assert outcome.ok
+    assert outcome.new == 1
+    [file] = h.files()
+    assert file.name == "镕基与陶喆.md"
+    assert "<p>正文</p>" in file.read_text(encoding="utf-8")
