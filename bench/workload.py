@@ -1,0 +1,110 @@
+"""A fixed, generated workload of seed-like feeds, shared by the benchmarks.
+
+200 RSS feeds × 30 items; each body is 3–6 KB of HTML shaped like the Sina seed
+(full-width indented paragraphs, comments, a <style> block, the QR promo, images).
+The generator is seeded, so every run measures the same bytes.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+FEEDS = 200
+ITEMS = 30
+PROMO = """<!-- 文末二维码 start -->
+            <style>
+            .appendQr_wrap{border:1px solid #E6E6E6;padding:8px;}
+            .appendQr_normal{float:left;}
+            </style>
+            <div class="clearfix appendQr_wrap">
+                <div class="appendQr_normal"><img src="https://n.sinaimg.cn/finance/cece9e13/20200514/343233024.png" referrerpolicy="no-referrer"></div>
+                <div class="appendQr_normal_txt">海量资讯、精准解读，尽在新浪财经APP</div>
+            </div>
+<!-- 编辑姓名及工作代码 -->
+<p class="article-editor">责任编辑：李墨轩 </p>"""
+WORDS = (
+    "数字化转型 创新基地 智慧城市 政企合作 营商环境 应用场景 产业合作 新基建 生产力 "
+    "经济 生活 治理 企业 上海 虹口 平台 技术 发展 市场 投资 金融 政策 数据 服务"
+).split()
+
+
+def _paragraph(rng: random.Random) -> str:
+    sentence = "，".join("".join(rng.choices(WORDS, k=rng.randint(2, 4))) for _ in range(4))
+    extra = ""
+    if rng.random() < 0.15:
+        extra = f'<a href="/doc/{rng.randint(1, 10**6)}.shtml?utm_source=rss">相关阅读</a>'
+    return f'<p cms-style="font-L">　　{sentence}。{extra}</p>'
+
+
+def _body(rng: random.Random) -> str:
+    target = rng.randint(3000, 6000)
+    parts = ['<p class="ori_titlesource">　　原标题：示例</p>']
+    size = len(PROMO.encode())
+    while size < target:
+        if rng.random() < 0.1:
+            n = rng.randint(1, 10**6)
+            block = (
+                f'<p><img data-src="https://n.sinaimg.cn/spider/{n}.jpg" '
+                f'src="/blank.gif" alt="图"></p>'
+            )
+        else:
+            block = _paragraph(rng)
+        parts.append(block)
+        size += len(block.encode())
+    parts.append("<!-- news_keyword_pub,stock, -->\n\n\n<!-- 正文下iframe -->\n")
+    parts.append(PROMO)
+    return "\n".join(parts)
+
+
+def feed_document(index: int) -> bytes:
+    """The RSS document of feed ``index`` (deterministic)."""
+    rng = random.Random(index)
+    start = datetime(2021, 10, 12, 9, 0, tzinfo=UTC)
+    items = []
+    for n in range(ITEMS):
+        when = format_datetime(start - timedelta(minutes=17 * n + index), usegmt=True)
+        url = f"https://finance.sina.com.cn/china/feed{index}/doc-{n:04d}.shtml"
+        title = "".join(rng.choices(WORDS, k=4)) + f" 第{index}-{n}号"
+        items.append(
+            f"<item><title><![CDATA[{title}]]></title>"
+            f"<description><![CDATA[{_body(rng)}]]></description>"
+            f'<pubDate>{when}</pubDate><guid isPermaLink="false">{url}</guid>'
+            f"<link>{url}</link></item>"
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>'
+        f"<title><![CDATA[新浪财经－频道{index}]]></title>"
+        "<link>http://finance.sina.com.cn/china/</link>"
+        f"<description>bench</description>{''.join(items)}</channel></rss>"
+    ).encode()
+
+
+def write_feeds(folder: Path, feeds: int = FEEDS) -> list[Path]:
+    """Write the workload's feed files into ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(feeds):
+        path = folder / f"feed-{index:03d}.xml"
+        path.write_bytes(feed_document(index))
+        paths.append(path)
+    return paths
+
+
+def config_text(paths: list[Path], workdir: Path) -> str:
+    """A config.yaml polling the given local feeds into ``workdir``."""
+    lines = [
+        "settings:",
+        f"  posts_dir: {workdir / 'posts'}",
+        f"  database: {workdir / 'index.sqlite'}",
+        "sources:",
+    ]
+    for index, path in enumerate(paths):
+        lines += [
+            f"  - url: {path}",
+            f"    categories: [金融, 新浪财经, 频道{index}]",
+            "    remove: ['.appendQr_wrap', '.ori_titlesource', '.article-editor']",
+        ]
+    return "\n".join(lines) + "\n"
