@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -68,18 +69,27 @@ def _with_progress(
     return run(lambda _outcome: None)
 
 
+def _display_width(text: str) -> int:
+    # CJK and full-width characters take two terminal columns.
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _display_width(text))
+
+
 def _summarise(outcomes: Sequence[SourceOutcome], verbose: bool) -> int:
-    width = max((len(o.source) for o in outcomes), default=6)
-    click.echo(f"{'source':<{width}}  {'new':>5} {'upd':>5} {'same':>5} {'fail':>5}  status")
+    width = max((_display_width(o.source) for o in outcomes), default=6)
+    click.echo(f"{_pad('source', width)}  {'new':>5} {'upd':>5} {'same':>5} {'fail':>5}  status")
     for o in outcomes:
         status = "ok" if o.ok else f"FAILED: {o.error}"
         click.echo(
-            f"{o.source:<{width}}  {o.new:>5} {o.updated:>5} {o.unchanged:>5} "
+            f"{_pad(o.source, width)}  {o.new:>5} {o.updated:>5} {o.unchanged:>5} "
             f"{o.failed:>5}  {status}"
         )
         if verbose:
             for warning in o.warnings:
-                click.echo(f"{'':<{width}}  warning: {warning}")
+                click.echo(f"{_pad('', width)}  warning: {warning}")
     failed = [o for o in outcomes if not o.ok]
     totals = [sum(getattr(o, k) for o in outcomes) for k in ("new", "updated", "unchanged")]
     click.echo(
