@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import unicodedata
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
