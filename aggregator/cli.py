@@ -37,6 +37,16 @@ def config_option(func: F) -> F:
     )(func)
 
 
+def workers_option(func: F) -> F:
+    """Add ``--workers N`` (processes for parsing and cleaning) to a command."""
+    return click.option(
+        "--workers",
+        type=click.IntRange(0, 64),
+        default=None,
+        help="Processes for parsing and cleaning (default: settings.workers; 0: one per CPU).",
+    )(func)
+
+
 def _load(path: str) -> Config:
     try:
         return load_config(path)
@@ -125,12 +135,7 @@ def check_config(config_path: str) -> None:
 @cli.command()
 @config_option
 @click.option("--source", "only", metavar="NAME", help="Poll only this source.")
-@click.option(
-    "--workers",
-    type=click.IntRange(0, 64),
-    default=None,
-    help="Processes for parsing and cleaning (default: settings.workers).",
-)
+@workers_option
 @click.pass_context
 def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | None) -> None:
     """Poll every enabled source once and write their articles."""
@@ -147,12 +152,7 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
 
 @cli.command()
 @config_option
-@click.option(
-    "--workers",
-    type=click.IntRange(0, 64),
-    default=None,
-    help="Processes for cleaning (default: settings.workers).",
-)
+@workers_option
 @click.pass_context
 def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
     """Clean and rewrite every stored article from its raw original (after rule changes)."""

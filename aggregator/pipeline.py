@@ -122,6 +122,24 @@ class _Tally:
     failed: int = 0
     problems: list[str] = field(default_factory=list)
 
+    def outcome(self, source: str, error: str | None) -> SourceOutcome:
+        """The outcome; a failed article write, or keeping nothing at all, fails the source."""
+        writes = [p.removeprefix("write: ") for p in self.problems if p.startswith("write: ")]
+        if error is None and writes:
+            error = writes[0]
+        if error is None and self.failed and not (self.new or self.updated or self.unchanged):
+            error = f"no entry could be kept ({self.failed} failed)"
+        return SourceOutcome(
+            source=source,
+            new=self.new,
+            updated=self.updated,
+            unchanged=self.unchanged,
+            failed=self.failed,
+            dropped=self.dropped,
+            error=error,
+            warnings=tuple(self.problems),
+        )
+
 
 class Poller:
     """Runs polls, rebuilds and prunes for a configuration.
@@ -241,23 +259,7 @@ class Poller:
                     tally.dropped += self.store.prune(conn, source.key, keep_days, keep_max, when)
             except StoreError as exc:
                 error = str(exc)
-        write_errors = [
-            p.removeprefix("write: ") for p in tally.problems if p.startswith("write: ")
-        ]
-        if error is None and write_errors:
-            error = write_errors[0]
-        if error is None and tally.failed and not (tally.new or tally.updated or tally.unchanged):
-            error = f"no entry could be kept ({tally.failed} failed)"
-        outcome = SourceOutcome(
-            source=source.key,
-            new=tally.new,
-            updated=tally.updated,
-            unchanged=tally.unchanged,
-            failed=tally.failed,
-            dropped=tally.dropped,
-            error=error,
-            warnings=tuple(tally.problems),
-        )
+        outcome = tally.outcome(source.key, error)
         duration = time.perf_counter() - t0
         try:
             with self.store.transaction() as conn:
@@ -441,15 +443,7 @@ class Poller:
                         )
                 except StoreError as exc:
                     error = str(exc)
-                outcome = SourceOutcome(
-                    source=source.key,
-                    new=tally.new,
-                    updated=tally.updated,
-                    unchanged=tally.unchanged,
-                    failed=tally.failed,
-                    error=error,
-                    warnings=tuple(tally.problems),
-                )
+                outcome = tally.outcome(source.key, error)
                 outcomes.append(outcome)
                 if on_done is not None:
                     on_done(outcome)
