@@ -310,7 +310,8 @@ class Poller:
         keep_days, _ = self._retention(source)
         cutoff = now - timedelta(days=keep_days) if keep_days else None
         new_paths = self._new_paths(conn, view, batch, states)
-        rows: list[EntryRow] = []
+        pending: list[tuple[str, EntryRow]] = []
+        writes: dict[str, str] = {}
         seen_again: list[str] = []
         for key, article in batch.items():
             state = states.get(key)
@@ -338,44 +339,53 @@ class Poller:
             digest = text_hash(text)
             same_file = state is not None and state.file_hash == digest
             if not (same_file and self.store.file_exists(path)):
-                try:
-                    self.store.write_file(path, text)
-                except StoreError as exc:
-                    tally.failed += 1
-                    tally.problems.append(f"write: {exc}")
-                    continue
+                writes[path] = text
             if state is None:
-                tally.new += 1
+                kind = "new"
             elif state.raw_hash != article.raw_hash or not same_file:
-                tally.updated += 1
+                kind = "updated"
             else:
-                tally.unchanged += 1
-            rows.append(
-                EntryRow(
-                    source=name,
-                    key=key,
-                    alt_key=article.alt_key,
-                    uid=uid,
-                    path=path,
-                    title=article.title,
-                    link=article.link,
-                    author=article.author,
-                    categories=article.categories,
-                    tags=article.tags,
-                    headimg=article.headimg,
-                    summary=article.summary,
-                    body_html=article.body_html,
-                    published=article.published,
-                    updated=article.updated,
-                    date=date,
-                    first_seen=state.first_seen if state else now,
-                    last_seen=now,
-                    raw_json=article.raw_json,
-                    raw_hash=article.raw_hash,
-                    file_hash=digest,
-                    render_key=render_key,
+                kind = "unchanged"
+            pending.append(
+                (
+                    kind,
+                    EntryRow(
+                        source=name,
+                        key=key,
+                        alt_key=article.alt_key,
+                        uid=uid,
+                        path=path,
+                        title=article.title,
+                        link=article.link,
+                        author=article.author,
+                        categories=article.categories,
+                        tags=article.tags,
+                        headimg=article.headimg,
+                        summary=article.summary,
+                        body_html=article.body_html,
+                        published=article.published,
+                        updated=article.updated,
+                        date=date,
+                        first_seen=state.first_seen if state else now,
+                        last_seen=now,
+                        raw_json=article.raw_json,
+                        raw_hash=article.raw_hash,
+                        file_hash=digest,
+                        render_key=render_key,
+                    ),
                 )
             )
+        # Files first (concurrently: creating a file is mostly kernel time), then the rows
+        # of the entries whose file is safely on disk.
+        failures = self.store.write_files(writes)
+        rows: list[EntryRow] = []
+        for kind, row in pending:
+            if row.path in failures:
+                tally.failed += 1
+                tally.problems.append(f"write: {failures[row.path]}")
+                continue
+            setattr(tally, kind, getattr(tally, kind) + 1)
+            rows.append(row)
         self.store.upsert_entries(conn, rows)
         self.store.touch_entries(conn, name, seen_again, now)
 

@@ -14,7 +14,8 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from aggregator.errors import StoreError
 from aggregator.models import SourceOutcome
 
 SCHEMA_VERSION = 1
+WRITER_THREADS = 4  # file creation is kernel time; threads overlap it with the poll's work
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -186,6 +188,7 @@ class Store:
     def __init__(self, database: str, posts_dir: str, *, fsync: bool = False) -> None:
         self.posts_dir = Path(posts_dir)
         self.fsync = fsync
+        self._writers: ThreadPoolExecutor | None = None
         try:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(
@@ -203,7 +206,10 @@ class Store:
             raise StoreError(f"cannot open the database {database}: {exc}") from exc
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections and the writer threads."""
+        if self._writers is not None:
+            self._writers.shutdown()
+            self._writers = None
         self.engine.dispose()
 
     @contextmanager
@@ -484,6 +490,28 @@ class Store:
             if tmp is not None:
                 with suppress(OSError):
                     Path(tmp).unlink()
+
+    def write_files(self, files: Mapping[str, str]) -> dict[str, StoreError]:
+        """Write several article files atomically, concurrently; returns the failures."""
+        if len(files) <= 1:
+            failures: dict[str, StoreError] = {}
+            for relative, text in files.items():
+                try:
+                    self.write_file(relative, text)
+                except StoreError as exc:
+                    failures[relative] = exc
+            return failures
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="write")
+        futures = {r: self._writers.submit(self.write_file, r, t) for r, t in files.items()}
+        failures = {}
+        for relative, future in futures.items():
+            error = future.exception()
+            if isinstance(error, StoreError):
+                failures[relative] = error
+            elif error is not None:
+                raise error
+        return failures
 
     def delete_file(self, relative: str) -> None:
         """Remove an article file, if it is there."""
