@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
@@ -191,6 +190,15 @@ def strip_tracking(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
+def _host(url: str) -> str:
+    if not _is_http(url):
+        return ""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:  # e.g. "http://[::1": not a URL any browser would load
+        return ""
+
+
 def _is_http(url: str) -> bool:
     return url.startswith(("http://", "https://"))
 
@@ -282,32 +290,43 @@ def clean_html(html: str, base_url: str | None = None, rules: Rules | None = Non
     for node in doomed:
         _drop(node)
 
-    if base_url and _is_http(base_url):
-        with suppress(ValueError):  # a base URL lxml cannot parse: leave links as they are
-            root.make_links_absolute(base_url, resolve_base_href=False, handle_failures="discard")
+    base = base_url if base_url and _is_http(base_url) else None
+
+    def absolute(url: str) -> str:
+        url = url.strip()
+        if base is None or not url or _is_http(url) or url.startswith(("data:", "mailto:")):
+            return url
+        try:
+            return urljoin(base, url)
+        except ValueError:  # e.g. an invalid IPv6 host: leave it for the sanitiser
+            return url
 
     images: list[str] = []
-    for iframe in list(root.iter("iframe")):
-        host = (urlsplit(iframe.get("src") or "").hostname or "").lower()
-        if host not in rules.iframe_hosts:
-            _drop(iframe)
-    for img in list(root.iter("img")):
-        _fix_lazy_image(img)
-        src = (img.get("src") or "").strip()
-        if base_url and src and not _is_http(src) and not src.startswith("data:"):
-            # A lazy URL set after make_links_absolute is still relative.
-            src = urljoin(base_url, src)
-        if not src or is_tracker(src, img.get("width"), img.get("height")):
-            _drop(img)
+    for element in list(root.iter("a", "img", "iframe", "video", "audio", "source")):
+        tag = element.tag
+        if tag == "a":
+            href = element.get("href")
+            if href:
+                element.set("href", strip_tracking(absolute(href)))
             continue
-        src = strip_tracking(src)
-        img.set("src", src)
-        if _is_http(src):
-            images.append(src)
-    for anchor in root.iter("a"):
-        href = anchor.get("href")
-        if href:
-            anchor.set("href", strip_tracking(href.strip()))
+        if tag == "img":
+            _fix_lazy_image(element)
+        src = absolute(element.get("src") or "")
+        if tag == "iframe":
+            if _host(src) not in rules.iframe_hosts:
+                _drop(element)
+                continue
+        elif tag == "img":
+            if not src or is_tracker(src, element.get("width"), element.get("height")):
+                _drop(element)
+                continue
+            src = strip_tracking(src)
+            if _is_http(src):
+                images.append(src)
+        if src:
+            element.set("src", src)
+        if tag == "video" and element.get("poster"):
+            element.set("poster", absolute(element.get("poster") or ""))
 
     text = " ".join(root.text_content().split())
     serialised = lxml.html.tostring(root, encoding="unicode")

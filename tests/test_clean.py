@@ -90,3 +90,16 @@ def test_promo_image_removed_with_its_block_never_becomes_an_image() -> None:
     cleaned = clean_html(source, BASE, Rules([".appendQr_wrap"]))
     assert "343233024.png" not in cleaned.html
     assert cleaned.images == ()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '<iframe src="http://[::1"></iframe><p>x</p>',
+        '<img src="http://[bad"><a href="http://[::1/x">l</a>',
+        '<a href="%%%">pct</a><img data-src="//cdn.example.com/a.jpg">',
+    ],
+)
+def test_malformed_urls_do_not_raise(body: str) -> None:
+    cleaned = clean_html(body, BASE, Rules([], DEFAULT_IFRAME_HOSTS))
+    assert "<iframe" not in cleaned.html
