@@ -38,6 +38,18 @@ class SourceError(AggregatorError):
 class FetchError(SourceError):
     """The source could not be fetched (network, HTTP status, size cap, missing file)."""
 
+    def __init__(
+        self,
+        url: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(url, message)
+        self.status = status  # the HTTP status, when the server answered with an error
+        self.retry_after = retry_after  # seconds, from a Retry-After header
+
 
 class ParseError(SourceError):
     """The fetched document is not a usable feed."""

@@ -1,42 +1,88 @@
 """The only HTTP client, and the reader of local feed files.
 
-Timeouts, a body size cap enforced while streaming, gzip/deflate, redirects with a cap,
-and a User-Agent that names the project. Decoding of the *text* is ``encoding``'s job:
-this module hands on bytes and headers.
+Timeouts (connect, read, and a total deadline), a body size cap enforced while
+streaming, gzip/deflate (and brotli when installed), a User-Agent that names the project,
+conditional GET (ETag / Last-Modified), redirects followed with a cap and reported, and a
+per-host limit on requests at once. Decoding the *text* is ``encoding``'s job: this module
+hands on bytes and headers.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from importlib.util import find_spec
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError
 
 from aggregator import __version__
 from aggregator.errors import FetchError
 
 USER_AGENT = f"aggregator/{__version__} (+self-hosted feed aggregator)"
 MAX_REDIRECTS = 5
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/feed+json;q=0.9, "
+    "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+)
+
+# urllib3 decodes "br" by itself when a brotli module is importable.
+ACCEPT_ENCODING = "gzip, deflate, br" if find_spec("brotli") else "gzip, deflate"
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """One redirect on the way to the final URL."""
+
+    status: int  # 301, 302, 303, 307 or 308
+    source: str
+    target: str
+
+    @property
+    def permanent(self) -> bool:
+        """True for 301/308: the feed has moved and the config should say so."""
+        return self.status in (301, 308)
 
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A fetched document."""
+    """A fetched document (or a 304: not modified, no body)."""
 
     url: str  # the final URL, after redirects
     body: bytes
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    redirects: tuple[Redirect, ...] = ()
+    duration: float = 0.0  # seconds
+
+    @property
+    def not_modified(self) -> bool:
+        """True for a 304 answer to a conditional GET."""
+        return self.status == 304
+
+    @property
+    def moved_to(self) -> str | None:
+        """Where a permanent redirect points, if the way here had one."""
+        return next((r.target for r in reversed(self.redirects) if r.permanent), None)
 
 
 class Fetcher:
-    """Fetches sources; one instance shares its connection pools across sources.
+    """Fetches sources; one instance shares its connection pools across threads.
 
     Args:
         timeout: seconds for connecting and for each read.
         max_bytes: the largest body accepted; a larger one is a FetchError.
         user_agent: overrides the default User-Agent.
+        total_timeout: seconds for the whole response, however it trickles in.
+        per_host: requests at once to one host (politeness: a thousand RSSHub routes on
+            one host are never fetched all at once).
     """
 
     def __init__(
@@ -44,83 +90,153 @@ class Fetcher:
         timeout: float = 30.0,
         max_bytes: int = 10 * 1024 * 1024,
         user_agent: str | None = None,
+        *,
+        total_timeout: float | None = None,
+        per_host: int = 2,
     ) -> None:
         self.timeout = timeout
+        self.total_timeout = total_timeout if total_timeout is not None else timeout * 4
         self.max_bytes = max_bytes
+        self.per_host = per_host
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
         self.pool = urllib3.PoolManager(
-            num_pools=64,
-            maxsize=4,
-            headers={"User-Agent": user_agent or USER_AGENT, "Accept-Encoding": "gzip, deflate"},
+            num_pools=256,
+            maxsize=max(per_host, 1),
+            headers={
+                "User-Agent": user_agent or USER_AGENT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "Accept": ACCEPT,
+            },
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            retries=urllib3.Retry(
-                total=None,
-                connect=0,
-                read=0,
-                status=0,
-                redirect=MAX_REDIRECTS,
-                raise_on_redirect=True,
-            ),
         )
 
-    def fetch(self, url: str) -> Fetched:
-        """Fetch an http(s) URL or read a local file.
+    @contextmanager
+    def _host_slot(self, url: str) -> Iterator[None]:
+        host = (urlsplit(url).hostname or "").lower()
+        with self._slots_lock:
+            slot = self._slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
+        with slot:
+            yield
+
+    def fetch(
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Fetched:
+        """Fetch an http(s) URL (conditionally, when validators are given) or read a file.
 
         Raises:
-            FetchError: unreachable, timed out, an HTTP error status, too large, or a
-                missing or unreadable file.
+            FetchError: unreachable, timed out, an HTTP error status (with ``status`` and
+                ``retry_after`` set), too large, or a missing or unreadable file.
         """
         if url.startswith(("http://", "https://")):
-            return self._fetch_http(url)
+            with self._host_slot(url):
+                return self._fetch_http(url, etag, last_modified)
         return self._read_file(url)
 
     def _read_file(self, path: str) -> Fetched:
-        file = Path(path)
+        start = time.perf_counter()
         try:
-            with file.open("rb") as f:
+            with Path(path).open("rb") as f:
                 body = f.read(self.max_bytes + 1)
         except OSError as exc:
             raise FetchError(path, f"cannot read file: {exc.strerror or exc}") from exc
         if len(body) > self.max_bytes:
             raise FetchError(path, f"file is larger than the {self.max_bytes}-byte limit")
-        return Fetched(url=path, body=body)
+        return Fetched(url=path, body=body, duration=time.perf_counter() - start)
 
-    def _fetch_http(self, url: str) -> Fetched:
+    def _fetch_http(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
+        start = time.perf_counter()
+        headers = dict(self.pool.headers)
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        retries = urllib3.Retry(
+            total=MAX_REDIRECTS,
+            connect=0,
+            read=0,
+            status=0,
+            other=0,
+            redirect=MAX_REDIRECTS,
+            raise_on_redirect=True,
+            raise_on_status=False,
+        )
         try:
             response = self.pool.request(
                 "GET",
                 url,
+                headers=headers,
                 preload_content=False,
                 decode_content=True,
-                headers={
-                    **self.pool.headers,
-                    "Accept": "application/rss+xml, application/atom+xml, "
-                    "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5",
-                },
+                retries=retries,
             )
+        except MaxRetryError as exc:
+            if "redirect" in str(exc.reason).lower() or exc.reason is None:
+                raise FetchError(url, f"more than {MAX_REDIRECTS} redirects") from exc
+            raise FetchError(url, f"cannot fetch: {exc.reason}") from exc
         except Urllib3Error as exc:
             raise FetchError(url, f"cannot fetch: {exc}") from exc
+        history = response.retries.history if response.retries else ()
+        redirects = tuple(
+            Redirect(h.status or 0, h.url or "", h.redirect_location or "")
+            for h in history
+            if h.redirect_location
+        )
+        final = response.geturl() or url
+        response_headers = {k.lower(): v for k, v in response.headers.items()}
         try:
             if response.status >= 400:
-                raise FetchError(url, f"HTTP {response.status} {response.reason or ''}".strip())
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.stream(64 * 1024):
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise FetchError(url, f"body is larger than the {self.max_bytes}-byte limit")
-                chunks.append(chunk)
+                raise FetchError(
+                    url,
+                    f"HTTP {response.status} {response.reason or ''}".strip(),
+                    status=response.status,
+                    retry_after=retry_after_seconds(response_headers.get("retry-after")),
+                )
+            body = b""
+            if response.status != 304:
+                body = self._read_body(url, response, start)
         except Urllib3Error as exc:
             raise FetchError(url, f"cannot read the response: {exc}") from exc
         finally:
             response.release_conn()
-        final = response.geturl() or url
         return Fetched(
             url=str(final),
-            body=b"".join(chunks),
+            body=body,
             status=response.status,
-            headers={k.lower(): v for k, v in response.headers.items()},
+            headers=response_headers,
+            redirects=redirects,
+            duration=time.perf_counter() - start,
         )
+
+    def _read_body(self, url: str, response: urllib3.BaseHTTPResponse, start: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.stream(64 * 1024):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise FetchError(url, f"body is larger than the {self.max_bytes}-byte limit")
+            if time.perf_counter() - start > self.total_timeout:
+                raise FetchError(url, f"response took longer than {self.total_timeout:g} s")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.clear()
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Parse a Retry-After header (delta-seconds or an HTTP date) into seconds from now."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    reference = time.time() if now is None else now
+    return max(0.0, when.timestamp() - reference)

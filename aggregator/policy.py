@@ -1,0 +1,186 @@
+"""Pure scheduling decisions: when to poll a source next, and what state it is in.
+
+No I/O and no clock: ``now`` and the random source are arguments, so tests fix both.
+
+- A healthy source is polled every ``interval`` (its own or the global one), but never
+  more often than the feed or the server ask: RSS ``<ttl>``, ``sy:updatePeriod`` /
+  ``sy:updateFrequency``, ``Cache-Control: max-age`` and ``Expires`` are lower bounds.
+- A failing source backs off exponentially from its interval, capped, and never sooner
+  than a ``Retry-After`` says. After ``max_failures`` failures in a row it is paused.
+- 410 Gone pauses a source at once, as gone.
+- Every delay stays inside [floor, ceiling] and gets a little jitter, so sources
+  configured together drift apart instead of arriving at a host all at once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """The state a source is in, as the dashboard shows it."""
+
+    NEW = "new"  # never polled
+    OK = "ok"
+    ERRORING = "erroring"  # failed lately, backing off, still scheduled
+    PAUSED = "paused"  # too many failures in a row: waits for a refresh or a config change
+    GONE = "gone"  # 410: waits for a refresh or a config change
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The schedule's settings, in seconds."""
+
+    interval: float = 1800.0
+    floor: float = 60.0
+    ceiling: float = 86400.0
+    jitter: float = 0.1  # ± this fraction of each delay
+    backoff_cap: float = 6 * 3600.0
+    max_failures: int = 10
+
+    def clamp(self, seconds: float) -> float:
+        """Keep a delay inside [floor, ceiling]."""
+        return min(max(seconds, self.floor), self.ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """How often the feed and the server say they change, in seconds (None: silent)."""
+
+    ttl: float | None = None  # RSS <ttl> (minutes in the feed)
+    update_period: float | None = None  # sy:updatePeriod / sy:updateFrequency
+    max_age: float | None = None  # Cache-Control: max-age
+    expires_in: float | None = None  # Expires, relative to the response's Date
+
+    def lower_bound(self) -> float:
+        """The shortest interval all hints allow (0 when there are none)."""
+        values = [v for v in (self.ttl, self.update_period, self.max_age, self.expires_in) if v]
+        return max(values, default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A source's state after a poll."""
+
+    status: Status
+    failures: int  # consecutive failures
+    delay: float | None  # seconds until the next poll, before jitter; None when not scheduled
+    reason: str | None  # why it is paused or gone
+
+
+_PERIODS = {
+    "hourly": 3600.0,
+    "daily": 86400.0,
+    "weekly": 604800.0,
+    "monthly": 2592000.0,
+    "yearly": 31536000.0,
+}
+
+
+def feed_hints(
+    ttl: str | None,
+    update_period: str | None,
+    update_frequency: str | None,
+    headers: Mapping[str, str] | None = None,
+) -> Hints:
+    """Read the interval hints from the feed's fields and the HTTP headers."""
+    ttl_seconds = None
+    if ttl and ttl.strip().isdigit():
+        ttl_seconds = int(ttl.strip()) * 60.0 or None
+    period_seconds = None
+    if update_period and update_period.strip().lower() in _PERIODS:
+        frequency = 1
+        if update_frequency and update_frequency.strip().isdigit():
+            frequency = max(1, int(update_frequency.strip()))
+        period_seconds = _PERIODS[update_period.strip().lower()] / frequency
+    headers = headers or {}
+    return Hints(
+        ttl=ttl_seconds,
+        update_period=period_seconds,
+        max_age=_max_age(headers.get("cache-control")),
+        expires_in=_expires_in(headers.get("expires"), headers.get("date")),
+    )
+
+
+def _max_age(value: str | None) -> float | None:
+    if not value:
+        return None
+    for part in value.split(","):
+        name, _, number = part.strip().partition("=")
+        if name.strip().lower() == "max-age" and number.strip().isdigit():
+            return float(number.strip()) or None
+    return None
+
+
+def _expires_in(expires: str | None, date: str | None) -> float | None:
+    if not expires or not date:
+        return None
+    try:
+        seconds = (parsedate_to_datetime(expires) - parsedate_to_datetime(date)).total_seconds()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return seconds if seconds > 0 else None
+
+
+def after_success(policy: Policy, interval: float | None, hints: Hints) -> Decision:
+    """The decision after a successful poll (new content, unchanged, or 304)."""
+    base = interval or policy.interval
+    return Decision(Status.OK, 0, policy.clamp(max(base, hints.lower_bound())), None)
+
+
+def after_failure(
+    policy: Policy,
+    interval: float | None,
+    failures_before: int,
+    *,
+    http_status: int | None = None,
+    retry_after: float | None = None,
+    message: str = "",
+) -> Decision:
+    """The decision after a failed poll."""
+    failures = failures_before + 1
+    if http_status == 410:
+        return Decision(Status.GONE, failures, None, "the server says the feed is gone (410)")
+    if failures >= policy.max_failures:
+        return Decision(
+            Status.PAUSED,
+            failures,
+            None,
+            f"paused after {failures} failures in a row"
+            + (f"; last: {message}" if message else ""),
+        )
+    base = interval or policy.interval
+    backoff = min(base * 2 ** (failures - 1), max(policy.backoff_cap, base))
+    return Decision(Status.ERRORING, failures, policy.clamp(max(backoff, retry_after or 0.0)), None)
+
+
+def with_jitter(delay: float, jitter: float, rng: random.Random) -> float:
+    """Spread a delay by ± ``jitter`` of itself."""
+    return delay * (1.0 + rng.uniform(-jitter, jitter)) if jitter else delay
+
+
+def first_runs(
+    names: Iterable[str],
+    stored: Mapping[str, datetime | None],
+    now: datetime,
+    spread: float,
+    rng: random.Random,
+) -> dict[str, datetime]:
+    """When each source runs first after a start.
+
+    A stored future time is kept (a restart forgets nothing); a source never polled, or
+    overdue, runs within ``spread`` seconds from now, at a random point, so a restart
+    does not hammer every source at once.
+    """
+    runs: dict[str, datetime] = {}
+    for name in names:
+        when = stored.get(name)
+        if when is None or when <= now:
+            when = now + timedelta(seconds=rng.uniform(0, spread))
+        runs[name] = when
+    return runs
