@@ -88,23 +88,35 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - _display_width(text))
 
 
+def _status_text(o: SourceOutcome) -> str:
+    if o.skipped:
+        return f"{o.status.upper()} (not polled; refresh it with --source)"
+    if not o.ok:
+        return f"FAILED: {o.error}"
+    text = "not modified" if o.not_modified else "ok"
+    if o.moved_to:
+        text += f" (moved permanently to {o.moved_to}: update the config)"
+    return text
+
+
 def _summarise(outcomes: Sequence[SourceOutcome], verbose: bool) -> int:
     width = max((_display_width(o.source) for o in outcomes), default=6)
     click.echo(f"{_pad('source', width)}  {'new':>5} {'upd':>5} {'same':>5} {'fail':>5}  status")
     for o in outcomes:
-        status = "ok" if o.ok else f"FAILED: {o.error}"
         click.echo(
             f"{_pad(o.source, width)}  {o.new:>5} {o.updated:>5} {o.unchanged:>5} "
-            f"{o.failed:>5}  {status}"
+            f"{o.failed:>5}  {_status_text(o)}"
         )
         if verbose:
             for warning in o.warnings:
                 click.echo(f"{_pad('', width)}  warning: {warning}")
     failed = [o for o in outcomes if not o.ok]
+    quiet = sum(1 for o in outcomes if o.not_modified)
+    skipped = sum(1 for o in outcomes if o.skipped)
     totals = [sum(getattr(o, k) for o in outcomes) for k in ("new", "updated", "unchanged")]
     click.echo(
-        f"{len(outcomes)} sources, {len(failed)} failed; "
-        f"{totals[0]} new, {totals[1]} updated, {totals[2]} unchanged"
+        f"{len(outcomes)} sources, {len(failed)} failed, {quiet} not modified, "
+        f"{skipped} paused; {totals[0]} new, {totals[1]} updated, {totals[2]} unchanged"
     )
     return EXIT_SOURCE_FAILED if failed else 0
 
@@ -146,7 +158,11 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
             f"no source named {only!r} in {config_path}", param_hint="--source"
         )
     with _poller(config, workers) as poller:
-        outcomes = _with_progress("polling", len(sources), lambda done: poller.poll(sources, done))
+        outcomes = _with_progress(
+            "polling",
+            len(sources),
+            lambda done: poller.poll(sources, done, manual=only is not None),
+        )
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
 
 

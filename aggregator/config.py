@@ -7,6 +7,7 @@ typo must not be silently ignored.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,12 +18,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from aggregator.clean import compile_selector
@@ -36,6 +39,22 @@ DEFAULT_IFRAME_HOSTS = (
     "v.qq.com",
 )
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: object) -> object:
+    """Accept 90, 90.5, "90s", "30m", "2h", "1d" as seconds."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text and text[-1] in _UNITS and text[:-1].replace(".", "", 1).isdigit():
+            return float(text[:-1]) * _UNITS[text[-1]]
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        raise ValueError(f"{value!r} is not a duration (use seconds, or e.g. 90s, 30m, 2h, 1d)")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Positive = Annotated[int, Field(gt=0)]
 
@@ -81,6 +100,35 @@ class FetchSettings(_Model):
     user_agent: str | None = None
 
 
+class ScheduleSettings(_Model):
+    """When sources are polled by ``aggregator run``."""
+
+    interval: Duration = 1800.0  # default for sources that do not set one
+    floor: Duration = 60.0  # never more often than this, whatever a feed says
+    ceiling: Duration = 86400.0  # never less often than this
+    jitter: Annotated[float, Field(ge=0, le=0.5)] = 0.1  # ± this fraction of each delay
+    backoff_cap: Duration = 6 * 3600.0  # longest delay after failures (before the ceiling)
+    max_failures: Annotated[int, Field(ge=1)] = 10  # failures in a row that pause a source
+    startup_spread: Annotated[float, BeforeValidator(_seconds), Field(ge=0)] = 60.0
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8  # sources polled at once
+    per_host: Annotated[int, Field(ge=1, le=64)] = 2  # requests at once to one host
+    history: Annotated[int, Field(ge=1, le=10000)] = 50  # polls kept per source
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScheduleSettings:
+        if self.floor > self.ceiling:
+            raise ValueError(f"floor ({self.floor:g} s) is above ceiling ({self.ceiling:g} s)")
+        return self
+
+
+class ServerSettings(_Model):
+    """Where the web app listens."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    threads: Annotated[int, Field(ge=1, le=64)] = 4
+
+
 class Settings(_Model):
     """Global defaults (the ``settings:`` block)."""
 
@@ -89,6 +137,8 @@ class Settings(_Model):
     database: str = Field("data/aggregator.sqlite", validate_default=True)
     front_matter: FrontMatter = FrontMatter()
     fetch: FetchSettings = FetchSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    server: ServerSettings = ServerSettings()
     remove: tuple[str, ...] = ()
     iframe_hosts: tuple[str, ...] = DEFAULT_IFRAME_HOSTS
     keep_days: Positive | None = None
@@ -107,6 +157,7 @@ class SourceConfig(_Model):
     name: Name | None = None
     author: Name | None = None
     enabled: bool = True
+    interval: Duration | None = None  # default: settings.schedule.interval
     remove: tuple[str, ...] = ()
     keep_days: Positive | None = None
     keep_max: Positive | None = None
@@ -142,6 +193,10 @@ class SourceConfig(_Model):
         if self.author:
             return self.author
         return self.categories[1] if len(self.categories) >= 2 else self.categories[-1]
+
+    def fingerprint(self) -> str:
+        """A hash of this source's settings: a change unpauses a paused source."""
+        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:16]
 
     @property
     def is_local(self) -> bool:

@@ -64,6 +64,9 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...]
     skipped: tuple[str, ...] = ()  # one message per entry that could not be read
     warning: str | None = None  # feedparser's complaint about a feed it could still read
+    ttl: str | None = None  # RSS <ttl>, minutes, as written
+    update_period: str | None = None  # sy:updatePeriod
+    update_frequency: str | None = None  # sy:updateFrequency
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +91,25 @@ class Article:
 
 @dataclass(frozen=True, slots=True)
 class SourceOutcome:
-    """What one poll of one source did, for the summary line and the poll history."""
+    """What one poll of one source did: the summary line, the poll history, the state."""
 
     source: str  # the source's name
     new: int = 0
     updated: int = 0
     unchanged: int = 0
-    failed: int = 0  # entries skipped as unreadable
+    failed: int = 0  # entries skipped as unreadable or unwritable
     dropped: int = 0  # entries not kept (retention)
     error: str | None = None  # why the whole source failed, if it did
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    url: str = ""  # what was fetched
+    http_status: int | None = None  # None for files and for failures before an answer
+    bytes: int = 0  # body size as received
+    duration: float = 0.0  # seconds, fetch to commit
+    not_modified: bool = False  # 304, or a 200 whose body had not changed: nothing parsed
+    moved_to: str | None = None  # where a 301/308 pointed: the config should say so
+    status: str = "ok"  # the source's state afterwards (policy.Status)
+    next_poll_at: datetime | None = None  # when ``aggregator run`` polls it next
+    skipped: bool = False  # not polled at all (paused or gone)
 
     @property
     def ok(self) -> bool:

@@ -147,4 +147,11 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
         entries=tuple(entries),
         skipped=tuple(skipped),
         warning=f"{type(problem).__name__}: {problem}" if problem else None,
+        ttl=_text(feed.get("ttl")),
+        update_period=_text(feed.get("sy_updateperiod")),
+        update_frequency=_text(feed.get("sy_updatefrequency")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return str(value).strip() or None if value is not None else None

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from aggregator import __version__
 from aggregator.clean import Rules
@@ -28,15 +28,23 @@ from aggregator.convert import (
     article_dir,
     article_name,
     assign_keys,
-    convert_entry,
     entry_uid,
     render_article,
 )
-from aggregator.errors import AggregatorError, StoreError
-from aggregator.fetch import Fetcher
-from aggregator.models import Article, ParsedEntry, SourceOutcome
-from aggregator.parse import parse_feed
-from aggregator.store import EntryRow, Store, StoredEntry, text_hash
+from aggregator.errors import FetchError, StoreError
+from aggregator.fetch import Fetched, Fetcher
+from aggregator.models import Article, SourceOutcome
+from aggregator.policy import (
+    Hints,
+    Policy,
+    Status,
+    after_failure,
+    after_success,
+    feed_hints,
+    with_jitter,
+)
+from aggregator.store import EntryRow, SourceState, Store, StoredEntry, text_hash
+from aggregator.worker import InlineExecutor, Prepared, make_executor, prepare, prepare_stored
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -51,66 +59,6 @@ T = TypeVar("T")
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """The result of parsing and converting one source's document (picklable)."""
-
-    source: str
-    articles: tuple[Article, ...] = ()
-    indices: tuple[int, ...] = ()  # each article's position among the entries given
-    feed_title: str | None = None
-    warnings: tuple[str, ...] = ()
-    failed: int = 0  # entries that could not be read or converted
-    error: str | None = None  # the whole document was unusable
-
-
-def prepare(
-    view: SourceView, url: str, body: bytes, headers: dict[str, str] | None = None
-) -> Prepared:
-    """Parse a feed document and convert its entries; never raises for bad input."""
-    try:
-        feed = parse_feed(url, body, headers)
-    except AggregatorError as exc:
-        return Prepared(source=view.name, error=str(exc))
-    return _convert_all(
-        view, feed.entries, feed.title, [*feed.skipped], [feed.warning] if feed.warning else []
-    )
-
-
-def prepare_stored(view: SourceView, raws: list[str]) -> Prepared:
-    """Convert stored raw entries again (for ``rebuild``)."""
-    return _convert_all(view, [ParsedEntry.from_json(r) for r in raws], None, [], [])
-
-
-def _convert_all(
-    view: SourceView,
-    entries: Iterable[ParsedEntry],
-    title: str | None,
-    problems: list[str],
-    warnings: list[str],
-) -> Prepared:
-    articles: list[Article] = []
-    indices: list[int] = []
-    failed = len(problems)
-    for index, entry in enumerate(entries):
-        try:
-            articles.append(convert_entry(entry, view))
-            indices.append(index)
-        except Exception as exc:  # one hostile entry must not stop its feed
-            failed += 1
-            problems.append(
-                f"entry {index + 1} ({entry.title[:60]!r}): {type(exc).__name__}: {exc}"
-            )
-    return Prepared(
-        source=view.name,
-        articles=tuple(articles),
-        indices=tuple(indices),
-        feed_title=title,
-        warnings=tuple(warnings + problems),
-        failed=failed,
-    )
 
 
 @dataclass
@@ -149,10 +97,17 @@ class Poller:
         store: where articles and the index go.
         clock: returns the current UTC time (tests fix it).
         workers: processes for parsing and cleaning; 0 means one per CPU.
+        rng: the random source for jitter (tests seed it).
     """
 
     def __init__(
-        self, config: Config, store: Store, *, clock: Clock = utcnow, workers: int | None = None
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Clock = utcnow,
+        workers: int | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -168,8 +123,21 @@ class Poller:
             comments=settings.front_matter.comments,
         )
         self.fetcher = Fetcher(
-            settings.fetch.timeout, settings.fetch.max_bytes, settings.fetch.user_agent
+            settings.fetch.timeout,
+            settings.fetch.max_bytes,
+            settings.fetch.user_agent,
+            per_host=settings.schedule.per_host,
         )
+        schedule = settings.schedule
+        self.policy = Policy(
+            interval=schedule.interval,
+            floor=schedule.floor,
+            ceiling=schedule.ceiling,
+            jitter=schedule.jitter,
+            backoff_cap=schedule.backoff_cap,
+            max_failures=schedule.max_failures,
+        )
+        self.rng = rng or random.Random()
 
     def close(self) -> None:
         """Release the HTTP connections."""
@@ -211,73 +179,195 @@ class Poller:
         self,
         sources: Iterable[SourceConfig],
         on_done: Callable[[SourceOutcome], None] | None = None,
+        *,
+        manual: bool = False,
     ) -> list[SourceOutcome]:
-        """Poll each source once; a failing source is recorded and the others go on."""
+        """Poll each source once, ``concurrency`` at a time; failures are recorded, not raised.
+
+        Args:
+            sources: the sources to poll.
+            on_done: called with each outcome as it completes (progress bars).
+            manual: a user asked for these polls: paused and gone sources are polled too.
+
+        Returns:
+            The outcomes, in the order of ``sources``.
+        """
         sources = list(sources)
-        outcomes: list[SourceOutcome] = []
-        with self._executor(len(sources)) as pool, ThreadPoolExecutor(8) as fetch_pool:
-            started: dict[str, tuple[datetime, float]] = {}
+        if not sources:
+            return []
+        concurrency = min(self.config.settings.schedule.concurrency, len(sources))
+        with (
+            make_executor(self.workers, len(sources)) as pool,
+            ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as threads,
+        ):
+            futures = [threads.submit(self.poll_one, s, pool, manual=manual) for s in sources]
+            if on_done is not None:
+                for future in as_completed(futures):
+                    on_done(future.result())
+            return [f.result() for f in futures]
 
-            def submit(source: SourceConfig) -> Future[Prepared]:
-                started[source.key] = (self.clock(), time.perf_counter())
-                view = self.view(source)
-                try:
-                    fetched = self.fetcher.fetch(source.url)
-                except AggregatorError as exc:
-                    done: Future[Prepared] = Future()
-                    done.set_result(Prepared(source=source.key, error=str(exc)))
-                    return done
-                return pool.submit(prepare, view, fetched.url, fetched.body, fetched.headers)
-
-            futures = list(fetch_pool.map(submit, sources))
-            for source, future in zip(sources, futures, strict=True):
-                prepared = future.result()
-                when, t0 = started[source.key]
-                outcome = self._store(source, prepared, when, t0)
-                outcomes.append(outcome)
-                if on_done is not None:
-                    on_done(outcome)
-        return outcomes
-
-    def _executor(self, jobs: int) -> Executor:
-        if self.workers > 1 and jobs > 1:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["aggregator.pipeline"])
-            return ProcessPoolExecutor(min(self.workers, jobs), mp_context=context)
-        return _InlineExecutor()
-
-    def _store(
-        self, source: SourceConfig, prepared: Prepared, when: datetime, t0: float
+    def poll_one(
+        self, source: SourceConfig, pool: Executor | None = None, *, manual: bool = False
     ) -> SourceOutcome:
+        """Poll one source: conditional fetch, parse only what changed, store, record.
+
+        Args:
+            source: the source.
+            pool: where to parse and clean (a process pool); inline when None.
+            manual: poll even a paused or gone source (a refresh asked for by a user).
+        """
+        state = self.store.load_state(source.key)
+        fingerprint = source.fingerprint()
+        changed = state is not None and state.config_hash not in (None, fingerprint)
+        if (
+            state is not None
+            and state.status in (Status.PAUSED, Status.GONE)
+            and not (manual or changed)
+        ):
+            return SourceOutcome(
+                source=source.key, url=source.url, status=state.status, skipped=True
+            )
+        started = self.clock()
+        clock_start = time.perf_counter()
+        view = self.view(source)
+        render_key = self.render_key(view)
+        validators = state is not None and not changed
+        try:
+            fetched = self.fetcher.fetch(
+                source.url,
+                etag=state.etag if state and validators else None,
+                last_modified=state.last_modified if state and validators else None,
+            )
+        except FetchError as exc:
+            return self._finish(
+                source,
+                state,
+                started,
+                clock_start,
+                _Tally(),
+                error=str(exc),
+                http_status=exc.status,
+                retry_after=exc.retry_after,
+            )
+        body_hash = hashlib.sha1(fetched.body + render_key.encode()).hexdigest()
+        if fetched.not_modified or (validators and state and state.body_hash == body_hash):
+            return self._finish(
+                source,
+                state,
+                started,
+                clock_start,
+                _Tally(),
+                fetched=fetched,
+                not_modified=True,
+                hints=feed_hints(None, None, None, fetched.headers),
+            )
+        job = (pool or InlineExecutor()).submit(
+            prepare, view, fetched.url, fetched.body, fetched.headers
+        )
+        prepared = job.result()
         tally = _Tally(failed=prepared.failed, problems=list(prepared.warnings))
         error = prepared.error
         if error is None:
             try:
                 with self.store.transaction() as conn:
-                    self._apply(conn, source, prepared.articles, when, tally)
+                    self._apply(conn, source, prepared.articles, started, tally)
                     keep_days, keep_max = self._retention(source)
-                    tally.dropped += self.store.prune(conn, source.key, keep_days, keep_max, when)
+                    tally.dropped += self.store.prune(
+                        conn, source.key, keep_days, keep_max, started
+                    )
             except StoreError as exc:
                 error = str(exc)
-        outcome = tally.outcome(source.key, error)
-        duration = time.perf_counter() - t0
+        return self._finish(
+            source,
+            state,
+            started,
+            clock_start,
+            tally,
+            error=error,
+            fetched=fetched,
+            hints=prepared.hints,
+            feed_title=prepared.feed_title,
+            validators={
+                "etag": fetched.headers.get("etag"),
+                "last_modified": fetched.headers.get("last-modified"),
+                "body_hash": body_hash,
+            },
+        )
+
+    def _finish(
+        self,
+        source: SourceConfig,
+        state: SourceState | None,
+        started: datetime,
+        clock_start: float,
+        tally: _Tally,
+        *,
+        error: str | None = None,
+        fetched: Fetched | None = None,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+        not_modified: bool = False,
+        hints: Hints | None = None,
+        feed_title: str | None = None,
+        validators: dict[str, str | None] | None = None,
+    ) -> SourceOutcome:
+        """Decide the source's next state, record the poll, log one line."""
+        draft = tally.outcome(source.key, error)
+        failures_before = state.failures if state else 0
+        if draft.ok:
+            decision = after_success(self.policy, source.interval, hints or Hints())
+        else:
+            decision = after_failure(
+                self.policy,
+                source.interval,
+                failures_before,
+                http_status=http_status,
+                retry_after=retry_after,
+                message=draft.error or "",
+            )
+        next_poll = None
+        if decision.delay is not None:
+            delay = with_jitter(decision.delay, self.policy.jitter, self.rng)
+            next_poll = started + timedelta(seconds=self.policy.clamp(delay))
+        outcome = replace(
+            draft,
+            url=source.url,
+            http_status=fetched.status if fetched else http_status,
+            bytes=len(fetched.body) if fetched else 0,
+            duration=time.perf_counter() - clock_start,
+            not_modified=not_modified,
+            moved_to=fetched.moved_to if fetched else None,
+            status=decision.status.value,
+            next_poll_at=next_poll,
+        )
+        row: dict[str, Any] = {
+            "url": source.url,
+            "last_polled_at": started,
+            "last_error": outcome.error,
+            "status": decision.status.value,
+            "failures": decision.failures,
+            "next_poll_at": next_poll,
+            "interval": decision.delay,
+            "reason": decision.reason,
+            "config_hash": source.fingerprint(),
+            "last_http_status": outcome.http_status,
+        }
+        if fetched is not None:
+            row["moved_to"] = outcome.moved_to
+        if outcome.ok:
+            row["last_ok_at"] = started
+            if validators is not None:
+                row.update(validators)
+        if feed_title is not None:
+            row["title"] = feed_title
         try:
             with self.store.transaction() as conn:
                 self.store.record_poll(
-                    conn, outcome, source.url, when, duration, prepared.feed_title
+                    conn, outcome, started, row, self.config.settings.schedule.history
                 )
         except StoreError as exc:
-            log.error("source=%s cannot record poll: %s", source.key, exc)
-        log.info(
-            "source=%s new=%d updated=%d unchanged=%d failed=%d dropped=%d error=%s",
-            source.key,
-            outcome.new,
-            outcome.updated,
-            outcome.unchanged,
-            outcome.failed,
-            outcome.dropped,
-            outcome.error or "-",
-        )
+            log.error("poll source=%s cannot record the poll: %s", source.key, exc)
+        log.info("poll %s", logfmt(outcome))
         return outcome
 
     def _apply(
@@ -342,7 +432,7 @@ class Poller:
                 writes[path] = text
             if state is None:
                 kind = "new"
-            elif state.raw_hash != article.raw_hash or not same_file:
+            elif state.raw_hash != article.raw_hash or path in writes:
                 kind = "updated"
             else:
                 kind = "unchanged"
@@ -428,7 +518,7 @@ class Poller:
         """
         sources = list(sources)
         outcomes: list[SourceOutcome] = []
-        with self._executor(len(sources)) as pool:
+        with make_executor(self.workers, len(sources)) as pool:
             jobs: list[tuple[SourceConfig, list[str], Future[Prepared]]] = []
             for source in sources:
                 with self.store.transaction() as conn:
@@ -470,16 +560,33 @@ class Poller:
         return pruned
 
 
-class _InlineExecutor(Executor):
-    """Runs submitted work at once, in this thread (one source, or one core)."""
-
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        future: Future[T] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the caller through the future
-            future.set_exception(exc)
-        return future
+def logfmt(outcome: SourceOutcome) -> str:
+    """One poll as one structured log line (logfmt: key=value, values quoted when needed)."""
+    fields: dict[str, object] = {
+        "source": outcome.source,
+        "status": outcome.status,
+        "http": outcome.http_status if outcome.http_status is not None else "-",
+        "bytes": outcome.bytes,
+        "ms": round(outcome.duration * 1000),
+        "new": outcome.new,
+        "updated": outcome.updated,
+        "unchanged": outcome.unchanged,
+        "failed": outcome.failed,
+        "dropped": outcome.dropped,
+        "not_modified": str(outcome.not_modified).lower(),
+        "next": outcome.next_poll_at.isoformat(timespec="seconds") if outcome.next_poll_at else "-",
+    }
+    if outcome.moved_to:
+        fields["moved_to"] = outcome.moved_to
+    if outcome.error:
+        fields["error"] = outcome.error
+    parts = []
+    for key, value in fields.items():
+        text = str(value)
+        if not text or any(c in text for c in ' "=\\'):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
 
 
 def iter_enabled(config: Config, only: str | None = None) -> Iterator[SourceConfig]:

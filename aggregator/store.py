@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aggregator.errors import StoreError
 from aggregator.models import SourceOutcome
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WRITER_THREADS = 4  # file creation is kernel time; threads overlap it with the poll's work
 
 
@@ -64,7 +64,15 @@ sources_table = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("etag", sa.String),
     sa.Column("last_modified", sa.String),
-    sa.Column("body_hash", sa.String),
+    sa.Column("body_hash", sa.String),  # of the last body fully processed (with render key)
+    sa.Column("status", sa.String),  # policy.Status
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # in a row
+    sa.Column("next_poll_at", UTCDateTime),  # survives restarts
+    sa.Column("interval", sa.Float),  # the delay last chosen, seconds
+    sa.Column("moved_to", sa.Text),  # target of the last permanent redirect
+    sa.Column("reason", sa.Text),  # why it is paused or gone
+    sa.Column("config_hash", sa.String),  # the source's settings when last polled
+    sa.Column("last_http_status", sa.Integer),
 )
 
 entries_table = sa.Table(
@@ -112,6 +120,11 @@ polls_table = sa.Table(
     sa.Column("dropped", sa.Integer, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("warnings", sa.Text),  # JSON list
+    sa.Column("url", sa.Text),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("bytes", sa.Integer),
+    sa.Column("not_modified", sa.Boolean),
+    sa.Column("moved_to", sa.Text),
 )
 
 meta_table = sa.Table(
@@ -120,6 +133,20 @@ meta_table = sa.Table(
     sa.Column("key", sa.String, primary_key=True),
     sa.Column("value", sa.String),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What the pipeline needs to know of a source before polling it."""
+
+    name: str
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    status: str  # policy.Status value
+    failures: int
+    next_poll_at: datetime | None
+    config_hash: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +223,7 @@ class Store:
             )
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
             with self.engine.begin() as conn:
                 conn.execute(
                     sa.insert(meta_table)
@@ -363,17 +391,16 @@ class Store:
         self,
         conn: Connection,
         outcome: SourceOutcome,
-        url: str,
         started: datetime,
-        duration: float,
-        feed_title: str | None,
+        state: Mapping[str, Any],
+        history: int = 50,
     ) -> None:
-        """Record one poll of a source and update its state."""
+        """Record one poll of a source, update its state, keep its last ``history`` polls."""
         conn.execute(
             sa.insert(polls_table).values(
                 source=outcome.source,
                 started_at=started,
-                duration=duration,
+                duration=outcome.duration,
                 new=outcome.new,
                 updated=outcome.updated,
                 unchanged=outcome.unchanged,
@@ -381,15 +408,52 @@ class Store:
                 dropped=outcome.dropped,
                 error=outcome.error,
                 warnings=json.dumps(list(outcome.warnings), ensure_ascii=False),
+                url=outcome.url,
+                http_status=outcome.http_status,
+                bytes=outcome.bytes,
+                not_modified=outcome.not_modified,
+                moved_to=outcome.moved_to,
             )
         )
-        state: dict[str, Any] = {"url": url, "last_polled_at": started, "last_error": outcome.error}
-        if outcome.ok:
-            state["last_ok_at"] = started
-        if feed_title is not None:
-            state["title"] = feed_title
-        statement = insert(sources_table).values(name=outcome.source, **state)
-        conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=state))
+        t = polls_table
+        newest = (
+            sa.select(t.c.id)
+            .where(t.c.source == outcome.source)
+            .order_by(t.c.id.desc())
+            .limit(history)
+        )
+        conn.execute(sa.delete(t).where(t.c.source == outcome.source, t.c.id.not_in(newest)))
+        self.save_state(conn, outcome.source, state)
+
+    def save_state(self, conn: Connection, name: str, state: Mapping[str, Any]) -> None:
+        """Insert or update a source's state row with the given columns."""
+        values = dict(state)
+        statement = insert(sources_table).values(name=name, **values)
+        conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
+
+    def load_state(self, name: str) -> SourceState | None:
+        """A source's recorded state, typed."""
+        row = self.source_state(name)
+        if row is None:
+            return None
+        return SourceState(
+            name=row["name"],
+            etag=row["etag"],
+            last_modified=row["last_modified"],
+            body_hash=row["body_hash"],
+            status=row["status"] or "new",
+            failures=row["failures"] or 0,
+            next_poll_at=row["next_poll_at"],
+            config_hash=row["config_hash"],
+        )
+
+    def next_polls(self) -> dict[str, datetime | None]:
+        """Each known source's stored next-poll time."""
+        t = sources_table
+        with self.transaction() as conn:
+            return {
+                r.name: r.next_poll_at for r in conn.execute(sa.select(t.c.name, t.c.next_poll_at))
+            }
 
     def prune(
         self,
@@ -545,6 +609,29 @@ def _row_values(row: EntryRow) -> dict[str, Any]:
         "render_key": row.render_key,
         "pruned_at": None,
     }
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring an older database up to date: new columns are added, nullable or defaulted."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                default = ""
+                if isinstance(column.server_default, sa.DefaultClause):
+                    default = f" NOT NULL DEFAULT {column.server_default.arg}"
+                conn.execute(
+                    sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
+                )
+        conn.execute(
+            sa.update(meta_table)
+            .where(meta_table.c.key == "schema_version")
+            .values(value=str(SCHEMA_VERSION))
+        )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

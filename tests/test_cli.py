@@ -42,18 +42,18 @@ def test_check_config_ok(project: Path) -> None:
 def test_poll_with_the_default_config_writes_articles(project: Path) -> None:
     result = run("poll", "--workers", "2", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 sources, 0 failed; 5 new, 0 updated, 0 unchanged" in result.stdout
+    assert "3 sources, 0 failed, 0 not modified, 0 paused; 5 new, 0 updated, 0 unchanged" in result.stdout
     posts = project / "site" / "source" / "_posts"
     assert len(list(posts.rglob("*.md"))) == 5
     assert (project / "data" / "aggregator.sqlite").is_file()
     again = run("poll", cwd=project)
-    assert "3 sources, 0 failed; 0 new, 0 updated, 5 unchanged" in again.stdout
+    assert "3 sources, 0 failed, 3 not modified, 0 paused; 0 new, 0 updated, 0 unchanged" in again.stdout
 
 
 def test_poll_one_source(project: Path) -> None:
     result = run("poll", "--source", "example-blog", cwd=project)
     assert result.returncode == 0, result.stderr
-    assert "1 sources, 0 failed; 2 new" in result.stdout
+    assert "1 sources, 0 failed, 0 not modified, 0 paused; 2 new" in result.stdout
     missing = run("poll", "--source", "nope", cwd=project)
     assert missing.returncode == 2
     assert "no source named 'nope'" in missing.stderr
@@ -72,7 +72,7 @@ def test_a_failing_source_sets_the_exit_status(tmp_path: Path, make_config: Make
     assert result.returncode == 1
     assert "FAILED: " in result.stdout
     assert "cannot read file" in result.stdout
-    assert "2 sources, 1 failed; 1 new" in result.stdout
+    assert "2 sources, 1 failed, 0 not modified, 0 paused; 1 new" in result.stdout
 
 
 @pytest.mark.parametrize("command", ["check-config", "poll", "rebuild", "prune"])

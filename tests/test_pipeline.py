@@ -118,12 +118,16 @@ def test_rerun_rewrites_nothing(make_config: MakeConfig, harness: HarnessFactory
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in h.files()}
     h.now += timedelta(hours=1)
     second = h.poll()
-    assert [(o.new, o.updated, o.unchanged) for o in second] == [(0, 0, 1), (0, 0, 2), (0, 0, 2)]
+    # Same bytes as last time: nothing is parsed at all.
+    assert all(o.not_modified and o.ok for o in second)
+    assert [(o.new, o.updated, o.unchanged) for o in second] == [(0, 0, 0)] * 3
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in h.files()}
     assert after == before
     # A fresh process (new store, new poller) agrees.
     h.close()
     h.reload()
+    # Parsed again from scratch (new render settings would do this too): still no writes.
+    h.poller.render_key = lambda view: "forced"  # type: ignore[method-assign]
     third = h.poll()
     assert sum(o.unchanged for o in third) == 5
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in h.files()} == before
@@ -228,7 +232,15 @@ def test_deleted_article_file_is_restored(
     [file] = h.files()
     content = file.read_bytes()
     file.unlink()
-    h.poll()
+    [outcome] = h.poll()
+    assert outcome.not_modified and not file.exists()  # an unchanged feed is not parsed
+    [outcome] = h.poller.rebuild(h.config.sources)
+    assert outcome.updated == 1
+    assert file.read_bytes() == content
+    file.unlink()
+    feed_file("f.xml", rss(item("a", "Post") + item("b", "Another")))
+    [outcome] = h.poll()  # the feed changed: every entry is checked, the file comes back
+    assert (outcome.new, outcome.updated) == (1, 1)
     assert file.read_bytes() == content
 
 
@@ -313,10 +325,12 @@ def test_retention_prunes_and_never_brings_entries_back(
     assert outcome.new == 5
     assert outcome.dropped == 3
     assert sorted(p.name for p in h.files()) == ["Post-4.md", "Post-5.md"]
+    feed_file("f.xml", rss(items + item("g0", "Old post", date="Sun, 31 Dec 2023 10:00:00 GMT")))
     [outcome] = h.poll()
-    assert (outcome.new, outcome.dropped) == (0, 3)
+    # The three pruned entries stay pruned; the new, older one is kept then pruned.
+    assert (outcome.new, outcome.unchanged, outcome.dropped) == (1, 2, 4)
     assert len(h.files()) == 2
-    assert h.store.count_entries(pruned=True) == 3
+    assert h.store.count_entries(pruned=True) == 4
 
 
 def test_keep_days_skips_old_entries(

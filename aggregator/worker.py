@@ -1,0 +1,108 @@
+"""The CPU-heavy stage, run in worker processes: parse a document and convert its entries.
+
+Everything here is pure and picklable: a worker gets bytes and a ``SourceView`` and
+returns a ``Prepared``; it never touches the store.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import ParamSpec, TypeVar
+
+from aggregator.convert import SourceView, convert_entry
+from aggregator.errors import AggregatorError
+from aggregator.models import Article, ParsedEntry
+from aggregator.parse import parse_feed
+from aggregator.policy import Hints, feed_hints
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The result of parsing and converting one source's document (picklable)."""
+
+    source: str
+    articles: tuple[Article, ...] = ()
+    indices: tuple[int, ...] = ()  # each article's position among the entries given
+    feed_title: str | None = None
+    hints: Hints = field(default_factory=Hints)  # how often the feed and server say it changes
+    warnings: tuple[str, ...] = ()
+    failed: int = 0  # entries that could not be read or converted
+    error: str | None = None  # the whole document was unusable
+
+
+def prepare(
+    view: SourceView, url: str, body: bytes, headers: dict[str, str] | None = None
+) -> Prepared:
+    """Parse a feed document and convert its entries; never raises for bad input."""
+    try:
+        feed = parse_feed(url, body, headers)
+    except AggregatorError as exc:
+        return Prepared(source=view.name, error=str(exc))
+    prepared = _convert_all(
+        view, feed.entries, feed.title, [*feed.skipped], [feed.warning] if feed.warning else []
+    )
+    hints = feed_hints(feed.ttl, feed.update_period, feed.update_frequency, headers)
+    return replace(prepared, hints=hints)
+
+
+def prepare_stored(view: SourceView, raws: list[str]) -> Prepared:
+    """Convert stored raw entries again (for ``rebuild``)."""
+    return _convert_all(view, [ParsedEntry.from_json(r) for r in raws], None, [], [])
+
+
+def _convert_all(
+    view: SourceView,
+    entries: Iterable[ParsedEntry],
+    title: str | None,
+    problems: list[str],
+    warnings: list[str],
+) -> Prepared:
+    articles: list[Article] = []
+    indices: list[int] = []
+    failed = len(problems)
+    for index, entry in enumerate(entries):
+        try:
+            articles.append(convert_entry(entry, view))
+            indices.append(index)
+        except Exception as exc:  # one hostile entry must not stop its feed
+            failed += 1
+            problems.append(
+                f"entry {index + 1} ({entry.title[:60]!r}): {type(exc).__name__}: {exc}"
+            )
+    return Prepared(
+        source=view.name,
+        articles=tuple(articles),
+        indices=tuple(indices),
+        feed_title=title,
+        warnings=tuple(warnings + problems),
+        failed=failed,
+    )
+
+
+class InlineExecutor(Executor):
+    """Runs submitted work at once, in this thread (one source, or one core)."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+
+def make_executor(workers: int, jobs: int) -> Executor:
+    """A process pool for ``jobs`` documents, or inline work when one process is enough."""
+    if workers > 1 and jobs > 1:
+        # forkserver, not fork: the poller runs threads, and forking a threaded process
+        # can copy a held lock into the child (and warns from Python 3.12 on).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["aggregator.worker"])
+        return ProcessPoolExecutor(min(workers, jobs), mp_context=context)
+    return InlineExecutor()
