@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from xml.sax import SAXParseException
 
 import feedparser
 
@@ -135,7 +136,13 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
         raise ParseError(url, f"not a usable feed ({reason})")
     entries: list[ParsedEntry] = []
     skipped: list[str] = []
-    for index, raw in enumerate(parsed.entries):
+    raw_entries = list(parsed.entries)
+    if raw_entries and _cut_short(problem, decoded.body):
+        # The document ends mid-entry (a dropped connection, a full disk upstream): its
+        # last entry is incomplete and would be stored as a bogus, id-less duplicate.
+        raw_entries.pop()
+        skipped.append(f"entry {len(raw_entries) + 1}: dropped, the document is cut short")
+    for index, raw in enumerate(raw_entries):
         try:
             entries.append(_entry(raw))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -151,6 +158,15 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
         update_period=_text(feed.get("sy_updateperiod")),
         update_frequency=_text(feed.get("sy_updatefrequency")),
     )
+
+
+def _cut_short(problem: object, body: bytes) -> bool:
+    """True when the XML error is at the very end of the document: it was truncated."""
+    if not isinstance(problem, SAXParseException):
+        return False
+    lines = body.rstrip().split(b"\n")
+    line, column = problem.getLineNumber() or 0, problem.getColumnNumber() or 0
+    return line > len(lines) or (line == len(lines) and column >= len(lines[-1].rstrip()) - 1)
 
 
 def _text(value: Any) -> str | None:

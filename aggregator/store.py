@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -216,6 +217,7 @@ class Store:
         self.posts_dir = Path(posts_dir)
         self.fsync = fsync
         self._writers: ThreadPoolExecutor | None = None
+        self._lock = threading.RLock()
         try:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(
@@ -242,12 +244,18 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One database transaction; store errors come out as StoreError."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {exc}") from exc
+        """One database transaction; store errors come out as StoreError.
+
+        Transactions are serialised within the process: a poll's files and rows are
+        decided and written under one lock, so two sources that share a folder can never
+        both claim one file name, and SQLite never sees two writers from us at once.
+        """
+        with self._lock:
+            try:
+                with self.engine.begin() as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise StoreError(f"database error: {exc}") from exc
 
     # -- reading -------------------------------------------------------------------------
 

@@ -42,12 +42,18 @@ def test_check_config_ok(project: Path) -> None:
 def test_poll_with_the_default_config_writes_articles(project: Path) -> None:
     result = run("poll", "--workers", "2", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 sources, 0 failed, 0 not modified, 0 paused; 5 new, 0 updated, 0 unchanged" in result.stdout
+    assert (
+        "3 sources, 0 failed, 0 not modified, 0 paused; 5 new, 0 updated, 0 unchanged"
+        in result.stdout
+    )
     posts = project / "site" / "source" / "_posts"
     assert len(list(posts.rglob("*.md"))) == 5
     assert (project / "data" / "aggregator.sqlite").is_file()
     again = run("poll", cwd=project)
-    assert "3 sources, 0 failed, 3 not modified, 0 paused; 0 new, 0 updated, 0 unchanged" in again.stdout
+    assert (
+        "3 sources, 0 failed, 3 not modified, 0 paused; 0 new, 0 updated, 0 unchanged"
+        in again.stdout
+    )
 
 
 def test_poll_one_source(project: Path) -> None:
