@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -194,6 +196,131 @@ def prune(config_path: str) -> None:
     for name, count in pruned.items():
         click.echo(f"{name}: {count} pruned")
     click.echo(f"{sum(pruned.values())} entries pruned")
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT to leave the server loop."""
+
+
+def _serve(
+    app: Any,
+    host: str,
+    port: int,
+    threads: int,
+    on_ready: Callable[[], None],
+    on_hangup: Callable[[], object] | None = None,
+) -> None:
+    """Serve a WSGI app with waitress until SIGTERM or SIGINT."""
+    import waitress
+
+    server = waitress.create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="aggregator",
+        clear_untrusted_proxy_headers=True,
+    )
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if on_hangup is not None:
+        # Not in the handler itself: a reload takes locks the interrupted code may hold.
+        signal.signal(
+            signal.SIGHUP,
+            lambda _s, _f: threading.Thread(target=on_hangup, name="sighup").start(),
+        )
+    actual_port = getattr(server, "effective_port", port)
+    click.echo(f"serving on http://{host}:{actual_port}/", err=True)
+    on_ready()
+    try:
+        server.run()
+    except _Stop as exc:
+        click.echo(f"{exc}: shutting down", err=True)
+    finally:
+        server.close()
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default: settings.server.host).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default: settings.server.port; 0 picks a free one).",
+)
+def run(config_path: str, host: str | None, port: int | None) -> None:
+    """The main job: poll every source on its schedule and serve the web app."""
+    from aggregator.scheduler import Service
+    from aggregator.web import create_app
+
+    config = _load(config_path)
+    _log_for_service()
+    try:
+        store = Store(config.settings.database, config.settings.posts_dir)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    service = Service(config_path, config, store)
+    app = create_app(config, store, service)
+    server = config.settings.server
+    try:
+        _serve(
+            app,
+            host or server.host,
+            port if port is not None else server.port,
+            server.threads,
+            service.start,
+            on_hangup=service.reload,
+        )
+    finally:
+        service.shutdown(wait=True)  # in-flight polls finish; nothing is half-written
+        store.close()
+        click.echo("stopped", err=True)
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default: settings.server.host).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default: settings.server.port; 0 picks a free one).",
+)
+def serve(config_path: str, host: str | None, port: int | None) -> None:
+    """Serve the web app alone (no polling); for gunicorn use aggregator.web:create_app()."""
+    from aggregator.web import create_app
+
+    config = _load(config_path)
+    _log_for_service()
+    try:
+        store = Store(config.settings.database, config.settings.posts_dir)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    server = config.settings.server
+    try:
+        _serve(
+            create_app(config, store),
+            host or server.host,
+            port if port is not None else server.port,
+            server.threads,
+            lambda: None,
+        )
+    finally:
+        store.close()
+
+
+def _log_for_service() -> None:
+    """Long-running commands log one line per poll (INFO) unless told otherwise."""
+    root = logging.getLogger()
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("waitress").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,242 @@
+"""APScheduler 3.x wiring: one job per enabled source, rescheduled after every poll.
+
+Each source's job is a one-shot date trigger that the poll itself replaces with the next
+one, at the time the policy chose (so the interval adapts, backs off and pauses). Jobs
+have one id per source and ``max_instances=1``, and a per-source lock guards manual
+refreshes too: never two polls of one source at once. Next-poll times live in the
+store, so a restart keeps them, and sources that are due or new start spread over
+``startup_spread`` seconds instead of all at once.
+
+The configuration file is watched (and re-read on SIGHUP): added, removed and changed
+sources are rescheduled; an invalid new config is refused, with the full report in the
+log, and the old one keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.executors.pool import ThreadPoolExecutor as JobThreads
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from aggregator.config import Config, SourceConfig, load_config
+from aggregator.errors import ConfigError
+from aggregator.models import SourceOutcome
+from aggregator.pipeline import Clock, Poller, utcnow
+from aggregator.policy import Status, first_runs
+from aggregator.store import Store
+from aggregator.worker import make_executor
+
+log = logging.getLogger(__name__)
+
+CONFIG_CHECK_SECONDS = 2.0
+RESTART_SETTINGS = ("posts_dir", "database", "server", "workers")
+
+
+def _job_id(name: str) -> str:
+    return f"source:{name}"
+
+
+class Service:
+    """The polling service behind ``aggregator run``.
+
+    Args:
+        config_path: the file to watch for changes.
+        config: its validated content.
+        store: the shared store.
+        clock: the current UTC time (tests fix it).
+        rng: the random source for jitter and start-up spread.
+    """
+
+    def __init__(
+        self,
+        config_path: str | os.PathLike[str],
+        config: Config,
+        store: Store,
+        *,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.store = store
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.poller = Poller(config, store, clock=clock, rng=self.rng)
+        self.pool: Executor = make_executor(self.poller.workers, len(config.sources))
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._config_stamp = self._stamp()
+        schedule = config.settings.schedule
+        self.scheduler = BackgroundScheduler(
+            executors={"default": JobThreads(schedule.concurrency)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self.last_reload_error: str | None = None
+        self.on_poll: Callable[[SourceOutcome], None] | None = None
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force."""
+        return self.poller.config
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Schedule every enabled source and start polling in the background."""
+        self._schedule_all(self.config.sources)
+        self.scheduler.add_job(
+            self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
+        )
+        self.scheduler.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop scheduling; with ``wait``, let in-flight polls finish first."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=wait)
+        self.pool.shutdown(wait=wait, cancel_futures=True)
+        self.poller.close()
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _schedule_all(
+        self, sources: tuple[SourceConfig, ...] | list[SourceConfig], *, fresh: bool = False
+    ) -> None:
+        """Schedule sources at their stored next-poll time (``fresh``: soon, spread out)."""
+        wanted = [s for s in sources if s.enabled]
+        stored = {} if fresh else self.store.next_polls()
+        states = {s.key: self.store.load_state(s.key) for s in wanted}
+        runnable: list[SourceConfig] = []
+        for source in wanted:
+            state = states[source.key]
+            held = state is not None and state.status in (Status.PAUSED, Status.GONE)
+            if held and state is not None and state.config_hash == source.fingerprint():
+                log.info("source=%s not scheduled: %s", source.key, state.status)
+                continue
+            runnable.append(source)
+        runs = first_runs(
+            [s.key for s in runnable],
+            stored,
+            self.clock(),
+            self.config.settings.schedule.startup_spread,
+            self.rng,
+        )
+        for source in runnable:
+            self.schedule(source.key, runs[source.key])
+
+    def schedule(self, name: str, when: datetime, *, manual: bool = False) -> None:
+        """(Re)schedule a source's next poll."""
+        self.scheduler.add_job(
+            self._run,
+            trigger=DateTrigger(run_date=when, timezone=UTC),
+            args=[name, manual],
+            id=_job_id(name),
+            name=name,
+            replace_existing=True,
+        )
+
+    def next_run(self, name: str) -> datetime | None:
+        """When a source is polled next (None: not scheduled)."""
+        job = self.scheduler.get_job(_job_id(name))
+        return job.next_run_time if job is not None else None
+
+    def refresh(self, name: str) -> bool:
+        """Poll a source as soon as possible, even if paused or gone; False if unknown."""
+        if self.config.source(name) is None:
+            return False
+        self.schedule(name, self.clock(), manual=True)
+        return True
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def _run(self, name: str, manual: bool = False) -> SourceOutcome | None:
+        source = self.config.source(name)
+        if source is None or not (source.enabled or manual):
+            return None
+        lock = self._lock(name)
+        if not lock.acquire(blocking=False):
+            log.info("source=%s already being polled; skipped", name)
+            return None
+        try:
+            outcome = self.poller.poll_one(source, self.pool, manual=manual)
+        except Exception:  # a bug must not kill the source's schedule; retry later
+            log.exception("source=%s poll crashed", name)
+            self.schedule(name, self.clock() + timedelta(seconds=self.poller.policy.interval))
+            return None
+        finally:
+            lock.release()
+        current = self.config.source(name)
+        if outcome.next_poll_at is not None and current is not None and current.enabled:
+            self.schedule(name, outcome.next_poll_at)
+        if self.on_poll is not None:
+            self.on_poll(outcome)
+        return outcome
+
+    # -- configuration changes -----------------------------------------------------------
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.config_path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def check_config(self) -> None:
+        """Reload the configuration if its file changed."""
+        stamp = self._stamp()
+        if stamp is not None and stamp != self._config_stamp:
+            self._config_stamp = stamp
+            self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the configuration and reschedule what changed.
+
+        Returns:
+            True when the new configuration is in force; False when it was refused.
+        """
+        with self._reload_lock:
+            try:
+                new = load_config(self.config_path)
+            except ConfigError as exc:
+                self.last_reload_error = exc.report()
+                log.error(
+                    "config reload refused, the previous config keeps running:\n%s", exc.report()
+                )
+                return False
+            self.last_reload_error = None
+            old = self.config
+            for key in RESTART_SETTINGS:
+                if getattr(old.settings, key) != getattr(new.settings, key):
+                    log.warning("config: settings.%s changed; it takes effect on restart", key)
+            self.poller = Poller(
+                new, self.store, clock=self.clock, rng=self.rng, workers=self.poller.workers
+            )
+            old_sources = {s.key: s for s in old.sources if s.enabled}
+            new_sources = {s.key: s for s in new.sources if s.enabled}
+            for name in old_sources.keys() - new_sources.keys():
+                if self.scheduler.get_job(_job_id(name)) is not None:
+                    self.scheduler.remove_job(_job_id(name))
+            changed = [
+                s
+                for name, s in new_sources.items()
+                if name not in old_sources or old_sources[name] != s
+            ]
+            self._schedule_all(changed, fresh=True)
+            log.info(
+                "config reloaded: %d sources (%d added or changed, %d removed)",
+                len(new_sources),
+                len(changed),
+                len(old_sources.keys() - new_sources.keys()),
+            )
+            return True
