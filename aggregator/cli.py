@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import sys
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager

@@ -14,6 +14,7 @@ log, and the old one keeps running.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobThreads
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
@@ -91,13 +93,17 @@ class Service:
 
     # -- life cycle ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Schedule every enabled source and start polling in the background."""
+    def start(self, *, paused: bool = False) -> None:
+        """Schedule every enabled source and start polling in the background.
+
+        Args:
+            paused: schedule without running anything (tests inspect the schedule).
+        """
         self._schedule_all(self.config.sources)
         self.scheduler.add_job(
             self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
         )
-        self.scheduler.start()
+        self.scheduler.start(paused=paused)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop scheduling; with ``wait``, let in-flight polls finish first."""
@@ -156,6 +162,12 @@ class Service:
         self.schedule(name, self.clock(), manual=True)
         return True
 
+    def unschedule(self, name: str) -> None:
+        """Drop a source's pending poll, if it has one."""
+        if self.scheduler.get_job(_job_id(name)) is not None:
+            with contextlib.suppress(JobLookupError):  # it may have just fired
+                self.scheduler.remove_job(_job_id(name))
+
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(name, threading.Lock())
@@ -179,6 +191,8 @@ class Service:
         current = self.config.source(name)
         if outcome.next_poll_at is not None and current is not None and current.enabled:
             self.schedule(name, outcome.next_poll_at)
+        elif not outcome.skipped:
+            self.unschedule(name)  # paused or gone: it waits for a refresh
         if self.on_poll is not None:
             self.on_poll(outcome)
         return outcome
@@ -225,8 +239,7 @@ class Service:
             old_sources = {s.key: s for s in old.sources if s.enabled}
             new_sources = {s.key: s for s in new.sources if s.enabled}
             for name in old_sources.keys() - new_sources.keys():
-                if self.scheduler.get_job(_job_id(name)) is not None:
-                    self.scheduler.remove_job(_job_id(name))
+                self.unschedule(name)
             changed = [
                 s
                 for name, s in new_sources.items()

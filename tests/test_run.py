@@ -1,0 +1,88 @@
+"""`aggregator run` as a user starts it: a subprocess, a local feed server, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import MakeConfig, item, rss
+from pytest_httpserver import HTTPServer
+
+DEADLINE = 60.0  # seconds to wait for each step before failing (not a speed assertion)
+
+
+def wait_for(predicate, what: str):  # type: ignore[no-untyped-def]
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_run_polls_serves_and_stops_cleanly(
+    httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    httpserver.expect_request("/feed").respond_with_data(
+        rss(item("g1", "服务里的文章", "<p>正文</p>") + item("g2", "Second", "<p>Two</p>")),
+        content_type="application/rss+xml",
+    )
+    config = make_config(
+        [{"url": httpserver.url_for("/feed"), "categories": ["新闻", "本地", "测试"]}],
+        schedule={"startup_spread": 0, "interval": 3600},
+        server={"port": 0},
+    )
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+    try:
+        line = wait_for(
+            lambda: next((x for x in log.read_text().splitlines() if "serving on" in x), None),
+            "the server to start",
+        )
+        base = line.split("serving on ", 1)[1].strip()
+        assert base.startswith("http://127.0.0.1:")
+        posts = tmp_path / "posts"
+        files = wait_for(lambda: sorted(posts.rglob("*.md")) if posts.exists() else [], "articles")
+        wait_for(lambda: len(list(posts.rglob("*.md"))) == 2, "both articles")
+        assert files[0].parent == posts / "新闻" / "本地" / "测试"
+        page = wait_for(
+            lambda: (
+                (t := urllib.request.urlopen(base, timeout=10).read().decode())
+                and "服务里的文章" in t
+                and t
+            ),
+            "the article in the web app",
+        )
+        assert "Second" in page
+        health = urllib.request.urlopen(base + "healthz", timeout=10).read().decode()
+        assert '"status":"ok"' in health
+        assert "poll source=测试 status=ok http=200" in log.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=DEADLINE)
+    output = log.read_text()
+    assert code == 0, output
+    assert "SIGTERM: shutting down" in output
+    assert output.rstrip().endswith("stopped")
+    assert "Traceback" not in output
+    database = sqlite3.connect(tmp_path / "db" / "index.sqlite")
+    try:
+        assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert database.execute("SELECT count(*) FROM entries").fetchone() == (2,)
+    finally:
+        database.close()
+    assert not list((tmp_path / "posts").rglob(".*.tmp"))

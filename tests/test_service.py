@@ -1,0 +1,181 @@
+"""The polling service: schedule, restart, reload — with a fixed clock, no sleeps."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import FIXED_NOW, MakeConfig, item, rss
+from pytest_httpserver import HTTPServer
+
+from aggregator.config import load_config
+from aggregator.scheduler import Service
+from aggregator.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = FIXED_NOW
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        return self.now
+
+
+@pytest.fixture
+def served_feeds(httpserver: HTTPServer) -> list[str]:
+    urls = []
+    for n in range(3):
+        httpserver.expect_request(f"/f{n}").respond_with_data(
+            rss(item(f"g{n}", f"Post {n}")), content_type="application/rss+xml"
+        )
+        urls.append(httpserver.url_for(f"/f{n}"))
+    return urls
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    made: list[Service] = []
+    yield made
+    for service in made:
+        service.shutdown(wait=True)
+        service.store.close()
+
+
+def make_service(path: Path, clock: Clock, made: list[Service]) -> Service:
+    config = load_config(path)
+    store = Store(config.settings.database, config.settings.posts_dir)
+    service = Service(path, config, store, clock=clock, rng=random.Random(5))
+    made.append(service)
+    return service
+
+
+def config_for(make_config: MakeConfig, urls: list[str], **schedule: object) -> Path:
+    return make_config(
+        [{"url": u, "categories": ["A", f"S{n}"], "name": f"s{n}"} for n, u in enumerate(urls)],
+        schedule={"jitter": 0, "interval": 600, "startup_spread": 60, **schedule},
+        workers=1,
+    )
+
+
+def test_new_sources_start_spread_over_the_startup_window(
+    make_config: MakeConfig, served_feeds: list[str], services: list[Service]
+) -> None:
+    clock = Clock()
+    service = make_service(config_for(make_config, served_feeds), clock, services)
+    service.start(paused=True)
+    runs = {f"s{n}": service.next_run(f"s{n}") for n in range(3)}
+    assert all(
+        r is not None and FIXED_NOW <= r <= FIXED_NOW + timedelta(seconds=60) for r in runs.values()
+    )
+    assert len(set(runs.values())) == 3
+
+
+def test_a_poll_reschedules_its_source_at_the_chosen_time(
+    make_config: MakeConfig, served_feeds: list[str], services: list[Service]
+) -> None:
+    clock = Clock()
+    service = make_service(config_for(make_config, served_feeds), clock, services)
+    service.start(paused=True)
+    outcome = service._run("s0")
+    assert outcome is not None and outcome.new == 1
+    assert service.next_run("s0") == FIXED_NOW + timedelta(seconds=600)
+    assert service.store.next_polls()["s0"] == FIXED_NOW + timedelta(seconds=600)
+
+
+def test_restart_keeps_stored_times_and_forgets_no_source(
+    make_config: MakeConfig, served_feeds: list[str], services: list[Service]
+) -> None:
+    clock = Clock()
+    path = config_for(make_config, served_feeds)
+    first = make_service(path, clock, services)
+    first.start(paused=True)
+    first._run("s0")  # next poll of s0 stored: now + 600 s
+    first.shutdown()
+    clock.now += timedelta(seconds=100)
+    second = make_service(path, clock, services)
+    second.start(paused=True)
+    assert second.next_run("s0") == FIXED_NOW + timedelta(seconds=600)  # not hammered now
+    for name in ("s1", "s2"):  # never polled: soon, within the spread
+        when = second.next_run(name)
+        assert when is not None and clock.now <= when <= clock.now + timedelta(seconds=60)
+    clock.now += timedelta(hours=2)
+    third = make_service(path, clock, services)
+    third.start(paused=True)
+    when = third.next_run("s0")  # overdue after a long stop: soon, not forgotten
+    assert when is not None and clock.now <= when <= clock.now + timedelta(seconds=60)
+
+
+def test_paused_sources_wait_for_a_refresh(
+    make_config: MakeConfig, httpserver: HTTPServer, services: list[Service]
+) -> None:
+    httpserver.expect_request("/broken").respond_with_data("no", status=500)
+    clock = Clock()
+    path = config_for(make_config, [httpserver.url_for("/broken")], max_failures=1)
+    service = make_service(path, clock, services)
+    service.start(paused=True)
+    outcome = service._run("s0")
+    assert outcome is not None and outcome.status == "paused"
+    assert service.next_run("s0") is None
+    restarted = make_service(path, clock, services)
+    restarted.start(paused=True)
+    assert restarted.next_run("s0") is None  # still paused after a restart
+    assert restarted.refresh("s0")
+    assert restarted.next_run("s0") == clock.now
+    assert not restarted.refresh("nope")
+
+
+def test_reload_applies_added_removed_and_changed_sources(
+    make_config: MakeConfig, served_feeds: list[str], services: list[Service]
+) -> None:
+    clock = Clock()
+    path = config_for(make_config, served_feeds[:2])
+    service = make_service(path, clock, services)
+    service.start(paused=True)
+    service._run("s0")
+    assert service.next_run("s0") == FIXED_NOW + timedelta(seconds=600)
+    # s0 changes its interval, s1 goes, s2 comes.
+    config_for(make_config, [served_feeds[0], served_feeds[2]])
+    text = path.read_text(encoding="utf-8").replace("name: s1", "name: s2")
+    text = text.replace("name: s0", "name: s0\n  interval: 1200")
+    path.write_text(text, encoding="utf-8")
+    assert service.reload()
+    assert service.next_run("s1") is None
+    assert service.next_run("s2") is not None
+    changed = service.next_run("s0")
+    assert changed is not None and changed <= FIXED_NOW + timedelta(seconds=60)
+    outcome = service._run("s0")
+    assert outcome is not None
+    assert outcome.next_poll_at == FIXED_NOW + timedelta(seconds=1200)
+
+
+def test_invalid_config_is_refused_and_the_old_one_keeps_running(
+    make_config: MakeConfig, served_feeds: list[str], services: list[Service]
+) -> None:
+    clock = Clock()
+    path = config_for(make_config, served_feeds)
+    service = make_service(path, clock, services)
+    service.start(paused=True)
+    before = {f"s{n}": service.next_run(f"s{n}") for n in range(3)}
+    path.write_text(path.read_text(encoding="utf-8") + "bogus_key: 1\n", encoding="utf-8")
+    assert not service.reload()
+    assert service.last_reload_error is not None
+    assert "bogus_key: unknown key" in service.last_reload_error
+    assert {f"s{n}": service.next_run(f"s{n}") for n in range(3)} == before
+    assert service.config.source("s1") is not None
+
+
+def test_config_file_change_is_noticed(
+    make_config: MakeConfig, served_feeds: list[str], services: list[Service]
+) -> None:
+    clock = Clock()
+    path = config_for(make_config, served_feeds)
+    service = make_service(path, clock, services)
+    service.start(paused=True)
+    service.check_config()  # unchanged: nothing happens
+    assert service.next_run("s2") is not None
+    config_for(make_config, served_feeds[:2])
+    service.check_config()
+    assert service.next_run("s2") is None
