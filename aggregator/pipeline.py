@@ -43,7 +43,7 @@ from aggregator.policy import (
     feed_hints,
     with_jitter,
 )
-from aggregator.store import EntryRow, SourceState, Store, StoredEntry, text_hash
+from aggregator.store import EntryRow, PollRecord, SourceState, Store, StoredEntry, text_hash
 from aggregator.worker import InlineExecutor, Prepared, make_executor, prepare, prepare_stored
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+RECORD_BATCH = 64  # polls written per transaction by Poller.poll
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -195,16 +196,35 @@ class Poller:
         sources = list(sources)
         if not sources:
             return []
+        states = self.store.load_states(s.key for s in sources)
         concurrency = min(self.config.settings.schedule.concurrency, len(sources))
+        outcomes: dict[str, SourceOutcome] = {}
         with (
             make_executor(self.workers, len(sources)) as pool,
             ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as threads,
         ):
-            futures = [threads.submit(self.poll_one, s, pool, manual=manual) for s in sources]
-            if on_done is not None:
-                for future in as_completed(futures):
-                    on_done(future.result())
-            return [f.result() for f in futures]
+            futures = [
+                threads.submit(self._poll, s, states.get(s.key), pool, manual) for s in sources
+            ]
+            pending: list[PollRecord] = []
+            for done, future in enumerate(as_completed(futures), start=1):
+                result = future.result()
+                if isinstance(result, PollRecord):
+                    pending.append(result)
+                else:
+                    outcomes[result.source] = result
+                    if on_done is not None:
+                        on_done(result)
+                # Recorded in batches: one transaction for many polls (a warm poll of
+                # hundreds of 304s is otherwise all transaction overhead).
+                if pending and (len(pending) >= RECORD_BATCH or done == len(futures)):
+                    self._record(pending)
+                    for record in pending:
+                        outcomes[record.outcome.source] = record.outcome
+                        if on_done is not None:
+                            on_done(record.outcome)
+                    pending = []
+        return [outcomes[s.key] for s in sources]
 
     def poll_one(
         self, source: SourceConfig, pool: Executor | None = None, *, manual: bool = False
@@ -216,7 +236,20 @@ class Poller:
             pool: where to parse and clean (a process pool); inline when None.
             manual: poll even a paused or gone source (a refresh asked for by a user).
         """
-        state = self.store.load_state(source.key)
+        result = self._poll(source, self.store.load_state(source.key), pool, manual)
+        if isinstance(result, PollRecord):
+            self._record([result])
+            return result.outcome
+        return result
+
+    def _poll(
+        self,
+        source: SourceConfig,
+        state: SourceState | None,
+        pool: Executor | None,
+        manual: bool,
+    ) -> PollRecord | SourceOutcome:
+        """Poll without recording: a PollRecord to write, or the outcome of a skip."""
         fingerprint = source.fingerprint()
         changed = state is not None and state.config_hash not in (None, fingerprint)
         if (
@@ -310,8 +343,8 @@ class Poller:
         hints: Hints | None = None,
         feed_title: str | None = None,
         validators: dict[str, str | None] | None = None,
-    ) -> SourceOutcome:
-        """Decide the source's next state, record the poll, log one line."""
+    ) -> PollRecord:
+        """Decide the source's next state; the poll and the state to record."""
         draft = tally.outcome(source.key, error)
         failures_before = state.failures if state else 0
         if draft.ok:
@@ -360,15 +393,17 @@ class Poller:
                 row.update(validators)
         if feed_title is not None:
             row["title"] = feed_title
+        return PollRecord(outcome, started, row)
+
+    def _record(self, records: list[PollRecord]) -> None:
+        """Write polls and states in one transaction, and log one line per poll."""
         try:
             with self.store.transaction() as conn:
-                self.store.record_poll(
-                    conn, outcome, started, row, self.config.settings.schedule.history
-                )
+                self.store.record_polls(conn, records, self.config.settings.schedule.history)
         except StoreError as exc:
-            log.error("poll source=%s cannot record the poll: %s", source.key, exc)
-        log.info("poll %s", logfmt(outcome))
-        return outcome
+            log.error("cannot record %d polls: %s", len(records), exc)
+        for record in records:
+            log.info("poll %s", logfmt(record.outcome))
 
     def _apply(
         self,

@@ -137,6 +137,15 @@ meta_table = sa.Table(
 
 
 @dataclass(frozen=True, slots=True)
+class PollRecord:
+    """One poll, ready to be written: its outcome, and the source's new state columns."""
+
+    outcome: SourceOutcome
+    started: datetime
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class SourceState:
     """What the pipeline needs to know of a source before polling it."""
 
@@ -395,43 +404,38 @@ class Store:
                 sa.update(t).where(t.c.source == source, t.c.key.in_(chunk)).values(last_seen=now)
             )
 
-    def record_poll(
-        self,
-        conn: Connection,
-        outcome: SourceOutcome,
-        started: datetime,
-        state: Mapping[str, Any],
-        history: int = 50,
+    def record_polls(
+        self, conn: Connection, records: Sequence[PollRecord], history: int = 50
     ) -> None:
-        """Record one poll of a source, update its state, keep its last ``history`` polls."""
-        conn.execute(
-            sa.insert(polls_table).values(
-                source=outcome.source,
-                started_at=started,
-                duration=outcome.duration,
-                new=outcome.new,
-                updated=outcome.updated,
-                unchanged=outcome.unchanged,
-                failed=outcome.failed,
-                dropped=outcome.dropped,
-                error=outcome.error,
-                warnings=json.dumps(list(outcome.warnings), ensure_ascii=False),
-                url=outcome.url,
-                http_status=outcome.http_status,
-                bytes=outcome.bytes,
-                not_modified=outcome.not_modified,
-                moved_to=outcome.moved_to,
+        """Record polls and the sources' new state in one go; keep the last ``history``."""
+        if not records:
+            return
+        conn.execute(sa.insert(polls_table), [_poll_values(r) for r in records])
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for record in records:
+            row = {"name": record.outcome.source, **record.state}
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+        for columns, rows in groups.items():
+            statement = insert(sources_table)
+            statement = statement.on_conflict_do_update(
+                index_elements=["name"],
+                set_={c: statement.excluded[c] for c in columns if c != "name"},
             )
-        )
+            conn.execute(statement, rows)
         t = polls_table
-        newest = (
-            sa.select(t.c.id)
-            .where(t.c.source == outcome.source)
-            .order_by(t.c.id.desc())
-            .limit(history)
+        names = sorted({r.outcome.source for r in records})
+        ranked = (
+            sa.select(
+                t.c.id,
+                sa.func.row_number()
+                .over(partition_by=t.c.source, order_by=t.c.id.desc())
+                .label("rank"),
+            )
+            .where(t.c.source.in_(names))
+            .subquery()
         )
-        conn.execute(sa.delete(t).where(t.c.source == outcome.source, t.c.id.not_in(newest)))
-        self.save_state(conn, outcome.source, state)
+        old = sa.select(ranked.c.id).where(ranked.c.rank > history)
+        conn.execute(sa.delete(t).where(t.c.id.in_(old)))
 
     def save_state(self, conn: Connection, name: str, state: Mapping[str, Any]) -> None:
         """Insert or update a source's state row with the given columns."""
@@ -439,21 +443,21 @@ class Store:
         statement = insert(sources_table).values(name=name, **values)
         conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
 
+    def load_states(self, names: Iterable[str]) -> dict[str, SourceState]:
+        """The recorded state of those of ``names`` that have one."""
+        t = sources_table
+        wanted = sorted(set(names))
+        found: dict[str, SourceState] = {}
+        with self.transaction() as conn:
+            for chunk in _chunks(wanted):
+                for row in conn.execute(sa.select(t).where(t.c.name.in_(chunk))):
+                    found[row.name] = _state(dict(row._mapping))
+        return found
+
     def load_state(self, name: str) -> SourceState | None:
         """A source's recorded state, typed."""
         row = self.source_state(name)
-        if row is None:
-            return None
-        return SourceState(
-            name=row["name"],
-            etag=row["etag"],
-            last_modified=row["last_modified"],
-            body_hash=row["body_hash"],
-            status=row["status"] or "new",
-            failures=row["failures"] or 0,
-            next_poll_at=row["next_poll_at"],
-            config_hash=row["config_hash"],
-        )
+        return None if row is None else _state(row)
 
     def next_polls(self) -> dict[str, datetime | None]:
         """Each known source's stored next-poll time."""
@@ -648,3 +652,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _state(row: Mapping[str, Any]) -> SourceState:
+    return SourceState(
+        name=row["name"],
+        etag=row["etag"],
+        last_modified=row["last_modified"],
+        body_hash=row["body_hash"],
+        status=row["status"] or "new",
+        failures=row["failures"] or 0,
+        next_poll_at=row["next_poll_at"],
+        config_hash=row["config_hash"],
+    )
+
+
+def _poll_values(record: PollRecord) -> dict[str, Any]:
+    outcome = record.outcome
+    return {
+        "source": outcome.source,
+        "started_at": record.started,
+        "duration": outcome.duration,
+        "new": outcome.new,
+        "updated": outcome.updated,
+        "unchanged": outcome.unchanged,
+        "failed": outcome.failed,
+        "dropped": outcome.dropped,
+        "error": outcome.error,
+        "warnings": json.dumps(list(outcome.warnings), ensure_ascii=False),
+        "url": outcome.url,
+        "http_status": outcome.http_status,
+        "bytes": outcome.bytes,
+        "not_modified": outcome.not_modified,
+        "moved_to": outcome.moved_to,
+    }
