@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 RECORD_BATCH = 64  # polls written per transaction by Poller.poll
+CHECKPOINT_AFTER = 500  # entries written by one poll pass before the WAL is folded in
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -224,6 +225,8 @@ class Poller:
                         if on_done is not None:
                             on_done(record.outcome)
                     pending = []
+        if sum(o.new + o.updated for o in outcomes.values()) >= CHECKPOINT_AFTER:
+            self.store.checkpoint()
         return [outcomes[s.key] for s in sources]
 
     def poll_one(

@@ -7,6 +7,7 @@ returns a ``Prepared``; it never touches the store.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -100,9 +101,32 @@ class InlineExecutor(Executor):
 def make_executor(workers: int, jobs: int) -> Executor:
     """A process pool for ``jobs`` documents, or inline work when one process is enough."""
     if workers > 1 and jobs > 1:
-        # forkserver, not fork: the poller runs threads, and forking a threaded process
-        # can copy a held lock into the child (and warns from Python 3.12 on).
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["aggregator.worker"])
-        return ProcessPoolExecutor(min(workers, jobs), mp_context=context)
+        return LazyProcessPool(min(workers, jobs))
     return InlineExecutor()
+
+
+class LazyProcessPool(Executor):
+    """A process pool started on first use: a poll where every feed answers 304 (or
+    nothing changed) parses nothing and should not pay for starting processes."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        with self._lock:
+            if self._pool is None:
+                # forkserver, not fork: the poller runs threads, and forking a threaded
+                # process can copy a held lock into the child (Python 3.12+ warns).
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["aggregator.worker"])
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            pool = self._pool
+        return pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
