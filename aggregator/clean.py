@@ -17,14 +17,14 @@ HTML block and never turns indentation into a code block (CommonMark §4.6, §4.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import lxml.etree
-import lxml.html
 import nh3
 from cssselect import SelectorError
 from lxml.cssselect import CSSSelector
@@ -126,6 +126,9 @@ _NEWLINE_RUN = re.compile(r"[ \t\r\f]*\n[ \t\r\n\f]*")
 _PRE = re.compile(r"<pre\b.*?</pre>", re.S | re.I)
 
 
+Element = lxml.etree._Element
+
+
 @dataclass(frozen=True, slots=True)
 class Cleaned:
     """The result of cleaning one HTML body."""
@@ -148,14 +151,16 @@ class Rules:
     def __init__(self, remove: Sequence[str] = (), iframe_hosts: Iterable[str] = ()) -> None:
         self.remove = tuple(remove)
         self.iframe_hosts = frozenset(h.lower() for h in iframe_hosts)
-        self._selectors = tuple(compile_selector(s) for s in self.remove)
+        for selector in self.remove:
+            compile_selector(selector)  # each one valid on its own, or a clear error
+        # One XPath union for all of them: one pass over the tree, not one per selector.
+        self._selectors = compile_selector(", ".join(self.remove)) if self.remove else None
 
-    def matches(self, root: lxml.html.HtmlElement) -> list[lxml.html.HtmlElement]:
+    def matches(self, root: Element) -> list[Element]:
         """Return the elements under ``root`` that the removal selectors match."""
-        found: list[lxml.html.HtmlElement] = []
-        for selector in self._selectors:
-            found.extend(cast(list[lxml.html.HtmlElement], selector(root)))
-        return found
+        if self._selectors is None:
+            return []
+        return cast(list[Element], self._selectors(root))
 
     def __reduce__(self) -> tuple[type[Rules], tuple[tuple[str, ...], frozenset[str]]]:
         # Compiled selectors do not pickle; worker processes recompile (cached).
@@ -232,7 +237,7 @@ def _best_from_srcset(srcset: str) -> str | None:
     return best[1] if best else None
 
 
-def _fix_lazy_image(img: lxml.html.HtmlElement) -> None:
+def _fix_lazy_image(img: Element) -> None:
     src = (img.get("src") or "").strip()
     if src and not _PLACEHOLDER.search(src):
         return
@@ -248,19 +253,36 @@ def _fix_lazy_image(img: lxml.html.HtmlElement) -> None:
             return
 
 
-def _drop(element: lxml.html.HtmlElement) -> None:
-    if element.getparent() is not None:
-        element.drop_tree()
+def _drop(element: Element) -> None:
+    """Remove an element and its content, keeping the text that follows it."""
+    parent = element.getparent()
+    if parent is None:
+        return
+    if element.tail:
+        previous = element.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + element.tail
+        else:
+            parent.text = (parent.text or "") + element.tail
+    parent.remove(element)
 
 
-def _parse_fragment(html: str) -> lxml.html.HtmlElement:
-    try:
-        return lxml.html.fragment_fromstring(html, create_parent="div")
-    except (lxml.etree.ParserError, ValueError):
-        # Empty or whitespace-only input, or text lxml refuses (e.g. NUL bytes).
-        root = lxml.html.Element("div")
-        root.text = html.replace("\x00", "") if html.strip() else None
-        return root
+# Plain lxml.etree elements: lxml.html's element classes cost a Python call per element.
+_PARSER = lxml.etree.HTMLParser(remove_comments=True, remove_pis=True, no_network=True)
+
+
+def _parse_fragment(html: str) -> Element:
+    root: Element | None = None
+    with suppress(lxml.etree.ParserError, ValueError):
+        document = lxml.etree.fromstring(html.replace("\x00", ""), _PARSER)
+        if document is not None:
+            root = document.find("body")
+    if root is None:
+        # Empty input, or only a <head> (e.g. a lone <style>): an empty body.
+        root = lxml.etree.Element("div")
+    root.tag = "div"
+    root.attrib.clear()
+    return root
 
 
 def _layout(html: str) -> str:
@@ -283,10 +305,8 @@ def clean_html(html: str, base_url: str | None = None, rules: Rules | None = Non
     """
     rules = rules or Rules()
     root = _parse_fragment(html)
-    doomed: list[lxml.html.HtmlElement] = list(root.iter(*DROP_TAGS))
+    doomed: list[Element] = list(root.iter(*DROP_TAGS))
     doomed.extend(rules.matches(root))
-    for node in root.iter(lxml.etree.Comment, lxml.etree.ProcessingInstruction):
-        doomed.append(node)
     for node in doomed:
         _drop(node)
 
@@ -328,7 +348,7 @@ def clean_html(html: str, base_url: str | None = None, rules: Rules | None = Non
         if tag == "video" and element.get("poster"):
             element.set("poster", absolute(element.get("poster") or ""))
 
-    text = " ".join(root.text_content().split())
-    serialised = lxml.html.tostring(root, encoding="unicode")
+    text = " ".join("".join(cast("Iterator[str]", root.itertext())).split())
+    serialised = lxml.etree.tostring(root, method="html", encoding="unicode")
     sanitised = _SANITISER.clean(serialised)
     return Cleaned(html=_layout(sanitised), images=tuple(images), text=text)
