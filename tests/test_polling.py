@@ -367,3 +367,42 @@ def test_next_poll_time_is_stored(setup: Callable[..., tuple[Harness, Scripted]]
     h, scripted = setup(interval=600)
     start_good(h, scripted)
     assert h.store.next_polls() == {"s": FIXED_NOW + timedelta(minutes=10) + timedelta(seconds=600)}
+
+
+def test_per_host_limit_and_concurrency(make_config: MakeConfig, harness: HarnessFactory) -> None:
+    import threading
+
+    httpserver = HTTPServer(host="127.0.0.1", threaded=True)  # answers requests in parallel
+    httpserver.start()
+
+    lock = threading.Lock()
+    active = [0]
+    peak = [0]
+
+    def slow(_request: Request) -> Response:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)  # long enough for the poller to try more at once
+        with lock:
+            active[0] -= 1
+        return Response(GOOD, headers={"Content-Type": "application/rss+xml"})
+
+    sources = []
+    for n in range(6):
+        httpserver.expect_request(f"/f{n}").respond_with_handler(slow)
+        sources.append(
+            {"url": httpserver.url_for(f"/f{n}"), "categories": [f"C{n}"], "name": f"s{n}"}
+        )
+    try:
+        h = harness(make_config(sources, schedule={"concurrency": 6, "per_host": 2}))
+        outcomes = h.poller.poll(h.config.sources)
+        assert all(o.ok for o in outcomes)
+        assert peak[0] == 2  # six sources on one host: never more than two requests at once
+        h.close()
+        h.reload()
+        for state in ("s0", "s1"):
+            assert h.store.source_state(state)["status"] == "ok"  # type: ignore[index]
+    finally:
+        httpserver.clear()
+        httpserver.stop()

@@ -30,6 +30,9 @@ def wait_for(predicate, what: str):  # type: ignore[no-untyped-def]
 def test_run_polls_serves_and_stops_cleanly(
     httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path
 ) -> None:
+    httpserver.expect_request("/second").respond_with_data(
+        rss(item("x1", "Added later")), content_type="application/rss+xml"
+    )
     httpserver.expect_request("/feed").respond_with_data(
         rss(item("g1", "服务里的文章", "<p>正文</p>") + item("g2", "Second", "<p>Two</p>")),
         content_type="application/rss+xml",
@@ -71,6 +74,22 @@ def test_run_polls_serves_and_stops_cleanly(
         health = urllib.request.urlopen(base + "healthz", timeout=10).read().decode()
         assert '"status":"ok"' in health
         assert "poll source=测试 status=ok http=200" in log.read_text()
+        # SIGHUP reloads the config: a source added to the file is polled, no restart.
+        text = config.read_text(encoding="utf-8")
+        config.write_text(
+            text.replace(
+                "sources:\n",
+                f"sources:\n- url: {httpserver.url_for('/second')}\n  categories: [Added]\n",
+                1,
+            ),
+            encoding="utf-8",
+        )
+        process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: (posts / "Added").is_dir() and list((posts / "Added").glob("*.md")),
+            "the added source",
+        )
+        assert "config reloaded: 2 sources (1 added or changed, 0 removed)" in log.read_text()
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=DEADLINE)
@@ -82,7 +101,7 @@ def test_run_polls_serves_and_stops_cleanly(
     database = sqlite3.connect(tmp_path / "db" / "index.sqlite")
     try:
         assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert database.execute("SELECT count(*) FROM entries").fetchone() == (2,)
+        assert database.execute("SELECT count(*) FROM entries").fetchone() == (3,)
     finally:
         database.close()
     assert not list((tmp_path / "posts").rglob(".*.tmp"))
