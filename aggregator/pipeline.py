@@ -405,8 +405,9 @@ class Poller:
                 self.store.record_polls(conn, records, self.config.settings.schedule.history)
         except StoreError as exc:
             log.error("cannot record %d polls: %s", len(records), exc)
-        for record in records:
-            log.info("poll %s", logfmt(record.outcome))
+        if log.isEnabledFor(logging.INFO):
+            for record in records:
+                log.info("poll %s", logfmt(record.outcome))
 
     def _apply(
         self,
