@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,6 +31,7 @@ from pydantic import (
 
 from aggregator.clean import compile_selector
 from aggregator.errors import ConfigError
+from aggregator.filter import Rule
 
 DEFAULT_IFRAME_HOSTS = (
     "www.youtube.com",
@@ -55,7 +57,28 @@ def _seconds(value: object) -> object:
 
 
 Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+
+
+def _no_slash(value: str) -> str:
+    if "/" in value:
+        raise ValueError(
+            f"a category name cannot contain '/' (it separates levels in URLs): {value!r}"
+        )
+    return value
+
+
+def _category_path(value: object) -> object:
+    """A category path given as a list, or as one string with levels separated by '/'."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split("/") if part.strip()]
+    return value
+
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+CategoryName = Annotated[Name, AfterValidator(_no_slash)]
+CategoryPath = Annotated[
+    tuple[CategoryName, ...], BeforeValidator(_category_path), Field(min_length=1, max_length=5)
+]
 Positive = Annotated[int, Field(gt=0)]
 
 
@@ -72,6 +95,38 @@ def _check_selectors(selectors: tuple[str, ...]) -> tuple[str, ...]:
 def _resolve_path(value: str, info: ValidationInfo) -> str:
     base = Path((info.context or {}).get("base_dir", "."))
     return str((base / Path(value).expanduser()).resolve())
+
+
+class RuleConfig(_Model):
+    """One keep/block rule (see ``aggregator.filter``)."""
+
+    keep: str | None = None
+    block: str | None = None
+    field: Literal["title", "summary", "content", "author", "link", "tags", "category", "any"] = (
+        "title"
+    )
+    match: Literal["keyword", "regex"] = "keyword"
+    case: bool = False
+
+    @model_validator(mode="after")
+    def _one_action(self) -> RuleConfig:
+        if (self.keep is None) == (self.block is None):
+            raise ValueError("a rule needs exactly one of `keep:` or `block:`")
+        if not (self.keep or self.block or "").strip():
+            raise ValueError("a rule's pattern is empty")
+        self.rule()  # an invalid regular expression is reported here
+        return self
+
+    def rule(self) -> Rule:
+        """The compiled rule."""
+        action: Literal["keep", "block"] = "keep" if self.keep is not None else "block"
+        return Rule(
+            action,
+            self.keep if self.keep is not None else self.block or "",
+            self.field,
+            self.match,
+            self.case,
+        )
 
 
 class FrontMatter(_Model):
@@ -129,6 +184,29 @@ class ServerSettings(_Model):
     threads: Annotated[int, Field(ge=1, le=64)] = 4
 
 
+class PublishSettings(_Model):
+    """The republished feeds."""
+
+    title: str = "aggregator"  # prefix of every feed's title
+    description: str = "Feeds republished by aggregator"
+    base_url: str | None = None  # absolute URL of the app for self links; default: request's
+    max_age: Annotated[float, BeforeValidator(_seconds), Field(ge=0)] = 300.0
+    default_limit: Annotated[int, Field(ge=1, le=10000)] = 50
+    max_limit: Annotated[int, Field(ge=1, le=10000)] = 200
+    cache_entries: Annotated[int, Field(ge=0, le=100000)] = 256  # rendered feeds kept
+    cache_mb: Annotated[float, Field(ge=0, le=4096)] = 64.0  # and their total size
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be an absolute http(s) URL, not {value!r}")
+        return value.rstrip("/") + "/"
+
+
 class Settings(_Model):
     """Global defaults (the ``settings:`` block)."""
 
@@ -139,6 +217,8 @@ class Settings(_Model):
     fetch: FetchSettings = FetchSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     server: ServerSettings = ServerSettings()
+    publish: PublishSettings = PublishSettings()
+    rules: tuple[RuleConfig, ...] = ()  # ingest rules for every source
     remove: tuple[str, ...] = ()
     iframe_hosts: tuple[str, ...] = DEFAULT_IFRAME_HOSTS
     keep_days: Positive | None = None
@@ -153,12 +233,13 @@ class SourceConfig(_Model):
     """One feed (an item of ``sources:``)."""
 
     url: str
-    categories: Annotated[tuple[Name, ...], Field(min_length=1, max_length=5)]
+    categories: CategoryPath
     name: Name | None = None
     author: Name | None = None
     enabled: bool = True
     interval: Duration | None = None  # default: settings.schedule.interval
     remove: tuple[str, ...] = ()
+    rules: tuple[RuleConfig, ...] = ()  # ingest rules, after the global ones
     keep_days: Positive | None = None
     keep_max: Positive | None = None
 
@@ -204,11 +285,37 @@ class SourceConfig(_Model):
         return not self.url.startswith(("http://", "https://"))
 
 
+class OutputConfig(_Model):
+    """A named, filtered feed (an item of ``outputs:``), served at /outputs/<name>.<format>."""
+
+    name: Name
+    title: Name | None = None
+    description: str | None = None
+    categories: tuple[CategoryPath, ...] = ()  # category paths (any level); none: all
+    sources: tuple[Name, ...] = ()  # source names; none: all
+    tags: tuple[Name, ...] = ()  # entries with at least one of these tags; none: all
+    rules: tuple[RuleConfig, ...] = ()
+    limit: Annotated[int, Field(ge=1, le=10000)] | None = None
+
+
 class Config(_Model):
     """The whole validated configuration."""
 
     settings: Settings = Field(default_factory=dict, validate_default=True)
     sources: tuple[SourceConfig, ...] = ()
+    outputs: tuple[OutputConfig, ...] = ()
+
+    def output(self, name: str) -> OutputConfig | None:
+        """The output with this name, if any."""
+        return next((o for o in self.outputs if o.name == name), None)
+
+    def categories(self) -> set[tuple[str, ...]]:
+        """Every level of the category tree: each source's path and all its prefixes."""
+        tree: set[tuple[str, ...]] = set()
+        for source in self.sources:
+            for depth in range(1, len(source.categories) + 1):
+                tree.add(source.categories[:depth])
+        return tree
 
     def source(self, name: str) -> SourceConfig | None:
         """The source with this name, if any."""
@@ -309,10 +416,31 @@ def parse_config(text: str, path: str = "config.yaml", base_dir: Path | None = N
             loc = _pydantic_loc(error["loc"])
             found.append((_line_of(loc, lines), f"{_dotted(loc)}: {_message(error)}"))
     found.extend(_duplicate_names(data, lines))
+    if config is not None:
+        found.extend(_output_problems(config, lines))
     problems = [f"{path}:{line}: {text}" for line, text in sorted(found, key=lambda p: p[0])]
     if problems or config is None:
         raise ConfigError(path, problems)
     return config
+
+
+def _output_problems(config: Config, lines: Mapping[Loc, int]) -> list[tuple[int, str]]:
+    """Outputs must have distinct names and name only sources that exist."""
+    found: list[tuple[int, str]] = []
+    names = {s.key for s in config.sources}
+    seen: set[str] = set()
+    for index, output in enumerate(config.outputs):
+        if output.name in seen:
+            loc: Loc = ("outputs", index, "name")
+            found.append(
+                (_line_of(loc, lines), f"{_dotted(loc)}: output name {output.name!r} is used twice")
+            )
+        seen.add(output.name)
+        for position, source in enumerate(output.sources):
+            if source not in names:
+                loc = ("outputs", index, "sources", position)
+                found.append((_line_of(loc, lines), f"{_dotted(loc)}: no source named {source!r}"))
+    return found
 
 
 def _duplicate_names(data: Mapping[str, Any], lines: Mapping[Loc, int]) -> list[tuple[int, str]]:

@@ -33,6 +33,7 @@ from aggregator.convert import (
 )
 from aggregator.errors import FetchError, StoreError
 from aggregator.fetch import Fetched, Fetcher
+from aggregator.filter import Rule, verdict
 from aggregator.models import Article, SourceOutcome
 from aggregator.policy import (
     Hints,
@@ -156,8 +157,13 @@ class Poller:
             name=source.key, categories=source.categories, author=source.site, rules=rules
         )
 
-    def render_key(self, view: SourceView) -> str:
+    def rules(self, source: SourceConfig) -> tuple[Rule, ...]:
+        """The ingest rules of a source: the global ones, then its own."""
+        return tuple(r.rule() for r in (*self.config.settings.rules, *source.rules))
+
+    def render_key(self, source: SourceConfig) -> str:
         """A fingerprint of everything, besides the entry, that shapes its article file."""
+        view = self.view(source)
         facts = [
             __version__,
             self.options.date_style,
@@ -168,6 +174,7 @@ class Poller:
             view.author,
             view.rules.remove,
             sorted(view.rules.iframe_hosts),
+            [r.describe() for r in self.rules(source)],
         ]
         return hashlib.sha1(json.dumps(facts, ensure_ascii=False).encode()).hexdigest()[:16]
 
@@ -266,7 +273,7 @@ class Poller:
         started = self.clock()
         clock_start = time.perf_counter()
         view = self.view(source)
-        render_key = self.render_key(view)
+        render_key = self.render_key(source)
         validators = state is not None and not changed
         try:
             fetched = self.fetcher.fetch(
@@ -427,7 +434,7 @@ class Poller:
         articles = list(articles)
         name = source.key
         view = self.view(source)
-        render_key = self.render_key(view)
+        render_key = self.render_key(source)
         if keys is None:
             pairs = [(a.key, a.alt_key) for a in articles]
             recorded = self.store.alt_keys(conn, name, [k for pair in pairs for k in pair])
@@ -438,9 +445,14 @@ class Poller:
         states = self.store.stored_entries(conn, name, batch)
         keep_days, _ = self._retention(source)
         cutoff = now - timedelta(days=keep_days) if keep_days else None
-        new_paths = self._new_paths(conn, view, batch, states)
+        rules = self.rules(source)
+        reasons = {key: verdict(rules, article) for key, article in batch.items()} if rules else {}
+        new_paths = self._new_paths(
+            conn, view, {k: a for k, a in batch.items() if reasons.get(k) is None}, states
+        )
         pending: list[tuple[str, EntryRow]] = []
         writes: dict[str, str] = {}
+        deletes: list[str] = []
         seen_again: list[str] = []
         for key, article in batch.items():
             state = states.get(key)
@@ -463,6 +475,31 @@ class Poller:
                 seen_again.append(key)
                 continue
             uid = state.uid if state else entry_uid(name, key)
+            reason = reasons.get(key)
+            if reason is not None:
+                # Dropped by a rule: no file (an earlier one goes), the row is the audit.
+                tally.dropped += 1
+                if state is not None and state.path:
+                    deletes.append(state.path)
+                pending.append(
+                    (
+                        "dropped",
+                        self._row(
+                            name,
+                            key,
+                            uid,
+                            None,
+                            article,
+                            date,
+                            state,
+                            now,
+                            None,
+                            render_key,
+                            reason,
+                        ),
+                    )
+                )
+                continue
             path = state.path if state and state.path else new_paths[key]
             text = render_article(article, uid, date, self.options)
             digest = text_hash(text)
@@ -478,45 +515,68 @@ class Poller:
             pending.append(
                 (
                     kind,
-                    EntryRow(
-                        source=name,
-                        key=key,
-                        alt_key=article.alt_key,
-                        uid=uid,
-                        path=path,
-                        title=article.title,
-                        link=article.link,
-                        author=article.author,
-                        categories=article.categories,
-                        tags=article.tags,
-                        headimg=article.headimg,
-                        summary=article.summary,
-                        body_html=article.body_html,
-                        published=article.published,
-                        updated=article.updated,
-                        date=date,
-                        first_seen=state.first_seen if state else now,
-                        last_seen=now,
-                        raw_json=article.raw_json,
-                        raw_hash=article.raw_hash,
-                        file_hash=digest,
-                        render_key=render_key,
+                    self._row(
+                        name, key, uid, path, article, date, state, now, digest, render_key, None
                     ),
                 )
             )
         # Files first (concurrently: creating a file is mostly kernel time), then the rows
         # of the entries whose file is safely on disk.
+        for path in deletes:
+            self.store.delete_file(path)
         failures = self.store.write_files(writes)
         rows: list[EntryRow] = []
         for kind, row in pending:
-            if row.path in failures:
+            if row.path is not None and row.path in failures:
                 tally.failed += 1
                 tally.problems.append(f"write: {failures[row.path]}")
                 continue
-            setattr(tally, kind, getattr(tally, kind) + 1)
+            if kind != "dropped":
+                setattr(tally, kind, getattr(tally, kind) + 1)
             rows.append(row)
         self.store.upsert_entries(conn, rows)
         self.store.touch_entries(conn, name, seen_again, now)
+
+    def _row(
+        self,
+        name: str,
+        key: str,
+        uid: str,
+        path: str | None,
+        article: Article,
+        date: datetime,
+        state: StoredEntry | None,
+        now: datetime,
+        digest: str | None,
+        render_key: str,
+        dropped_by: str | None,
+    ) -> EntryRow:
+        return EntryRow(
+            source=name,
+            key=key,
+            alt_key=article.alt_key,
+            uid=uid,
+            path=path,
+            title=article.title,
+            link=article.link,
+            author=article.author,
+            categories=article.categories,
+            tags=article.tags,
+            headimg=article.headimg,
+            summary=article.summary,
+            body_html=article.body_html,
+            published=article.published,
+            updated=article.updated,
+            date=date,
+            first_seen=state.first_seen if state else now,
+            last_seen=now,
+            raw_json=article.raw_json,
+            raw_hash=article.raw_hash,
+            file_hash=digest,
+            render_key=render_key,
+            dropped_by=dropped_by,
+            dropped_at=now if dropped_by is not None else None,
+        )
 
     def _new_paths(
         self,

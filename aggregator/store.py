@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -31,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aggregator.errors import StoreError
 from aggregator.models import SourceOutcome
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 WRITER_THREADS = 4  # file creation is kernel time; threads overlap it with the poll's work
 
 
@@ -103,9 +104,16 @@ entries_table = sa.Table(
     sa.Column("file_hash", sa.String),  # sha1 of the article file as written
     sa.Column("render_key", sa.String),  # settings the file was rendered with
     sa.Column("pruned_at", UTCDateTime),  # set: removed by retention, never brought back
+    sa.Column("dropped_by", sa.Text),  # set: a rule dropped it (the audit); no file
+    sa.Column("dropped_at", UTCDateTime),
+    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
     sa.UniqueConstraint("source", "key"),
     sa.Index("ix_entries_source_date", "source", "date"),
+    sa.Index("ix_entries_category_date", "category_path", "date"),
+    sa.Index("ix_entries_date", "date"),
 )
+
+CATEGORY_SEPARATOR = "\x1f"
 
 polls_table = sa.Table(
     "polls",
@@ -172,6 +180,7 @@ class StoredEntry:
     render_key: str | None
     first_seen: datetime
     pruned: bool
+    dropped_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +191,7 @@ class EntryRow:
     key: str
     alt_key: str
     uid: str
-    path: str
+    path: str | None  # relative to posts_dir; None when a rule dropped it
     title: str
     link: str | None
     author: str
@@ -198,8 +207,21 @@ class EntryRow:
     last_seen: datetime
     raw_json: str
     raw_hash: str
-    file_hash: str
+    file_hash: str | None  # None: no file (dropped by a rule)
     render_key: str
+    dropped_by: str | None = None
+    dropped_at: datetime | None = None
+
+
+def kept() -> sa.ColumnElement[bool]:
+    """The entries that are published: not pruned, not dropped by a rule."""
+    t = entries_table
+    return sa.and_(t.c.pruned_at.is_(None), t.c.dropped_by.is_(None))
+
+
+def category_path(categories: Sequence[str]) -> str:
+    """The stored form of a category path (a prefix of it is a prefix of the string)."""
+    return CATEGORY_SEPARATOR.join(categories)
 
 
 def text_hash(text: str) -> str:
@@ -224,6 +246,9 @@ class Store:
 
     def __init__(self, database: str, posts_dir: str, *, fsync: bool = False) -> None:
         self.posts_dir = Path(posts_dir)
+        self.database = database
+        self._local = threading.local()
+        self._raw_connections: list[sqlite3.Connection] = []
         self.fsync = fsync
         self._writers: ThreadPoolExecutor | None = None
         self._lock = threading.RLock()
@@ -236,11 +261,13 @@ class Store:
             metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
             with self.engine.begin() as conn:
-                conn.execute(
-                    sa.insert(meta_table)
-                    .prefix_with("OR IGNORE")
-                    .values(key="schema_version", value=str(SCHEMA_VERSION))
-                )
+                for key, value in (
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("content_version", "0"),
+                ):
+                    conn.execute(
+                        sa.insert(meta_table).prefix_with("OR IGNORE").values(key=key, value=value)
+                    )
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(f"cannot open the database {database}: {exc}") from exc
 
@@ -258,6 +285,9 @@ class Store:
         if self._writers is not None:
             self._writers.shutdown()
             self._writers = None
+        for connection in self._raw_connections:
+            connection.close()
+        self._raw_connections.clear()
         self.engine.dispose()
 
     @contextmanager
@@ -306,6 +336,7 @@ class Store:
             t.c.render_key,
             t.c.first_seen,
             t.c.pruned_at,
+            t.c.dropped_by,
         )
         for chunk in _chunks(wanted):
             rows = conn.execute(sa.select(*columns).where(t.c.source == source, t.c.key.in_(chunk)))
@@ -320,6 +351,7 @@ class Store:
                     render_key=r.render_key,
                     first_seen=r.first_seen,
                     pruned=r.pruned_at is not None,
+                    dropped_by=r.dropped_by,
                 )
         return found
 
@@ -333,7 +365,8 @@ class Store:
         return taken
 
     def entries_for_rebuild(self, conn: Connection, source: str) -> list[tuple[str, str]]:
-        """(key, raw_json) of every kept entry of ``source``."""
+        """(key, raw_json) of every entry of ``source`` not pruned (dropped ones too:
+        changed rules may let them in)."""
         t = entries_table
         rows = conn.execute(
             sa.select(t.c.key, t.c.raw_json).where(
@@ -353,7 +386,7 @@ class Store:
         """How many entries are kept (or, with ``pruned``, remembered as pruned)."""
         t = entries_table
         query = sa.select(sa.func.count()).select_from(t)
-        query = query.where(t.c.pruned_at.is_not(None) if pruned else t.c.pruned_at.is_(None))
+        query = query.where(t.c.pruned_at.is_not(None) if pruned else kept())
         if source is not None:
             query = query.where(t.c.source == source)
         with self.transaction() as conn:
@@ -368,7 +401,7 @@ class Store:
     def entries(self, source: str | None = None) -> list[dict[str, Any]]:
         """Every kept entry's index row, newest first."""
         t = entries_table
-        query = sa.select(t).where(t.c.pruned_at.is_(None)).order_by(t.c.date.desc(), t.c.id)
+        query = sa.select(t).where(kept()).order_by(t.c.date.desc(), t.c.id)
         if source is not None:
             query = query.where(t.c.source == source)
         with self.transaction() as conn:
@@ -389,17 +422,43 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------
 
+    def bump_version(self, conn: Connection) -> None:
+        """Note that published entries changed (rendered feeds are out of date)."""
+        conn.execute(
+            sa.update(meta_table)
+            .where(meta_table.c.key == "content_version")
+            .values(value=sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String))
+        )
+
+    def content_version(self) -> int:
+        """A number that changes whenever published entries change, in any process."""
+        connection = getattr(self._local, "raw", None)
+        if connection is None:
+            # A plain sqlite3 connection per thread: this runs on every feed request.
+            connection = sqlite3.connect(self.database, check_same_thread=False)
+            self._local.raw = connection
+            with self._lock:
+                self._raw_connections.append(connection)
+        row = connection.execute("SELECT value FROM meta WHERE key = 'content_version'").fetchone()
+        return int(row[0]) if row else 0
+
     def upsert_entries(self, conn: Connection, rows: Sequence[EntryRow]) -> None:
         """Insert new entries and update changed ones (matched on source + key)."""
         if not rows:
             return
+        self.bump_version(conn)
         t = entries_table
         values = [_row_values(r) for r in rows]
         statement = insert(t)
         keep = {"first_seen", "uid", "source", "key", "alt_key"}
+        changes: dict[str, Any] = {c: statement.excluded[c] for c in values[0] if c not in keep}
+        # When it was first dropped stays; a kept entry has no drop time.
+        changes["dropped_at"] = sa.case(
+            (statement.excluded.dropped_by.is_(None), None),
+            else_=sa.func.coalesce(t.c.dropped_at, statement.excluded.dropped_at),
+        )
         statement = statement.on_conflict_do_update(
-            index_elements=[t.c.source, t.c.key],
-            set_={c: statement.excluded[c] for c in values[0] if c not in keep},
+            index_elements=[t.c.source, t.c.key], set_=changes
         )
         conn.execute(statement, values)
 
@@ -490,7 +549,7 @@ class Store:
             How many entries were pruned.
         """
         t = entries_table
-        live = sa.and_(t.c.source == source, t.c.pruned_at.is_(None))
+        live = sa.and_(t.c.source == source, kept())
         doomed: list[tuple[int, str | None]] = []
         if keep_days is not None:
             cutoff = datetime.fromtimestamp(now.timestamp() - keep_days * 86400, UTC)
@@ -509,6 +568,8 @@ class Store:
                 )
             ]
         ids = sorted({i for i, _ in doomed})
+        if ids:
+            self.bump_version(conn)
         for _, path in doomed:
             if path:
                 self.delete_file(path)
@@ -629,6 +690,9 @@ def _row_values(row: EntryRow) -> dict[str, Any]:
         "file_hash": row.file_hash,
         "render_key": row.render_key,
         "pruned_at": None,
+        "dropped_by": row.dropped_by,
+        "dropped_at": row.dropped_at,
+        "category_path": category_path(row.categories),
     }
 
 
@@ -648,6 +712,13 @@ def _add_missing_columns(engine: Engine) -> None:
                 conn.execute(
                     sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
                 )
+                if (table.name, column.name) == ("entries", "category_path"):
+                    conn.execute(
+                        sa.text(
+                            "UPDATE entries SET category_path = (SELECT group_concat(value, "
+                            "char(31)) FROM json_each(entries.categories))"
+                        )
+                    )
         conn.execute(
             sa.update(meta_table)
             .where(meta_table.c.key == "schema_version")

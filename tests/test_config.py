@@ -60,7 +60,7 @@ sources:
         "c.yaml:5: settings.front_matter.timezone: unknown time zone 'Mars/Base'",
         "c.yaml:6: settings.remove: invalid CSS selector 'div[': Expected ident or '*', got <EOF at 4>",
         "c.yaml:8: sources[0].url: URL scheme 'ftp' is not supported (use http, https or a path)",
-        "c.yaml:9: sources[0].categories: Tuple should have at least 1 item after validation, not 0",
+        "c.yaml:9: sources[0].categories: Value should have at least 1 item after validation, not 0",
         "c.yaml:13: sources[1].enabled: duplicate key",
         "c.yaml:14: sources[2]: source name '国内' is already used by sources[1] "
         "(give one of them a distinct `name`)",
@@ -83,7 +83,7 @@ def test_yaml_syntax_error_names_its_line() -> None:
         ("- a\n- b\n", "c.yaml:1: the top level must be a mapping"),
         ("sources: {url: x}\n", "c.yaml:1: sources: Input should be a valid tuple"),
         (
-            "sources:\n  - url: x\n    categories: a\n",
+            "sources:\n  - url: x\n    categories: 5\n",
             "c.yaml:3: sources[0].categories: Input should be a valid tuple",
         ),
         (
