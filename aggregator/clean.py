@@ -17,7 +17,7 @@ HTML block and never turns indentation into a code block (CommonMark §4.6, §4.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
@@ -285,6 +285,30 @@ def _parse_fragment(html: str) -> Element:
     return root
 
 
+_BLOCKS = frozenset(
+    "address article aside blockquote br dd details div dl dt figcaption figure footer "
+    "h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table td th tr ul".split()
+)
+
+
+def _visible_text(root: Element) -> str:
+    """The text of a tree, with a space where block elements meet (not inside words)."""
+    parts: list[str] = []
+    for event, element in lxml.etree.iterwalk(root, events=("start", "end")):
+        block = element.tag in _BLOCKS
+        if event == "start":
+            if block:
+                parts.append(" ")
+            if element.text:
+                parts.append(element.text)
+        else:
+            if block:
+                parts.append(" ")
+            if element.tail and element is not root:
+                parts.append(element.tail)
+    return "".join(parts)
+
+
 def _layout(html: str) -> str:
     # Inside <pre>, newlines are content: keep them as character references so the
     # block stays on one line and no line of it can end the HTML block.
@@ -348,7 +372,7 @@ def clean_html(html: str, base_url: str | None = None, rules: Rules | None = Non
         if tag == "video" and element.get("poster"):
             element.set("poster", absolute(element.get("poster") or ""))
 
-    text = " ".join("".join(cast("Iterator[str]", root.itertext())).split())
+    text = " ".join(_visible_text(root).split())
     serialised = lxml.etree.tostring(root, method="html", encoding="unicode")
     sanitised = _SANITISER.clean(serialised)
     return Cleaned(html=_layout(sanitised), images=tuple(images), text=text)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 Field = Literal["title", "summary", "content", "author", "link", "tags", "category", "any"]
@@ -141,3 +142,75 @@ def verdict(rules: Iterable[Rule], item: Filterable) -> str | None:
     if keeps and not any(rule.matches(item) for rule in keeps):
         return "no keep rule matched (" + "; ".join(r.describe() for r in keeps) + ")"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A feed request's filters (its query string), validated."""
+
+    q: str | None = None  # keyword that must appear (title, summary or content)
+    exclude: str | None = None  # keyword that must not appear
+    author: str | None = None  # keyword that must appear in the author
+    since: datetime | None = None  # only entries dated at or after this time
+    limit: int = 50
+
+    def key(self) -> tuple[object, ...]:
+        """A hashable form, for caches."""
+        return (self.q, self.exclude, self.author, self.since, self.limit)
+
+    def matches(self, item: Filterable) -> bool:
+        """True when the item passes the keyword filters (the date is filtered in SQL)."""
+        if self.q is not None and not Rule("keep", self.q, "any").matches(item):
+            return False
+        if self.exclude is not None and Rule("block", self.exclude, "any").matches(item):
+            return False
+        return self.author is None or Rule("keep", self.author, "author").matches(item)
+
+
+class QueryError(ValueError):
+    """A query parameter is invalid; the message says which and why."""
+
+
+def parse_query(args: Mapping[str, str], default_limit: int, max_limit: int) -> Query:
+    """Validate a feed request's query parameters.
+
+    Raises:
+        QueryError: a parameter is empty, too long, or not of its type.
+    """
+    values: dict[str, str] = {}
+    for name in ("q", "exclude", "author", "since", "limit"):
+        value = args.get(name)
+        if value is None:
+            continue
+        value = value.strip()
+        if not value:
+            raise QueryError(f"parameter {name!r} is empty")
+        if len(value) > 200:
+            raise QueryError(f"parameter {name!r} is longer than 200 characters")
+        values[name] = value
+    limit = default_limit
+    if "limit" in values:
+        if not values["limit"].isdigit():
+            raise QueryError(f"limit must be a whole number from 1 to {max_limit}")
+        limit = int(values["limit"])
+        if not 1 <= limit <= max_limit:
+            raise QueryError(f"limit must be a whole number from 1 to {max_limit}")
+    since = None
+    if "since" in values:
+        try:
+            since = datetime.fromisoformat(values["since"].replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise QueryError(
+                "since must be an ISO 8601 date or time, e.g. 2024-05-01 or "
+                "2024-05-01T08:00:00+08:00"
+            ) from exc
+        since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    return Query(values.get("q"), values.get("exclude"), values.get("author"), since, limit)
+
+
+def in_selection(item: Filterable, tags: Sequence[str]) -> bool:
+    """True when the item has one of ``tags`` (folded), or ``tags`` is empty."""
+    if not tags:
+        return True
+    wanted = {fold(t) for t in tags}
+    return any(fold(t) in wanted for t in item.tags)

@@ -115,3 +115,22 @@ class SourceOutcome:
     def ok(self) -> bool:
         """True when the source itself was read (entries may still have failed)."""
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEntry:
+    """An entry as the republished feeds show it (read back from the store)."""
+
+    uid: str  # permanent id
+    source: str
+    title: str
+    link: str | None
+    author: str
+    categories: tuple[str, ...]
+    tags: tuple[str, ...]
+    headimg: str
+    summary: str  # plain text
+    body_html: str  # cleaned, sanitised HTML
+    published: datetime | None
+    updated: datetime | None
+    date: datetime  # published, else updated, else first seen

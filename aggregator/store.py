@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StoreError
-from aggregator.models import SourceOutcome
+from aggregator.models import PublishedEntry, SourceOutcome
 
 SCHEMA_VERSION = 3
 WRITER_THREADS = 4  # file creation is kernel time; threads overlap it with the poll's work
@@ -407,6 +407,77 @@ class Store:
         with self.transaction() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def published(
+        self,
+        *,
+        categories: Sequence[Sequence[str]] = (),
+        sources: Sequence[str] = (),
+        since: datetime | None = None,
+        before: tuple[datetime, int] | None = None,
+        limit: int = 50,
+    ) -> list[tuple[int, PublishedEntry]]:
+        """Kept entries, newest first, with their row id (for paging with ``before``).
+
+        Args:
+            categories: category paths; an entry matches one of them or lies below it.
+            sources: source names; empty means every source.
+            since: only entries dated at or after this time.
+            before: (date, id) of the last entry of the previous page.
+            limit: how many at most.
+        """
+        t = entries_table
+        query = sa.select(*_PUBLISHED).where(kept())
+        if categories:
+            matches = []
+            for path in categories:
+                prefix = category_path(path)
+                # Entries at this level, or below it: "a\x1fb" < x < "a\x1fb\x20".
+                matches.append(t.c.category_path == prefix)
+                matches.append(
+                    sa.and_(
+                        t.c.category_path >= prefix + CATEGORY_SEPARATOR,
+                        t.c.category_path < prefix + chr(ord(CATEGORY_SEPARATOR) + 1),
+                    )
+                )
+            query = query.where(sa.or_(*matches))
+        if sources:
+            query = query.where(t.c.source.in_(list(sources)))
+        if since is not None:
+            query = query.where(t.c.date >= since)
+        if before is not None:
+            date, row_id = before
+            query = query.where(sa.or_(t.c.date < date, sa.and_(t.c.date == date, t.c.id < row_id)))
+        query = query.order_by(t.c.date.desc(), t.c.id.desc()).limit(limit)
+        with self.transaction() as conn:
+            return [(r.id, _published(r)) for r in conn.execute(query)]
+
+    def dropped(self, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The audit: entries that rules dropped, newest drop first."""
+        t = entries_table
+        query = (
+            sa.select(
+                t.c.source, t.c.uid, t.c.title, t.c.link, t.c.date, t.c.dropped_by, t.c.dropped_at
+            )
+            .where(t.c.dropped_by.is_not(None), t.c.pruned_at.is_(None))
+            .order_by(t.c.dropped_at.desc(), t.c.id.desc())
+            .limit(limit)
+        )
+        if source is not None:
+            query = query.where(t.c.source == source)
+        with self.transaction() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def raw_entries(self, source: str | None = None) -> list[tuple[str, str, str | None]]:
+        """(source, raw_json, dropped_by) of every entry not pruned, for rule dry runs."""
+        t = entries_table
+        query = sa.select(t.c.source, t.c.raw_json, t.c.dropped_by).where(
+            t.c.pruned_at.is_(None), t.c.raw_json.is_not(None)
+        )
+        if source is not None:
+            query = query.where(t.c.source == source)
+        with self.transaction() as conn:
+            return [(r.source, r.raw_json, r.dropped_by) for r in conn.execute(query)]
+
     def polls(self, source: str) -> list[dict[str, Any]]:
         """The recorded polls of a source, newest first."""
         t = polls_table
@@ -732,6 +803,42 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+_PUBLISHED = (
+    entries_table.c.id,
+    entries_table.c.uid,
+    entries_table.c.source,
+    entries_table.c.title,
+    entries_table.c.link,
+    entries_table.c.author,
+    entries_table.c.categories,
+    entries_table.c.tags,
+    entries_table.c.headimg,
+    entries_table.c.summary,
+    entries_table.c.body_html,
+    entries_table.c.published,
+    entries_table.c.updated,
+    entries_table.c.date,
+)
+
+
+def _published(row: Any) -> PublishedEntry:
+    return PublishedEntry(
+        uid=row.uid,
+        source=row.source,
+        title=row.title or "",
+        link=row.link,
+        author=row.author or "",
+        categories=tuple(json.loads(row.categories or "[]")),
+        tags=tuple(json.loads(row.tags or "[]")),
+        headimg=row.headimg or "",
+        summary=row.summary or "",
+        body_html=row.body_html or "",
+        published=row.published,
+        updated=row.updated,
+        date=row.date,
+    )
 
 
 def _state(row: Mapping[str, Any]) -> SourceState:

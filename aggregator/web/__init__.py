@@ -16,6 +16,7 @@ from flask import Flask
 from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.store import Store
+from aggregator.web.cache import FeedCache
 
 if TYPE_CHECKING:
     from aggregator.scheduler import Service
@@ -46,16 +47,28 @@ def create_app(
     if store is None:
         store = Store(config.settings.database, config.settings.posts_dir)
     app = Flask("aggregator", template_folder=template_folder(), static_folder=None)
-    app.extensions["aggregator"] = {"config": config, "store": store, "service": service}
+    publish = config.settings.publish
+    cache = FeedCache(publish.cache_entries, int(publish.cache_mb * 1024 * 1024))
+    app.extensions["aggregator"] = {
+        "config": config,
+        "store": store,
+        "service": service,
+        "cache": cache,
+    }
     app.jinja_env.globals["version"] = __version__
 
     from aggregator.web.dashboard import bp as dashboard
+    from aggregator.web.feeds import bp as feeds
 
     app.register_blueprint(dashboard)
+    app.register_blueprint(feeds)
     return app
 
 
 def extension(app: Flask) -> dict[str, Any]:
-    """The objects the views read (config, store, service)."""
+    """The objects the views read (config, store, service, cache)."""
     value: dict[str, Any] = app.extensions["aggregator"]
+    service = value["service"]
+    if service is not None and service.config is not value["config"]:
+        value["config"] = service.config  # reloaded by the service: follow it
     return value

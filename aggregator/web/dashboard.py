@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
 from aggregator.web import extension
+from aggregator.web.feeds import feed_links
 
 bp = Blueprint("dashboard", __name__)
 
@@ -46,8 +47,13 @@ def index() -> ResponseReturnValue:
     """Every source with its state, and the newest articles."""
     store = extension(current_app)["store"]
     articles = store.entries()[:50]
+    config = extension(current_app)["config"]
     return render_template(
-        "index.html", sources=_sources(), articles=articles, now=datetime.now(UTC)
+        "index.html",
+        sources=_sources(),
+        articles=articles,
+        now=datetime.now(UTC),
+        feeds=feed_links(config),
     )
 
 

@@ -1,0 +1,232 @@
+"""Republished feeds: every level of the category tree and the named outputs, in RSS,
+Atom and JSON Feed, with query filters, validators, 304s, gzip and a bounded cache.
+
+URLs: ``/feeds/all.rss``, ``/feeds/<section>[/<site>[/<feed>]].<rss|atom|json>``,
+``/outputs/<name>.<rss|atom|json>``; CJK names percent-encoded in the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote
+
+from flask import Blueprint, Response, abort, current_app, request
+from flask.typing import ResponseReturnValue
+
+from aggregator.config import Config
+from aggregator.filter import Query, QueryError, Rule, in_selection, parse_query, verdict
+from aggregator.models import PublishedEntry
+from aggregator.publish import FORMATS, FeedMeta, Format, feed_updated, render
+from aggregator.store import Store
+from aggregator.web import extension
+from aggregator.web.cache import FeedCache, Rendered
+
+bp = Blueprint("feeds", __name__)
+
+PAGE = 200  # rows read per query while filters drop entries
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which entries a feed shows."""
+
+    key: str  # identifies the feed (cache key, feed id)
+    title: str
+    description: str
+    home: str  # path of its dashboard page
+    categories: tuple[tuple[str, ...], ...] = ()
+    sources: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    limit: int | None = None  # the output's own cap
+
+
+def split_spec(spec: str) -> tuple[str, Format]:
+    """'金融/新浪财经.rss' → ('金融/新浪财经', 'rss'); 404 for an unknown format."""
+    path, dot, kind = spec.rpartition(".")
+    if not dot or kind not in FORMATS or not path:
+        abort(404)
+    return path, kind  # type: ignore[return-value]
+
+
+def category_selection(config: Config, path: str) -> Selection:
+    """The selection for a level of the category tree (or 'all')."""
+    settings = config.settings.publish
+    if path == "all":
+        return Selection("all", f"{settings.title}: all", settings.description, "/")
+    levels = tuple(path.split("/"))
+    if levels not in config.categories():
+        abort(404)
+    return Selection(
+        f"category:{path}",
+        f"{settings.title}: {' › '.join(levels)}",
+        f"{settings.description} — {' › '.join(levels)}",
+        "/",
+        categories=(levels,),
+    )
+
+
+def output_selection(config: Config, name: str) -> Selection:
+    """The selection of a named output from the config."""
+    output = config.output(name)
+    if output is None:
+        abort(404)
+    settings = config.settings.publish
+    return Selection(
+        f"output:{name}",
+        output.title or f"{settings.title}: {name}",
+        output.description or settings.description,
+        "/",
+        categories=output.categories,
+        sources=output.sources,
+        tags=output.tags,
+        rules=tuple(r.rule() for r in output.rules),
+        limit=output.limit,
+    )
+
+
+def select(store: Store, selection: Selection, query: Query) -> list[PublishedEntry]:
+    """The entries of a feed: the selection, then rules and query filters, newest first."""
+    limit = min(query.limit, selection.limit or query.limit)
+    found: list[PublishedEntry] = []
+    for entry in _iterate(store, selection, query):
+        if not in_selection(entry, selection.tags):
+            continue
+        if selection.rules and verdict(selection.rules, entry) is not None:
+            continue
+        if not query.matches(entry):
+            continue
+        found.append(entry)
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _iterate(store: Store, selection: Selection, query: Query) -> Iterator[PublishedEntry]:
+    before = None
+    filtered = bool(selection.tags or selection.rules or query.q or query.exclude or query.author)
+    page = PAGE if filtered else query.limit
+    while True:
+        rows = store.published(
+            categories=selection.categories,
+            sources=selection.sources,
+            since=query.since,
+            before=before,
+            limit=page,
+        )
+        for _, entry in rows:
+            yield entry
+        if len(rows) < page:
+            return
+        last_id, last = rows[-1]
+        before = (last.date, last_id)
+
+
+def _base_url() -> str:
+    configured = extension(current_app)["config"].settings.publish.base_url
+    return configured or request.url_root
+
+
+def serve(selection: Selection, kind: Format, spec_path: str) -> ResponseReturnValue:
+    """Render (or reuse) a feed and answer with validators, 304, gzip."""
+    ext = extension(current_app)
+    config: Config = ext["config"]
+    store: Store = ext["store"]
+    cache: FeedCache = ext["cache"]
+    settings = config.settings.publish
+    try:
+        query = parse_query(request.args, settings.default_limit, settings.max_limit)
+    except QueryError as exc:
+        return Response(
+            f"400 Bad Request: {exc}\n", status=400, content_type="text/plain; charset=utf-8"
+        )
+    base = _base_url()
+    key = (selection.key, kind, query.key(), base)
+    version = store.content_version()
+    rendered = cache.get(key, version)
+    if rendered is None:
+        entries = select(store, selection, query)
+        meta = FeedMeta(
+            title=selection.title,
+            description=selection.description,
+            feed_url=base
+            + quote(spec_path.lstrip("/"))
+            + ("?" + request.query_string.decode("latin-1") if request.query_string else ""),
+            home_url=base.rstrip("/") + selection.home,
+            key=selection.key,
+            generated=datetime.now(UTC).replace(microsecond=0),
+        )
+        rendered = Rendered(
+            body=render(kind, meta, entries),
+            content_type=FORMATS[kind],
+            last_modified=feed_updated(meta, entries).replace(microsecond=0),
+            version=version,
+        )
+        cache.put(key, rendered)
+    return respond(rendered, settings.max_age)
+
+
+def respond(rendered: Rendered, max_age: float) -> Response:
+    """The HTTP answer for a rendered feed: 304 when the client has it, gzip if asked."""
+    headers = {
+        "ETag": rendered.etag,
+        "Last-Modified": rendered.http_date,
+        "Cache-Control": f"public, max-age={int(max_age)}",
+        "Vary": "Accept-Encoding",
+    }
+    if _not_modified(rendered):
+        return Response(status=304, headers=headers)
+    body = rendered.body
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        cache: FeedCache = extension(current_app)["cache"]
+        before = rendered.size
+        body = rendered.gzipped()
+        if rendered.size != before:
+            cache.grew(rendered, before)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, headers=headers, content_type=rendered.content_type)
+
+
+def _not_modified(rendered: Rendered) -> bool:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+        return rendered.etag in tags or "*" in tags
+    since = request.headers.get("If-Modified-Since")
+    if since:
+        try:
+            when = parsedate_to_datetime(since)
+        except (TypeError, ValueError, IndexError):
+            return False
+        if when.tzinfo is not None:
+            return rendered.last_modified <= when
+    return False
+
+
+@bp.get("/feeds/<path:spec>")
+def category_feed(spec: str) -> ResponseReturnValue:
+    """A level of the category tree, or /feeds/all."""
+    path, kind = split_spec(spec)
+    selection = category_selection(extension(current_app)["config"], path)
+    return serve(selection, kind, f"feeds/{spec}")
+
+
+@bp.get("/outputs/<path:spec>")
+def output_feed(spec: str) -> ResponseReturnValue:
+    """A named output from the config."""
+    name, kind = split_spec(spec)
+    selection = output_selection(extension(current_app)["config"], name)
+    return serve(selection, kind, f"outputs/{spec}")
+
+
+def feed_links(config: Config) -> Sequence[tuple[str, str]]:
+    """(label, path without format) for every feed: all, each category level, each output."""
+    links = [("All", "/feeds/all")]
+    for levels in sorted(config.categories()):
+        links.append((" › ".join(levels), "/feeds/" + quote("/".join(levels))))
+    for output in config.outputs:
+        links.append((output.title or output.name, "/outputs/" + quote(output.name)))
+    return links
