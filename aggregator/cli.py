@@ -198,6 +198,56 @@ def prune(config_path: str) -> None:
     click.echo(f"{sum(pruned.values())} entries pruned")
 
 
+@cli.command("test-rules")
+@config_option
+@click.option("--source", "only", metavar="NAME", help="Only this source's entries.")
+@click.option(
+    "--output",
+    "output_name",
+    metavar="NAME",
+    help="Test this output's rules on the kept entries instead of ingest rules.",
+)
+@click.option(
+    "--fetch",
+    is_flag=True,
+    help="Also fetch the sources now and test their current entries (nothing is stored).",
+)
+@click.option("--all", "show_all", is_flag=True, help="List kept entries too, not only drops.")
+def test_rules(
+    config_path: str, only: str | None, output_name: str | None, fetch: bool, show_all: bool
+) -> None:
+    """Dry run: which entries the current rules keep and drop, and by which rule."""
+    from aggregator.rules import dry_run
+
+    config = _load(config_path)
+    if only is not None and config.source(only) is None:
+        raise click.BadParameter(f"no source named {only!r}", param_hint="--source")
+    if output_name is not None and config.output(output_name) is None:
+        raise click.BadParameter(f"no output named {output_name!r}", param_hint="--output")
+    with _poller(config, 1) as poller:
+        results = dry_run(poller, only=only, output=output_name, fetch=fetch)
+    kept = dropped = changed = 0
+    for result in results:
+        if result.reason is None:
+            kept += 1
+        else:
+            dropped += 1
+        if result.changed:
+            changed += 1
+        if result.reason is not None or show_all or result.changed:
+            verdict_text = "KEEP" if result.reason is None else f"DROP  by {result.reason}"
+            note = (
+                f"  [{result.origin}; was {result.before}]"
+                if result.changed
+                else f"  [{result.origin}]"
+            )
+            click.echo(f"{verdict_text:<6} {result.source}: {result.title}{note}")
+    click.echo(
+        f"{kept + dropped} entries: {kept} kept, {dropped} dropped, {changed} would change "
+        "(run `aggregator rebuild` to apply the rules to stored entries)"
+    )
+
+
 class _Stop(Exception):
     """Raised in the main thread by SIGTERM/SIGINT to leave the server loop."""
 
