@@ -20,13 +20,13 @@ class DryRun:
     title: str
     reason: str | None  # None: kept; otherwise the rule that drops it
     origin: str  # "stored" or "fetched"
-    before: str  # "kept", "dropped" or "new": what the store says today
+    before: str  # "kept" or "dropped" (what the store says today), or "-" (no verdict yet)
 
     @property
     def changed(self) -> bool:
-        """True when applying the rules would change the entry's fate."""
+        """True when applying the rules would change a stored entry's fate."""
         now = "kept" if self.reason is None else "dropped"
-        return self.before not in (now, "new")
+        return self.before in ("kept", "dropped") and self.before != now
 
 
 def dry_run(
@@ -47,7 +47,8 @@ def dry_run(
             if output_rules is not None and dropped_by is not None:
                 continue  # outputs only ever see kept entries
             article = convert_entry(ParsedEntry.from_json(raw), view)
-            before = "kept" if dropped_by is None else "dropped"
+            # An output's rules decide at publish time: nothing stored to compare with.
+            before = "-" if output_rules is not None else ("dropped" if dropped_by else "kept")
             results.append(
                 DryRun(source.key, article.title, verdict(rules, article), "stored", before)
             )
@@ -56,11 +57,11 @@ def dry_run(
                 fetched = poller.fetcher.fetch(source.url)
                 feed = parse_feed(fetched.url, fetched.body, fetched.headers)
             except AggregatorError as exc:
-                results.append(DryRun(source.key, f"(cannot fetch: {exc})", None, "fetched", "new"))
+                results.append(DryRun(source.key, f"(cannot fetch: {exc})", None, "fetched", "-"))
                 continue
             for entry in feed.entries:
                 article = convert_entry(entry, view)
                 results.append(
-                    DryRun(source.key, article.title, verdict(rules, article), "fetched", "new")
+                    DryRun(source.key, article.title, verdict(rules, article), "fetched", "-")
                 )
     return results
