@@ -113,7 +113,7 @@ def _generator(meta: FeedMeta, entries: Sequence[PublishedEntry]) -> FeedGenerat
             if term:
                 fe.category(term=term)
         if entry.headimg:
-            fe.media.thumbnail({"url": clean_text(entry.headimg)})
+            fe.media.thumbnail({"url": clean_text(entry.headimg)}, group=None)
     return fg
 
 

@@ -1,0 +1,376 @@
+"""Republished feeds: every route and format, filters, HTTP semantics, cache, validity."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import feedparser
+import pytest
+from conftest import EXAMPLES, MakeConfig, item, rss
+from feedcheck import check
+from flask.testing import FlaskClient
+from lxml import etree
+
+from aggregator.config import load_config
+from aggregator.models import PublishedEntry
+from aggregator.pipeline import Poller
+from aggregator.publish import FeedMeta, entry_id, render
+from aggregator.store import Store
+from aggregator.web import create_app
+
+SINA = ["金融", "新浪财经", "新浪财经－国內"]
+OUTPUTS = [
+    {"name": "python", "title": "Python posts", "tags": ["python"]},
+    {
+        "name": "cn-no-zhu",
+        "categories": [["金融"], "新闻/示例日报"],
+        "rules": [{"block": "朱镕基", "field": "title"}],
+    },
+    {"name": "中文", "sources": ["要闻"], "description": "一个输出"},
+]
+
+
+class Site:
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        self.store = Store(self.config.settings.database, self.config.settings.posts_dir)
+        self.poller = Poller(self.config, self.store, workers=1)
+        self.app = create_app(self.config, self.store)
+        self.client: FlaskClient = self.app.test_client()
+
+    def poll(self) -> None:
+        outcomes = self.poller.poll(self.config.sources)
+        assert all(o.ok for o in outcomes), outcomes
+
+    def close(self) -> None:
+        self.poller.close()
+        self.store.close()
+
+
+@pytest.fixture
+def site(make_config: MakeConfig, tmp_path: Path) -> Iterator[Site]:
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    shutil.copy(EXAMPLES / "sina-finance-china.rss.xml", feeds / "sina.xml")
+    (feeds / "misc.xml").write_text(
+        rss(
+            item(
+                "m1",
+                "Misc &#8232;post",
+                "<p>Tab\there and a form feed</p>",
+                link="https://misc.example/1",
+            )
+        ),
+        encoding="utf-8",
+    )
+    path = make_config(
+        [
+            {
+                "url": str(feeds / "sina.xml"),
+                "categories": SINA,
+                "remove": [".appendQr_wrap", ".ori_titlesource", ".article-editor"],
+            },
+            {
+                "url": str(EXAMPLES / "example-daily-gbk.rss.xml"),
+                "categories": ["新闻", "示例日报", "要闻"],
+            },
+            {
+                "url": str(EXAMPLES / "example-blog.atom.xml"),
+                "categories": ["Tech", "Example Blog", "Engineering"],
+                "name": "example-blog",
+            },
+            {
+                "url": str(feeds / "misc.xml"),
+                "categories": ["Tech", "Example Blog", "Misc"],
+                "name": "misc",
+            },
+        ],
+        publish={"max_age": 120, "default_limit": 10, "max_limit": 20, "cache_entries": 3},
+    )
+    text = path.read_text(encoding="utf-8")
+    import yaml
+
+    data = yaml.safe_load(text)
+    data["outputs"] = OUTPUTS
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    s = Site(path)
+    s.poll()
+    yield s
+    s.close()
+
+
+def all_feed_paths(site: Site) -> list[str]:
+    paths = ["feeds/all"]
+    paths += ["feeds/" + "/".join(levels) for levels in sorted(site.config.categories())]
+    paths += ["outputs/" + o.name for o in site.config.outputs]
+    return paths
+
+
+def get(site: Site, path: str, **headers: str) -> Any:
+    return site.client.get("/" + quote(path), headers=headers)
+
+
+@pytest.mark.parametrize("kind", ["rss", "atom", "json"])
+def test_every_level_and_output_is_served_valid(site: Site, kind: str) -> None:
+    paths = all_feed_paths(site)
+    assert len(paths) == 1 + 10 + 3  # all, ten levels of the tree, three outputs
+    for path in paths:
+        response = get(site, f"{path}.{kind}")
+        assert response.status_code == 200, path
+        expected_type = {
+            "rss": "application/rss+xml",
+            "atom": "application/atom+xml",
+            "json": "application/feed+json",
+        }[kind]
+        assert response.headers["Content-Type"] == f"{expected_type}; charset=utf-8"
+        self_url = "http://localhost/" + quote(f"{path}.{kind}")
+        assert check(kind, response.data, self_url) == [], path
+        if kind != "json":
+            parsed = feedparser.parse(response.data)
+            assert parsed.bozo == 0
+            assert parsed.entries, path
+
+
+def test_levels_select_the_right_entries(site: Site) -> None:
+    def titles(path: str) -> set[str]:
+        return {e.title for e in feedparser.parse(get(site, path).data).entries}
+
+    sina = "政企合作促数字化转型 上海虹口区首推转型创新基地"
+    assert titles("feeds/金融.rss") == {sina}
+    assert titles("feeds/金融/新浪财经/新浪财经－国內.rss") == {sina}
+    assert len(titles("feeds/all.rss")) == 6
+    tech = titles("feeds/Tech/Example Blog.rss")
+    assert len(tech) == 3
+    assert titles("feeds/Tech/Example Blog/Misc.rss") <= tech
+    assert titles("outputs/python.rss") == {'Parsing feeds: fast & "safe" — part 1'}
+    assert titles("outputs/cn-no-zhu.rss") == {sina, "第二条：没有图片的短讯"}
+    assert len(titles("outputs/中文.rss")) == 2
+
+
+def test_unknown_feeds_are_404(site: Site) -> None:
+    for path in (
+        "feeds/nope.rss",
+        "feeds/金融/nope.rss",
+        "feeds/all.xml",
+        "feeds/all",
+        "outputs/nope.json",
+        "feeds/金融/新浪财经/新浪财经－国內/extra.rss",
+        "feeds/.rss",
+    ):
+        assert get(site, path).status_code == 404, path
+
+
+def test_cjk_names_percent_encoded(site: Site) -> None:
+    url = "/feeds/%E6%96%B0%E9%97%BB/%E7%A4%BA%E4%BE%8B%E6%97%A5%E6%8A%A5.atom"
+    response = site.client.get(url)
+    assert response.status_code == 200
+    parsed = feedparser.parse(response.data)
+    assert parsed.feed.title == "aggregator: 新闻 › 示例日报"
+    assert any("朱镕基" in e.title for e in parsed.entries)
+
+
+def test_same_entry_has_one_id_everywhere(site: Site) -> None:
+    ids = set()
+    for path in (
+        "feeds/all",
+        "feeds/金融",
+        "feeds/金融/新浪财经/新浪财经－国內",
+        "outputs/cn-no-zhu",
+    ):
+        for kind in ("rss", "atom"):
+            parsed = feedparser.parse(get(site, f"{path}.{kind}").data)
+            ids |= {e.id for e in parsed.entries if e.title.startswith("政企合作")}
+        document = json.loads(get(site, f"{path}.json").data)
+        ids |= {i["id"] for i in document["items"] if i["title"].startswith("政企合作")}
+    [stored] = [r for r in site.store.entries() if r["title"].startswith("政企合作")]
+    assert ids == {entry_id(stored["uid"])}
+
+
+def test_items_carry_body_summary_author_categories_image_link_dates(site: Site) -> None:
+    path = "feeds/Tech/Example Blog/Engineering"
+    root = etree.fromstring(get(site, f"{path}.rss").data)
+    ns = {
+        "content": "http://purl.org/rss/1.0/modules/content/",
+        "dc": "http://purl.org/dc/elements/1.1/",
+        "media": "http://search.yahoo.com/mrss/",
+    }
+    [post] = [i for i in root.iter("item") if i.findtext("title", "").startswith("Parsing")]
+    assert "<strong>messy</strong>" in post.findtext("content:encoded", "", ns)
+    assert post.findtext("description", "").startswith("Feeds are messy.")
+    assert post.findtext("dc:creator", "", ns) == "Example Blog"
+    assert (
+        post.find("media:thumbnail", ns).get("url") == "https://blog.example.org/images/cover-1.png"
+    )
+    assert post.findtext("link") == "https://blog.example.org/posts/parsing-feeds-1/"
+    assert post.findtext("pubDate") == "Sat, 01 Jun 2024 07:00:00 +0000"
+    assert {c.text for c in post.findall("category")} >= {"Tech", "python", "feeds"}
+    atom = feedparser.parse(get(site, f"{path}.atom").data)
+    [entry] = [e for e in atom.entries if e.title.startswith("Parsing")]
+    assert entry.published == "2024-06-01T07:00:00+00:00"
+    assert entry.updated == "2024-06-02T12:00:00+00:00"
+    assert entry.content[0].type == "text/html"
+    document = json.loads(get(site, f"{path}.json").data)
+    [data] = [i for i in document["items"] if i["title"].startswith("Parsing")]
+    assert data["image"] == "https://blog.example.org/images/cover-1.png"
+    assert data["date_published"] == "2024-06-01T07:00:00Z"
+    assert data["date_modified"] == "2024-06-02T12:00:00Z"
+    assert data["url"] == "https://blog.example.org/posts/parsing-feeds-1/"
+    assert document["home_page_url"] == "http://localhost/"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("q=镕", {"朱镕基与陶喆：“全角”标点，和 'quotes' 都要保留"}),
+        ("q=ＰＡＲＳＩＮＧ", {'Parsing feeds: fast & "safe" — part 1'}),  # full-width, any case
+        ("q=数字化转型", {"政企合作促数字化转型 上海虹口区首推转型创新基地"}),  # in the body
+        ("exclude=post&author=example", {'Parsing feeds: fast & "safe" — part 1'}),
+        (
+            "author=示例日报",
+            {"朱镕基与陶喆：“全角”标点，和 'quotes' 都要保留", "第二条：没有图片的短讯"},
+        ),
+        ("since=2024-05-02&q=第二条", {"第二条：没有图片的短讯"}),
+        ("since=2024-05-02T00:00:00%2B08:00&author=示例", {"第二条：没有图片的短讯"}),
+        ("since=2030-01-01", set()),
+    ],
+)
+def test_query_parameters(site: Site, query: str, expected: set[str]) -> None:
+    response = site.client.get(f"/feeds/all.json?{query}")
+    assert response.status_code == 200
+    assert {i["title"] for i in json.loads(response.data)["items"]} == expected
+
+
+def test_limit(site: Site) -> None:
+    assert len(json.loads(get(site, "feeds/all.json").data)["items"]) == 6
+    assert len(json.loads(site.client.get("/feeds/all.json?limit=2").data)["items"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("limit=0", "limit must be a whole number from 1 to 20"),
+        ("limit=21", "limit must be a whole number from 1 to 20"),
+        ("limit=ten", "limit must be a whole number from 1 to 20"),
+        ("since=yesterday", "since must be an ISO 8601 date or time"),
+        ("q=", "parameter 'q' is empty"),
+        ("author=" + "x" * 201, "parameter 'author' is longer than 200 characters"),
+    ],
+)
+def test_bad_parameters_are_400(site: Site, query: str, message: str) -> None:
+    response = site.client.get(f"/feeds/all.rss?{query}")
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+
+
+def test_validators_304_head_gzip_and_cache_control(site: Site) -> None:
+    first = get(site, "feeds/all.atom")
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    assert first.headers["Cache-Control"] == "public, max-age=120"
+    assert first.headers["Vary"] == "Accept-Encoding"
+    again = get(site, "feeds/all.atom", **{"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    assert get(site, "feeds/all.atom", **{"If-None-Match": '"other", ' + etag}).status_code == 304
+    assert get(site, "feeds/all.atom", **{"If-None-Match": '"other"'}).status_code == 200
+    assert get(site, "feeds/all.atom", **{"If-Modified-Since": modified}).status_code == 304
+    assert (
+        get(
+            site, "feeds/all.atom", **{"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}
+        ).status_code
+        == 200
+    )
+    zipped = get(site, "feeds/all.atom", **{"Accept-Encoding": "gzip, br"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.data) == first.data
+    head = site.client.head("/feeds/all.atom")
+    assert head.status_code == 200 and head.data == b"" and head.headers["ETag"] == etag
+
+
+def test_cache_is_invalidated_when_entries_change_and_stays_bounded(
+    site: Site, tmp_path: Path
+) -> None:
+    cache = site.app.extensions["aggregator"]["cache"]
+    first = get(site, "feeds/Tech.rss")
+    assert get(site, "feeds/Tech.rss").headers["ETag"] == first.headers["ETag"]
+    hits = cache.hits
+    get(site, "feeds/Tech.rss")
+    assert cache.hits == hits + 1  # served from the cache
+    (tmp_path / "feeds" / "misc.xml").write_text(
+        rss(item("m2", "Brand new", "<p>New</p>") + item("m1", "Misc post", "<p>x</p>")),
+        encoding="utf-8",
+    )
+    site.poll()
+    second = get(site, "feeds/Tech.rss")
+    assert second.headers["ETag"] != first.headers["ETag"]
+    assert "Brand new" in second.get_data(as_text=True)
+    for n in range(1, 6):
+        site.client.get(f"/feeds/all.rss?limit={n}")
+    assert len(cache) == 3  # cache_entries: 3
+    assert cache.bytes == sum(item.size for item in cache._items.values())
+
+
+def test_invalid_xml_characters_never_reach_the_output() -> None:
+    entry = PublishedEntry(
+        uid="u1",
+        source="s",
+        title="bell\x07 vt\x0b nul\x00 ok\ufffe",
+        link="https://e.example/1",
+        author="a\x1fb",
+        categories=("c\x0c",),
+        tags=("t\x01",),
+        headimg="",
+        summary="s\x02",
+        body_html="<p>b\x03</p>",
+        published=datetime(2024, 1, 1, tzinfo=UTC),
+        updated=None,
+        date=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    meta = FeedMeta(
+        "T\x08",
+        "D",
+        "https://x.example/f.rss",
+        "https://x.example/",
+        "k",
+        datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    for kind in ("rss", "atom", "json"):
+        body = render(kind, meta, [entry])  # type: ignore[arg-type]
+        assert check(kind, body, "https://x.example/f.rss") == [], kind
+        assert b"\x07" not in body and b"\x0b" not in body and b"\x00" not in body
+    assert feedparser.parse(render("rss", meta, [entry])).entries[0].title == "bell vt nul ok"
+
+
+def test_empty_category_feed_is_valid(site: Site, make_config: MakeConfig) -> None:
+    site.store.close()
+    empty = Site(site.config_path)
+    try:
+        # A fresh store in another folder: the categories exist, no entry yet.
+        empty.store.close()
+        empty.store = Store(
+            str(Path(site.config.settings.database).parent / "other.sqlite"),
+            site.config.settings.posts_dir,
+        )
+        empty.app = create_app(empty.config, empty.store)
+        for kind in ("rss", "atom", "json"):
+            response = empty.app.test_client().get(f"/feeds/all.{kind}")
+            assert response.status_code == 200
+            assert check(kind, response.data) == []
+    finally:
+        empty.close()
+
+
+def test_dashboard_has_autodiscovery_and_subscribe_links(site: Site) -> None:
+    page = site.client.get("/").get_data(as_text=True)
+    assert (
+        '<link rel="alternate" type="application/rss+xml" title="All entries (RSS)" href="/feeds/all.rss">'
+        in page
+    )
+    assert 'href="/feeds/%E9%87%91%E8%9E%8D.atom"' in page
+    assert 'href="/outputs/python.json"' in page
