@@ -35,6 +35,16 @@ FIELDS: tuple[str, ...] = (
     "any",
 )
 _TAG = re.compile(r"<[^>]*>")
+_BLOCK_TAG = re.compile(
+    r"</?(?:p|div|br|li|h[1-6]|tr|td|th|blockquote|pre|ul|ol|dl|dt|dd|table|section|article|"
+    r"figure|figcaption|hr)\b[^>]*>",
+    re.I,
+)
+
+
+def _text_of(html: str) -> str:
+    # Block tags separate words; inline tags do not ("<b>ＦＵＬＬ</b>-width" is one word).
+    return _TAG.sub("", _BLOCK_TAG.sub(" ", html))
 
 
 class Filterable(Protocol):
@@ -119,7 +129,7 @@ def _values(item: Filterable, field: str) -> Sequence[str]:
     if field == "summary":
         return (item.summary,)
     if field == "content":
-        return (_TAG.sub(" ", item.body_html),)
+        return (_text_of(item.body_html),)
     if field == "author":
         return (item.author,)
     if field == "link":
@@ -128,7 +138,7 @@ def _values(item: Filterable, field: str) -> Sequence[str]:
         return item.tags
     if field == "category":
         return (*item.categories, " › ".join(item.categories))
-    return (item.title, item.summary, _TAG.sub(" ", item.body_html))
+    return (item.title, item.summary, _text_of(item.body_html))
 
 
 def verdict(rules: Iterable[Rule], item: Filterable) -> str | None:
