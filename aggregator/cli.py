@@ -248,8 +248,13 @@ def test_rules(
     )
 
 
-class _Stop(Exception):
-    """Raised in the main thread by SIGTERM/SIGINT to leave the server loop."""
+class _Stop(SystemExit):
+    """Raised in the main thread by SIGTERM/SIGINT to leave the server loop.
+
+    A SystemExit, because waitress's loop (asyncore) lets only SystemExit and
+    KeyboardInterrupt out of a connection's handler: any other exception raised while a
+    request is being handled would be logged and swallowed, and the server kept running.
+    """
 
 
 def _serve(
@@ -272,8 +277,12 @@ def _serve(
         clear_untrusted_proxy_headers=True,
     )
 
+    stopping: list[str] = []
+
     def stop(signum: int, _frame: object) -> None:
-        raise _Stop(signal.Signals(signum).name)
+        if not stopping:
+            stopping.append(signal.Signals(signum).name)
+            raise _Stop(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -287,11 +296,12 @@ def _serve(
     click.echo(f"serving on http://{host}:{actual_port}/", err=True)
     on_ready()
     try:
-        server.run()
-    except _Stop as exc:
-        click.echo(f"{exc}: shutting down", err=True)
+        server.run()  # returns (or raises _Stop) once a signal stopped it
+    except _Stop:
+        pass
     finally:
         server.close()
+    click.echo(f"{stopping[0] if stopping else 'stopped'}: shutting down", err=True)
 
 
 @cli.command()
@@ -371,6 +381,8 @@ def _log_for_service() -> None:
         root.setLevel(logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("waitress").setLevel(logging.WARNING)
+    # "Task queue depth is N" on every burst: load, not a problem worth a line each.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

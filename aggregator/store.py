@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import tempfile
+import time
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from aggregator.errors import StoreError
 from aggregator.models import PublishedEntry, SourceOutcome
 
 SCHEMA_VERSION = 3
+VERSION_RECHECK = 1.0  # seconds between reads of the content version by a reader
 WRITER_THREADS = 4  # file creation is kernel time; threads overlap it with the poll's work
 
 
@@ -249,6 +251,8 @@ class Store:
         self.database = database
         self._local = threading.local()
         self._raw_connections: list[sqlite3.Connection] = []
+        self._version = 0
+        self._version_checked = -VERSION_RECHECK
         self.fsync = fsync
         self._writers: ThreadPoolExecutor | None = None
         self._lock = threading.RLock()
@@ -304,6 +308,9 @@ class Store:
                     yield conn
             except SQLAlchemyError as exc:
                 raise StoreError(f"database error: {exc}") from exc
+            finally:
+                if self._version_checked < 0:
+                    self._version_checked = -VERSION_RECHECK  # committed or not: re-read
 
     # -- reading -------------------------------------------------------------------------
 
@@ -495,6 +502,7 @@ class Store:
 
     def bump_version(self, conn: Connection) -> None:
         """Note that published entries changed (rendered feeds are out of date)."""
+        self._version_checked = -VERSION_RECHECK  # read it again after this commit
         conn.execute(
             sa.update(meta_table)
             .where(meta_table.c.key == "content_version")
@@ -502,7 +510,14 @@ class Store:
         )
 
     def content_version(self) -> int:
-        """A number that changes whenever published entries change, in any process."""
+        """A number that changes whenever published entries change.
+
+        Writes through this Store are seen at once; writes by another process (``serve``
+        beside a ``poll`` run from cron) within ``VERSION_RECHECK`` seconds.
+        """
+        now = time.monotonic()
+        if now - self._version_checked < VERSION_RECHECK:
+            return self._version
         connection = getattr(self._local, "raw", None)
         if connection is None:
             # A plain sqlite3 connection per thread: this runs on every feed request.
@@ -511,7 +526,9 @@ class Store:
             with self._lock:
                 self._raw_connections.append(connection)
         row = connection.execute("SELECT value FROM meta WHERE key = 'content_version'").fetchone()
-        return int(row[0]) if row else 0
+        self._version = int(row[0]) if row else 0
+        self._version_checked = now
+        return self._version
 
     def upsert_entries(self, conn: Connection, rows: Sequence[EntryRow]) -> None:
         """Insert new entries and update changed ones (matched on source + key)."""

@@ -52,13 +52,24 @@ def split_spec(spec: str) -> tuple[str, Format]:
     return path, kind  # type: ignore[return-value]
 
 
+def category_tree(config: Config) -> frozenset[tuple[str, ...]]:
+    """The config's category tree, computed once per configuration."""
+    ext = extension(current_app)
+    cached = ext.get("tree")
+    if cached is None or cached[0] is not config:
+        cached = (config, frozenset(config.categories()))
+        ext["tree"] = cached
+    tree: frozenset[tuple[str, ...]] = cached[1]
+    return tree
+
+
 def category_selection(config: Config, path: str) -> Selection:
     """The selection for a level of the category tree (or 'all')."""
     settings = config.settings.publish
     if path == "all":
         return Selection("all", f"{settings.title}: all", settings.description, "/")
     levels = tuple(path.split("/"))
-    if levels not in config.categories():
+    if levels not in category_tree(config):
         abort(404)
     return Selection(
         f"category:{path}",

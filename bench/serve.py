@@ -1,0 +1,251 @@
+"""bench/serve: the cached category feed under load, beside a bare Flask app's ceiling.
+
+For stores of 1,000 and 100,000 articles across 50 categories (generated straight into
+the index), runs ``aggregator serve`` (waitress) and measures with wrk, 16 connections:
+requests/s and p50/p99 latency of a 50-item category feed, as a plain GET and as a 304;
+then the same two loads against a bare Flask app returning the same bytes from memory
+under the same server (bench/bare_app.py). Prints the ratios and the server's resident
+memory. Installs wrk (apt-get) on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import urllib3
+
+HERE = Path(__file__).resolve().parent
+from aggregator.convert import entry_uid  # noqa: E402
+from aggregator.store import EntryRow, Store  # noqa: E402
+
+SECTIONS, SITES, FEEDS = 5, 2, 5  # 50 leaf categories
+THREADS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("installing wrk (apt-get) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+    return "wrk"
+
+
+def categories() -> list[tuple[str, str, str]]:
+    return [
+        (f"板块{a}", f"站点{a}-{b}", f"频道{a}-{b}-{c}")
+        for a in range(SECTIONS)
+        for b in range(SITES)
+        for c in range(FEEDS)
+    ]
+
+
+def make_store(root: Path, articles: int) -> Path:
+    """A config and an index holding ``articles`` entries spread over 50 categories."""
+    root.mkdir(parents=True)
+    lines = [
+        "settings:",
+        f"  posts_dir: {root / 'posts'}",
+        f"  database: {root / 'index.sqlite'}",
+        "  server:",
+        f"    threads: {THREADS}",
+        "sources:",
+    ]
+    for n, path in enumerate(categories()):
+        lines += [
+            f"  - url: {root / f'feed{n}.xml'}",
+            f"    categories: [{', '.join(path)}]",
+            f"    name: s{n}",
+        ]
+    config = root / "config.yaml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    store = Store(str(root / "index.sqlite"), str(root / "posts"))
+    rng = random.Random(articles)
+    paragraph = "<p>　　" + "数字化转型创新基地正式揭牌，吸引更多企业集聚。" * 6 + "</p>\n"
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    cats = categories()
+    batch: list[EntryRow] = []
+    for n in range(articles):
+        source = n % len(cats)
+        when = start + timedelta(minutes=n)
+        key = f"https://example.cn/{source}/{n}.html"
+        batch.append(
+            EntryRow(
+                source=f"s{source}",
+                key=key,
+                alt_key=key + "#",
+                uid=entry_uid(f"s{source}", key),
+                path=None,
+                title=f"第{n}号文章 {rng.choice(['市场', '政策', '科技'])}",
+                link=key,
+                author=cats[source][1],
+                categories=cats[source],
+                tags=("bench",),
+                headimg="",
+                summary="数字化转型创新基地正式揭牌",
+                body_html="<div>" + paragraph * 5 + "</div>",
+                published=when,
+                updated=None,
+                date=when,
+                first_seen=when,
+                last_seen=when,
+                raw_json="{}",
+                raw_hash="x",
+                file_hash=None,
+                render_key="bench",
+            )
+        )
+        if len(batch) == 5000:
+            with store.transaction() as conn:
+                store.upsert_entries(conn, batch)
+            batch = []
+    with store.transaction() as conn:
+        store.upsert_entries(conn, batch)
+    store.close()
+    return config
+
+
+def wait_ready(url: str) -> bytes:
+    http = urllib3.PoolManager()
+    for _ in range(300):
+        try:
+            response = http.request("GET", url, retries=False)
+            if response.status == 200:
+                return response.data
+        except urllib3.exceptions.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"server at {url} did not come up")
+
+
+def wrk(url: str, seconds: int, header: str | None = None) -> tuple[float, float, float]:
+    command = [ensure_wrk(), "-t2", "-c16", f"-d{seconds}s", "--latency", url]
+    if header:
+        command[1:1] = ["-H", header]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{out}")
+    return rate, ms("50%"), ms("99%")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(name: str, url: str, seconds: int, etag: str) -> dict[str, tuple[float, float, float]]:
+    get = wrk(url, seconds)
+    not_modified = wrk(url, seconds, f"If-None-Match: {etag}")
+    print(
+        f"{name:<34} GET {get[0]:7.0f} req/s p50 {get[1]:6.2f} ms p99 {get[2]:6.2f} ms | "
+        f"304 {not_modified[0]:7.0f} req/s p50 {not_modified[1]:6.2f} ms p99 {not_modified[2]:6.2f} ms",
+        flush=True,
+    )
+    return {"get": get, "304": not_modified}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="each wrk run (default 10)")
+    parser.add_argument("--sizes", default="1000,100000")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            start = time.perf_counter()
+            config = make_store(root / f"store-{size}", size)
+            print(
+                f"store of {size} articles in 50 categories built in "
+                f"{time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
+            port = free_port()
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "aggregator",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(port),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                url = f"http://127.0.0.1:{port}/feeds/%E6%9D%BF%E5%9D%970.rss"  # /feeds/板块0.rss
+                body = wait_ready(url)
+                etag = urllib3.request("GET", url).headers["ETag"]
+                items = body.count(b"<item>")
+                assert items == 50, items
+                ours = measure(f"aggregator serve ({size} articles)", url, args.seconds, etag)
+                memory = rss_mb(server.pid)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            body_file = root / f"body-{size}.xml"
+            body_file.write_bytes(body)
+            port = free_port()
+            bare = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "bare_app.py"),
+                    str(body_file),
+                    str(port),
+                    str(THREADS),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                bare_url = f"http://127.0.0.1:{port}/feed"
+                wait_ready(bare_url)
+                ceiling = measure(
+                    f"bare Flask app, same bytes ({len(body)} B)", bare_url, args.seconds, '"bare"'
+                )
+            finally:
+                bare.terminate()
+                bare.wait(timeout=30)
+            print(
+                f"  ratio to the bare app: GET {ours['get'][0] / ceiling['get'][0]:.0%}, "
+                f"304 {ours['304'][0] / ceiling['304'][0]:.0%} (aim >= 70%); "
+                f"server RSS {memory:.0f} MB (aim < 200 MB); p99 GET {ours['get'][2]:.1f} ms "
+                f"(aim < 20 ms)",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
