@@ -15,8 +15,8 @@ import os
 import re
 import sqlite3
 import tempfile
-import time
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
