@@ -92,6 +92,14 @@ def _check_selectors(selectors: tuple[str, ...]) -> tuple[str, ...]:
     return selectors
 
 
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
 def _resolve_path(value: str, info: ValidationInfo) -> str:
     base = Path((info.context or {}).get("base_dir", "."))
     return str((base / Path(value).expanduser()).resolve())
@@ -137,14 +145,7 @@ class FrontMatter(_Model):
     escape_braces: bool = True
     comments: bool = False
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
+    _zone = field_validator("timezone")(_known_zone)
 
 
 class FetchSettings(_Model):
@@ -177,11 +178,24 @@ class ScheduleSettings(_Model):
 
 
 class ServerSettings(_Model):
-    """Where the web app listens."""
+    """Where the web app listens, and how it shows things."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     threads: Annotated[int, Field(ge=1, le=64)] = 4
+    timezone: str = "UTC"  # the dashboard shows times in this zone
+    # Admin actions (refresh, pause, resume, rebuild) need this secret; none: read-only.
+    # $AGGREGATOR_ADMIN_SECRET overrides it (keep secrets out of files you share).
+    admin_secret: str | None = None
+
+    _zone = field_validator("timezone")(_known_zone)
+
+    @field_validator("admin_secret")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 12:
+            raise ValueError("admin_secret must be at least 12 characters")
+        return value
 
 
 class PublishSettings(_Model):

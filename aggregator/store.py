@@ -405,12 +405,14 @@ class Store:
             row = conn.execute(sa.select(entries_table).where(entries_table.c.uid == uid)).first()
         return dict(row._mapping) if row else None
 
-    def entries(self, source: str | None = None) -> list[dict[str, Any]]:
-        """Every kept entry's index row, newest first."""
+    def entries(self, source: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Kept entries' index rows, newest first."""
         t = entries_table
         query = sa.select(t).where(kept()).order_by(t.c.date.desc(), t.c.id)
         if source is not None:
             query = query.where(t.c.source == source)
+        if limit is not None:
+            query = query.limit(limit)
         with self.transaction() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -592,6 +594,67 @@ class Store:
         )
         old = sa.select(ranked.c.id).where(ranked.c.rank > history)
         conn.execute(sa.delete(t).where(t.c.id.in_(old)))
+        # Monotonic counters for /metrics (the history above is trimmed, these are not).
+        totals = {
+            "polls_total": len(records),
+            "poll_errors_total": sum(1 for r in records if not r.outcome.ok),
+            "polls_not_modified_total": sum(1 for r in records if r.outcome.not_modified),
+            "poll_seconds_total_ms": round(sum(r.outcome.duration for r in records) * 1000),
+        }
+        for key, amount in totals.items():
+            self._add_counter(conn, key, amount)
+
+    def _add_counter(self, conn: Connection, key: str, amount: int) -> None:
+        m = meta_table
+        conn.execute(sa.insert(m).prefix_with("OR IGNORE").values(key=key, value="0"))
+        conn.execute(
+            sa.update(m)
+            .where(m.c.key == key)
+            .values(value=sa.cast(sa.cast(m.c.value, sa.Integer) + amount, sa.String))
+        )
+
+    def counters(self) -> dict[str, int]:
+        """The monotonic counters kept in the database."""
+        with self.transaction() as conn:
+            rows = conn.execute(sa.select(meta_table.c.key, meta_table.c.value))
+            return {r.key: int(r.value) for r in rows if r.value and r.value.isdigit()}
+
+    def entry_counts(self, since: datetime) -> dict[str, tuple[int, int]]:
+        """Per source: (kept entries, kept entries first seen since ``since``)."""
+        t = entries_table
+        recent = sa.func.sum(sa.case((t.c.first_seen >= since, 1), else_=0))
+        query = sa.select(t.c.source, sa.func.count(), recent).where(kept()).group_by(t.c.source)
+        with self.transaction() as conn:
+            return {r[0]: (int(r[1]), int(r[2] or 0)) for r in conn.execute(query)}
+
+    def entry_totals(self) -> dict[str, int]:
+        """How many entries are kept, dropped by rules and pruned."""
+        t = entries_table
+        state = sa.case(
+            (t.c.pruned_at.is_not(None), "pruned"),
+            (t.c.dropped_by.is_not(None), "dropped"),
+            else_="kept",
+        )
+        query = sa.select(state, sa.func.count()).group_by(state)
+        totals = {"kept": 0, "dropped": 0, "pruned": 0}
+        with self.transaction() as conn:
+            totals.update({r[0]: int(r[1]) for r in conn.execute(query)})
+        return totals
+
+    def set_status(self, name: str, url: str, status: str, reason: str | None) -> None:
+        """Pause or resume a source by hand (its next poll time is cleared)."""
+        with self.transaction() as conn:
+            self.save_state(
+                conn,
+                name,
+                {
+                    "url": url,
+                    "status": status,
+                    "reason": reason,
+                    "failures": 0,
+                    "next_poll_at": None,
+                },
+            )
 
     def save_state(self, conn: Connection, name: str, state: Mapping[str, Any]) -> None:
         """Insert or update a source's state row with the given columns."""

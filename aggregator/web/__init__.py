@@ -7,11 +7,14 @@ configuration.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
-from flask import Flask
+from flask import Flask, Response
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
@@ -21,12 +24,19 @@ from aggregator.web.cache import FeedCache
 if TYPE_CHECKING:
     from aggregator.scheduler import Service
 
+ADMIN_SECRET_ENV = "AGGREGATOR_ADMIN_SECRET"
+
 
 def template_folder() -> str:
     """Where the Jinja templates are: inside the installed package, or the repository's."""
     here = Path(__file__).resolve().parent.parent
     installed = here / "templates"
     return str(installed if installed.is_dir() else here.parent / "templates")
+
+
+def admin_secret(config: Config) -> str | None:
+    """The admin secret: from the environment, else the config; None: read-only."""
+    return os.environ.get(ADMIN_SECRET_ENV) or config.settings.server.admin_secret
 
 
 def create_app(
@@ -46,7 +56,24 @@ def create_app(
         config = load_config(os.environ.get("AGGREGATOR_CONFIG", "config.yaml"))
     if store is None:
         store = Store(config.settings.database, config.settings.posts_dir)
-    app = Flask("aggregator", template_folder=template_folder(), static_folder=None)
+    app = Flask(
+        "aggregator",
+        template_folder=template_folder(),
+        static_folder=str(Path(__file__).resolve().parent / "static"),
+        static_url_path="/static",
+    )
+    secret = admin_secret(config)
+    # Sessions only carry the admin login and its CSRF token: keyed by the admin secret,
+    # so they survive restarts and end when the secret changes.
+    app.secret_key = hashlib.sha256(
+        b"aggregator-session:" + (secret or os.urandom(32).hex()).encode()
+    ).hexdigest()
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=(config.settings.publish.base_url or "").startswith("https:"),
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
     publish = config.settings.publish
     cache = FeedCache(publish.cache_entries, int(publish.cache_mb * 1024 * 1024))
     app.extensions["aggregator"] = {
@@ -54,15 +81,58 @@ def create_app(
         "store": store,
         "service": service,
         "cache": cache,
+        "secret": secret,
+        "feed_requests": {"rss": 0, "atom": 0, "json": 0},
     }
     app.jinja_env.globals["version"] = __version__
+    app.jinja_env.filters["localtime"] = _localtime_filter(config.settings.server.timezone)
 
+    from aggregator.web.admin import bp as admin
     from aggregator.web.dashboard import bp as dashboard
     from aggregator.web.feeds import bp as feeds
 
     app.register_blueprint(dashboard)
     app.register_blueprint(feeds)
+    app.register_blueprint(admin)
+    app.after_request(_security_headers(config))
     return app
+
+
+def _localtime_filter(zone: str) -> Any:
+    tz = ZoneInfo(zone)
+
+    def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        if value is None:
+            return "—"
+        return value.astimezone(tz).strftime(fmt)
+
+    return localtime
+
+
+def _security_headers(config: Config) -> Any:
+    frames = " ".join(f"https://{host}" for host in config.settings.iframe_hosts)
+    policy = "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' https: http: data:",
+            f"frame-src {frames}" if frames else "frame-src 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "connect-src 'self'",
+        ]
+    )
+
+    def add(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", policy)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    return add
 
 
 def extension(app: Flask) -> dict[str, Any]:

@@ -1,22 +1,50 @@
-"""The overview page and the health check (the full dashboard grows in later issues)."""
+"""The dashboard: overview, source and article pages, /healthz, /metrics and /opml."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hmac
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template, session
 from flask.typing import ResponseReturnValue
 
+from aggregator.config import Config
+from aggregator.opml import export_opml
+from aggregator.publish import entry_id
+from aggregator.store import Store
 from aggregator.web import extension
 from aggregator.web.feeds import feed_links
 
 bp = Blueprint("dashboard", __name__)
 
+PROBLEM_STATES = ("erroring", "paused", "gone")
 
-def _sources() -> list[dict[str, object]]:
+
+def is_admin() -> bool:
+    """True when this session logged in with the admin secret."""
+    secret = extension(current_app)["secret"]
+    token = session.get("admin")
+    return bool(
+        secret and isinstance(token, str) and hmac.compare_digest(token, _admin_mark(secret))
+    )
+
+
+def _admin_mark(secret: str) -> str:
+    return hmac.new(secret.encode(), b"admin", "sha256").hexdigest()
+
+
+def _context() -> tuple[Config, Store, Any]:
     ext = extension(current_app)
-    config, store = ext["config"], ext["store"]
-    service = ext["service"]
+    return ext["config"], ext["store"], ext["service"]
+
+
+def source_rows() -> list[dict[str, Any]]:
+    """Every configured source with its state, for the overview and /healthz."""
+    config, store, service = _context()
+    counts = store.entry_counts(datetime.now(UTC) - timedelta(hours=24))
     rows = []
     for source in config.sources:
         state = store.source_state(source.key) or {}
@@ -24,11 +52,12 @@ def _sources() -> list[dict[str, object]]:
         if not source.enabled:
             status = "disabled"
         next_poll = service.next_run(source.key) if service is not None else None
+        total, recent = counts.get(source.key, (0, 0))
         rows.append(
             {
                 "name": source.key,
                 "url": source.url,
-                "categories": " › ".join(source.categories),
+                "path": " › ".join(source.categories),
                 "status": status,
                 "last_polled_at": state.get("last_polled_at"),
                 "next_poll_at": next_poll or state.get("next_poll_at"),
@@ -36,7 +65,8 @@ def _sources() -> list[dict[str, object]]:
                 "last_error": state.get("last_error"),
                 "reason": state.get("reason"),
                 "moved_to": state.get("moved_to"),
-                "articles": store.count_entries(source.key),
+                "articles": total,
+                "recent": recent,
             }
         )
     return rows
@@ -44,17 +74,74 @@ def _sources() -> list[dict[str, object]]:
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    """Every source with its state, and the newest articles."""
-    store = extension(current_app)["store"]
-    articles = store.entries()[:50]
-    config = extension(current_app)["config"]
+    """Every source with its state, the category tree's feeds, the newest articles."""
+    config, store, _ = _context()
+    sources = source_rows()
+    totals = store.entry_totals()
     return render_template(
         "index.html",
-        sources=_sources(),
-        articles=articles,
-        now=datetime.now(UTC),
+        sources=sources,
+        articles=store.entries(limit=30),
         feeds=feed_links(config),
+        totals=totals,
+        problems=sum(1 for s in sources if s["status"] in PROBLEM_STATES),
+        new_today=sum(s["recent"] for s in sources),
+        admin=is_admin(),
+        admin_enabled=bool(extension(current_app)["secret"]),
     )
+
+
+@bp.get("/sources/<path:name>")
+def source_page(name: str) -> ResponseReturnValue:
+    """A source's poll history, suggestions, recent articles and dropped entries."""
+    config, store, _ = _context()
+    source = config.source(name)
+    if source is None:
+        abort(404)
+    [row] = [r for r in source_rows() if r["name"] == name]
+    return render_template(
+        "source.html",
+        source=source,
+        row=row,
+        polls=store.polls(name),
+        articles=store.entries(name, limit=50),
+        dropped=store.dropped(name, limit=100),
+        feed_path="/feeds/" + "/".join(source.categories),
+        admin=is_admin(),
+        admin_enabled=bool(extension(current_app)["secret"]),
+    )
+
+
+@bp.get("/articles/<uid>")
+def article_page(uid: str) -> ResponseReturnValue:
+    """One article: its sanitised body, its front matter, the original link, its file."""
+    config, store, _ = _context()
+    entry = store.entry(uid)
+    if entry is None or entry["pruned_at"] is not None:
+        abort(404)
+    front_matter = ""
+    file_path = None
+    if entry["path"]:
+        file_path = Path(config.settings.posts_dir) / entry["path"]
+        front_matter = _front_matter(file_path)
+    link = entry["link"] if (entry["link"] or "").startswith(("http://", "https://")) else None
+    return render_template(
+        "article.html",
+        entry=entry,
+        front_matter=front_matter,
+        file_path=file_path,
+        link=link,
+        feed_id=entry_id(uid),
+    )
+
+
+def _front_matter(path: Path) -> str:
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[: 64 * 1024]
+    except OSError:
+        return ""
+    match = re.match(r"^---\n(.*?)\n---\n", head, re.S)
+    return match.group(1) if match else ""
 
 
 @bp.get("/healthz")
@@ -62,7 +149,68 @@ def healthz() -> ResponseReturnValue:
     """ok, or degraded with the reasons (failing, paused or gone sources)."""
     reasons = [
         f"{s['name']}: {s['status']}" + (f" ({s['last_error']})" if s["last_error"] else "")
-        for s in _sources()
-        if s["status"] in ("erroring", "paused", "gone")
+        for s in source_rows()
+        if s["status"] in PROBLEM_STATES
     ]
     return jsonify(status="degraded" if reasons else "ok", reasons=reasons)
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    """Prometheus text exposition."""
+    _, store, _ = _context()
+    ext = extension(current_app)
+    counters = store.counters()
+    totals = store.entry_totals()
+    polls = counters.get("polls_total", 0)
+    not_modified = counters.get("polls_not_modified_total", 0)
+    seconds = counters.get("poll_seconds_total_ms", 0) / 1000
+    lines = [
+        "# HELP aggregator_polls_total Polls of sources.",
+        "# TYPE aggregator_polls_total counter",
+        f"aggregator_polls_total {polls}",
+        "# HELP aggregator_poll_errors_total Polls that failed.",
+        "# TYPE aggregator_poll_errors_total counter",
+        f"aggregator_poll_errors_total {counters.get('poll_errors_total', 0)}",
+        "# HELP aggregator_polls_not_modified_total Polls answered 304 or with an unchanged body.",
+        "# TYPE aggregator_polls_not_modified_total counter",
+        f"aggregator_polls_not_modified_total {not_modified}",
+        "# HELP aggregator_not_modified_ratio Share of polls that needed no parsing.",
+        "# TYPE aggregator_not_modified_ratio gauge",
+        f"aggregator_not_modified_ratio {not_modified / polls if polls else 0:.4f}",
+        "# HELP aggregator_poll_duration_seconds Time spent polling.",
+        "# TYPE aggregator_poll_duration_seconds summary",
+        f"aggregator_poll_duration_seconds_sum {seconds:.3f}",
+        f"aggregator_poll_duration_seconds_count {polls}",
+        "# HELP aggregator_entries Entries in the index.",
+        "# TYPE aggregator_entries gauge",
+        *(f'aggregator_entries{{state="{k}"}} {v}' for k, v in sorted(totals.items())),
+        "# HELP aggregator_sources Sources by state.",
+        "# TYPE aggregator_sources gauge",
+    ]
+    states: dict[str, int] = {}
+    for row in source_rows():
+        states[row["status"]] = states.get(row["status"], 0) + 1
+    lines += [f'aggregator_sources{{status="{k}"}} {v}' for k, v in sorted(states.items())]
+    lines += [
+        "# HELP aggregator_feed_requests_total Requests for republished feeds.",
+        "# TYPE aggregator_feed_requests_total counter",
+        *(
+            f'aggregator_feed_requests_total{{format="{k}"}} {v}'
+            for k, v in sorted(ext["feed_requests"].items())
+        ),
+    ]
+    return Response(
+        "\n".join(lines) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+@bp.get("/opml")
+def opml() -> ResponseReturnValue:
+    """Every source as OPML, grouped by category."""
+    config, _, _ = _context()
+    return Response(
+        export_opml(config.sources, config.settings.publish.title),
+        content_type="text/x-opml; charset=utf-8",
+        headers={"Content-Disposition": 'inline; filename="aggregator.opml"'},
+    )

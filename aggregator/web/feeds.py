@@ -147,6 +147,7 @@ def serve(selection: Selection, kind: Format, spec_path: str) -> ResponseReturnV
     config: Config = ext["config"]
     store: Store = ext["store"]
     cache: FeedCache = ext["cache"]
+    ext["feed_requests"][kind] += 1  # approximate under threads; for /metrics only
     settings = config.settings.publish
     try:
         query = parse_query(request.args, settings.default_limit, settings.max_limit)

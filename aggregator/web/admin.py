@@ -1,0 +1,164 @@
+"""Admin actions: log in with the secret, refresh / pause / resume a source, rebuild.
+
+POST only, each with a CSRF token bound to the session, and only for a session that
+logged in with the admin secret. With no secret configured, the dashboard is read-only:
+these views answer 403 and the pages show no buttons.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import threading
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+from aggregator.pipeline import Poller
+from aggregator.policy import Status
+from aggregator.web import extension
+from aggregator.web.dashboard import _admin_mark, is_admin
+
+bp = Blueprint("admin", __name__)
+log = logging.getLogger(__name__)
+
+
+def csrf_token() -> str:
+    """The session's CSRF token (made on first use)."""
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+@bp.app_context_processor
+def _inject() -> dict[str, Any]:
+    return {"csrf_token": csrf_token}
+
+
+def _check_csrf() -> None:
+    sent = request.form.get("csrf", "")
+    expected = session.get("csrf")
+    if not isinstance(expected, str) or not hmac.compare_digest(sent, expected):
+        abort(400, "missing or wrong CSRF token: reload the page and try again")
+
+
+def _require_admin() -> None:
+    if not extension(current_app)["secret"]:
+        abort(403, "the dashboard is read-only: no admin secret is configured")
+    _check_csrf()
+    if not is_admin():
+        abort(403, "log in with the admin secret first")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """A form for the admin secret."""
+    secret = extension(current_app)["secret"]
+    if not secret:
+        abort(403, "the dashboard is read-only: no admin secret is configured")
+    if request.method == "POST":
+        _check_csrf()
+        given = request.form.get("secret", "")
+        if hmac.compare_digest(given.encode(), secret.encode()):
+            session.clear()
+            session["admin"] = _admin_mark(secret)
+            csrf_token()  # a fresh token for the logged-in session
+            flash("Logged in.")
+            return redirect(url_for("dashboard.index"))
+        log.warning("failed admin login from %s", request.remote_addr)
+        flash("Wrong secret.")
+        return render_template("login.html"), 403
+    return render_template("login.html")
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """End the admin session."""
+    _check_csrf()
+    session.clear()
+    flash("Logged out.")
+    return redirect(url_for("dashboard.index"))
+
+
+def _source_or_404(name: str) -> Any:
+    source = extension(current_app)["config"].source(name)
+    if source is None:
+        abort(404)
+    return source
+
+
+@bp.post("/admin/sources/<path:name>/refresh")
+def refresh(name: str) -> ResponseReturnValue:
+    """Poll a source as soon as possible (paused and gone ones too)."""
+    _require_admin()
+    _source_or_404(name)
+    service = extension(current_app)["service"]
+    if service is None:
+        abort(409, "refreshing needs the polling service: run `aggregator run`")
+    service.refresh(name)
+    flash(f"Refresh of {name} scheduled.")
+    return redirect(url_for("dashboard.source_page", name=name))
+
+
+@bp.post("/admin/sources/<path:name>/pause")
+def pause(name: str) -> ResponseReturnValue:
+    """Stop polling a source until it is resumed."""
+    _require_admin()
+    source = _source_or_404(name)
+    ext = extension(current_app)
+    ext["store"].set_status(name, source.url, Status.PAUSED.value, "paused by the admin")
+    if ext["service"] is not None:
+        ext["service"].unschedule(name)
+    flash(f"{name} paused.")
+    return redirect(url_for("dashboard.source_page", name=name))
+
+
+@bp.post("/admin/sources/<path:name>/resume")
+def resume(name: str) -> ResponseReturnValue:
+    """Poll a paused or gone source again, starting now."""
+    _require_admin()
+    source = _source_or_404(name)
+    ext = extension(current_app)
+    ext["store"].set_status(name, source.url, Status.OK.value, None)
+    if ext["service"] is not None:
+        ext["service"].refresh(name)
+    flash(f"{name} resumed.")
+    return redirect(url_for("dashboard.source_page", name=name))
+
+
+@bp.post("/admin/rebuild")
+def rebuild() -> ResponseReturnValue:
+    """Clean and rewrite every stored article from its raw original, in the background."""
+    _require_admin()
+    ext = extension(current_app)
+    config, store = ext["config"], ext["store"]
+
+    def work() -> None:
+        poller = Poller(config, store, workers=1)
+        try:
+            outcomes = poller.rebuild(config.sources)
+            log.info(
+                "rebuild done: %d sources, %d updated",
+                len(outcomes),
+                sum(o.updated for o in outcomes),
+            )
+        finally:
+            poller.close()
+
+    threading.Thread(target=work, name="rebuild", daemon=True).start()
+    flash("Rebuild started; articles are rewritten in the background.")
+    return redirect(url_for("dashboard.index"))
