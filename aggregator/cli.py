@@ -9,6 +9,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -246,6 +247,50 @@ def test_rules(
         f"{kept + dropped} entries: {kept} kept, {dropped} dropped, {changed} would change "
         "(run `aggregator rebuild` to apply the rules to stored entries)"
     )
+
+
+@cli.command("export-opml")
+@config_option
+@click.option(
+    "--output",
+    "output_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+def export_opml_command(config_path: str, output_file: str | None) -> None:
+    """Export every source as OPML, grouped by category."""
+    from aggregator.opml import export_opml
+
+    config = _load(config_path)
+    data = export_opml(config.sources, config.settings.publish.title)
+    if output_file is None:
+        click.echo(data.decode("utf-8"), nl=False)
+    else:
+        Path(output_file).write_bytes(data)
+        click.echo(f"{len(config.sources)} sources written to {output_file}", err=True)
+
+
+@cli.command("import-opml")
+@config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def import_opml_command(config_path: str, file: str) -> None:
+    """Add the feeds of an OPML file to the config (its comments and order are kept)."""
+    from aggregator.opml import OpmlError, parse_opml
+    from aggregator.yamledit import add_sources
+
+    config = _load(config_path)
+    try:
+        feeds = parse_opml(Path(file).read_bytes())
+    except (OSError, OpmlError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        added, skipped = add_sources(Path(config_path), config, feeds)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, url in added:
+        click.echo(f"added {name}: {url}")
+    click.echo(f"{len(added)} sources added, {skipped} already in {config_path}")
 
 
 class _Stop(SystemExit):

@@ -124,7 +124,8 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         raw_json=raw_json,
         raw_hash=_digest(raw_json),
         title=entry.title.strip(),
-        link=strip_tracking(entry.link) if entry.link else None,
+        # Only web links: a feed's "javascript:" or "data:" link must not reach a page.
+        link=strip_tracking(entry.link) if _is_web(entry.link) else None,
         categories=source.categories,
         author=source.author,
         published=entry.published,
@@ -134,6 +135,10 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         summary=summary_text,
         body_html=cleaned.html,
     )
+
+
+def _is_web(url: str | None) -> bool:
+    return bool(url) and str(url).strip().lower().startswith(("http://", "https://"))
 
 
 def pick_image(declared: Sequence[str], in_body: Sequence[str]) -> str:
