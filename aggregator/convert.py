@@ -125,7 +125,7 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         raw_hash=_digest(raw_json),
         title=entry.title.strip(),
         # Only web links: a feed's "javascript:" or "data:" link must not reach a page.
-        link=strip_tracking(entry.link) if _is_web(entry.link) else None,
+        link=strip_tracking(entry.link) if entry.link and _is_web(entry.link) else None,
         categories=source.categories,
         author=source.author,
         published=entry.published,
@@ -137,8 +137,8 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
     )
 
 
-def _is_web(url: str | None) -> bool:
-    return bool(url) and str(url).strip().lower().startswith(("http://", "https://"))
+def _is_web(url: str) -> bool:
+    return url.strip().lower().startswith(("http://", "https://"))
 
 
 def pick_image(declared: Sequence[str], in_body: Sequence[str]) -> str:
