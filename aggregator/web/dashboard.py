@@ -205,6 +205,12 @@ def metrics() -> ResponseReturnValue:
     )
 
 
+@bp.get("/favicon.ico")
+def favicon() -> ResponseReturnValue:
+    """No icon (browsers ask for one, e.g. when showing a feed)."""
+    return Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
+
+
 @bp.get("/opml")
 def opml() -> ResponseReturnValue:
     """Every source as OPML, grouped by category."""
