@@ -153,7 +153,20 @@ class FetchSettings(_Model):
 
     timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     max_bytes: Positive = 10 * 1024 * 1024
+    max_entries: Annotated[int, Field(ge=1, le=100000)] = 500  # per document, first ones
     user_agent: str | None = None
+    # Refuse hosts that resolve to private/loopback/link-local addresses, also after
+    # redirects (turn on when untrusted people can add sources).
+    block_private_addresses: bool = False
+    # Local file sources must lie under these folders; default: the config file's folder.
+    file_roots: tuple[str, ...] | None = Field(None, validate_default=True)
+
+    @field_validator("file_roots")
+    @classmethod
+    def _roots(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...]:
+        if value is None:
+            return (str(Path((info.context or {}).get("base_dir", ".")).resolve()),)
+        return tuple(_resolve_path(v, info) for v in value)
 
 
 class ScheduleSettings(_Model):
@@ -228,7 +241,7 @@ class Settings(_Model):
     posts_dir: str = Field("site/source/_posts", validate_default=True)
     database: str = Field("data/aggregator.sqlite", validate_default=True)
     front_matter: FrontMatter = FrontMatter()
-    fetch: FetchSettings = FetchSettings()
+    fetch: FetchSettings = Field(default_factory=dict, validate_default=True)
     schedule: ScheduleSettings = ScheduleSettings()
     server: ServerSettings = ServerSettings()
     publish: PublishSettings = PublishSettings()
@@ -432,10 +445,28 @@ def parse_config(text: str, path: str = "config.yaml", base_dir: Path | None = N
     found.extend(_duplicate_names(data, lines))
     if config is not None:
         found.extend(_output_problems(config, lines))
+        found.extend(_file_problems(config, lines))
     problems = [f"{path}:{line}: {text}" for line, text in sorted(found, key=lambda p: p[0])]
     if problems or config is None:
         raise ConfigError(path, problems)
     return config
+
+
+def _file_problems(config: Config, lines: Mapping[Loc, int]) -> list[tuple[int, str]]:
+    """Local file sources must lie under settings.fetch.file_roots."""
+    roots = [Path(r) for r in config.settings.fetch.file_roots or ()]
+    found: list[tuple[int, str]] = []
+    for index, source in enumerate(config.sources):
+        if source.is_local and not any(Path(source.url).is_relative_to(r) for r in roots):
+            loc: Loc = ("sources", index, "url")
+            found.append(
+                (
+                    _line_of(loc, lines),
+                    f"{_dotted(loc)}: {source.url} is outside settings.fetch.file_roots "
+                    f"({', '.join(str(r) for r in roots)}); add its folder there to allow it",
+                )
+            )
+    return found
 
 
 def _output_problems(config: Config, lines: Mapping[Loc, int]) -> list[tuple[int, str]]:

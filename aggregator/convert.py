@@ -21,6 +21,7 @@ from aggregator.clean import Rules, clean_html, is_tracker, strip_tracking
 from aggregator.models import Article, ParsedEntry
 
 SUMMARY_CHARS = 280
+TITLE_CHARS = 1000  # a longer title is cut (a 1 MB title is an attack, not a headline)
 MAX_NAME_BYTES = 200  # a whole file name, ".md" included: safe on ext4, NTFS, APFS
 _SUFFIX_BYTES = 9  # "-" and eight hex digits
 
@@ -43,6 +44,7 @@ class SourceView:
     categories: tuple[str, ...]  # section › site › feed
     author: str  # the site's name, written as the article's author
     rules: Rules
+    max_entries: int = 500  # entries of one document converted at most (newest first)
 
 
 def _digest(*parts: str) -> str:
@@ -123,7 +125,7 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         alt_key=alt_key(entry),
         raw_json=raw_json,
         raw_hash=_digest(raw_json),
-        title=entry.title.strip(),
+        title=_cut_title(entry.title.strip()),
         # Only web links: a feed's "javascript:" or "data:" link must not reach a page.
         link=strip_tracking(entry.link) if entry.link and _is_web(entry.link) else None,
         categories=source.categories,
@@ -135,6 +137,10 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         summary=summary_text,
         body_html=cleaned.html,
     )
+
+
+def _cut_title(title: str) -> str:
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
 
 
 def _is_web(url: str) -> bool:

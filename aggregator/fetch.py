@@ -9,19 +9,20 @@ hands on bytes and headers.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from importlib.util import find_spec
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import MaxRetryError
 
 from aggregator import __version__
 from aggregator.errors import FetchError
@@ -83,6 +84,10 @@ class Fetcher:
         total_timeout: seconds for the whole response, however it trickles in.
         per_host: requests at once to one host (politeness: a thousand RSSHub routes on
             one host are never fetched all at once).
+        block_private: refuse hosts that resolve to private, loopback, link-local or
+            otherwise non-public addresses, at every redirect too (SSRF).
+        file_roots: local files may only be read under these folders (None: anywhere).
+        is_blocked: which addresses ``block_private`` refuses (tests narrow it).
     """
 
     def __init__(
@@ -93,11 +98,17 @@ class Fetcher:
         *,
         total_timeout: float | None = None,
         per_host: int = 2,
+        block_private: bool = False,
+        file_roots: Sequence[str] | None = None,
+        is_blocked: Callable[[IPAddress], bool] | None = None,
     ) -> None:
         self.timeout = timeout
         self.total_timeout = total_timeout if total_timeout is not None else timeout * 4
         self.max_bytes = max_bytes
         self.per_host = per_host
+        self.block_private = block_private
+        self.is_blocked = is_blocked or is_private_address
+        self.file_roots = None if file_roots is None else [Path(r).resolve() for r in file_roots]
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
         self.pool = urllib3.PoolManager(
@@ -135,6 +146,10 @@ class Fetcher:
 
     def _read_file(self, path: str) -> Fetched:
         start = time.perf_counter()
+        if self.file_roots is not None:
+            real = Path(path).resolve()
+            if not any(real.is_relative_to(root) for root in self.file_roots):
+                raise FetchError(path, "refused: the file is outside settings.fetch.file_roots")
         try:
             with Path(path).open("rb") as f:
                 body = f.read(self.max_bytes + 1)
@@ -151,38 +166,37 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        retries = urllib3.Retry(
-            total=MAX_REDIRECTS,
-            connect=0,
-            read=0,
-            status=0,
-            other=0,
-            redirect=MAX_REDIRECTS,
-            raise_on_redirect=True,
-            raise_on_status=False,
-        )
-        try:
-            response = self.pool.request(
-                "GET",
-                url,
-                headers=headers,
-                preload_content=False,
-                decode_content=True,
-                retries=retries,
-            )
-        except MaxRetryError as exc:
-            if "redirect" in str(exc.reason).lower() or exc.reason is None:
-                raise FetchError(url, f"more than {MAX_REDIRECTS} redirects") from exc
-            raise FetchError(url, f"cannot fetch: {exc.reason}") from exc
-        except Urllib3Error as exc:
-            raise FetchError(url, f"cannot fetch: {exc}") from exc
-        history = response.retries.history if response.retries else ()
-        redirects = tuple(
-            Redirect(h.status or 0, h.url or "", h.redirect_location or "")
-            for h in history
-            if h.redirect_location
-        )
-        final = response.geturl() or url
+        redirects: list[Redirect] = []
+        current = url
+        # Redirects are followed here, not by urllib3, so every hop is checked (private
+        # addresses, schemes) and recorded.
+        while True:
+            self._check_target(current)
+            try:
+                response = self.pool.request(
+                    "GET",
+                    current,
+                    headers=headers,
+                    preload_content=False,
+                    decode_content=True,
+                    retries=False,
+                    redirect=False,
+                )
+            except Urllib3Error as exc:
+                raise FetchError(url, f"cannot fetch: {exc}") from exc
+            location = response.headers.get("Location")
+            if response.status not in (301, 302, 303, 307, 308) or not location:
+                break
+            response.drain_conn()
+            response.release_conn()
+            target = urljoin(current, location.strip())
+            if len(redirects) >= MAX_REDIRECTS:
+                raise FetchError(url, f"more than {MAX_REDIRECTS} redirects")
+            if not target.startswith(("http://", "https://")):
+                raise FetchError(url, f"redirect to a non-http URL refused: {target}")
+            redirects.append(Redirect(response.status, current, target))
+            current = target
+        final = current
         response_headers = {k.lower(): v for k, v in response.headers.items()}
         try:
             if response.status >= 400:
@@ -204,9 +218,27 @@ class Fetcher:
             body=body,
             status=response.status,
             headers=response_headers,
-            redirects=redirects,
+            redirects=tuple(redirects),
             duration=time.perf_counter() - start,
         )
+
+    def _check_target(self, url: str) -> None:
+        """Refuse a URL whose host resolves to a private address (when so configured)."""
+        if not self.block_private:
+            return
+        host = urlsplit(url).hostname or ""
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
+            raise FetchError(url, f"cannot resolve {host!r}: {exc}") from exc
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            if self.is_blocked(address):
+                raise FetchError(
+                    url,
+                    f"refused: {host} resolves to {address}, a private or local address "
+                    "(settings.fetch.block_private_addresses)",
+                )
 
     def _read_body(self, url: str, response: urllib3.BaseHTTPResponse, start: float) -> bytes:
         chunks: list[bytes] = []
@@ -223,6 +255,16 @@ class Fetcher:
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.clear()
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def is_private_address(address: IPAddress) -> bool:
+    """True for addresses a feed fetcher exposed to users must never reach."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

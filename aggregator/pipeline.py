@@ -130,6 +130,8 @@ class Poller:
             settings.fetch.max_bytes,
             settings.fetch.user_agent,
             per_host=settings.schedule.per_host,
+            block_private=settings.fetch.block_private_addresses,
+            file_roots=settings.fetch.file_roots,
         )
         schedule = settings.schedule
         self.policy = Policy(
@@ -154,7 +156,11 @@ class Poller:
             (*self.config.settings.remove, *source.remove), self.config.settings.iframe_hosts
         )
         return SourceView(
-            name=source.key, categories=source.categories, author=source.site, rules=rules
+            name=source.key,
+            categories=source.categories,
+            author=source.site,
+            rules=rules,
+            max_entries=self.config.settings.fetch.max_entries,
         )
 
     def rules(self, source: SourceConfig) -> tuple[Rule, ...]:

@@ -45,9 +45,15 @@ def prepare(
         feed = parse_feed(url, body, headers)
     except AggregatorError as exc:
         return Prepared(source=view.name, error=str(exc))
-    prepared = _convert_all(
-        view, feed.entries, feed.title, [*feed.skipped], [feed.warning] if feed.warning else []
-    )
+    warnings = [feed.warning] if feed.warning else []
+    entries = feed.entries
+    if len(entries) > view.max_entries:
+        warnings.append(
+            f"{len(entries) - view.max_entries} entries beyond the first {view.max_entries} "
+            "ignored (settings.fetch.max_entries)"
+        )
+        entries = entries[: view.max_entries]
+    prepared = _convert_all(view, entries, feed.title, [*feed.skipped], warnings)
     hints = feed_hints(feed.ttl, feed.update_period, feed.update_frequency, headers)
     return replace(prepared, hints=hints)
 

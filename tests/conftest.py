@@ -28,8 +28,15 @@ def make_config(tmp_path: Path) -> MakeConfig:
     """Write a config.yaml into tmp_path from Python data and return its path."""
 
     def make(sources: list[dict[str, Any]], **settings: Any) -> Path:
+        # Local sources in tests live in tmp_path or among the bundled examples.
+        fetch = {"file_roots": [str(tmp_path), str(EXAMPLES)], **settings.pop("fetch", {})}
         data = {
-            "settings": {"posts_dir": "posts", "database": "db/index.sqlite", **settings},
+            "settings": {
+                "posts_dir": "posts",
+                "database": "db/index.sqlite",
+                "fetch": fetch,
+                **settings,
+            },
             "sources": sources,
         }
         path = tmp_path / "config.yaml"

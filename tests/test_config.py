@@ -112,7 +112,7 @@ def test_empty_file_is_a_valid_empty_config(tmp_path: Path) -> None:
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     config = parse_config(
-        "settings:\n  database: d/x.sqlite\nsources:\n  - url: feeds/a.xml\n    categories: [a]\n"
+        "settings:\n  database: d/x.sqlite\n  fetch:\n    file_roots: [/]\nsources:\n  - url: feeds/a.xml\n    categories: [a]\n"
         "  - url: file:///srv/b.xml\n    categories: [b]\n",
         "c.yaml",
         tmp_path,

@@ -303,7 +303,8 @@ def test_opml_round_trip(make_dash: Callable[..., Dash], tmp_path: Path) -> None
     empty.mkdir()
     config = empty / "config.yaml"
     config.write_text(
-        "# an empty config: keep this comment\nsettings:\n  workers: 1  # and this\n",
+        "# an empty config: keep this comment\nsettings:\n  workers: 1  # and this\n"
+        f"  fetch:\n    file_roots: [{tmp_path}, {EXAMPLES}]\n",
         encoding="utf-8",
     )
     exported = tmp_path / "export.opml"
