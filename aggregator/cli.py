@@ -65,6 +65,7 @@ def _poller(config: Config, workers: int | None = None) -> Iterator[Poller]:
         store = Store(settings.database, settings.posts_dir)
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from exc
+    store.sweep_temp_files()
     poller = Poller(config, store, workers=workers)
     try:
         yield poller
@@ -369,6 +370,7 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
         store = Store(config.settings.database, config.settings.posts_dir)
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from exc
+    store.sweep_temp_files()
     service = Service(config_path, config, store)
     app = create_app(config, store, service)
     server = config.settings.server

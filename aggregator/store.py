@@ -810,6 +810,23 @@ class Store:
                 raise error
         return failures
 
+    def sweep_temp_files(self, min_age: float = 300.0) -> int:
+        """Remove temp files a killed writer left behind (older than ``min_age`` seconds).
+
+        They are never article files (hidden, ``.tmp``) and Hexo/Hugo/Jekyll skip them;
+        this only keeps the folder tidy. Returns how many were removed.
+        """
+        if not self.posts_dir.is_dir():
+            return 0
+        cutoff = time.time() - min_age
+        removed = 0
+        for path in self.posts_dir.rglob(".*.tmp"):
+            with suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
     def delete_file(self, relative: str) -> None:
         """Remove an article file, if it is there."""
         with suppress(OSError):

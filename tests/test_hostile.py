@@ -1,0 +1,412 @@
+"""Hostile feeds and careless operators: each attack of docs/RELIABILITY.md as a test.
+
+Every feed is served by a real HTTP server on 127.0.0.1 (or read from tmp_path); each
+test ends by checking what was recorded and that nothing else was touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import multiprocessing
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Harness, MakeConfig, item, rss
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from aggregator.config import parse_config
+from aggregator.errors import ConfigError, FetchError
+from aggregator.fetch import Fetcher, is_private_address
+
+HarnessFactory = Callable[[Path], Harness]
+HEAD = '<rss version="2.0"><channel><title>t</title><link>http://x.example/</link><description>d</description>'
+
+
+def one_source(
+    httpserver: HTTPServer,
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    body: bytes | str | Callable[[Request], Response],
+    **settings: object,
+) -> Harness:
+    if callable(body):
+        httpserver.expect_request("/feed").respond_with_handler(body)
+    else:
+        httpserver.expect_request("/feed").respond_with_data(
+            body, content_type="application/rss+xml"
+        )
+    return harness(
+        make_config(
+            [{"url": httpserver.url_for("/feed"), "categories": ["H"], "name": "h"}], **settings
+        )
+    )
+
+
+# -- XML attacks -----------------------------------------------------------------------
+
+
+def test_billion_laughs_does_not_expand(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    entities = '<!ENTITY a "aaaaaaaaaa">' + "".join(
+        f'<!ENTITY {chr(98 + n)} "{("&" + chr(97 + n) + ";") * 10}">' for n in range(9)
+    )
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE rss [{entities}]>{HEAD}'
+        + item("1", "&j;")
+        + "</channel></rss>"
+    )
+    h = one_source(httpserver, make_config, harness, body)
+    [outcome] = h.poll()
+    text = "".join(p.read_text(encoding="utf-8") for p in h.files())
+    assert "aaaaaaaaaaaaaaaaaaaa" not in text
+    assert all(p.stat().st_size < 10_000 for p in h.files())
+    assert outcome.ok or "not a usable feed" in str(outcome.error)
+
+
+def test_quadratic_blowup_does_not_expand(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY x "{"A" * 50_000}">]>{HEAD}'
+        + item("1", "&x;" * 5_000)
+        + "</channel></rss>"
+    )
+    h = one_source(httpserver, make_config, harness, body)
+    h.poll()
+    assert sum(p.stat().st_size for p in h.files()) < 200_000  # not 250 MB of A
+
+
+def test_external_entities_read_no_file(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT", encoding="utf-8")
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY xxe SYSTEM "file://{secret}">]>{HEAD}'
+        + item("1", "leak &xxe;", "<p>&xxe;</p>")
+        + "</channel></rss>"
+    )
+    h = one_source(httpserver, make_config, harness, body)
+    h.poll()
+    assert all("TOP-SECRET" not in p.read_text(encoding="utf-8") for p in h.files())
+    assert all("TOP-SECRET" not in str(r) for r in h.store.entries())
+
+
+def test_external_dtd_and_entities_are_never_fetched(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    fetched: list[str] = []
+    httpserver.expect_request("/evil.dtd").respond_with_handler(
+        lambda r: fetched.append(r.path) or Response('<!ENTITY x "pwned">')
+    )
+    httpserver.expect_request("/entity").respond_with_handler(
+        lambda r: fetched.append(r.path) or Response("pwned")
+    )
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE rss SYSTEM "{httpserver.url_for("/evil.dtd")}" '
+        f'[<!ENTITY remote SYSTEM "{httpserver.url_for("/entity")}"> '
+        f'<!ENTITY % param SYSTEM "{httpserver.url_for("/evil.dtd")}"> %param;]>'
+        f"{HEAD}" + item("1", "t &remote; &x;") + "</channel></rss>"
+    )
+    h = one_source(httpserver, make_config, harness, body)
+    h.poll()
+    assert fetched == []
+    assert all("pwned" not in p.read_text(encoding="utf-8") for p in h.files())
+
+
+# -- size ------------------------------------------------------------------------------
+
+
+def test_endless_body_is_cut_at_the_cap(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    def endless(_request: Request) -> Response:
+        def chunks() -> Iterator[bytes]:
+            yield (f'<?xml version="1.0"?>{HEAD}').encode()
+            while True:
+                yield b"<item><title>x</title></item>" * 1000
+
+        return Response(chunks(), content_type="application/rss+xml")
+
+    h = one_source(httpserver, make_config, harness, endless, fetch={"max_bytes": 2_000_000})
+    [outcome] = h.poll()
+    assert not outcome.ok
+    assert "larger than the 2000000-byte limit" in str(outcome.error)
+    assert h.files() == []
+
+
+def test_huge_feed_is_capped_at_max_entries(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    items = "".join(f"<item><title>t{n}</title><guid>g{n}</guid></item>" for n in range(100_000))
+    h = one_source(
+        httpserver,
+        make_config,
+        harness,
+        f'<?xml version="1.0"?>{HEAD}{items}</channel></rss>',
+        fetch={"max_entries": 200},
+    )
+    [outcome] = h.poll()
+    assert outcome.ok and outcome.new == 200
+    assert any("99800 entries beyond the first 200 ignored" in w for w in outcome.warnings)
+
+
+def test_huge_title_deep_nesting_and_many_images(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    deep = "<div>" * 100_000 + "deep" + "</div>" * 100_000
+    images = "".join(
+        f'<img src="https://img.example/{n}.jpg" width="10" height="10">' for n in range(5_000)
+    )
+    body = (
+        f'<?xml version="1.0"?>{HEAD}'
+        + item("t", "标" * 1_000_000, "<p>ok</p>")
+        + item("d", "Deep", deep)
+        + item("i", "Images", images)
+        + "</channel></rss>"
+    )
+    h = one_source(httpserver, make_config, harness, body)
+    [outcome] = h.poll()
+    assert outcome.ok and outcome.new == 3
+    names = [p.name for p in h.files()]
+    assert all(len(n.encode()) <= 200 for n in names)
+    titles = {r["title"] for r in h.store.entries()}
+    assert "标" * 999 + "…" in titles
+    images_file = next(p for p in h.files() if p.name == "Images.md")
+    assert images_file.read_text(encoding="utf-8").count("<img") == 5_000
+
+
+# -- garbage ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expect_ok"),
+    [
+        (
+            f'<?xml version="1.0"?>{HEAD}'.encode()
+            + b"<item><title>a\x00b\x01c</title><guid>1</guid></item></channel></rss>",
+            True,
+        ),
+        (
+            f'<?xml version="1.0"?>{HEAD}'.encode()
+            + b"<item><title>bad \xed\xa0\x80 surrogate \xff</title><guid>1</guid></item></channel></rss>",
+            True,
+        ),
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": []}', False),
+        (bytes(range(256)) * 40, False),
+        (b"\xef\xbb\xbf" + b"\x00" * 5000, False),
+    ],
+    ids=[
+        "NUL and controls",
+        "lone surrogate and invalid UTF-8",
+        "a JSON body",
+        "binary noise",
+        "BOM then NULs",
+    ],
+)
+def test_garbage_is_recorded_or_cleaned(
+    httpserver: HTTPServer,
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    body: bytes,
+    expect_ok: bool,
+) -> None:
+    h = one_source(httpserver, make_config, harness, body)
+    [outcome] = h.poll()
+    assert outcome.ok is expect_ok, outcome
+    for path in h.files():
+        text = path.read_text(encoding="utf-8")  # valid UTF-8, or this raises
+        assert "\x00" not in text and "\x01" not in text
+    if not expect_ok:
+        assert (h.store.source_state("h") or {})["last_error"]
+
+
+# -- SSRF and file roots ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "blocked"),
+    [
+        ("127.0.0.1", True),
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("192.168.1.1", True),
+        ("169.254.169.254", True),
+        ("0.0.0.0", True),
+        ("100.64.0.1", True),
+        ("::1", True),
+        ("fc00::1", True),
+        ("fe80::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("224.0.0.1", True),
+        ("93.184.216.34", False),
+        ("2606:4700:4700::1111", False),
+    ],
+)
+def test_private_addresses(address: str, blocked: bool) -> None:
+    assert is_private_address(ipaddress.ip_address(address)) is blocked
+
+
+def test_block_private_addresses_refuses_loopback(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(rss(item("1", "x")))
+    with pytest.raises(FetchError, match="private or local address"):
+        Fetcher(block_private=True).fetch(httpserver.url_for("/feed"))
+    assert httpserver.log == []  # refused before connecting
+
+
+def test_block_private_addresses_checks_every_redirect(httpserver: HTTPServer) -> None:
+    # Only 127.0.0.2 counts as private here, so the first hop (127.0.0.1) is allowed.
+    port = httpserver.port
+    httpserver.expect_request("/start").respond_with_data(
+        "", status=302, headers={"Location": f"http://127.0.0.2:{port}/internal"}
+    )
+    fetcher = Fetcher(block_private=True, is_blocked=lambda a: str(a) == "127.0.0.2")
+    with pytest.raises(FetchError, match=r"127\.0\.0\.2, a private or local address"):
+        fetcher.fetch(httpserver.url_for("/start"))
+    assert [r.path for r, _ in httpserver.log] == ["/start"]
+
+
+def test_redirect_to_a_file_url_is_refused(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/start").respond_with_data(
+        "", status=301, headers={"Location": "file:///etc/passwd"}
+    )
+    with pytest.raises(FetchError, match="redirect to a non-http URL refused"):
+        Fetcher().fetch(httpserver.url_for("/start"))
+
+
+def test_file_sources_outside_the_roots_are_config_errors(tmp_path: Path) -> None:
+    text = "sources:\n  - url: /etc/passwd\n    categories: [x]\n"
+    with pytest.raises(ConfigError, match=r"is outside settings\.fetch\.file_roots"):
+        parse_config(text, "c.yaml", tmp_path)
+    allowed = parse_config(
+        "settings:\n  fetch:\n    file_roots: [/etc]\n" + text, "c.yaml", tmp_path
+    )
+    assert allowed.sources[0].url == "/etc/passwd"
+
+
+def test_symlink_out_of_the_roots_is_refused_when_read(tmp_path: Path) -> None:
+    (tmp_path / "feeds").mkdir()
+    link = tmp_path / "feeds" / "sneaky.xml"
+    link.symlink_to("/etc/hostname")
+    with pytest.raises(FetchError, match=r"outside settings\.fetch\.file_roots"):
+        Fetcher(file_roots=[str(tmp_path)]).fetch(str(link))
+
+
+# -- faults ----------------------------------------------------------------------------
+
+
+def _hold_lock(database: str, seconds: float, ready: multiprocessing.synchronize.Event) -> None:
+    connection = sqlite3.connect(database, timeout=1)
+    connection.execute("BEGIN EXCLUSIVE")
+    ready.set()
+    time.sleep(seconds)
+    connection.rollback()
+    connection.close()
+
+
+def test_database_locked_by_another_process_for_a_while(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: Callable[[str, bytes | str], Path]
+) -> None:
+    path = feed_file("f.xml", rss(item("a", "Waited")))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
+    h.store.count_entries()  # the database exists
+    ready = multiprocessing.get_context("spawn").Event()
+    locker = multiprocessing.get_context("spawn").Process(
+        target=_hold_lock, args=(h.config.settings.database, 2.0, ready)
+    )
+    locker.start()
+    try:
+        assert ready.wait(30)
+        [outcome] = h.poll()  # waits for the lock (SQLite busy timeout), then goes on
+    finally:
+        locker.join(30)
+    assert outcome.ok and outcome.new == 1
+    assert h.store.count_entries() == 1
+
+
+def test_clock_jumping_backwards(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: Callable[[str, bytes | str], Path]
+) -> None:
+    path = feed_file("f.xml", rss(item("a", "One")))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
+    [first] = h.poll()
+    h.now -= timedelta(days=3)  # the clock jumps back
+    feed_file("f.xml", rss(item("a", "One") + item("b", "Two")))
+    [second] = h.poll()
+    assert first.ok and second.ok and second.new == 1
+    assert second.next_poll_at is not None and second.next_poll_at > h.now
+    assert len(h.files()) == 2
+
+
+def _mount_tmpfs(target: Path, size: str) -> bool:
+    target.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
+        capture_output=True,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def test_full_disk_is_a_clear_error_and_recovers(
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    feed_file: Callable[[str, bytes | str], Path],
+    tmp_path: Path,
+) -> None:
+    posts = tmp_path / "posts"
+    if not _mount_tmpfs(posts, "64k"):
+        pytest.skip(
+            "cannot mount a tmpfs here (needs root); docs/RELIABILITY.md has the manual run"
+        )
+    try:
+        big = "<p>" + "字" * 20_000 + "</p>"
+        path = feed_file("f.xml", rss("".join(item(f"g{n}", f"Post {n}", big) for n in range(8))))
+        h = harness(make_config([{"url": str(path), "categories": ["A"], "name": "s"}]))
+        [outcome] = h.poll()
+        assert not outcome.ok
+        assert "No space left on device" in str(outcome.error)
+        assert (h.store.source_state("s") or {})["status"] == "erroring"
+        for file in h.files():  # whatever was written is whole
+            assert file.read_text(encoding="utf-8").rstrip().endswith("</div>")
+        assert not list(posts.rglob(".*.tmp"))
+        kept = h.store.count_entries()
+        assert kept == len(h.files())
+        subprocess.run(["mount", "-o", "remount,size=4m", str(posts)], check=True)
+        h.now += timedelta(hours=1)
+        [again] = h.poll()
+        assert again.ok and again.new == 8 - kept
+        assert len(h.files()) == 8
+    finally:
+        subprocess.run(["umount", str(posts)], check=False)
+
+
+def test_read_only_folder(
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    feed_file: Callable[[str, bytes | str], Path],
+    tmp_path: Path,
+) -> None:
+    posts = tmp_path / "posts"
+    if not _mount_tmpfs(posts, "1m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(posts)], check=True)
+        path = feed_file("f.xml", rss(item("a", "Post")))
+        h = harness(make_config([{"url": str(path), "categories": ["A"], "name": "s"}]))
+        [outcome] = h.poll()
+        assert not outcome.ok and "Read-only file system" in str(outcome.error)
+        assert h.store.count_entries() == 0
+        subprocess.run(["mount", "-o", "remount,rw", str(posts)], check=True)
+        h.now += timedelta(hours=1)
+        [again] = h.poll()
+        assert again.ok and again.new == 1
+    finally:
+        subprocess.run(["umount", str(posts)], check=False)
