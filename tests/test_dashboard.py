@@ -345,3 +345,18 @@ def test_opml_rejects_garbage() -> None:
         parse_opml(b"<html><body>no</body></html>")
     with pytest.raises(OpmlError):
         parse_opml(b"\x00\x01 not xml")
+
+
+def test_no_secret_is_logged(
+    make_dash: Callable[..., Dash], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    dash = make_dash(service=True)
+    dash.login("a wrong secret of some length")
+    dash.login()
+    dash.client.post("/admin/sources/hostile/pause", data={"csrf": dash.csrf()})
+    assert "failed admin login" in caplog.text
+    assert SECRET not in caplog.text
+    assert "a wrong secret of some length" not in caplog.text
