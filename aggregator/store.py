@@ -494,6 +494,11 @@ class Store:
         with self.transaction() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        """Every source's recorded state, by name (one query, for the dashboard)."""
+        with self.transaction() as conn:
+            return {r.name: dict(r._mapping) for r in conn.execute(sa.select(sources_table))}
+
     def source_state(self, name: str) -> dict[str, Any] | None:
         """A source's recorded state."""
         with self.transaction() as conn:

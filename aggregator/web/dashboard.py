@@ -45,9 +45,10 @@ def source_rows() -> list[dict[str, Any]]:
     """Every configured source with its state, for the overview and /healthz."""
     config, store, service = _context()
     counts = store.entry_counts(datetime.now(UTC) - timedelta(hours=24))
+    states = store.source_states()
     rows = []
     for source in config.sources:
-        state = store.source_state(source.key) or {}
+        state = states.get(source.key, {})
         status = state.get("status") or "new"
         if not source.enabled:
             status = "disabled"
