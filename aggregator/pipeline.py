@@ -598,11 +598,18 @@ class Poller:
             for key, a in batch.items()
             if key not in states or not states[key].path
         }
+        if not wanted:
+            return {}
         taken = self.store.paths_taken(conn, wanted.values())
+        orphans = self.store.unindexed_files(conn, folder)
         chosen: dict[str, str] = {}
         claimed: set[str] = set()
         for key, path in wanted.items():
             uid = entry_uid(view.name, key)
+            if uid in orphans:  # written before a crash, under the title it had then
+                chosen[key] = orphans[uid]
+                claimed.add(orphans[uid])
+                continue
             on_disk = self.store.file_exists(path) and not self.store.file_belongs_to(path, uid)
             if path in taken or path in claimed or on_disk:
                 path = f"{folder}/{article_name(batch[key].title, uid)}"

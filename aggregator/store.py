@@ -754,6 +754,45 @@ class Store:
         """True when the article file is on disk."""
         return self.file_path(relative).is_file()
 
+    def unindexed_files(self, conn: Connection, folder: str) -> dict[str, str]:
+        """Article files in ``folder`` that no index row points at: entry_id → path.
+
+        Such a file was written by a run that was killed before its index commit (or put
+        there by hand, then it has no entry_id and is left alone). The next run adopts
+        it by its entry_id even when the entry's title, and so its would-be name, has
+        changed since.
+        """
+        directory = self.posts_dir / folder
+        try:
+            names = [
+                p.name
+                for p in directory.iterdir()
+                if p.suffix == ".md" and not p.name.startswith(".")
+            ]
+        except OSError:
+            return {}
+        if not names:
+            return {}
+        relative = [f"{folder}/{n}" for n in names]
+        known = self.paths_taken(conn, relative)
+        found: dict[str, str] = {}
+        for path in relative:
+            if path in known:
+                continue
+            uid = self._entry_id_of(path)
+            if uid is not None:
+                found[uid] = path
+        return found
+
+    def _entry_id_of(self, relative: str) -> str | None:
+        try:
+            with self.file_path(relative).open("r", encoding="utf-8", errors="replace") as f:
+                head = f.read(16 * 1024)
+        except OSError:
+            return None
+        match = re.search(r"^entry_id: ([0-9a-f]+)$", head, re.M)
+        return match.group(1) if match else None
+
     def file_belongs_to(self, relative: str, uid: str) -> bool:
         """True when the file on disk is this entry's article (its front matter says so)."""
         try:

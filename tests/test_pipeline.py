@@ -408,3 +408,23 @@ def test_index_holds_what_republishing_needs(
     assert "onclick" not in post["body_html"]
     assert post["summary"].startswith("Feeds are messy.")
     assert (h.posts / post["path"]).is_file()
+
+
+def test_crash_then_title_change_adopts_the_orphan_file(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    path = feed_file("f.xml", rss(item("a", "First title")))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
+    h.poll()
+    [file] = h.files()
+    # The index never saw the file (a kill before the commit), and the title then changed.
+    h.close()
+    for leftover in Path(h.config.settings.database).parent.glob("index.sqlite*"):
+        leftover.unlink()
+    feed_file("f.xml", rss(item("a", "Second title")))
+    h.reload()
+    [outcome] = h.poll()
+    assert outcome.new == 1
+    assert h.files() == [file]  # adopted under its first name, not a second copy
+    front, _ = front_and_body(file)
+    assert front["title"] == "Second title"
