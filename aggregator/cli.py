@@ -50,6 +50,26 @@ def workers_option(func: F) -> F:
     )(func)
 
 
+def listen_options(func: F) -> F:
+    """Add ``--host`` and ``--port`` (the web server's address) to a command."""
+    func = click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Port (default: settings.server.port; 0 picks a free one).",
+    )(func)
+    return click.option(
+        "--host", default=None, help="Address to bind (default: settings.server.host)."
+    )(func)
+
+
+def _open_store(config: Config) -> Store:
+    try:
+        return Store(config.settings.database, config.settings.posts_dir)
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _load(path: str) -> Config:
     try:
         return load_config(path)
@@ -60,11 +80,7 @@ def _load(path: str) -> Config:
 
 @contextmanager
 def _poller(config: Config, workers: int | None = None) -> Iterator[Poller]:
-    settings = config.settings
-    try:
-        store = Store(settings.database, settings.posts_dir)
-    except AggregatorError as exc:
-        raise click.ClickException(str(exc)) from exc
+    store = _open_store(config)
     store.sweep_temp_files()
     poller = Poller(config, store, workers=workers)
     try:
@@ -352,13 +368,7 @@ def _serve(
 
 @cli.command()
 @config_option
-@click.option("--host", default=None, help="Address to bind (default: settings.server.host).")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Port (default: settings.server.port; 0 picks a free one).",
-)
+@listen_options
 def run(config_path: str, host: str | None, port: int | None) -> None:
     """The main job: poll every source on its schedule and serve the web app."""
     from aggregator.scheduler import Service
@@ -366,10 +376,7 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
 
     config = _load(config_path)
     _log_for_service()
-    try:
-        store = Store(config.settings.database, config.settings.posts_dir)
-    except AggregatorError as exc:
-        raise click.ClickException(str(exc)) from exc
+    store = _open_store(config)
     store.sweep_temp_files()
     service = Service(config_path, config, store)
     app = create_app(config, store, service)
@@ -391,23 +398,14 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
 
 @cli.command()
 @config_option
-@click.option("--host", default=None, help="Address to bind (default: settings.server.host).")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Port (default: settings.server.port; 0 picks a free one).",
-)
+@listen_options
 def serve(config_path: str, host: str | None, port: int | None) -> None:
     """Serve the web app alone (no polling); for gunicorn use aggregator.web:create_app()."""
     from aggregator.web import create_app
 
     config = _load(config_path)
     _log_for_service()
-    try:
-        store = Store(config.settings.database, config.settings.posts_dir)
-    except AggregatorError as exc:
-        raise click.ClickException(str(exc)) from exc
+    store = _open_store(config)
     server = config.settings.server
     try:
         _serve(
