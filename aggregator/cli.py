@@ -81,7 +81,7 @@ def _load(path: str) -> Config:
 @contextmanager
 def _poller(config: Config, workers: int | None = None) -> Iterator[Poller]:
     store = _open_store(config)
-    store.sweep_temp_files()
+    store.files.sweep_temp_files()
     poller = Poller(config, store, workers=workers)
     try:
         yield poller
@@ -377,7 +377,7 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
-    store.sweep_temp_files()
+    store.files.sweep_temp_files()
     service = Service(config_path, config, store)
     app = create_app(config, store, service)
     server = config.settings.server

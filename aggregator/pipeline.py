@@ -475,7 +475,7 @@ class Poller:
                 and state.path
                 and state.raw_hash == article.raw_hash
                 and state.render_key == render_key
-                and self.store.file_exists(state.path)
+                and self.store.files.file_exists(state.path)
             ):
                 tally.unchanged += 1
                 seen_again.append(key)
@@ -510,7 +510,7 @@ class Poller:
             text = render_article(article, uid, date, self.options)
             digest = text_hash(text)
             same_file = state is not None and state.file_hash == digest
-            if not (same_file and self.store.file_exists(path)):
+            if not (same_file and self.store.files.file_exists(path)):
                 writes[path] = text
             if state is None:
                 kind = "new"
@@ -529,8 +529,8 @@ class Poller:
         # Files first (concurrently: creating a file is mostly kernel time), then the rows
         # of the entries whose file is safely on disk.
         for path in deletes:
-            self.store.delete_file(path)
-        failures = self.store.write_files(writes)
+            self.store.files.delete_file(path)
+        failures = self.store.files.write_files(writes)
         rows: list[EntryRow] = []
         for kind, row in pending:
             if row.path is not None and row.path in failures:
@@ -610,7 +610,9 @@ class Poller:
                 chosen[key] = orphans[uid]
                 claimed.add(orphans[uid])
                 continue
-            on_disk = self.store.file_exists(path) and not self.store.file_belongs_to(path, uid)
+            on_disk = self.store.files.file_exists(path) and not self.store.files.file_belongs_to(
+                path, uid
+            )
             if path in taken or path in claimed or on_disk:
                 path = f"{folder}/{article_name(batch[key].title, uid)}"
             claimed.add(path)

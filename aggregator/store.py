@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,119 +27,23 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StoreError
+from aggregator.files import ArticleFiles
 from aggregator.models import PublishedEntry, SourceOutcome
+from aggregator.schema import (
+    CATEGORY_SEPARATOR,
+    SCHEMA_VERSION,
+    add_missing_columns,
+    category_path,
+    entries_table,
+    kept,
+    meta_table,
+    metadata,
+    polls_table,
+    sources_table,
+    sqlite_pragmas,
+)
 
-SCHEMA_VERSION = 3
 VERSION_RECHECK = 1.0  # seconds between reads of the content version by a reader
-WRITER_THREADS = 4  # file creation is kernel time; threads overlap it with the poll's work
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware UTC datetimes stored as ISO 8601 text, which sorts in time order."""
-
-    impl = sa.String(32)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store")
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-
-    def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
-
-
-metadata = sa.MetaData()
-
-sources_table = sa.Table(
-    "sources",
-    metadata,
-    sa.Column("name", sa.String, primary_key=True),
-    sa.Column("url", sa.String, nullable=False),
-    sa.Column("title", sa.String),  # the feed's own title, as last seen
-    sa.Column("last_polled_at", UTCDateTime),
-    sa.Column("last_ok_at", UTCDateTime),
-    sa.Column("last_error", sa.Text),
-    sa.Column("etag", sa.String),
-    sa.Column("last_modified", sa.String),
-    sa.Column("body_hash", sa.String),  # of the last body fully processed (with render key)
-    sa.Column("status", sa.String),  # policy.Status
-    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # in a row
-    sa.Column("next_poll_at", UTCDateTime),  # survives restarts
-    sa.Column("interval", sa.Float),  # the delay last chosen, seconds
-    sa.Column("moved_to", sa.Text),  # target of the last permanent redirect
-    sa.Column("reason", sa.Text),  # why it is paused or gone
-    sa.Column("config_hash", sa.String),  # the source's settings when last polled
-    sa.Column("last_http_status", sa.Integer),
-)
-
-entries_table = sa.Table(
-    "entries",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("source", sa.String, nullable=False),
-    sa.Column("key", sa.String, nullable=False),  # identity inside the source
-    sa.Column("alt_key", sa.String, nullable=False),  # see convert.assign_keys
-    sa.Column("uid", sa.String, nullable=False, unique=True),  # global, permanent
-    sa.Column("path", sa.String, unique=True),  # relative to posts_dir; NULL once pruned
-    sa.Column("title", sa.Text),
-    sa.Column("link", sa.Text),
-    sa.Column("author", sa.String),
-    sa.Column("categories", sa.Text),  # JSON list
-    sa.Column("tags", sa.Text),  # JSON list
-    sa.Column("headimg", sa.Text),
-    sa.Column("summary", sa.Text),
-    sa.Column("body_html", sa.Text),
-    sa.Column("published", UTCDateTime),  # as the feed said, if it did
-    sa.Column("updated", UTCDateTime),
-    sa.Column("date", UTCDateTime, nullable=False),  # published, else updated, else first seen
-    sa.Column("first_seen", UTCDateTime, nullable=False),
-    sa.Column("last_seen", UTCDateTime, nullable=False),
-    sa.Column("raw_json", sa.Text),  # the entry as parsed, for rebuilds
-    sa.Column("raw_hash", sa.String),
-    sa.Column("file_hash", sa.String),  # sha1 of the article file as written
-    sa.Column("render_key", sa.String),  # settings the file was rendered with
-    sa.Column("pruned_at", UTCDateTime),  # set: removed by retention, never brought back
-    sa.Column("dropped_by", sa.Text),  # set: a rule dropped it (the audit); no file
-    sa.Column("dropped_at", UTCDateTime),
-    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
-    sa.UniqueConstraint("source", "key"),
-    sa.Index("ix_entries_source_date", "source", "date"),
-    sa.Index("ix_entries_category_date", "category_path", "date"),
-    sa.Index("ix_entries_date", "date"),
-)
-
-CATEGORY_SEPARATOR = "\x1f"
-
-polls_table = sa.Table(
-    "polls",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("source", sa.String, nullable=False, index=True),
-    sa.Column("started_at", UTCDateTime, nullable=False),
-    sa.Column("duration", sa.Float, nullable=False),
-    sa.Column("new", sa.Integer, nullable=False),
-    sa.Column("updated", sa.Integer, nullable=False),
-    sa.Column("unchanged", sa.Integer, nullable=False),
-    sa.Column("failed", sa.Integer, nullable=False),
-    sa.Column("dropped", sa.Integer, nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("warnings", sa.Text),  # JSON list
-    sa.Column("url", sa.Text),
-    sa.Column("http_status", sa.Integer),
-    sa.Column("bytes", sa.Integer),
-    sa.Column("not_modified", sa.Boolean),
-    sa.Column("moved_to", sa.Text),
-)
-
-meta_table = sa.Table(
-    "meta",
-    metadata,
-    sa.Column("key", sa.String, primary_key=True),
-    sa.Column("value", sa.String),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,17 +115,6 @@ class EntryRow:
     dropped_at: datetime | None = None
 
 
-def kept() -> sa.ColumnElement[bool]:
-    """The entries that are published: not pruned, not dropped by a rule."""
-    t = entries_table
-    return sa.and_(t.c.pruned_at.is_(None), t.c.dropped_by.is_(None))
-
-
-def category_path(categories: Sequence[str]) -> str:
-    """The stored form of a category path (a prefix of it is a prefix of the string)."""
-    return CATEGORY_SEPARATOR.join(categories)
-
-
 def text_hash(text: str) -> str:
     """The hash recorded for an article file's content."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
@@ -247,23 +136,21 @@ class Store:
     """
 
     def __init__(self, database: str, posts_dir: str, *, fsync: bool = False) -> None:
-        self.posts_dir = Path(posts_dir)
+        self.files = ArticleFiles(posts_dir, fsync=fsync)
         self.database = database
         self._local = threading.local()
         self._raw_connections: list[sqlite3.Connection] = []
         self._version = 0
         self._version_checked = -VERSION_RECHECK
-        self.fsync = fsync
-        self._writers: ThreadPoolExecutor | None = None
         self._lock = threading.RLock()
         try:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(
                 f"sqlite:///{database}", connect_args={"timeout": 30}
             )
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
             metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            add_missing_columns(self.engine)
             with self.engine.begin() as conn:
                 for key, value in (
                     ("schema_version", str(SCHEMA_VERSION)),
@@ -286,9 +173,7 @@ class Store:
 
     def close(self) -> None:
         """Release the database connections and the writer threads."""
-        if self._writers is not None:
-            self._writers.shutdown()
-            self._writers = None
+        self.files.close()
         for connection in self._raw_connections:
             connection.close()
         self._raw_connections.clear()
@@ -691,6 +576,36 @@ class Store:
                 r.name: r.next_poll_at for r in conn.execute(sa.select(t.c.name, t.c.next_poll_at))
             }
 
+    def unindexed_files(self, conn: Connection, folder: str) -> dict[str, str]:
+        """Article files in ``folder`` that no index row points at: entry_id → path.
+
+        Such a file was written by a run that was killed before its index commit (or put
+        there by hand, then it has no entry_id and is left alone). The next run adopts
+        it by its entry_id even when the entry's title, and so its would-be name, has
+        changed since.
+        """
+        directory = self.files.posts_dir / folder
+        try:
+            names = [
+                p.name
+                for p in directory.iterdir()
+                if p.suffix == ".md" and not p.name.startswith(".")
+            ]
+        except OSError:
+            return {}
+        if not names:
+            return {}
+        relative = [f"{folder}/{n}" for n in names]
+        known = self.paths_taken(conn, relative)
+        found: dict[str, str] = {}
+        for path in relative:
+            if path in known:
+                continue
+            uid = self.files.entry_id_of(path)
+            if uid is not None:
+                found[uid] = path
+        return found
+
     def prune(
         self,
         conn: Connection,
@@ -728,7 +643,7 @@ class Store:
             self.bump_version(conn)
         for _, path in doomed:
             if path:
-                self.delete_file(path)
+                self.files.delete_file(path)
         for start in range(0, len(ids), 500):
             conn.execute(
                 sa.update(t)
@@ -743,138 +658,6 @@ class Store:
                 )
             )
         return len(ids)
-
-    # -- files ---------------------------------------------------------------------------
-
-    def file_path(self, relative: str) -> Path:
-        """The absolute path of an article file."""
-        return self.posts_dir / relative
-
-    def file_exists(self, relative: str) -> bool:
-        """True when the article file is on disk."""
-        return self.file_path(relative).is_file()
-
-    def unindexed_files(self, conn: Connection, folder: str) -> dict[str, str]:
-        """Article files in ``folder`` that no index row points at: entry_id → path.
-
-        Such a file was written by a run that was killed before its index commit (or put
-        there by hand, then it has no entry_id and is left alone). The next run adopts
-        it by its entry_id even when the entry's title, and so its would-be name, has
-        changed since.
-        """
-        directory = self.posts_dir / folder
-        try:
-            names = [
-                p.name
-                for p in directory.iterdir()
-                if p.suffix == ".md" and not p.name.startswith(".")
-            ]
-        except OSError:
-            return {}
-        if not names:
-            return {}
-        relative = [f"{folder}/{n}" for n in names]
-        known = self.paths_taken(conn, relative)
-        found: dict[str, str] = {}
-        for path in relative:
-            if path in known:
-                continue
-            uid = self._entry_id_of(path)
-            if uid is not None:
-                found[uid] = path
-        return found
-
-    def _entry_id_of(self, relative: str) -> str | None:
-        try:
-            with self.file_path(relative).open("r", encoding="utf-8", errors="replace") as f:
-                head = f.read(16 * 1024)
-        except OSError:
-            return None
-        match = re.search(r"^entry_id: ([0-9a-f]+)$", head, re.M)
-        return match.group(1) if match else None
-
-    def file_belongs_to(self, relative: str, uid: str) -> bool:
-        """True when the file on disk is this entry's article (its front matter says so)."""
-        try:
-            with self.file_path(relative).open("r", encoding="utf-8", errors="replace") as f:
-                head = f.read(64 * 1024)
-        except OSError:
-            return False
-        return re.search(rf"^entry_id: {re.escape(uid)}$", head, re.M) is not None
-
-    def write_file(self, relative: str, text: str) -> None:
-        """Write an article file atomically: a temp file in the same folder, then rename.
-
-        Raises:
-            StoreError: the folder cannot be created or the file cannot be written
-                (full disk, read-only folder); nothing is left half-written.
-        """
-        target = self.file_path(relative)
-        tmp: str | None = None
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # A leading dot: Hexo, Hugo and Jekyll all skip hidden files.
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{target.name[:40]}.", suffix=".tmp", dir=target.parent
-            )
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            Path(tmp).chmod(0o644)
-            Path(tmp).replace(target)
-            tmp = None
-        except OSError as exc:
-            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
-        finally:
-            if tmp is not None:
-                with suppress(OSError):
-                    Path(tmp).unlink()
-
-    def write_files(self, files: Mapping[str, str]) -> dict[str, StoreError]:
-        """Write several article files atomically, concurrently; returns the failures."""
-        if len(files) <= 1:
-            failures: dict[str, StoreError] = {}
-            for relative, text in files.items():
-                try:
-                    self.write_file(relative, text)
-                except StoreError as exc:
-                    failures[relative] = exc
-            return failures
-        if self._writers is None:
-            self._writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="write")
-        futures = {r: self._writers.submit(self.write_file, r, t) for r, t in files.items()}
-        failures = {}
-        for relative, future in futures.items():
-            error = future.exception()
-            if isinstance(error, StoreError):
-                failures[relative] = error
-            elif error is not None:
-                raise error
-        return failures
-
-    def sweep_temp_files(self, min_age: float = 300.0) -> int:
-        """Remove temp files a killed writer left behind (older than ``min_age`` seconds).
-
-        They are never article files (hidden, ``.tmp``) and Hexo/Hugo/Jekyll skip them;
-        this only keeps the folder tidy. Returns how many were removed.
-        """
-        if not self.posts_dir.is_dir():
-            return 0
-        cutoff = time.time() - min_age
-        removed = 0
-        for path in self.posts_dir.rglob(".*.tmp"):
-            with suppress(OSError):
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-        return removed
-
-    def delete_file(self, relative: str) -> None:
-        """Remove an article file, if it is there."""
-        with suppress(OSError):
-            self.file_path(relative).unlink()
 
 
 def _row_values(row: EntryRow) -> dict[str, Any]:
@@ -906,44 +689,6 @@ def _row_values(row: EntryRow) -> dict[str, Any]:
         "dropped_at": row.dropped_at,
         "category_path": category_path(row.categories),
     }
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Bring an older database up to date: new columns are added, nullable or defaulted."""
-    inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                kind = column.type.compile(dialect=engine.dialect)
-                default = ""
-                if isinstance(column.server_default, sa.DefaultClause):
-                    default = f" NOT NULL DEFAULT {column.server_default.arg}"
-                conn.execute(
-                    sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
-                )
-                if (table.name, column.name) == ("entries", "category_path"):
-                    conn.execute(
-                        sa.text(
-                            "UPDATE entries SET category_path = (SELECT group_concat(value, "
-                            "char(31)) FROM json_each(entries.categories))"
-                        )
-                    )
-        conn.execute(
-            sa.update(meta_table)
-            .where(meta_table.c.key == "schema_version")
-            .values(value=str(SCHEMA_VERSION))
-        )
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the web app) never block the poller
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
 
 
 _PUBLISHED = (

@@ -1,0 +1,141 @@
+"""Article files on disk: atomic writes, concurrent writers, adoption by entry_id.
+
+Every file is written to a hidden temp file in its folder and renamed into place, so a
+crash never leaves half a file; Hexo, Hugo and Jekyll skip the hidden temp files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from pathlib import Path
+
+from aggregator.errors import StoreError
+
+WRITER_THREADS = 4  # file creation is kernel time; threads overlap it with the poll's work
+
+
+class ArticleFiles:
+    """The posts folder.
+
+    Args:
+        posts_dir: the folder article files are written under.
+        fsync: also flush each file to the device before renaming it (slower, survives
+            power loss, not just a crashed process).
+    """
+
+    def __init__(self, posts_dir: str, *, fsync: bool = False) -> None:
+        self.posts_dir = Path(posts_dir)
+        self.fsync = fsync
+        self._writers: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the writer threads."""
+        if self._writers is not None:
+            self._writers.shutdown()
+            self._writers = None
+
+    def file_path(self, relative: str) -> Path:
+        """The absolute path of an article file."""
+        return self.posts_dir / relative
+
+    def file_exists(self, relative: str) -> bool:
+        """True when the article file is on disk."""
+        return self.file_path(relative).is_file()
+
+    def entry_id_of(self, relative: str) -> str | None:
+        try:
+            with self.file_path(relative).open("r", encoding="utf-8", errors="replace") as f:
+                head = f.read(16 * 1024)
+        except OSError:
+            return None
+        match = re.search(r"^entry_id: ([0-9a-f]+)$", head, re.M)
+        return match.group(1) if match else None
+
+    def file_belongs_to(self, relative: str, uid: str) -> bool:
+        """True when the file on disk is this entry's article (its front matter says so)."""
+        try:
+            with self.file_path(relative).open("r", encoding="utf-8", errors="replace") as f:
+                head = f.read(64 * 1024)
+        except OSError:
+            return False
+        return re.search(rf"^entry_id: {re.escape(uid)}$", head, re.M) is not None
+
+    def write_file(self, relative: str, text: str) -> None:
+        """Write an article file atomically: a temp file in the same folder, then rename.
+
+        Raises:
+            StoreError: the folder cannot be created or the file cannot be written
+                (full disk, read-only folder); nothing is left half-written.
+        """
+        target = self.file_path(relative)
+        tmp: str | None = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # A leading dot: Hexo, Hugo and Jekyll all skip hidden files.
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{target.name[:40]}.", suffix=".tmp", dir=target.parent
+            )
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            Path(tmp).chmod(0o644)
+            Path(tmp).replace(target)
+            tmp = None
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        finally:
+            if tmp is not None:
+                with suppress(OSError):
+                    Path(tmp).unlink()
+
+    def write_files(self, files: Mapping[str, str]) -> dict[str, StoreError]:
+        """Write several article files atomically, concurrently; returns the failures."""
+        if len(files) <= 1:
+            failures: dict[str, StoreError] = {}
+            for relative, text in files.items():
+                try:
+                    self.write_file(relative, text)
+                except StoreError as exc:
+                    failures[relative] = exc
+            return failures
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="write")
+        futures = {r: self._writers.submit(self.write_file, r, t) for r, t in files.items()}
+        failures = {}
+        for relative, future in futures.items():
+            error = future.exception()
+            if isinstance(error, StoreError):
+                failures[relative] = error
+            elif error is not None:
+                raise error
+        return failures
+
+    def sweep_temp_files(self, min_age: float = 300.0) -> int:
+        """Remove temp files a killed writer left behind (older than ``min_age`` seconds).
+
+        They are never article files (hidden, ``.tmp``) and Hexo/Hugo/Jekyll skip them;
+        this only keeps the folder tidy. Returns how many were removed.
+        """
+        if not self.posts_dir.is_dir():
+            return 0
+        cutoff = time.time() - min_age
+        removed = 0
+        for path in self.posts_dir.rglob(".*.tmp"):
+            with suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def delete_file(self, relative: str) -> None:
+        """Remove an article file, if it is there."""
+        with suppress(OSError):
+            self.file_path(relative).unlink()

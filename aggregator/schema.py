@@ -1,0 +1,169 @@
+"""The index's tables (SQLAlchemy Core), and bringing an older database up to date."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+SCHEMA_VERSION = 3
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes stored as ISO 8601 text, which sorts in time order."""
+
+    impl = sa.String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+    def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+
+metadata = sa.MetaData()
+
+sources_table = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("url", sa.String, nullable=False),
+    sa.Column("title", sa.String),  # the feed's own title, as last seen
+    sa.Column("last_polled_at", UTCDateTime),
+    sa.Column("last_ok_at", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("etag", sa.String),
+    sa.Column("last_modified", sa.String),
+    sa.Column("body_hash", sa.String),  # of the last body fully processed (with render key)
+    sa.Column("status", sa.String),  # policy.Status
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # in a row
+    sa.Column("next_poll_at", UTCDateTime),  # survives restarts
+    sa.Column("interval", sa.Float),  # the delay last chosen, seconds
+    sa.Column("moved_to", sa.Text),  # target of the last permanent redirect
+    sa.Column("reason", sa.Text),  # why it is paused or gone
+    sa.Column("config_hash", sa.String),  # the source's settings when last polled
+    sa.Column("last_http_status", sa.Integer),
+)
+
+entries_table = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("key", sa.String, nullable=False),  # identity inside the source
+    sa.Column("alt_key", sa.String, nullable=False),  # see convert.assign_keys
+    sa.Column("uid", sa.String, nullable=False, unique=True),  # global, permanent
+    sa.Column("path", sa.String, unique=True),  # relative to posts_dir; NULL once pruned
+    sa.Column("title", sa.Text),
+    sa.Column("link", sa.Text),
+    sa.Column("author", sa.String),
+    sa.Column("categories", sa.Text),  # JSON list
+    sa.Column("tags", sa.Text),  # JSON list
+    sa.Column("headimg", sa.Text),
+    sa.Column("summary", sa.Text),
+    sa.Column("body_html", sa.Text),
+    sa.Column("published", UTCDateTime),  # as the feed said, if it did
+    sa.Column("updated", UTCDateTime),
+    sa.Column("date", UTCDateTime, nullable=False),  # published, else updated, else first seen
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("raw_json", sa.Text),  # the entry as parsed, for rebuilds
+    sa.Column("raw_hash", sa.String),
+    sa.Column("file_hash", sa.String),  # sha1 of the article file as written
+    sa.Column("render_key", sa.String),  # settings the file was rendered with
+    sa.Column("pruned_at", UTCDateTime),  # set: removed by retention, never brought back
+    sa.Column("dropped_by", sa.Text),  # set: a rule dropped it (the audit); no file
+    sa.Column("dropped_at", UTCDateTime),
+    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.UniqueConstraint("source", "key"),
+    sa.Index("ix_entries_source_date", "source", "date"),
+    sa.Index("ix_entries_category_date", "category_path", "date"),
+    sa.Index("ix_entries_date", "date"),
+)
+
+CATEGORY_SEPARATOR = "\x1f"
+
+polls_table = sa.Table(
+    "polls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source", sa.String, nullable=False, index=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("new", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Integer, nullable=False),
+    sa.Column("unchanged", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("dropped", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("warnings", sa.Text),  # JSON list
+    sa.Column("url", sa.Text),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("bytes", sa.Integer),
+    sa.Column("not_modified", sa.Boolean),
+    sa.Column("moved_to", sa.Text),
+)
+
+meta_table = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.String),
+)
+
+
+def kept() -> sa.ColumnElement[bool]:
+    """The entries that are published: not pruned, not dropped by a rule."""
+    t = entries_table
+    return sa.and_(t.c.pruned_at.is_(None), t.c.dropped_by.is_(None))
+
+
+def category_path(categories: Sequence[str]) -> str:
+    """The stored form of a category path (a prefix of it is a prefix of the string)."""
+    return CATEGORY_SEPARATOR.join(categories)
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Bring an older database up to date: new columns are added, nullable or defaulted."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                default = ""
+                if isinstance(column.server_default, sa.DefaultClause):
+                    default = f" NOT NULL DEFAULT {column.server_default.arg}"
+                conn.execute(
+                    sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
+                )
+                if (table.name, column.name) == ("entries", "category_path"):
+                    conn.execute(
+                        sa.text(
+                            "UPDATE entries SET category_path = (SELECT group_concat(value, "
+                            "char(31)) FROM json_each(entries.categories))"
+                        )
+                    )
+        conn.execute(
+            sa.update(meta_table)
+            .where(meta_table.c.key == "schema_version")
+            .values(value=str(SCHEMA_VERSION))
+        )
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the web app) never block the poller
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
