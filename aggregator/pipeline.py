@@ -610,9 +610,8 @@ class Poller:
                 chosen[key] = orphans[uid]
                 claimed.add(orphans[uid])
                 continue
-            on_disk = self.store.files.file_exists(path) and not self.store.files.file_belongs_to(
-                path, uid
-            )
+            files = self.store.files
+            on_disk = files.file_exists(path) and not files.file_belongs_to(path, uid)
             if path in taken or path in claimed or on_disk:
                 path = f"{folder}/{article_name(batch[key].title, uid)}"
             claimed.add(path)
