@@ -196,7 +196,9 @@ def strip_tracking(url: str) -> str:
 
 
 def _host(url: str) -> str:
-    if not _is_http(url):
+    # Browsers read "\\" as "/" and ignore userinfo: "https://evil\\@www.youtube.com/" is
+    # evil's page to a browser but youtube's to urlsplit. Such URLs have no host for us.
+    if not _is_http(url) or "\\" in url or "@" in url or any(ord(c) < 33 for c in url):
         return ""
     try:
         return (urlsplit(url).hostname or "").lower()

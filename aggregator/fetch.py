@@ -124,7 +124,10 @@ class Fetcher:
 
     @contextmanager
     def _host_slot(self, url: str) -> Iterator[None]:
-        host = (urlsplit(url).hostname or "").lower()
+        try:
+            host = (urlsplit(url).hostname or "").lower()
+        except ValueError as exc:
+            raise FetchError(url, f"invalid URL: {exc}") from exc
         with self._slots_lock:
             slot = self._slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
         with slot:
@@ -189,7 +192,10 @@ class Fetcher:
                 break
             response.drain_conn()
             response.release_conn()
-            target = urljoin(current, location.strip())
+            try:
+                target = urljoin(current, location.strip())
+            except ValueError as exc:
+                raise FetchError(url, f"invalid redirect location {location!r}") from exc
             if len(redirects) >= MAX_REDIRECTS:
                 raise FetchError(url, f"more than {MAX_REDIRECTS} redirects")
             if not target.startswith(("http://", "https://")):
@@ -226,10 +232,10 @@ class Fetcher:
         """Refuse a URL whose host resolves to a private address (when so configured)."""
         if not self.block_private:
             return
-        host = urlsplit(url).hostname or ""
         try:
+            host = urlsplit(url).hostname or ""
             infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        except (OSError, UnicodeError) as exc:
+        except (OSError, UnicodeError, ValueError) as exc:
             raise FetchError(url, f"cannot resolve {host!r}: {exc}") from exc
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])

@@ -30,9 +30,11 @@ def _to_datetime(value: Any) -> datetime | None:
     if not isinstance(value, time.struct_time):
         return None
     try:
-        return datetime.fromtimestamp(calendar.timegm(value), UTC)
+        when = datetime.fromtimestamp(calendar.timegm(value), UTC)
     except (OverflowError, ValueError, OSError):
         return None
+    # A date before 1970 in a feed is a placeholder or an attack, not a publication date.
+    return when if when.year >= 1970 else None
 
 
 def _as_html(detail: Mapping[str, Any] | None) -> str:

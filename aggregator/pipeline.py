@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -45,7 +46,14 @@ from aggregator.policy import (
     with_jitter,
 )
 from aggregator.store import EntryRow, PollRecord, SourceState, Store, StoredEntry, text_hash
-from aggregator.worker import InlineExecutor, Prepared, make_executor, prepare, prepare_stored
+from aggregator.worker import (
+    InlineExecutor,
+    LazyProcessPool,
+    Prepared,
+    make_executor,
+    prepare,
+    prepare_stored,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -265,7 +273,37 @@ class Poller:
         pool: Executor | None,
         manual: bool,
     ) -> PollRecord | SourceOutcome:
-        """Poll without recording: a PollRecord to write, or the outcome of a skip."""
+        """Poll without recording: a PollRecord to write, or the outcome of a skip.
+
+        Whatever goes wrong becomes a recorded failure of this source (and its backoff),
+        never an exception that would lose the other sources' results.
+        """
+        started = self.clock()
+        clock_start = time.perf_counter()
+        try:
+            return self._poll_source(source, state, pool, manual, started, clock_start)
+        except Exception as exc:  # a bug or a dead worker: recorded like any failure
+            log.exception("poll source=%s failed unexpectedly", source.key)
+            if isinstance(exc, BrokenProcessPool) and isinstance(pool, LazyProcessPool):
+                pool.reset()  # a worker died (e.g. out of memory): start afresh next time
+            return self._finish(
+                source,
+                state,
+                started,
+                clock_start,
+                _Tally(),
+                error=f"internal error: {type(exc).__name__}: {exc}",
+            )
+
+    def _poll_source(
+        self,
+        source: SourceConfig,
+        state: SourceState | None,
+        pool: Executor | None,
+        manual: bool,
+        started: datetime,
+        clock_start: float,
+    ) -> PollRecord | SourceOutcome:
         fingerprint = source.fingerprint()
         changed = state is not None and state.config_hash not in (None, fingerprint)
         if (
@@ -276,8 +314,6 @@ class Poller:
             return SourceOutcome(
                 source=source.key, url=source.url, status=state.status, skipped=True
             )
-        started = self.clock()
-        clock_start = time.perf_counter()
         view = self.view(source)
         render_key = self.render_key(source)
         validators = state is not None and not changed

@@ -23,7 +23,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        # isoformat pads the year to four digits, so the text sorts in time order.
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
 
     def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value)

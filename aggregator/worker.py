@@ -136,3 +136,7 @@ class LazyProcessPool(Executor):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def reset(self) -> None:
+        """Drop a broken pool (a worker died); the next submit starts a new one."""
+        self.shutdown(wait=False, cancel_futures=True)

@@ -410,3 +410,102 @@ def test_read_only_folder(
         assert again.ok and again.new == 1
     finally:
         subprocess.run(["umount", str(posts)], check=False)
+
+
+# -- found in review ---------------------------------------------------------------------
+
+
+def test_dates_before_1970_are_not_trusted(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    atom = (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><id>x</id>'
+        "<updated>0099-01-01T00:00:00Z</updated><entry><title>Ancient</title><id>a1</id>"
+        "<updated>0099-01-01T00:00:00Z</updated><content>old</content></entry></feed>"
+    )
+    h = one_source(httpserver, make_config, harness, atom)
+    [outcome] = h.poll()
+    assert outcome.ok and outcome.new == 1
+    [row] = h.store.entries()
+    assert row["date"] == h.now  # first seen, not year 99
+    assert len(h.store.published()) == 1
+
+
+def test_iframe_allow_list_cannot_be_bypassed() -> None:
+    from aggregator.clean import Rules, clean_html
+
+    rules = Rules([], ["www.youtube.com"])
+    for src in (
+        "https://evil.example\\@www.youtube.com/",
+        "https://evil.example@www.youtube.com/",
+        "https://www.youtube.com\t.evil.example/",
+    ):
+        assert "<iframe" not in clean_html(f'<iframe src="{src}"></iframe>', None, rules).html, src
+    assert (
+        "<iframe"
+        in clean_html('<iframe src="https://www.youtube.com/embed/x"></iframe>', None, rules).html
+    )
+
+
+def test_invalid_redirect_location_is_a_recorded_error(
+    make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    import socket
+    import threading
+
+    # A raw server: werkzeug itself refuses to send such a Location header.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 301 Moved\r\nLocation: http://[oops/\r\n"
+                b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        h = harness(
+            make_config(
+                [{"url": f"http://127.0.0.1:{port}/feed", "categories": ["H"], "name": "h"}]
+            )
+        )
+        [outcome] = h.poll()
+    finally:
+        thread.join(10)
+        listener.close()
+    assert not outcome.ok and "invalid redirect location" in str(outcome.error)
+
+
+def test_an_unexpected_error_is_recorded_not_raised(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: Callable[[str, bytes | str], Path]
+) -> None:
+    good = feed_file("good.xml", rss(item("a", "Fine")))
+    h = harness(
+        make_config(
+            [
+                {"url": str(good), "categories": ["A"], "name": "good"},
+                {"url": str(good), "categories": ["B"], "name": "bad"},
+            ]
+        )
+    )
+    real = h.poller.fetcher.fetch
+
+    def flaky(url: str, **kwargs: object) -> object:
+        if flaky.calls == 1:  # type: ignore[attr-defined]
+            raise RuntimeError("a bug")
+        flaky.calls += 1  # type: ignore[attr-defined]
+        return real(url, **kwargs)  # type: ignore[arg-type]
+
+    flaky.calls = 0  # type: ignore[attr-defined]
+    h.poller.fetcher.fetch = flaky  # type: ignore[method-assign]  # fault injection
+    h.poller.config.settings.schedule.__dict__["concurrency"] = 1  # one after the other
+    outcomes = {o.source: o for o in h.poll()}
+    assert outcomes["good"].ok
+    assert outcomes["bad"].error == "internal error: RuntimeError: a bug"
+    assert (h.store.source_state("bad") or {})["status"] == "erroring"
+    assert h.store.polls("bad")[0]["error"] == "internal error: RuntimeError: a bug"
