@@ -499,6 +499,8 @@ def _duplicate_names(data: Mapping[str, Any], lines: Mapping[Loc, int]) -> list[
         if not isinstance(item, dict):
             continue
         categories = item.get("categories")
+        if isinstance(categories, str):  # "a/b/c" is a path too
+            categories = [p.strip() for p in categories.split("/") if p.strip()]
         name = item.get("name") or (
             categories[-1] if isinstance(categories, list) and categories else None
         )

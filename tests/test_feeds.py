@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,3 +375,57 @@ def test_dashboard_has_autodiscovery_and_subscribe_links(site: Site) -> None:
     )
     assert 'href="/feeds/%E9%87%91%E8%9E%8D.atom"' in page
     assert 'href="/outputs/python.json"' in page
+
+
+def test_gzip_negotiation_and_its_own_etag(site: Site) -> None:
+    plain = get(site, "feeds/all.rss")
+    assert (
+        "Content-Encoding"
+        not in get(site, "feeds/all.rss", **{"Accept-Encoding": "gzip;q=0, br"}).headers
+    )
+    assert (
+        get(site, "feeds/all.rss", **{"Accept-Encoding": "*"}).headers["Content-Encoding"] == "gzip"
+    )
+    zipped = get(site, "feeds/all.rss", **{"Accept-Encoding": "gzip"})
+    assert zipped.headers["ETag"] != plain.headers["ETag"]
+    again = get(
+        site,
+        "feeds/all.rss",
+        **{"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["ETag"]},
+    )
+    assert again.status_code == 304
+
+
+def test_last_modified_moves_when_a_backdated_entry_arrives(site: Site, tmp_path: Path) -> None:
+    first = get(site, "feeds/Tech.rss")
+    (tmp_path / "feeds" / "misc.xml").write_text(
+        rss(
+            item("old", "Backdated", "<p>x</p>", date="Mon, 01 Jan 2001 00:00:00 GMT")
+            + item(
+                "m1",
+                "Misc &#8232;post",
+                "<p>Tab\there and a form feed</p>",
+                link="https://misc.example/1",
+            )
+        ),
+        encoding="utf-8",
+    )
+    time.sleep(1.1)  # Last-Modified has one-second resolution
+    site.poll()
+    second = get(site, "feeds/Tech.rss", **{"If-Modified-Since": first.headers["Last-Modified"]})
+    assert second.status_code == 200  # not a 304: the feed did change
+    assert "Backdated" in second.get_data(as_text=True)
+
+
+def test_cache_accounting_ignores_items_no_longer_cached() -> None:
+    from aggregator.web.cache import FeedCache, Rendered
+
+    cache = FeedCache(10, 10_000_000)
+    first = Rendered(b"x" * 1000, "t", datetime.now(UTC), 1)
+    cache.put(("k",), first)
+    second = Rendered(b"y" * 1000, "t", datetime.now(UTC), 2)
+    cache.put(("k",), second)  # replaced before the first was gzipped
+    before = first.size
+    first.gzipped()
+    cache.grew(("k",), first, before)
+    assert cache.bytes == second.size

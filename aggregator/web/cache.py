@@ -82,10 +82,16 @@ class FeedCache:
                 _, dropped = self._items.popitem(last=False)
                 self._bytes -= dropped.size
 
-    def grew(self, item: Rendered, before: int) -> None:
+    def grew(self, key: tuple[object, ...], item: Rendered, before: int) -> None:
         """Account for an item whose gzip form was added after it was put."""
         with self._lock:
-            self._bytes += item.size - before
+            if self._items.get(key) is item:  # only while it is still the cached one
+                self._bytes += item.size - before
+
+    def peek(self, key: tuple[object, ...]) -> Rendered | None:
+        """The item under ``key`` whatever its version (to keep its Last-Modified)."""
+        with self._lock:
+            return self._items.get(key)
 
     def __len__(self) -> int:
         return len(self._items)

@@ -7,6 +7,7 @@ URLs: ``/feeds/all.rss``, ``/feeds/<section>[/<site>[/<feed>]].<rss|atom|json>``
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,18 @@ def split_spec(spec: str) -> tuple[str, Format]:
     if not dot or kind not in FORMATS or not path:
         abort(404)
     return path, kind  # type: ignore[return-value]
+
+
+def config_key(config: Config) -> str:
+    """A fingerprint of the configuration: a reload (new titles, rules, outputs) makes
+    every rendered feed stale, not only a change of entries."""
+    ext = extension(current_app)
+    cached = ext.get("config_key")
+    if cached is None or cached[0] is not config:
+        cached = (config, hashlib.sha1(config.model_dump_json().encode()).hexdigest()[:16])
+        ext["config_key"] = cached
+    value: str = cached[1]
+    return value
 
 
 def category_tree(config: Config) -> frozenset[tuple[str, ...]]:
@@ -156,7 +169,7 @@ def serve(selection: Selection, kind: Format, spec_path: str) -> ResponseReturnV
             f"400 Bad Request: {exc}\n", status=400, content_type="text/plain; charset=utf-8"
         )
     base = _base_url()
-    key = (selection.key, kind, query.key(), base)
+    key = (config_key(config), selection.key, kind, query.key(), base)
     version = store.content_version()
     rendered = cache.get(key, version)
     if rendered is None:
@@ -171,42 +184,69 @@ def serve(selection: Selection, kind: Format, spec_path: str) -> ResponseReturnV
             key=selection.key,
             generated=datetime.now(UTC).replace(microsecond=0),
         )
+        body = render(kind, meta, entries)
+        previous = cache.peek(key)
+        if previous is not None and previous.body == body:
+            modified = previous.last_modified  # same bytes: not modified since then
+        else:
+            # The document changed now: entries may have come, gone or changed without
+            # a newer date (RSS has no <updated>), so the newest entry date is not enough.
+            modified = max(feed_updated(meta, entries), meta.generated).replace(microsecond=0)
         rendered = Rendered(
-            body=render(kind, meta, entries),
-            content_type=FORMATS[kind],
-            last_modified=feed_updated(meta, entries).replace(microsecond=0),
-            version=version,
+            body=body, content_type=FORMATS[kind], last_modified=modified, version=version
         )
         cache.put(key, rendered)
-    return respond(rendered, settings.max_age)
+    return respond(rendered, settings.max_age, key)
 
 
-def respond(rendered: Rendered, max_age: float) -> Response:
+def accepts_gzip(header: str) -> bool:
+    """True when Accept-Encoding allows gzip (explicitly or by *, with q > 0)."""
+    allowed: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        allowed[name.strip().lower()] = quality
+    if "gzip" in allowed:
+        return allowed["gzip"] > 0
+    return allowed.get("*", 0.0) > 0
+
+
+def respond(rendered: Rendered, max_age: float, key: tuple[object, ...] = ()) -> Response:
     """The HTTP answer for a rendered feed: 304 when the client has it, gzip if asked."""
+    zipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    # The gzip form is another representation: it gets its own (related) ETag.
+    etag = rendered.etag[:-1] + '-gz"' if zipped else rendered.etag
     headers = {
-        "ETag": rendered.etag,
+        "ETag": etag,
         "Last-Modified": rendered.http_date,
         "Cache-Control": f"public, max-age={int(max_age)}",
         "Vary": "Accept-Encoding",
     }
-    if _not_modified(rendered):
+    if _not_modified(rendered, etag):
         return Response(status=304, headers=headers)
     body = rendered.body
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    if zipped:
         cache: FeedCache = extension(current_app)["cache"]
         before = rendered.size
         body = rendered.gzipped()
         if rendered.size != before:
-            cache.grew(rendered, before)
+            cache.grew(key, rendered, before)
         headers["Content-Encoding"] = "gzip"
     return Response(body, headers=headers, content_type=rendered.content_type)
 
 
-def _not_modified(rendered: Rendered) -> bool:
+def _not_modified(rendered: Rendered, etag: str) -> bool:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
         tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-        return rendered.etag in tags or "*" in tags
+        return etag in tags or "*" in tags
     since = request.headers.get("If-Modified-Since")
     if since:
         try:
