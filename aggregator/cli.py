@@ -379,7 +379,13 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
     store = _open_store(config)
     store.files.sweep_temp_files()
     service = Service(config_path, config, store)
-    app = create_app(config, store, service)
+    try:
+        app = create_app(config, store, service)
+    except ConfigError as exc:
+        service.shutdown(wait=False)
+        store.close()
+        click.echo(exc.report(), err=True)
+        raise SystemExit(EXIT_CONFIG) from exc
     server = config.settings.server
     try:
         _serve(
@@ -408,8 +414,14 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
     store = _open_store(config)
     server = config.settings.server
     try:
+        app = create_app(config, store)
+    except ConfigError as exc:
+        store.close()
+        click.echo(exc.report(), err=True)
+        raise SystemExit(EXIT_CONFIG) from exc
+    try:
         _serve(
-            create_app(config, store),
+            app,
             host or server.host,
             port if port is not None else server.port,
             server.threads,

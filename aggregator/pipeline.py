@@ -632,7 +632,7 @@ class Poller:
         wanted = {
             key: f"{folder}/{article_name(a.title)}"
             for key, a in batch.items()
-            if key not in states or not states[key].path
+            if key not in states or not (states[key].path or states[key].pruned)
         }
         if not wanted:
             return {}

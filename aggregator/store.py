@@ -142,6 +142,7 @@ class Store:
         self._raw_connections: list[sqlite3.Connection] = []
         self._version = 0
         self._version_checked = -VERSION_RECHECK
+        self._version_bumped = False
         self._lock = threading.RLock()
         try:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -194,8 +195,11 @@ class Store:
             except SQLAlchemyError as exc:
                 raise StoreError(f"database error: {exc}") from exc
             finally:
-                if self._version_checked < 0:
-                    self._version_checked = -VERSION_RECHECK  # committed or not: re-read
+                if self._version_bumped:
+                    # Committed (or not): the next reader reads the version again, even
+                    # if one read it between the bump and the commit.
+                    self._version_bumped = False
+                    self._version_checked = -VERSION_RECHECK
 
     # -- reading -------------------------------------------------------------------------
 
@@ -394,7 +398,7 @@ class Store:
 
     def bump_version(self, conn: Connection) -> None:
         """Note that published entries changed (rendered feeds are out of date)."""
-        self._version_checked = -VERSION_RECHECK  # read it again after this commit
+        self._version_bumped = True
         conn.execute(
             sa.update(meta_table)
             .where(meta_table.c.key == "content_version")

@@ -88,6 +88,7 @@ def add_sources(
         fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml", dir=config_path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(new_text)
+        Path(tmp).chmod(config_path.stat().st_mode & 0o7777)  # the file keeps its mode
         Path(tmp).replace(config_path)
     except OSError as exc:
         raise StoreError(f"cannot write {config_path}: {exc}") from exc

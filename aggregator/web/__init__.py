@@ -18,6 +18,7 @@ from flask import Flask, Response
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
+from aggregator.errors import ConfigError
 from aggregator.store import Store
 from aggregator.web.cache import FeedCache
 
@@ -35,8 +36,19 @@ def template_folder() -> str:
 
 
 def admin_secret(config: Config) -> str | None:
-    """The admin secret: from the environment, else the config; None: read-only."""
-    return os.environ.get(ADMIN_SECRET_ENV) or config.settings.server.admin_secret
+    """The admin secret: from the environment, else the config; None: read-only.
+
+    Raises:
+        ConfigError: the environment's secret is shorter than 12 characters.
+    """
+    secret = os.environ.get(ADMIN_SECRET_ENV)
+    if secret is not None:
+        if len(secret) < 12:
+            raise ConfigError(
+                ADMIN_SECRET_ENV, [f"${ADMIN_SECRET_ENV} must be at least 12 characters"]
+            )
+        return secret
+    return config.settings.server.admin_secret
 
 
 def create_app(

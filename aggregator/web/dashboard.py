@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, session
 from flask.typing import ResponseReturnValue
@@ -107,7 +108,7 @@ def source_page(name: str) -> ResponseReturnValue:
         polls=store.polls(name),
         articles=store.entries(name, limit=50),
         dropped=store.dropped(name, limit=100),
-        feed_path="/feeds/" + "/".join(source.categories),
+        feed_path="/feeds/" + quote("/".join(source.categories)),
         admin=is_admin(),
         admin_enabled=bool(extension(current_app)["secret"]),
     )
