@@ -477,6 +477,7 @@ class Poller:
         name = source.key
         view = self.view(source)
         render_key = self.render_key(source)
+        rebuilding = keys is not None
         if keys is None:
             pairs = [(a.key, a.alt_key) for a in articles]
             recorded = self.store.alt_keys(conn, name, [k for pair in pairs for k in pair])
@@ -500,6 +501,11 @@ class Poller:
             state = states.get(key)
             if state is not None and state.pruned:
                 tally.dropped += 1
+                continue
+            if rebuilding and (state is None or state.raw_hash != article.raw_hash):
+                # A poll stored a newer version (or pruned it) since the rebuild read it:
+                # writing the older one back would revert it.
+                tally.unchanged += 1
                 continue
             date = article.published or article.updated or (state.first_seen if state else now)
             if state is None and cutoff is not None and date < cutoff:

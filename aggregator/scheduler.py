@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,7 +72,8 @@ class Service:
         self.clock = clock
         self.rng = rng or random.Random()
         self.poller = Poller(config, store, clock=clock, rng=self.rng)
-        self.pool: Executor = make_executor(self.poller.workers, len(config.sources))
+        # Sized by workers, not by today's sources: a reload may add many.
+        self.pool: Executor = make_executor(self.poller.workers, max(2, len(config.sources)))
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -168,6 +169,18 @@ class Service:
             with contextlib.suppress(JobLookupError):  # it may have just fired
                 self.scheduler.remove_job(_job_id(name))
 
+    @contextlib.contextmanager
+    def holding(self, name: str, timeout: float = 300.0) -> Iterator[None]:
+        """Wait for a source's in-flight poll to end and keep others out meanwhile
+        (an admin's pause must not be overwritten by a poll that was already running)."""
+        lock = self._lock(name)
+        if not lock.acquire(timeout=timeout):
+            raise TimeoutError(f"source {name} is still being polled")
+        try:
+            yield
+        finally:
+            lock.release()
+
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(name, threading.Lock())
@@ -233,9 +246,11 @@ class Service:
             for key in RESTART_SETTINGS:
                 if getattr(old.settings, key) != getattr(new.settings, key):
                     log.warning("config: settings.%s changed; it takes effect on restart", key)
+            old_poller = self.poller
             self.poller = Poller(
                 new, self.store, clock=self.clock, rng=self.rng, workers=self.poller.workers
             )
+            old_poller.close()  # its idle connections; polls in flight finish on theirs
             old_sources = {s.key: s for s in old.sources if s.enabled}
             new_sources = {s.key: s for s in new.sources if s.enabled}
             for name in old_sources.keys() - new_sources.keys():

@@ -428,3 +428,32 @@ def test_crash_then_title_change_adopts_the_orphan_file(
     assert h.files() == [file]  # adopted under its first name, not a second copy
     front, _ = front_and_body(file)
     assert front["title"] == "Second title"
+
+
+def test_rebuild_never_reverts_a_newer_poll(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    from aggregator.pipeline import _Tally
+    from aggregator.worker import prepare_stored
+
+    path = feed_file("f.xml", rss(item("a", "Version one", "<p>one</p>")))
+    h = harness(make_config([{"url": str(path), "categories": ["A"], "name": "s"}]))
+    h.poll()
+    source = h.config.sources[0]
+    with h.store.transaction() as conn:
+        read_by_rebuild = h.store.entries_for_rebuild(conn, "s")  # a rebuild reads ...
+    feed_file("f.xml", rss(item("a", "Version two", "<p>two</p>")))
+    h.poll()  # ... a poll stores a newer version meanwhile ...
+    prepared = prepare_stored(h.poller.view(source), [raw for _, raw in read_by_rebuild])
+    with h.store.transaction() as conn:  # ... and the rebuild applies what it read
+        h.poller._apply(
+            conn,
+            source,
+            prepared.articles,
+            h.now,
+            _Tally(),
+            keys=[key for key, _ in read_by_rebuild],
+            force=True,
+        )
+    [file] = h.files()
+    assert "Version two" in file.read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ these views answer 403 and the pages show no buttons.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import secrets
@@ -120,9 +121,11 @@ def pause(name: str) -> ResponseReturnValue:
     _require_admin()
     source = _source_or_404(name)
     ext = extension(current_app)
-    ext["store"].set_status(name, source.url, Status.PAUSED.value, "paused by the admin")
-    if ext["service"] is not None:
-        ext["service"].unschedule(name)
+    service = ext["service"]
+    with service.holding(name) if service is not None else contextlib.nullcontext():
+        ext["store"].set_status(name, source.url, Status.PAUSED.value, "paused by the admin")
+        if service is not None:
+            service.unschedule(name)
     flash(f"{name} paused.")
     return redirect(url_for("dashboard.source_page", name=name))
 
@@ -133,9 +136,11 @@ def resume(name: str) -> ResponseReturnValue:
     _require_admin()
     source = _source_or_404(name)
     ext = extension(current_app)
-    ext["store"].set_status(name, source.url, Status.OK.value, None)
-    if ext["service"] is not None:
-        ext["service"].refresh(name)
+    service = ext["service"]
+    with service.holding(name) if service is not None else contextlib.nullcontext():
+        ext["store"].set_status(name, source.url, Status.OK.value, None)
+    if service is not None:
+        service.refresh(name)
     flash(f"{name} resumed.")
     return redirect(url_for("dashboard.source_page", name=name))
 
