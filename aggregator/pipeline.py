@@ -344,7 +344,11 @@ class Poller:
                 _Tally(),
                 fetched=fetched,
                 not_modified=True,
-                hints=feed_hints(None, None, None, fetched.headers),
+                # Not parsed: the feed's own <ttl>/sy: hint is the one stored last time.
+                hints=replace(
+                    feed_hints(None, None, None, fetched.headers),
+                    ttl=state.feed_hint if state is not None else None,
+                ),
             )
         job = (pool or InlineExecutor()).submit(
             prepare, view, fetched.url, fetched.body, fetched.headers
@@ -443,8 +447,10 @@ class Poller:
             row["last_ok_at"] = started
             if validators is not None:
                 row.update(validators)
-        if feed_title is not None:
+        if feed_title is not None:  # the document was parsed: its own hints are fresh
             row["title"] = feed_title
+            if hints is not None:
+                row["feed_hint"] = max(hints.ttl or 0.0, hints.update_period or 0.0) or None
         return PollRecord(outcome, started, row)
 
     def _record(self, records: list[PollRecord]) -> None:

@@ -52,6 +52,7 @@ sources_table = sa.Table(
     sa.Column("reason", sa.Text),  # why it is paused or gone
     sa.Column("config_hash", sa.String),  # the source's settings when last polled
     sa.Column("last_http_status", sa.Integer),
+    sa.Column("feed_hint", sa.Float),  # the feed's <ttl>/sy: interval, seconds, as last parsed
 )
 
 entries_table = sa.Table(

@@ -67,6 +67,7 @@ class SourceState:
     failures: int
     next_poll_at: datetime | None
     config_hash: str | None
+    feed_hint: float | None = None  # the feed's own interval hint, kept across 304s
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +202,16 @@ class Store:
                     self._version_bumped = False
                     self._version_checked = -VERSION_RECHECK
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only connection, outside the write lock: in WAL mode readers see the
+        last commit and never wait for a poll's writes (the dashboard stays fast)."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
     # -- reading -------------------------------------------------------------------------
 
     def alt_keys(self, conn: Connection, source: str, keys: Iterable[str]) -> dict[str, str]:
@@ -273,7 +284,7 @@ class Store:
 
     def source_names(self) -> list[str]:
         """Every source the index has entries or state for."""
-        with self.transaction() as conn:
+        with self.reading() as conn:
             a = conn.execute(sa.select(sources_table.c.name)).scalars().all()
             b = conn.execute(sa.select(entries_table.c.source).distinct()).scalars().all()
         return sorted(set(a) | set(b))
@@ -285,12 +296,12 @@ class Store:
         query = query.where(t.c.pruned_at.is_not(None) if pruned else kept())
         if source is not None:
             query = query.where(t.c.source == source)
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return int(conn.execute(query).scalar_one())
 
     def entry(self, uid: str) -> dict[str, Any] | None:
         """One entry's index row, as a dict (for tools and tests)."""
-        with self.transaction() as conn:
+        with self.reading() as conn:
             row = conn.execute(sa.select(entries_table).where(entries_table.c.uid == uid)).first()
         return dict(row._mapping) if row else None
 
@@ -302,7 +313,7 @@ class Store:
             query = query.where(t.c.source == source)
         if limit is not None:
             query = query.limit(limit)
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def published(
@@ -346,7 +357,7 @@ class Store:
             date, row_id = before
             query = query.where(sa.or_(t.c.date < date, sa.and_(t.c.date == date, t.c.id < row_id)))
         query = query.order_by(t.c.date.desc(), t.c.id.desc()).limit(limit)
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return [(r.id, _published(r)) for r in conn.execute(query)]
 
     def dropped(self, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
@@ -362,7 +373,7 @@ class Store:
         )
         if source is not None:
             query = query.where(t.c.source == source)
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def raw_entries(self, source: str | None = None) -> list[tuple[str, str, str | None]]:
@@ -373,24 +384,24 @@ class Store:
         )
         if source is not None:
             query = query.where(t.c.source == source)
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return [(r.source, r.raw_json, r.dropped_by) for r in conn.execute(query)]
 
     def polls(self, source: str) -> list[dict[str, Any]]:
         """The recorded polls of a source, newest first."""
         t = polls_table
         query = sa.select(t).where(t.c.source == source).order_by(t.c.id.desc())
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def source_states(self) -> dict[str, dict[str, Any]]:
         """Every source's recorded state, by name (one query, for the dashboard)."""
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return {r.name: dict(r._mapping) for r in conn.execute(sa.select(sources_table))}
 
     def source_state(self, name: str) -> dict[str, Any] | None:
         """A source's recorded state."""
-        with self.transaction() as conn:
+        with self.reading() as conn:
             row = conn.execute(sa.select(sources_table).where(sources_table.c.name == name)).first()
         return dict(row._mapping) if row else None
 
@@ -509,7 +520,7 @@ class Store:
 
     def counters(self) -> dict[str, int]:
         """The monotonic counters kept in the database."""
-        with self.transaction() as conn:
+        with self.reading() as conn:
             rows = conn.execute(sa.select(meta_table.c.key, meta_table.c.value))
             return {r.key: int(r.value) for r in rows if r.value and r.value.isdigit()}
 
@@ -518,7 +529,7 @@ class Store:
         t = entries_table
         recent = sa.func.sum(sa.case((t.c.first_seen >= since, 1), else_=0))
         query = sa.select(t.c.source, sa.func.count(), recent).where(kept()).group_by(t.c.source)
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return {r[0]: (int(r[1]), int(r[2] or 0)) for r in conn.execute(query)}
 
     def entry_totals(self) -> dict[str, int]:
@@ -531,7 +542,7 @@ class Store:
         )
         query = sa.select(state, sa.func.count()).group_by(state)
         totals = {"kept": 0, "dropped": 0, "pruned": 0}
-        with self.transaction() as conn:
+        with self.reading() as conn:
             totals.update({r[0]: int(r[1]) for r in conn.execute(query)})
         return totals
 
@@ -561,7 +572,7 @@ class Store:
         t = sources_table
         wanted = sorted(set(names))
         found: dict[str, SourceState] = {}
-        with self.transaction() as conn:
+        with self.reading() as conn:
             for chunk in _chunks(wanted):
                 for row in conn.execute(sa.select(t).where(t.c.name.in_(chunk))):
                     found[row.name] = _state(dict(row._mapping))
@@ -575,7 +586,7 @@ class Store:
     def next_polls(self) -> dict[str, datetime | None]:
         """Each known source's stored next-poll time."""
         t = sources_table
-        with self.transaction() as conn:
+        with self.reading() as conn:
             return {
                 r.name: r.next_poll_at for r in conn.execute(sa.select(t.c.name, t.c.next_poll_at))
             }
@@ -741,6 +752,7 @@ def _state(row: Mapping[str, Any]) -> SourceState:
         failures=row["failures"] or 0,
         next_poll_at=row["next_poll_at"],
         config_hash=row["config_hash"],
+        feed_hint=row.get("feed_hint"),
     )
 
 

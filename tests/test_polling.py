@@ -406,3 +406,15 @@ def test_per_host_limit_and_concurrency(make_config: MakeConfig, harness: Harnes
     finally:
         httpserver.clear()
         httpserver.stop()
+
+
+def test_feed_ttl_still_counts_after_a_304(setup: Callable[..., tuple[Harness, Scripted]]) -> None:
+    h, scripted = setup(interval=600, ceiling=86400)
+    with_ttl = GOOD.replace(
+        "<description>test</description>", "<description>test</description><ttl>120</ttl>"
+    )
+    scripted.then(ok(with_ttl, ETag='"t1"'), status(304))
+    assert poll(h).next_poll_at == h.now + timedelta(minutes=120)
+    outcome = poll(h)
+    assert outcome.not_modified
+    assert outcome.next_poll_at == h.now + timedelta(minutes=120)  # not back to 10 minutes
