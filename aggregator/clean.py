@@ -198,7 +198,7 @@ def strip_tracking(url: str) -> str:
 def _host(url: str) -> str:
     # Browsers read "\\" as "/" and ignore userinfo: "https://evil\\@www.youtube.com/" is
     # evil's page to a browser but youtube's to urlsplit. Such URLs have no host for us.
-    if not _is_http(url) or "\\" in url or "@" in url or any(ord(c) < 33 for c in url):
+    if not is_http(url) or "\\" in url or "@" in url or any(ord(c) < 33 for c in url):
         return ""
     try:
         return (urlsplit(url).hostname or "").lower()
@@ -206,7 +206,11 @@ def _host(url: str) -> str:
         return ""
 
 
-def _is_http(url: str) -> bool:
+TAG = re.compile(r"<[^>]*>")  # an HTML tag, for quick text extraction
+
+
+def is_http(url: str) -> bool:
+    """True for an absolute http(s) URL."""
     return url.startswith(("http://", "https://"))
 
 
@@ -336,11 +340,11 @@ def clean_html(html: str, base_url: str | None = None, rules: Rules | None = Non
     for node in doomed:
         _drop(node)
 
-    base = base_url if base_url and _is_http(base_url) else None
+    base = base_url if base_url and is_http(base_url) else None
 
     def absolute(url: str) -> str:
         url = url.strip()
-        if base is None or not url or _is_http(url) or url.startswith(("data:", "mailto:")):
+        if base is None or not url or is_http(url) or url.startswith(("data:", "mailto:")):
             return url
         try:
             return urljoin(base, url)
@@ -367,7 +371,7 @@ def clean_html(html: str, base_url: str | None = None, rules: Rules | None = Non
                 _drop(element)
                 continue
             src = strip_tracking(src)
-            if _is_http(src):
+            if is_http(src):
                 images.append(src)
         if src:
             element.set("src", src)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from aggregator.clean import Rules, clean_html, is_tracker, strip_tracking
+from aggregator.clean import Rules, clean_html, is_http, is_tracker, strip_tracking
 from aggregator.models import Article, ParsedEntry
 
 SUMMARY_CHARS = 280
@@ -127,7 +127,9 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         raw_hash=_digest(raw_json),
         title=_cut_title(entry.title.strip()),
         # Only web links: a feed's "javascript:" or "data:" link must not reach a page.
-        link=strip_tracking(entry.link) if entry.link and _is_web(entry.link) else None,
+        link=strip_tracking(entry.link.strip())
+        if entry.link and is_http(entry.link.strip())
+        else None,
         categories=source.categories,
         author=source.author,
         published=entry.published,
@@ -141,10 +143,6 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
 
 def _cut_title(title: str) -> str:
     return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
-
-
-def _is_web(url: str) -> bool:
-    return url.strip().lower().startswith(("http://", "https://"))
 
 
 def pick_image(declared: Sequence[str], in_body: Sequence[str]) -> str:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from aggregator.errors import StoreError
 
+_ENTRY_ID = re.compile(r"^entry_id: ([0-9a-f]+)$")
+FRONT_MATTER_LINES = 10_000  # a bound, not a limit any real front matter reaches
+FRONT_MATTER_LINE_CHARS = 1_000_000
 WRITER_THREADS = 4  # file creation is kernel time; threads overlap it with the poll's work
 
 
@@ -49,22 +52,28 @@ class ArticleFiles:
         return self.file_path(relative).is_file()
 
     def entry_id_of(self, relative: str) -> str | None:
+        """The ``entry_id`` in a file's front matter (None: not one of our articles).
+
+        The front matter is read up to its closing line, however long its values are.
+        """
         try:
             with self.file_path(relative).open("r", encoding="utf-8", errors="replace") as f:
-                head = f.read(16 * 1024)
+                if f.readline() != "---\n":
+                    return None
+                for _ in range(FRONT_MATTER_LINES):
+                    line = f.readline(FRONT_MATTER_LINE_CHARS)
+                    if not line or line == "---\n":
+                        return None
+                    match = _ENTRY_ID.match(line)
+                    if match:
+                        return match.group(1)
         except OSError:
             return None
-        match = re.search(r"^entry_id: ([0-9a-f]+)$", head, re.M)
-        return match.group(1) if match else None
+        return None
 
     def file_belongs_to(self, relative: str, uid: str) -> bool:
         """True when the file on disk is this entry's article (its front matter says so)."""
-        try:
-            with self.file_path(relative).open("r", encoding="utf-8", errors="replace") as f:
-                head = f.read(64 * 1024)
-        except OSError:
-            return False
-        return re.search(rf"^entry_id: {re.escape(uid)}$", head, re.M) is not None
+        return self.entry_id_of(relative) == uid
 
     def write_file(self, relative: str, text: str) -> None:
         """Write an article file atomically: a temp file in the same folder, then rename.

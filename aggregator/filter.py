@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+from aggregator.clean import TAG
+
 Field = Literal["title", "summary", "content", "author", "link", "tags", "category", "any"]
 FIELDS: tuple[str, ...] = (
     "title",
@@ -34,7 +36,6 @@ FIELDS: tuple[str, ...] = (
     "category",
     "any",
 )
-_TAG = re.compile(r"<[^>]*>")
 _BLOCK_TAG = re.compile(
     r"</?(?:p|div|br|li|h[1-6]|tr|td|th|blockquote|pre|ul|ol|dl|dt|dd|table|section|article|"
     r"figure|figcaption|hr)\b[^>]*>",
@@ -44,7 +45,7 @@ _BLOCK_TAG = re.compile(
 
 def _text_of(html: str) -> str:
     # Block tags separate words; inline tags do not ("<b>ＦＵＬＬ</b>-width" is one word).
-    return _TAG.sub("", _BLOCK_TAG.sub(" ", html))
+    return TAG.sub("", _BLOCK_TAG.sub(" ", html))
 
 
 class Filterable(Protocol):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import calendar
 import html
-import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,11 +17,11 @@ from xml.sax import SAXParseException
 
 import feedparser
 
+from aggregator.clean import TAG
 from aggregator.encoding import decode_document
 from aggregator.errors import ParseError
 from aggregator.models import ParsedEntry, ParsedFeed
 
-_TAG = re.compile(r"<[^>]*>")
 _HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
 
 
@@ -53,7 +52,7 @@ def _plain(detail: Mapping[str, Any] | None, value: Any) -> str:
     text = str(value or "")
     kind = str((detail or {}).get("type") or "text/plain").lower()
     if "html" in kind:
-        text = html.unescape(_TAG.sub("", text))
+        text = html.unescape(TAG.sub("", text))
     return text
 
 
