@@ -126,10 +126,7 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         raw_json=raw_json,
         raw_hash=_digest(raw_json),
         title=_cut_title(entry.title.strip()),
-        # Only web links: a feed's "javascript:" or "data:" link must not reach a page.
-        link=strip_tracking(entry.link.strip())
-        if entry.link and is_http(entry.link.strip())
-        else None,
+        link=_web_link(entry.link),
         categories=source.categories,
         author=source.author,
         published=entry.published,
@@ -143,6 +140,12 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
 
 def _cut_title(title: str) -> str:
     return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
+
+
+def _web_link(link: str | None) -> str | None:
+    # Only web links: a feed's "javascript:" or "data:" link must not reach a page.
+    link = (link or "").strip()
+    return strip_tracking(link) if is_http(link) else None
 
 
 def pick_image(declared: Sequence[str], in_body: Sequence[str]) -> str:
