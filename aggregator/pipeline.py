@@ -8,7 +8,6 @@ the I/O: fetching (threads), deciding what changed, writing files and the index.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -16,26 +15,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from aggregator import __version__
-from aggregator.clean import Rules
 from aggregator.config import Config, SourceConfig
-from aggregator.convert import (
-    RenderOptions,
-    SourceView,
-    article_dir,
-    article_name,
-    assign_keys,
-    entry_uid,
-    render_article,
-)
 from aggregator.errors import FetchError, StoreError
 from aggregator.fetch import Fetched, Fetcher
-from aggregator.filter import Rule, verdict
-from aggregator.models import Article, SourceOutcome
+from aggregator.ingest import Ingest, Tally
+from aggregator.models import SourceOutcome
 from aggregator.policy import (
     Hints,
     Policy,
@@ -45,7 +33,7 @@ from aggregator.policy import (
     feed_hints,
     with_jitter,
 )
-from aggregator.store import EntryRow, PollRecord, SourceState, Store, StoredEntry, text_hash
+from aggregator.store import PollRecord, SourceState, Store
 from aggregator.worker import (
     InlineExecutor,
     LazyProcessPool,
@@ -56,7 +44,7 @@ from aggregator.worker import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -70,34 +58,6 @@ T = TypeVar("T")
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
-
-
-@dataclass
-class _Tally:
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    dropped: int = 0
-    failed: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    def outcome(self, source: str, error: str | None) -> SourceOutcome:
-        """The outcome; a failed article write, or keeping nothing at all, fails the source."""
-        writes = [p.removeprefix("write: ") for p in self.problems if p.startswith("write: ")]
-        if error is None and writes:
-            error = writes[0]
-        if error is None and self.failed and not (self.new or self.updated or self.unchanged):
-            error = f"no entry could be kept ({self.failed} failed)"
-        return SourceOutcome(
-            source=source,
-            new=self.new,
-            updated=self.updated,
-            unchanged=self.unchanged,
-            failed=self.failed,
-            dropped=self.dropped,
-            error=error,
-            warnings=tuple(self.problems),
-        )
 
 
 class Poller:
@@ -127,12 +87,7 @@ class Poller:
         self.workers = workers if workers is not None else settings.workers
         if self.workers <= 0:
             self.workers = os.cpu_count() or 1
-        self.options = RenderOptions(
-            date_style=settings.front_matter.date_style,
-            timezone=settings.front_matter.timezone,
-            escape_braces=settings.front_matter.escape_braces,
-            comments=settings.front_matter.comments,
-        )
+        self.ingest = Ingest(config, store)
         self.fetcher = Fetcher(
             settings.fetch.timeout,
             settings.fetch.max_bytes,
@@ -155,46 +110,6 @@ class Poller:
     def close(self) -> None:
         """Release the HTTP connections."""
         self.fetcher.close()
-
-    # -- per-source facts ----------------------------------------------------------------
-
-    def view(self, source: SourceConfig) -> SourceView:
-        """What conversion needs to know about a source."""
-        rules = Rules(
-            (*self.config.settings.remove, *source.remove), self.config.settings.iframe_hosts
-        )
-        return SourceView(
-            name=source.key,
-            categories=source.categories,
-            author=source.site,
-            rules=rules,
-            max_entries=self.config.settings.fetch.max_entries,
-        )
-
-    def rules(self, source: SourceConfig) -> tuple[Rule, ...]:
-        """The ingest rules of a source: the global ones, then its own."""
-        return tuple(r.rule() for r in (*self.config.settings.rules, *source.rules))
-
-    def render_key(self, source: SourceConfig) -> str:
-        """A fingerprint of everything, besides the entry, that shapes its article file."""
-        view = self.view(source)
-        facts = [
-            __version__,
-            self.options.date_style,
-            self.options.timezone,
-            self.options.escape_braces,
-            self.options.comments,
-            view.categories,
-            view.author,
-            view.rules.remove,
-            sorted(view.rules.iframe_hosts),
-            [r.describe() for r in self.rules(source)],
-        ]
-        return hashlib.sha1(json.dumps(facts, ensure_ascii=False).encode()).hexdigest()[:16]
-
-    def _retention(self, source: SourceConfig) -> tuple[int | None, int | None]:
-        settings = self.config.settings
-        return (source.keep_days or settings.keep_days, source.keep_max or settings.keep_max)
 
     # -- polling -------------------------------------------------------------------------
 
@@ -291,7 +206,7 @@ class Poller:
                 state,
                 started,
                 clock_start,
-                _Tally(),
+                Tally(),
                 error=f"internal error: {type(exc).__name__}: {exc}",
             )
 
@@ -314,8 +229,8 @@ class Poller:
             return SourceOutcome(
                 source=source.key, url=source.url, status=state.status, skipped=True
             )
-        view = self.view(source)
-        render_key = self.render_key(source)
+        view = self.ingest.view(source)
+        render_key = self.ingest.render_key(source)
         validators = state is not None and not changed
         try:
             fetched = self.fetcher.fetch(
@@ -329,7 +244,7 @@ class Poller:
                 state,
                 started,
                 clock_start,
-                _Tally(),
+                Tally(),
                 error=str(exc),
                 http_status=exc.status,
                 retry_after=exc.retry_after,
@@ -341,7 +256,7 @@ class Poller:
                 state,
                 started,
                 clock_start,
-                _Tally(),
+                Tally(),
                 fetched=fetched,
                 not_modified=True,
                 # Not parsed: the feed's own <ttl>/sy: hint is the one stored last time.
@@ -354,13 +269,13 @@ class Poller:
             prepare, view, fetched.url, fetched.body, fetched.headers
         )
         prepared = job.result()
-        tally = _Tally(failed=prepared.failed, problems=list(prepared.warnings))
+        tally = Tally(failed=prepared.failed, problems=list(prepared.warnings))
         error = prepared.error
         if error is None:
             try:
                 with self.store.transaction() as conn:
-                    self._apply(conn, source, prepared.articles, started, tally)
-                    keep_days, keep_max = self._retention(source)
+                    self.ingest.apply(conn, source, prepared.articles, started, tally)
+                    keep_days, keep_max = self.ingest.retention(source)
                     tally.dropped += self.store.prune(
                         conn, source.key, keep_days, keep_max, started
                     )
@@ -389,7 +304,7 @@ class Poller:
         state: SourceState | None,
         started: datetime,
         clock_start: float,
-        tally: _Tally,
+        tally: Tally,
         *,
         error: str | None = None,
         fetched: Fetched | None = None,
@@ -464,208 +379,6 @@ class Poller:
             for record in records:
                 log.info("poll %s", logfmt(record.outcome))
 
-    def _apply(
-        self,
-        conn: Connection,
-        source: SourceConfig,
-        articles: Iterable[Article],
-        now: datetime,
-        tally: _Tally,
-        keys: list[str] | None = None,
-        force: bool = False,
-    ) -> None:
-        """Decide what changed and write it: files first, then the index rows.
-
-        ``keys`` (for a rebuild) are the stored keys; otherwise they are assigned here.
-        ``force`` renders every entry again even when nothing seems to have changed.
-        """
-        articles = list(articles)
-        name = source.key
-        view = self.view(source)
-        render_key = self.render_key(source)
-        rebuilding = keys is not None
-        if keys is None:
-            pairs = [(a.key, a.alt_key) for a in articles]
-            recorded = self.store.alt_keys(conn, name, [k for pair in pairs for k in pair])
-            keys = assign_keys(pairs, recorded)
-        batch: dict[str, Article] = {}
-        for key, article in zip(keys, articles, strict=True):
-            batch.setdefault(key, article)  # an item repeated to the letter counts once
-        states = self.store.stored_entries(conn, name, batch)
-        keep_days, _ = self._retention(source)
-        cutoff = now - timedelta(days=keep_days) if keep_days else None
-        rules = self.rules(source)
-        reasons = {key: verdict(rules, article) for key, article in batch.items()} if rules else {}
-        new_paths = self._new_paths(
-            conn, view, {k: a for k, a in batch.items() if reasons.get(k) is None}, states
-        )
-        pending: list[tuple[str, EntryRow]] = []
-        writes: dict[str, str] = {}
-        deletes: list[str] = []
-        seen_again: list[str] = []
-        for key, article in batch.items():
-            state = states.get(key)
-            if state is not None and state.pruned:
-                tally.dropped += 1
-                continue
-            if rebuilding and (state is None or state.raw_hash != article.raw_hash):
-                # A poll stored a newer version (or pruned it) since the rebuild read it:
-                # writing the older one back would revert it.
-                tally.unchanged += 1
-                continue
-            date = article.published or article.updated or (state.first_seen if state else now)
-            if state is None and cutoff is not None and date < cutoff:
-                tally.dropped += 1
-                continue
-            if (
-                not force
-                and state is not None
-                and state.path
-                and state.raw_hash == article.raw_hash
-                and state.render_key == render_key
-                and self.store.files.file_exists(state.path)
-            ):
-                tally.unchanged += 1
-                seen_again.append(key)
-                continue
-            uid = state.uid if state else entry_uid(name, key)
-            reason = reasons.get(key)
-            if reason is not None:
-                # Dropped by a rule: no file (an earlier one goes), the row is the audit.
-                tally.dropped += 1
-                if state is not None and state.path:
-                    deletes.append(state.path)
-                pending.append(
-                    (
-                        "dropped",
-                        self._row(
-                            name,
-                            key,
-                            uid,
-                            None,
-                            article,
-                            date,
-                            state,
-                            now,
-                            None,
-                            render_key,
-                            reason,
-                        ),
-                    )
-                )
-                continue
-            path = state.path if state and state.path else new_paths[key]
-            text = render_article(article, uid, date, self.options)
-            digest = text_hash(text)
-            same_file = state is not None and state.file_hash == digest
-            if not (same_file and self.store.files.file_exists(path)):
-                writes[path] = text
-            if state is None:
-                kind = "new"
-            elif state.raw_hash != article.raw_hash or path in writes:
-                kind = "updated"
-            else:
-                kind = "unchanged"
-            pending.append(
-                (
-                    kind,
-                    self._row(
-                        name, key, uid, path, article, date, state, now, digest, render_key, None
-                    ),
-                )
-            )
-        # Files first (concurrently: creating a file is mostly kernel time), then the rows
-        # of the entries whose file is safely on disk.
-        for path in deletes:
-            self.store.files.delete_file(path)
-        failures = self.store.files.write_files(writes)
-        rows: list[EntryRow] = []
-        for kind, row in pending:
-            if row.path is not None and row.path in failures:
-                tally.failed += 1
-                tally.problems.append(f"write: {failures[row.path]}")
-                continue
-            if kind != "dropped":
-                setattr(tally, kind, getattr(tally, kind) + 1)
-            rows.append(row)
-        self.store.upsert_entries(conn, rows)
-        self.store.touch_entries(conn, name, seen_again, now)
-
-    def _row(
-        self,
-        name: str,
-        key: str,
-        uid: str,
-        path: str | None,
-        article: Article,
-        date: datetime,
-        state: StoredEntry | None,
-        now: datetime,
-        digest: str | None,
-        render_key: str,
-        dropped_by: str | None,
-    ) -> EntryRow:
-        return EntryRow(
-            source=name,
-            key=key,
-            alt_key=article.alt_key,
-            uid=uid,
-            path=path,
-            title=article.title,
-            link=article.link,
-            author=article.author,
-            categories=article.categories,
-            tags=article.tags,
-            headimg=article.headimg,
-            summary=article.summary,
-            body_html=article.body_html,
-            published=article.published,
-            updated=article.updated,
-            date=date,
-            first_seen=state.first_seen if state else now,
-            last_seen=now,
-            raw_json=article.raw_json,
-            raw_hash=article.raw_hash,
-            file_hash=digest,
-            render_key=render_key,
-            dropped_by=dropped_by,
-            dropped_at=now if dropped_by is not None else None,
-        )
-
-    def _new_paths(
-        self,
-        conn: Connection,
-        view: SourceView,
-        batch: dict[str, Article],
-        states: dict[str, StoredEntry],
-    ) -> dict[str, str]:
-        """Choose a file path for every entry that has none yet, unique and stable."""
-        folder = "/".join(article_dir(view.categories))
-        wanted = {
-            key: f"{folder}/{article_name(a.title)}"
-            for key, a in batch.items()
-            if key not in states or not (states[key].path or states[key].pruned)
-        }
-        if not wanted:
-            return {}
-        taken = self.store.paths_taken(conn, wanted.values())
-        orphans = self.store.unindexed_files(conn, folder)
-        chosen: dict[str, str] = {}
-        claimed: set[str] = set()
-        for key, path in wanted.items():
-            uid = entry_uid(view.name, key)
-            if uid in orphans:  # written before a crash, under the title it had then
-                chosen[key] = orphans[uid]
-                claimed.add(orphans[uid])
-                continue
-            files = self.store.files
-            on_disk = files.file_exists(path) and not files.file_belongs_to(path, uid)
-            if path in taken or path in claimed or on_disk:
-                path = f"{folder}/{article_name(batch[key].title, uid)}"
-            claimed.add(path)
-            chosen[key] = path
-        return chosen
-
     # -- rebuild and prune ---------------------------------------------------------------
 
     def rebuild(
@@ -685,15 +398,17 @@ class Poller:
                 with self.store.transaction() as conn:
                     stored = self.store.entries_for_rebuild(conn, source.key)
                 keys = [k for k, _ in stored]
-                future = pool.submit(prepare_stored, self.view(source), [r for _, r in stored])
+                future = pool.submit(
+                    prepare_stored, self.ingest.view(source), [r for _, r in stored]
+                )
                 jobs.append((source, keys, future))
             for source, keys, future in jobs:
                 prepared = future.result()
-                tally = _Tally(failed=prepared.failed, problems=list(prepared.warnings))
+                tally = Tally(failed=prepared.failed, problems=list(prepared.warnings))
                 error = None
                 try:
                     with self.store.transaction() as conn:
-                        self._apply(
+                        self.ingest.apply(
                             conn,
                             source,
                             prepared.articles,
@@ -715,7 +430,7 @@ class Poller:
         pruned: dict[str, int] = {}
         now = self.clock()
         for source in sources:
-            keep_days, keep_max = self._retention(source)
+            keep_days, keep_max = self.ingest.retention(source)
             with self.store.transaction() as conn:
                 pruned[source.key] = self.store.prune(conn, source.key, keep_days, keep_max, now)
         return pruned

@@ -127,7 +127,7 @@ def test_rerun_rewrites_nothing(make_config: MakeConfig, harness: HarnessFactory
     h.close()
     h.reload()
     # Parsed again from scratch (new render settings would do this too): still no writes.
-    h.poller.render_key = lambda view: "forced"  # type: ignore[method-assign]
+    h.poller.ingest.render_key = lambda source: "forced"  # type: ignore[method-assign]
     third = h.poll()
     assert sum(o.unchanged for o in third) == 5
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in h.files()} == before
@@ -433,7 +433,7 @@ def test_crash_then_title_change_adopts_the_orphan_file(
 def test_rebuild_never_reverts_a_newer_poll(
     make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:
-    from aggregator.pipeline import _Tally
+    from aggregator.ingest import Tally
     from aggregator.worker import prepare_stored
 
     path = feed_file("f.xml", rss(item("a", "Version one", "<p>one</p>")))
@@ -444,14 +444,14 @@ def test_rebuild_never_reverts_a_newer_poll(
         read_by_rebuild = h.store.entries_for_rebuild(conn, "s")  # a rebuild reads ...
     feed_file("f.xml", rss(item("a", "Version two", "<p>two</p>")))
     h.poll()  # ... a poll stores a newer version meanwhile ...
-    prepared = prepare_stored(h.poller.view(source), [raw for _, raw in read_by_rebuild])
+    prepared = prepare_stored(h.poller.ingest.view(source), [raw for _, raw in read_by_rebuild])
     with h.store.transaction() as conn:  # ... and the rebuild applies what it read
-        h.poller._apply(
+        h.poller.ingest.apply(
             conn,
             source,
             prepared.articles,
             h.now,
-            _Tally(),
+            Tally(),
             keys=[key for key, _ in read_by_rebuild],
             force=True,
         )
