@@ -28,7 +28,8 @@ from aggregator.convert import (
 )
 from aggregator.filter import Rule, verdict
 from aggregator.models import Article, SourceOutcome
-from aggregator.store import EntryRow, Store, StoredEntry, text_hash
+from aggregator.records import EntryRow, StoredEntry
+from aggregator.store import Store, text_hash
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

@@ -33,7 +33,8 @@ from aggregator.policy import (
     feed_hints,
     with_jitter,
 )
-from aggregator.store import PollRecord, SourceState, Store
+from aggregator.records import PollRecord, SourceState
+from aggregator.store import Store
 from aggregator.worker import (
     InlineExecutor,
     LazyProcessPool,

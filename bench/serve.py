@@ -27,7 +27,8 @@ import urllib3
 
 HERE = Path(__file__).resolve().parent
 from aggregator.convert import entry_uid  # noqa: E402
-from aggregator.store import EntryRow, Store  # noqa: E402
+from aggregator.records import EntryRow  # noqa: E402
+from aggregator.store import Store  # noqa: E402
 
 SECTIONS, SITES, FEEDS = 5, 2, 5  # 50 leaf categories
 THREADS = 4

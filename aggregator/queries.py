@@ -1,0 +1,277 @@
+"""The index's read side: what the dashboard, the feeds and the scheduler look up.
+
+Reads use their own connections, outside the store's write lock: in WAL mode a reader
+sees the last commit and never waits for a poll's writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from aggregator.errors import StoreError
+from aggregator.models import PublishedEntry
+from aggregator.records import SourceState
+from aggregator.schema import (
+    CATEGORY_SEPARATOR,
+    category_path,
+    entries_table,
+    kept,
+    meta_table,
+    polls_table,
+    sources_table,
+)
+
+
+def chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """``items`` in slices small enough for an SQL IN list."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Queries:
+    """Read methods of the Store (a mixin: the Store provides ``engine``)."""
+
+    engine: Engine
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only connection, outside the write lock: in WAL mode readers see the
+        last commit and never wait for a poll's writes (the dashboard stays fast)."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    def source_names(self) -> list[str]:
+        """Every source the index has entries or state for."""
+        with self.reading() as conn:
+            a = conn.execute(sa.select(sources_table.c.name)).scalars().all()
+            b = conn.execute(sa.select(entries_table.c.source).distinct()).scalars().all()
+        return sorted(set(a) | set(b))
+
+    def count_entries(self, source: str | None = None, *, pruned: bool = False) -> int:
+        """How many entries are kept (or, with ``pruned``, remembered as pruned)."""
+        t = entries_table
+        query = sa.select(sa.func.count()).select_from(t)
+        query = query.where(t.c.pruned_at.is_not(None) if pruned else kept())
+        if source is not None:
+            query = query.where(t.c.source == source)
+        with self.reading() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def entry(self, uid: str) -> dict[str, Any] | None:
+        """One entry's index row, as a dict (for tools and tests)."""
+        with self.reading() as conn:
+            row = conn.execute(sa.select(entries_table).where(entries_table.c.uid == uid)).first()
+        return dict(row._mapping) if row else None
+
+    def entries(self, source: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Kept entries' index rows, newest first."""
+        t = entries_table
+        query = sa.select(t).where(kept()).order_by(t.c.date.desc(), t.c.id)
+        if source is not None:
+            query = query.where(t.c.source == source)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def published(
+        self,
+        *,
+        categories: Sequence[Sequence[str]] = (),
+        sources: Sequence[str] = (),
+        since: datetime | None = None,
+        before: tuple[datetime, int] | None = None,
+        limit: int = 50,
+    ) -> list[tuple[int, PublishedEntry]]:
+        """Kept entries, newest first, with their row id (for paging with ``before``).
+
+        Args:
+            categories: category paths; an entry matches one of them or lies below it.
+            sources: source names; empty means every source.
+            since: only entries dated at or after this time.
+            before: (date, id) of the last entry of the previous page.
+            limit: how many at most.
+        """
+        t = entries_table
+        query = sa.select(*_PUBLISHED).where(kept())
+        if categories:
+            matches = []
+            for path in categories:
+                prefix = category_path(path)
+                # Entries at this level, or below it: "a\x1fb" < x < "a\x1fb\x20".
+                matches.append(t.c.category_path == prefix)
+                matches.append(
+                    sa.and_(
+                        t.c.category_path >= prefix + CATEGORY_SEPARATOR,
+                        t.c.category_path < prefix + chr(ord(CATEGORY_SEPARATOR) + 1),
+                    )
+                )
+            query = query.where(sa.or_(*matches))
+        if sources:
+            query = query.where(t.c.source.in_(list(sources)))
+        if since is not None:
+            query = query.where(t.c.date >= since)
+        if before is not None:
+            date, row_id = before
+            query = query.where(sa.or_(t.c.date < date, sa.and_(t.c.date == date, t.c.id < row_id)))
+        query = query.order_by(t.c.date.desc(), t.c.id.desc()).limit(limit)
+        with self.reading() as conn:
+            return [(r.id, _published(r)) for r in conn.execute(query)]
+
+    def dropped(self, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The audit: entries that rules dropped, newest drop first."""
+        t = entries_table
+        query = (
+            sa.select(
+                t.c.source, t.c.uid, t.c.title, t.c.link, t.c.date, t.c.dropped_by, t.c.dropped_at
+            )
+            .where(t.c.dropped_by.is_not(None), t.c.pruned_at.is_(None))
+            .order_by(t.c.dropped_at.desc(), t.c.id.desc())
+            .limit(limit)
+        )
+        if source is not None:
+            query = query.where(t.c.source == source)
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def raw_entries(self, source: str | None = None) -> list[tuple[str, str, str | None]]:
+        """(source, raw_json, dropped_by) of every entry not pruned, for rule dry runs."""
+        t = entries_table
+        query = sa.select(t.c.source, t.c.raw_json, t.c.dropped_by).where(
+            t.c.pruned_at.is_(None), t.c.raw_json.is_not(None)
+        )
+        if source is not None:
+            query = query.where(t.c.source == source)
+        with self.reading() as conn:
+            return [(r.source, r.raw_json, r.dropped_by) for r in conn.execute(query)]
+
+    def polls(self, source: str) -> list[dict[str, Any]]:
+        """The recorded polls of a source, newest first."""
+        t = polls_table
+        query = sa.select(t).where(t.c.source == source).order_by(t.c.id.desc())
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def source_states(self) -> dict[str, dict[str, Any]]:
+        """Every source's recorded state, by name (one query, for the dashboard)."""
+        with self.reading() as conn:
+            return {r.name: dict(r._mapping) for r in conn.execute(sa.select(sources_table))}
+
+    def source_state(self, name: str) -> dict[str, Any] | None:
+        """A source's recorded state."""
+        with self.reading() as conn:
+            row = conn.execute(sa.select(sources_table).where(sources_table.c.name == name)).first()
+        return dict(row._mapping) if row else None
+
+    def counters(self) -> dict[str, int]:
+        """The monotonic counters kept in the database."""
+        with self.reading() as conn:
+            rows = conn.execute(sa.select(meta_table.c.key, meta_table.c.value))
+            return {r.key: int(r.value) for r in rows if r.value and r.value.isdigit()}
+
+    def entry_counts(self, since: datetime) -> dict[str, tuple[int, int]]:
+        """Per source: (kept entries, kept entries first seen since ``since``)."""
+        t = entries_table
+        recent = sa.func.sum(sa.case((t.c.first_seen >= since, 1), else_=0))
+        query = sa.select(t.c.source, sa.func.count(), recent).where(kept()).group_by(t.c.source)
+        with self.reading() as conn:
+            return {r[0]: (int(r[1]), int(r[2] or 0)) for r in conn.execute(query)}
+
+    def entry_totals(self) -> dict[str, int]:
+        """How many entries are kept, dropped by rules and pruned."""
+        t = entries_table
+        state = sa.case(
+            (t.c.pruned_at.is_not(None), "pruned"),
+            (t.c.dropped_by.is_not(None), "dropped"),
+            else_="kept",
+        )
+        query = sa.select(state, sa.func.count()).group_by(state)
+        totals = {"kept": 0, "dropped": 0, "pruned": 0}
+        with self.reading() as conn:
+            totals.update({r[0]: int(r[1]) for r in conn.execute(query)})
+        return totals
+
+    def load_states(self, names: Iterable[str]) -> dict[str, SourceState]:
+        """The recorded state of those of ``names`` that have one."""
+        t = sources_table
+        wanted = sorted(set(names))
+        found: dict[str, SourceState] = {}
+        with self.reading() as conn:
+            for chunk in chunks(wanted):
+                for row in conn.execute(sa.select(t).where(t.c.name.in_(chunk))):
+                    found[row.name] = _state(dict(row._mapping))
+        return found
+
+    def load_state(self, name: str) -> SourceState | None:
+        """A source's recorded state, typed."""
+        row = self.source_state(name)
+        return None if row is None else _state(row)
+
+    def next_polls(self) -> dict[str, datetime | None]:
+        """Each known source's stored next-poll time."""
+        t = sources_table
+        with self.reading() as conn:
+            return {
+                r.name: r.next_poll_at for r in conn.execute(sa.select(t.c.name, t.c.next_poll_at))
+            }
+
+
+_PUBLISHED = (
+    entries_table.c.id,
+    entries_table.c.uid,
+    entries_table.c.source,
+    entries_table.c.title,
+    entries_table.c.link,
+    entries_table.c.author,
+    entries_table.c.categories,
+    entries_table.c.tags,
+    entries_table.c.headimg,
+    entries_table.c.summary,
+    entries_table.c.body_html,
+    entries_table.c.published,
+    entries_table.c.updated,
+    entries_table.c.date,
+)
+
+
+def _published(row: Any) -> PublishedEntry:
+    return PublishedEntry(
+        uid=row.uid,
+        source=row.source,
+        title=row.title or "",
+        link=row.link,
+        author=row.author or "",
+        categories=tuple(json.loads(row.categories or "[]")),
+        tags=tuple(json.loads(row.tags or "[]")),
+        headimg=row.headimg or "",
+        summary=row.summary or "",
+        body_html=row.body_html or "",
+        published=row.published,
+        updated=row.updated,
+        date=row.date,
+    )
+
+
+def _state(row: Mapping[str, Any]) -> SourceState:
+    return SourceState(
+        name=row["name"],
+        etag=row["etag"],
+        last_modified=row["last_modified"],
+        body_hash=row["body_hash"],
+        status=row["status"] or "new",
+        failures=row["failures"] or 0,
+        next_poll_at=row["next_poll_at"],
+        config_hash=row["config_hash"],
+        feed_hint=row.get("feed_hint"),
+    )
