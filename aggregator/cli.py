@@ -10,7 +10,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,6 +20,11 @@ from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import SourceOutcome
 from aggregator.pipeline import Poller, iter_enabled
 from aggregator.store import Store
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from aggregator.scheduler import Service
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -372,20 +377,13 @@ def _serve(
 def run(config_path: str, host: str | None, port: int | None) -> None:
     """The main job: poll every source on its schedule and serve the web app."""
     from aggregator.scheduler import Service
-    from aggregator.web import create_app
 
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
     store.files.sweep_temp_files()
     service = Service(config_path, config, store)
-    try:
-        app = create_app(config, store, service)
-    except ConfigError as exc:
-        service.shutdown(wait=False)
-        store.close()
-        click.echo(exc.report(), err=True)
-        raise SystemExit(EXIT_CONFIG) from exc
+    app = _web_app(config, store, service)
     server = config.settings.server
     try:
         _serve(
@@ -407,18 +405,11 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
 @listen_options
 def serve(config_path: str, host: str | None, port: int | None) -> None:
     """Serve the web app alone (no polling); for gunicorn use aggregator.web:create_app()."""
-    from aggregator.web import create_app
-
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
     server = config.settings.server
-    try:
-        app = create_app(config, store)
-    except ConfigError as exc:
-        store.close()
-        click.echo(exc.report(), err=True)
-        raise SystemExit(EXIT_CONFIG) from exc
+    app = _web_app(config, store)
     try:
         _serve(
             app,
@@ -429,6 +420,20 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
         )
     finally:
         store.close()
+
+
+def _web_app(config: Config, store: Store, service: Service | None = None) -> Flask:
+    """The web app, or exit with the report when its settings are invalid."""
+    from aggregator.web import create_app
+
+    try:
+        return create_app(config, store, service)
+    except ConfigError as exc:
+        if service is not None:
+            service.shutdown(wait=False)
+        store.close()
+        click.echo(exc.report(), err=True)
+        raise SystemExit(EXIT_CONFIG) from exc
 
 
 def _log_for_service() -> None:
