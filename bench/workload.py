@@ -99,6 +99,7 @@ def config_text(paths: list[Path], workdir: Path) -> str:
         "settings:",
         f"  posts_dir: {workdir / 'posts'}",
         f"  database: {workdir / 'index.sqlite'}",
+        f"  fetch: {{file_roots: [{paths[0].parent}]}}",
         "sources:",
     ]
     for index, path in enumerate(paths):
