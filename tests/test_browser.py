@@ -120,7 +120,7 @@ def shoot(page: Page, name: str, tmp_path: Path) -> None:
 
 
 def test_dashboard_in_chromium(running: str, tmp_path: Path) -> None:
-    assert Path(CHROMIUM).exists(), "run tests/install-browser first (Debian's chromium)"
+    assert Path(CHROMIUM).exists(), "run tests/install-tools first (Debian's chromium)"
     problems: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
