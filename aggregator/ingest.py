@@ -74,6 +74,10 @@ class Ingest:
     def __init__(self, config: Config, store: Store) -> None:
         self.config = config
         self.store = store
+        # The config never changes under an Ingest (a reload makes a new one), so each
+        # source's view and render key are computed once.
+        self._views: dict[str, tuple[SourceConfig, SourceView]] = {}
+        self._render_keys: dict[str, tuple[SourceConfig, str]] = {}
         settings = config.settings
         self.options = RenderOptions(
             date_style=settings.front_matter.date_style,
@@ -85,7 +89,15 @@ class Ingest:
     # -- per-source facts ----------------------------------------------------------------
 
     def view(self, source: SourceConfig) -> SourceView:
-        """What conversion needs to know about a source."""
+        """What conversion needs to know about a source (made once per source)."""
+        cached = self._views.get(source.key)
+        if cached is not None and cached[0] is source:
+            return cached[1]
+        view = self._make_view(source)
+        self._views[source.key] = (source, view)
+        return view
+
+    def _make_view(self, source: SourceConfig) -> SourceView:
         rules = Rules(
             (*self.config.settings.remove, *source.remove), self.config.settings.iframe_hosts
         )
@@ -103,6 +115,14 @@ class Ingest:
 
     def render_key(self, source: SourceConfig) -> str:
         """A fingerprint of everything, besides the entry, that shapes its article file."""
+        cached = self._render_keys.get(source.key)
+        if cached is not None and cached[0] is source:
+            return cached[1]
+        key = self._make_render_key(source)
+        self._render_keys[source.key] = (source, key)
+        return key
+
+    def _make_render_key(self, source: SourceConfig) -> str:
         view = self.view(source)
         facts = [
             __version__,
