@@ -13,8 +13,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from importlib.util import find_spec
@@ -122,16 +121,17 @@ class Fetcher:
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
         )
 
-    @contextmanager
-    def _host_slot(self, url: str) -> Iterator[None]:
+    def _host_slot(self, url: str) -> threading.BoundedSemaphore:
+        """The semaphore that limits requests at once to the URL's host."""
         try:
             host = (urlsplit(url).hostname or "").lower()
         except ValueError as exc:
             raise FetchError(url, f"invalid URL: {exc}") from exc
-        with self._slots_lock:
-            slot = self._slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
-        with slot:
-            yield
+        slot = self._slots.get(host)
+        if slot is None:
+            with self._slots_lock:
+                slot = self._slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
+        return slot
 
     def fetch(
         self, url: str, *, etag: str | None = None, last_modified: str | None = None

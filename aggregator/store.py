@@ -300,17 +300,21 @@ class Store(Queries):
             "polls_not_modified_total": sum(1 for r in records if r.outcome.not_modified),
             "poll_seconds_total_ms": round(sum(r.outcome.duration for r in records) * 1000),
         }
-        for key, amount in totals.items():
-            self._add_counter(conn, key, amount)
+        self._add_counters(conn, totals)
 
-    def _add_counter(self, conn: Connection, key: str, amount: int) -> None:
+    def _add_counters(self, conn: Connection, amounts: Mapping[str, int]) -> None:
         m = meta_table
-        conn.execute(sa.insert(m).prefix_with("OR IGNORE").values(key=key, value="0"))
-        conn.execute(
-            sa.update(m)
-            .where(m.c.key == key)
-            .values(value=sa.cast(sa.cast(m.c.value, sa.Integer) + amount, sa.String))
+        statement = insert(m)
+        statement = statement.on_conflict_do_update(
+            index_elements=[m.c.key],
+            set_={
+                "value": sa.cast(
+                    sa.cast(m.c.value, sa.Integer) + sa.cast(statement.excluded.value, sa.Integer),
+                    sa.String,
+                )
+            },
         )
+        conn.execute(statement, [{"key": k, "value": str(v)} for k, v in amounts.items()])
 
     def set_status(self, name: str, url: str, status: str, reason: str | None) -> None:
         """Pause or resume a source by hand (its next poll time is cleared)."""
