@@ -74,10 +74,7 @@ class Ingest:
     def __init__(self, config: Config, store: Store) -> None:
         self.config = config
         self.store = store
-        # The config never changes under an Ingest (a reload makes a new one), so each
-        # source's view and render key are computed once.
-        self._views: dict[str, tuple[SourceConfig, SourceView]] = {}
-        self._render_keys: dict[str, tuple[SourceConfig, str]] = {}
+        self._cache: dict[str, tuple[SourceConfig, SourceView, str]] = {}
         settings = config.settings
         self.options = RenderOptions(
             date_style=settings.front_matter.date_style,
@@ -89,13 +86,22 @@ class Ingest:
     # -- per-source facts ----------------------------------------------------------------
 
     def view(self, source: SourceConfig) -> SourceView:
-        """What conversion needs to know about a source (made once per source)."""
-        cached = self._views.get(source.key)
-        if cached is not None and cached[0] is source:
-            return cached[1]
-        view = self._make_view(source)
-        self._views[source.key] = (source, view)
-        return view
+        """What conversion needs to know about a source."""
+        return self._facts(source)[0]
+
+    def render_key(self, source: SourceConfig) -> str:
+        """A fingerprint of everything, besides the entry, that shapes its article file."""
+        return self._facts(source)[1]
+
+    def _facts(self, source: SourceConfig) -> tuple[SourceView, str]:
+        # The config never changes under an Ingest (a reload makes a new one), so a
+        # source's view and render key are made once.
+        cached = self._cache.get(source.key)
+        if cached is None or cached[0] is not source:
+            view = self._make_view(source)
+            cached = (source, view, self._make_render_key(source, view))
+            self._cache[source.key] = cached
+        return cached[1], cached[2]
 
     def _make_view(self, source: SourceConfig) -> SourceView:
         rules = Rules(
@@ -113,17 +119,7 @@ class Ingest:
         """The ingest rules of a source: the global ones, then its own."""
         return tuple(r.rule() for r in (*self.config.settings.rules, *source.rules))
 
-    def render_key(self, source: SourceConfig) -> str:
-        """A fingerprint of everything, besides the entry, that shapes its article file."""
-        cached = self._render_keys.get(source.key)
-        if cached is not None and cached[0] is source:
-            return cached[1]
-        key = self._make_render_key(source)
-        self._render_keys[source.key] = (source, key)
-        return key
-
-    def _make_render_key(self, source: SourceConfig) -> str:
-        view = self.view(source)
+    def _make_render_key(self, source: SourceConfig, view: SourceView) -> str:
         facts = [
             __version__,
             self.options.date_style,

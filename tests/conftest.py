@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,3 +143,17 @@ def item(
         parts.append(f"<pubDate>{date}</pubDate>")
     parts.append(f"<description><![CDATA[{body}]]></description>")
     return "<item>" + "".join(parts) + "</item>"
+
+
+def wait_for(predicate: Callable[[], Any], what: str, deadline: float = 60.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``deadline`` s.
+
+    A wait for a subprocess to get somewhere, never a measure of speed.
+    """
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")

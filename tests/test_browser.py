@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT, MakeConfig, item, rss
+from conftest import EXAMPLES, ROOT, MakeConfig, item, rss, wait_for
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from pytest_httpserver import HTTPServer
 
@@ -39,16 +38,6 @@ def png(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
-
-
-def wait_for(predicate, what: str):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture

@@ -7,24 +7,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from conftest import MakeConfig, item, rss
+from conftest import MakeConfig, item, rss, wait_for
 from pytest_httpserver import HTTPServer
 
 DEADLINE = 60.0  # seconds to wait for each step before failing (not a speed assertion)
-
-
-def wait_for(predicate, what: str):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def test_run_polls_serves_and_stops_cleanly(
