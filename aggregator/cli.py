@@ -326,14 +326,22 @@ class _Stop(SystemExit):
 
 def _serve(
     app: Any,
-    host: str,
-    port: int,
-    threads: int,
-    on_ready: Callable[[], None],
+    config: Config,
+    host: str | None,
+    port: int | None,
+    on_ready: Callable[[], None] = lambda: None,
     on_hangup: Callable[[], object] | None = None,
 ) -> None:
-    """Serve a WSGI app with waitress until SIGTERM or SIGINT."""
+    """Serve a WSGI app with waitress until SIGTERM or SIGINT.
+
+    ``host`` and ``port`` from the command line win over ``settings.server``.
+    """
     import waitress
+
+    settings = config.settings.server
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    threads = settings.threads
 
     server = waitress.create_server(
         app,
@@ -384,16 +392,8 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
     store.files.sweep_temp_files()
     service = Service(config_path, config, store)
     app = _web_app(config, store, service)
-    server = config.settings.server
     try:
-        _serve(
-            app,
-            host or server.host,
-            port if port is not None else server.port,
-            server.threads,
-            service.start,
-            on_hangup=service.reload,
-        )
+        _serve(app, config, host, port, service.start, on_hangup=service.reload)
     finally:
         service.shutdown(wait=True)  # in-flight polls finish; nothing is half-written
         store.close()
@@ -408,16 +408,9 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
-    server = config.settings.server
     app = _web_app(config, store)
     try:
-        _serve(
-            app,
-            host or server.host,
-            port if port is not None else server.port,
-            server.threads,
-            lambda: None,
-        )
+        _serve(app, config, host, port)
     finally:
         store.close()
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -157,3 +160,26 @@ def wait_for(predicate: Callable[[], Any], what: str, deadline: float = 60.0) ->
             return value
         time.sleep(0.1)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+def start_run(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `aggregator run` as a user would; return the process and its base URL."""
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
+            cwd=config.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, **(env or {})},
+        )
+    try:
+        line = wait_for(
+            lambda: next((x for x in log.read_text().splitlines() if "serving on" in x), None),
+            "the server to start",
+        )
+    except AssertionError:
+        process.kill()
+        raise
+    return process, line.split("serving on ", 1)[1].strip()

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT, MakeConfig, item, rss, wait_for
+from conftest import EXAMPLES, ROOT, MakeConfig, item, rss, start_run, wait_for
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from pytest_httpserver import HTTPServer
 
@@ -82,21 +80,10 @@ def running(httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path) -> 
     )
     httpserver.expect_request("/gone").respond_with_data("gone", status=410)
     log = tmp_path / "run.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "AGGREGATOR_ADMIN_SECRET": SECRET},
-        )
+    process, base = start_run(config, log, {"AGGREGATOR_ADMIN_SECRET": SECRET})
     try:
-        line = wait_for(
-            lambda: next((x for x in log.read_text().splitlines() if "serving on" in x), None),
-            "the server",
-        )
         wait_for(lambda: len(list((tmp_path / "posts").rglob("*.md"))) == 3, "the articles")
-        yield line.split("serving on ", 1)[1].strip()
+        yield base
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=DEADLINE) == 0, log.read_text()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
-from conftest import MakeConfig, item, rss, wait_for
+from conftest import MakeConfig, item, rss, start_run, wait_for
 from pytest_httpserver import HTTPServer
 
 DEADLINE = 60.0  # seconds to wait for each step before failing (not a speed assertion)
@@ -32,20 +29,8 @@ def test_run_polls_serves_and_stops_cleanly(
         server={"port": 0},
     )
     log = tmp_path / "stderr.txt"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "PYTHONWARNINGS": "error"},
-        )
+    process, base = start_run(config, log, {"PYTHONWARNINGS": "error"})
     try:
-        line = wait_for(
-            lambda: next((x for x in log.read_text().splitlines() if "serving on" in x), None),
-            "the server to start",
-        )
-        base = line.split("serving on ", 1)[1].strip()
         assert base.startswith("http://127.0.0.1:")
         posts = tmp_path / "posts"
         files = wait_for(lambda: sorted(posts.rglob("*.md")) if posts.exists() else [], "articles")

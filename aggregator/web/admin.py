@@ -118,14 +118,7 @@ def refresh(name: str) -> ResponseReturnValue:
 @bp.post("/admin/sources/<path:name>/pause")
 def pause(name: str) -> ResponseReturnValue:
     """Stop polling a source until it is resumed."""
-    _require_admin()
-    source = _source_or_404(name)
-    ext = extension(current_app)
-    service = ext["service"]
-    with service.holding(name) if service is not None else contextlib.nullcontext():
-        ext["store"].set_status(name, source.url, Status.PAUSED.value, "paused by the admin")
-        if service is not None:
-            service.unschedule(name)
+    _set_status(name, Status.PAUSED, "paused by the admin")
     flash(f"{name} paused.")
     return redirect(url_for("dashboard.source_page", name=name))
 
@@ -133,16 +126,24 @@ def pause(name: str) -> ResponseReturnValue:
 @bp.post("/admin/sources/<path:name>/resume")
 def resume(name: str) -> ResponseReturnValue:
     """Poll a paused or gone source again, starting now."""
+    _set_status(name, Status.OK, None)
+    flash(f"{name} resumed.")
+    return redirect(url_for("dashboard.source_page", name=name))
+
+
+def _set_status(name: str, status: Status, reason: str | None) -> None:
+    """Pause or resume a source; with the service, after its in-flight poll ends (so that
+    poll cannot overwrite the change) and with its schedule following."""
     _require_admin()
     source = _source_or_404(name)
     ext = extension(current_app)
     service = ext["service"]
     with service.holding(name) if service is not None else contextlib.nullcontext():
-        ext["store"].set_status(name, source.url, Status.OK.value, None)
-    if service is not None:
+        ext["store"].set_status(name, source.url, status.value, reason)
+        if service is not None and status is Status.PAUSED:
+            service.unschedule(name)
+    if service is not None and status is Status.OK:
         service.refresh(name)
-    flash(f"{name} resumed.")
-    return redirect(url_for("dashboard.source_page", name=name))
 
 
 @bp.post("/admin/rebuild")
