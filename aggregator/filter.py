@@ -26,16 +26,6 @@ from typing import Literal, Protocol
 from aggregator.clean import TAG
 
 Field = Literal["title", "summary", "content", "author", "link", "tags", "category", "any"]
-FIELDS: tuple[str, ...] = (
-    "title",
-    "summary",
-    "content",
-    "author",
-    "link",
-    "tags",
-    "category",
-    "any",
-)
 _BLOCK_TAG = re.compile(
     r"</?(?:p|div|br|li|h[1-6]|tr|td|th|blockquote|pre|ul|ol|dl|dt|dd|table|section|article|"
     r"figure|figcaption|hr)\b[^>]*>",

@@ -29,13 +29,6 @@ FORMATS: dict[str, str] = {
 }
 _NAMESPACE = uuid.UUID("8b0d5c64-5d0e-4c2b-9d7e-6f1f3c1b2a90")  # ours, for uuid5 ids
 _INVALID_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_IMAGE_TYPES = {
-    "png": "image/png",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "svg": "image/svg+xml",
-    "avif": "image/avif",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +65,6 @@ def _updated(entry: PublishedEntry) -> datetime:
 def feed_updated(meta: FeedMeta, entries: Sequence[PublishedEntry]) -> datetime:
     """The feed's updated time: its newest entry's, or the time it was made if empty."""
     return max((_updated(e) for e in entries), default=meta.generated)
-
-
-def _image_type(url: str) -> str:
-    extension = url.rsplit("?", 1)[0].rsplit(".", 1)[-1].lower()
-    return _IMAGE_TYPES.get(extension, "image/jpeg")
 
 
 def _generator(meta: FeedMeta, entries: Sequence[PublishedEntry]) -> FeedGenerator:
