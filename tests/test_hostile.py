@@ -145,7 +145,7 @@ def test_endless_body_is_cut_at_the_cap(
 def test_huge_feed_is_capped_at_max_entries(
     httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
 ) -> None:
-    items = "".join(f"<item><title>t{n}</title><guid>g{n}</guid></item>" for n in range(100_000))
+    items = "".join(f"<item><title>t{n}</title><guid>g{n}</guid></item>" for n in range(20_000))
     h = one_source(
         httpserver,
         make_config,
@@ -155,7 +155,7 @@ def test_huge_feed_is_capped_at_max_entries(
     )
     [outcome] = h.poll()
     assert outcome.ok and outcome.new == 200
-    assert any("99800 entries beyond the first 200 ignored" in w for w in outcome.warnings)
+    assert any("19800 entries beyond the first 200 ignored" in w for w in outcome.warnings)
 
 
 def test_huge_title_deep_nesting_and_many_images(
