@@ -173,6 +173,11 @@ def test_the_session_key_is_random_kept_in_the_database_not_derived_from_the_sec
         # The same database after a restart: the same key, the session still open.
         assert restarted.app.secret_key == first.app.secret_key
         assert is_admin_with(restarted.app, cookie)
+        # Restarted with another secret: the sessions of the old one are over.
+        changed = tmp_path / "a" / "config.yaml"
+        changed.write_text(changed.read_text().replace(SECRET, "another secret, as long"))
+        dashes.append(Dash(changed))
+        assert not is_admin_with(dashes[-1].app, cookie)
     finally:
         for dash in dashes:
             dash.close()
