@@ -284,8 +284,9 @@ def open_within(path: str, roots: Sequence[Path] | None) -> int:
         FetchError: not a regular file, or outside ``roots`` (None: anywhere is allowed).
         OSError: it cannot be opened.
     """
-    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer, forever.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer, forever. (Python
+    # opens descriptors close-on-exec already: workers never inherit it.)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         check_opened(fd, path, roots)
     except BaseException:
