@@ -281,11 +281,12 @@ def test_rules(
     help="Write to this file instead of standard output.",
 )
 def export_opml_command(config_path: str, output_file: str | None) -> None:
-    """Export every source as OPML, grouped by category."""
+    """Export every source as OPML, grouped by category (URLs in full, secrets too)."""
     from aggregator.opml import export_opml
 
     config = _load(config_path)
-    data = export_opml(config.sources, config.settings.publish.title)
+    # Run by the owner, who may move to another reader: the URLs must keep working.
+    data = export_opml(config.sources, config.settings.publish.title, with_secrets=True)
     if output_file is None:
         click.echo(data.decode("utf-8"), nl=False)
     else:

@@ -10,7 +10,10 @@ hands on bytes and headers.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +28,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from aggregator import __version__
 from aggregator.errors import FetchError
+from aggregator.redact import redact_log_record
 
 USER_AGENT = f"aggregator/{__version__} (+self-hosted feed aggregator)"
 MAX_REDIRECTS = 5
@@ -35,6 +39,14 @@ ACCEPT = (
 
 # urllib3 decodes "br" by itself when a brotli module is importable.
 ACCEPT_ENCODING = "gzip, deflate, br" if find_spec("brotli") else "gzip, deflate"
+
+# urllib3's loggers quote request paths, query strings (tokens) included.
+URLLIB3_LOGGERS = (
+    "urllib3.connection",
+    "urllib3.connectionpool",
+    "urllib3.poolmanager",
+    "urllib3.response",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +122,8 @@ class Fetcher:
         self.file_roots = None if file_roots is None else [Path(r).resolve() for r in file_roots]
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
+        for name in URLLIB3_LOGGERS:
+            logging.getLogger(name).addFilter(redact_log_record)  # added once: a set
         self.pool = urllib3.PoolManager(
             num_pools=256,
             maxsize=max(per_host, 1),
@@ -149,12 +163,12 @@ class Fetcher:
 
     def _read_file(self, path: str) -> Fetched:
         start = time.perf_counter()
-        if self.file_roots is not None:
-            real = Path(path).resolve()
-            if not any(real.is_relative_to(root) for root in self.file_roots):
-                raise FetchError(path, "refused: the file is outside settings.fetch.file_roots")
         try:
-            with Path(path).open("rb") as f:
+            fd = open_within(path, self.file_roots)
+        except OSError as exc:
+            raise FetchError(path, f"cannot read file: {exc.strerror or exc}") from exc
+        try:
+            with os.fdopen(fd, "rb") as f:
                 body = f.read(self.max_bytes + 1)
         except OSError as exc:
             raise FetchError(path, f"cannot read file: {exc.strerror or exc}") from exc
@@ -261,6 +275,48 @@ class Fetcher:
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.clear()
+
+
+def open_within(path: str, roots: Sequence[Path] | None) -> int:
+    """Open a local feed file for reading; its descriptor, once it is known to be allowed.
+
+    Raises:
+        FetchError: not a regular file, or outside ``roots`` (None: anywhere is allowed).
+        OSError: it cannot be opened.
+    """
+    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer, forever. (Python
+    # opens descriptors close-on-exec already: workers never inherit it.)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        check_opened(fd, path, roots)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_opened(fd: int, path: str, roots: Sequence[Path] | None) -> None:
+    """Refuse the open file ``fd`` unless it is a regular file under one of ``roots``.
+
+    The decision is about the file actually opened, not about the path: checking the path
+    and then opening it would let a folder swapped for a symlink in between lead outside
+    the roots. Here the path is resolved after the open, checked, and must name the very
+    file that is open (same device and inode): a swap before the open changes the file
+    opened, a swap after it changes what the path names; either way they differ.
+
+    Raises:
+        FetchError: not a regular file, or not the file the path resolves to under
+            ``roots``.
+    """
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode):
+        raise FetchError(path, "refused: not a regular file")
+    if roots is None:
+        return
+    real = Path(path).resolve()
+    inside = any(real.is_relative_to(root) for root in roots)
+    if not inside or not os.path.samestat(opened, real.stat()):
+        raise FetchError(path, "refused: the file is outside settings.fetch.file_roots")
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -16,6 +16,7 @@ from lxml import etree
 
 from aggregator.config import SourceConfig
 from aggregator.errors import AggregatorError
+from aggregator.redact import redact
 
 
 class OpmlError(AggregatorError):
@@ -35,8 +36,15 @@ def _feed_url(source: SourceConfig) -> str:
     return source.url if not source.is_local else Path(source.url).as_uri()
 
 
-def export_opml(sources: Iterable[SourceConfig], title: str = "aggregator") -> bytes:
-    """Every source as an OPML 2.0 outline, nested by its category path."""
+def export_opml(
+    sources: Iterable[SourceConfig], title: str = "aggregator", *, with_secrets: bool = False
+) -> bytes:
+    """Every source as an OPML 2.0 outline, nested by its category path.
+
+    Args:
+        with_secrets: keep credentials and tokens in the URLs (an export for the owner);
+            otherwise they are redacted, as for anyone who may read ``/opml``.
+    """
     root = etree.Element("opml", version="2.0")
     head = etree.SubElement(root, "head")
     etree.SubElement(head, "title").text = title
@@ -56,7 +64,7 @@ def export_opml(sources: Iterable[SourceConfig], title: str = "aggregator") -> b
             type="rss",
             text=source.categories[-1],
             title=source.categories[-1],
-            xmlUrl=_feed_url(source),
+            xmlUrl=_feed_url(source) if with_secrets else redact(_feed_url(source)),
         )
     data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return data

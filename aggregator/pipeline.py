@@ -34,6 +34,7 @@ from aggregator.policy import (
     with_jitter,
 )
 from aggregator.records import PollRecord, SourceState
+from aggregator.redact import redact
 from aggregator.store import Store
 from aggregator.worker import (
     InlineExecutor,
@@ -317,7 +318,8 @@ class Poller:
         validators: dict[str, str | None] | None = None,
     ) -> PollRecord:
         """Decide the source's next state; the poll and the state to record."""
-        draft = tally.outcome(source.key, error)
+        # Error texts quote the URL (urllib3's too): stored, shown and logged redacted.
+        draft = tally.outcome(source.key, redact(error) if error else None)
         failures_before = state.failures if state else 0
         if draft.ok:
             decision = after_success(self.policy, source.interval, hints or Hints())
@@ -454,7 +456,7 @@ def logfmt(outcome: SourceOutcome) -> str:
         "next": outcome.next_poll_at.isoformat(timespec="seconds") if outcome.next_poll_at else "-",
     }
     if outcome.moved_to:
-        fields["moved_to"] = outcome.moved_to
+        fields["moved_to"] = redact(outcome.moved_to)
     if outcome.error:
         fields["error"] = outcome.error
     parts = []

@@ -121,6 +121,25 @@ meta_table = sa.Table(
     sa.Column("value", sa.String),
 )
 
+# Secrets the service makes for itself (the session signing key): apart from ``meta``,
+# whose rows /metrics reads.
+secrets_table = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.String, nullable=False),
+)
+
+# Logged-in admin sessions: the cookie names one, and only a row here makes it valid, so
+# logging out (deleting the row) ends the session wherever the cookie was copied.
+admin_sessions_table = sa.Table(
+    "admin_sessions",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),  # random; carried in the signed cookie
+    sa.Column("secret_mark", sa.String, nullable=False),  # which admin secret logged in
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
 
 def kept() -> sa.ColumnElement[bool]:
     """The entries that are published: not pruned, not dropped by a rule."""

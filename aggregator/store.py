@@ -1,8 +1,8 @@
 """The store: the SQLite index's write side (SQLAlchemy Core) and the article files.
 
 With its helpers it is the only part of the package that touches disk: ``schema`` (the
-tables), ``queries`` (the read side), ``records`` (the rows), ``files`` (atomic article
-files). Nothing else imports SQLAlchemy or writes a file.
+tables), ``queries`` (the read side), ``logins`` (the admin's sessions), ``records`` (the
+rows), ``files`` (atomic article files). Nothing else imports SQLAlchemy or writes a file.
 
 Order of writes for one source: article files first (each by temp file + rename, so a
 crash never leaves half a file), then one database transaction. A crash between the two
@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StoreError
 from aggregator.files import ArticleFiles
+from aggregator.logins import Logins
 from aggregator.queries import Queries, chunks
 from aggregator.records import EntryRow, PollRecord, StoredEntry
 from aggregator.schema import (
@@ -53,7 +54,7 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-class Store(Queries):
+class Store(Queries, Logins):
     """The index database and the article folder.
 
     Args:

@@ -8,7 +8,10 @@ configuration.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +24,7 @@ from aggregator.config import Config, load_config
 from aggregator.errors import ConfigError
 from aggregator.store import Store
 from aggregator.web.cache import FeedCache
+from aggregator.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from aggregator.scheduler import Service
@@ -55,6 +59,8 @@ def create_app(
     config: Config | None = None,
     store: Store | None = None,
     service: Service | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Flask:
     """Build the web app.
 
@@ -63,6 +69,7 @@ def create_app(
             ``config.yaml``) when not given.
         store: the store to read; opened from the configuration when not given.
         service: the polling service, when the app runs beside it.
+        clock: monotonic seconds, for the login throttle's window.
     """
     if config is None:
         config = load_config(os.environ.get("AGGREGATOR_CONFIG", "config.yaml"))
@@ -75,11 +82,9 @@ def create_app(
         static_url_path="/static",
     )
     secret = admin_secret(config)
-    # Sessions only carry the admin login and its CSRF token: keyed by the admin secret,
-    # so they survive restarts and end when the secret changes.
-    app.secret_key = hashlib.sha256(
-        b"aggregator-session:" + (secret or os.urandom(32).hex()).encode()
-    ).hexdigest()
+    # A random key kept in the database: it survives restarts, every process on the
+    # database shares it, and a cookie tells nothing about the admin secret.
+    app.secret_key = store.session_key()
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
@@ -94,6 +99,9 @@ def create_app(
         "service": service,
         "cache": cache,
         "secret": secret,
+        # Which secret an admin session logged in with: a new secret ends old sessions.
+        "secret_mark": secret_mark(app.secret_key, secret) if secret else None,
+        "login_throttle": LoginThrottle(clock=clock),
         "feed_requests": {"rss": 0, "atom": 0, "json": 0},
     }
     app.jinja_env.globals["version"] = __version__
@@ -108,6 +116,16 @@ def create_app(
     app.register_blueprint(admin)
     app.after_request(_security_headers(config))
     return app
+
+
+def secret_mark(key: str, secret: str) -> str:
+    """Which admin secret a session logged in with, as recorded beside it.
+
+    Keyed with the session key, not a plain hash of the secret: whoever can read the
+    database could already sign an admin cookie, but a copy of the sessions alone tells
+    nothing about the secret.
+    """
+    return hmac.new(key.encode(), secret.encode(), hashlib.sha256).hexdigest()
 
 
 def _localtime_filter(zone: str) -> Any:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import math
 import secrets
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import (
@@ -30,7 +32,7 @@ from flask.typing import ResponseReturnValue
 from aggregator.pipeline import Poller
 from aggregator.policy import Status
 from aggregator.web import extension
-from aggregator.web.dashboard import _admin_mark, is_admin
+from aggregator.web.dashboard import ADMIN_SESSION_LIFETIME, is_admin
 
 bp = Blueprint("admin", __name__)
 log = logging.getLogger(__name__)
@@ -67,20 +69,31 @@ def _require_admin() -> None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    """A form for the admin secret."""
-    secret = extension(current_app)["secret"]
+    """A form for the admin secret; failed attempts are throttled per client and in all."""
+    ext = extension(current_app)
+    secret = ext["secret"]
     if not secret:
         abort(403, "the dashboard is read-only: no admin secret is configured")
     if request.method == "POST":
         _check_csrf()
+        client = request.remote_addr or "-"
+        wait = ext["login_throttle"].retry_after(client)
+        if wait is not None:  # even the right secret: a guess must not learn it was right
+            log.warning("admin login from %s refused: too many failed attempts", client)
+            flash("Too many failed attempts: try again later.")
+            retry = str(max(1, math.ceil(wait)))
+            return render_template("login.html"), 429, {"Retry-After": retry}
         given = request.form.get("secret", "")
         if hmac.compare_digest(given.encode(), secret.encode()):
             session.clear()
-            session["admin"] = _admin_mark(secret)
+            session["admin"] = ext["store"].start_admin_session(
+                ext["secret_mark"], datetime.now(UTC), ADMIN_SESSION_LIFETIME
+            )
             csrf_token()  # a fresh token for the logged-in session
             flash("Logged in.")
             return redirect(url_for("dashboard.index"))
-        log.warning("failed admin login from %s", request.remote_addr)
+        ext["login_throttle"].failed(client)
+        log.warning("failed admin login from %s", client)
         flash("Wrong secret.")
         return render_template("login.html"), 403
     return render_template("login.html")
@@ -88,8 +101,11 @@ def login() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the admin session."""
+    """End the admin session, on the server too: a copy of the cookie stops working."""
     _check_csrf()
+    session_id = session.get("admin")
+    if isinstance(session_id, str):
+        extension(current_app)["store"].end_admin_session(session_id)
     session.clear()
     flash("Logged out.")
     return redirect(url_for("dashboard.index"))

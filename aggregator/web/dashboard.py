@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from aggregator.config import Config
 from aggregator.opml import export_opml
 from aggregator.publish import entry_id
+from aggregator.redact import redact
 from aggregator.store import Store
 from aggregator.web import extension
 from aggregator.web.feeds import feed_links
@@ -22,19 +22,34 @@ from aggregator.web.feeds import feed_links
 bp = Blueprint("dashboard", __name__)
 
 PROBLEM_STATES = ("erroring", "paused", "gone")
+ADMIN_SESSION_LIFETIME = timedelta(days=7)
+# What a source's state may quote of its URL: redacted unless the admin asks.
+URL_BEARING = ("url", "error", "last_error", "reason", "moved_to")
 
 
 def is_admin() -> bool:
-    """True when this session logged in with the admin secret."""
-    secret = extension(current_app)["secret"]
-    token = session.get("admin")
-    return bool(
-        secret and isinstance(token, str) and hmac.compare_digest(token, _admin_mark(secret))
+    """True when this session logged in with the admin secret and has not logged out.
+
+    The cookie only names the session; the database says whether it is still open.
+    """
+    ext = extension(current_app)
+    session_id = session.get("admin")
+    if not ext["secret"] or not isinstance(session_id, str):
+        return False
+    store: Store = ext["store"]
+    return store.is_admin_session(
+        session_id, ext["secret_mark"], datetime.now(UTC), ADMIN_SESSION_LIFETIME
     )
 
 
-def _admin_mark(secret: str) -> str:
-    return hmac.new(secret.encode(), b"admin", "sha256").hexdigest()
+def shown(row: dict[str, Any], reveal: bool) -> dict[str, Any]:
+    """``row`` with the URLs and error texts it quotes redacted, unless ``reveal``.
+
+    Error texts are stored redacted already; rows written before that was done are not.
+    """
+    if reveal:
+        return row
+    return {k: redact(v) if k in URL_BEARING and isinstance(v, str) else v for k, v in row.items()}
 
 
 def _context() -> tuple[Config, Store, Any]:
@@ -42,8 +57,12 @@ def _context() -> tuple[Config, Store, Any]:
     return ext["config"], ext["store"], ext["service"]
 
 
-def source_rows() -> list[dict[str, Any]]:
-    """Every configured source with its state, for the overview and /healthz."""
+def source_rows(reveal: bool = False) -> list[dict[str, Any]]:
+    """Every configured source with its state, for the overview and /healthz.
+
+    Args:
+        reveal: URLs in full, credentials and tokens included (for the admin).
+    """
     config, store, service = _context()
     counts = store.entry_counts(datetime.now(UTC) - timedelta(hours=24))
     states = store.source_states()
@@ -71,14 +90,15 @@ def source_rows() -> list[dict[str, Any]]:
                 "recent": recent,
             }
         )
-    return rows
+    return [shown(row, reveal) for row in rows]
 
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """Every source with its state, the category tree's feeds, the newest articles."""
     config, store, _ = _context()
-    sources = source_rows()
+    admin = is_admin()
+    sources = source_rows(reveal=admin)
     totals = store.entry_totals()
     return render_template(
         "index.html",
@@ -88,7 +108,7 @@ def index() -> ResponseReturnValue:
         totals=totals,
         problems=sum(1 for s in sources if s["status"] in PROBLEM_STATES),
         new_today=sum(s["recent"] for s in sources),
-        admin=is_admin(),
+        admin=admin,
         admin_enabled=bool(extension(current_app)["secret"]),
     )
 
@@ -100,16 +120,17 @@ def source_page(name: str) -> ResponseReturnValue:
     source = config.source(name)
     if source is None:
         abort(404)
-    [row] = [r for r in source_rows() if r["name"] == name]
+    admin = is_admin()
+    [row] = [r for r in source_rows(reveal=admin) if r["name"] == name]
     return render_template(
         "source.html",
         source=source,
         row=row,
-        polls=store.polls(name),
+        polls=[shown(poll, admin) for poll in store.polls(name)],
         articles=store.entries(name, limit=50),
         dropped=store.dropped(name, limit=100),
         feed_path="/feeds/" + quote("/".join(source.categories)),
-        admin=is_admin(),
+        admin=admin,
         admin_enabled=bool(extension(current_app)["secret"]),
     )
 
@@ -122,16 +143,15 @@ def article_page(uid: str) -> ResponseReturnValue:
     if entry is None or entry["pruned_at"] is not None:
         abort(404)
     front_matter = ""
-    file_path = None
     if entry["path"]:
-        file_path = Path(config.settings.posts_dir) / entry["path"]
-        front_matter = _front_matter(file_path)
+        front_matter = _front_matter(Path(config.settings.posts_dir) / entry["path"])
     link = entry["link"] if (entry["link"] or "").startswith(("http://", "https://")) else None
     return render_template(
         "article.html",
         entry=entry,
         front_matter=front_matter,
-        file_path=file_path,
+        # Relative to posts_dir (as stored): the machine's folders are nobody's business.
+        file_path=entry["path"],
         link=link,
         feed_id=entry_id(uid),
     )
@@ -215,10 +235,10 @@ def favicon() -> ResponseReturnValue:
 
 @bp.get("/opml")
 def opml() -> ResponseReturnValue:
-    """Every source as OPML, grouped by category."""
+    """Every source as OPML, grouped by category; secrets in the URLs only for the admin."""
     config, _, _ = _context()
     return Response(
-        export_opml(config.sources, config.settings.publish.title),
+        export_opml(config.sources, config.settings.publish.title, with_secrets=is_admin()),
         content_type="text/x-opml; charset=utf-8",
         headers={"Content-Disposition": 'inline; filename="aggregator.opml"'},
     )

@@ -1,0 +1,49 @@
+"""Credentials and tokens out of URLs, before anyone but the owner sees them.
+
+A feed URL may carry a secret: a user name and password (``https://user:pass@host/``)
+or a token in its query (``?token=…``, ``?key=…``). The URL is the owner's; everything
+shown to an anonymous visitor of the dashboard, ``/healthz`` and ``/opml``, every stored
+error text and every log line goes through ``redact``. Pure: text in, text out.
+
+The text may be a URL or a message that quotes one, in part: urllib3's errors say
+``... with url: /feed?token=s3cret (Caused by ...)``, without the scheme and host. So
+the patterns look for the secret-bearing parts wherever they are, not for whole URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+MASK = "***"
+
+# scheme://userinfo@ — greedy up to the last "@" before the path, so that a password
+# with an unescaped "@" is masked whole.
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+
+# ?name=value, &name=value and #name=value (OAuth puts tokens in the fragment): the
+# value, up to the next separator, whitespace or quote, or a colon before one (an error
+# text's "url: message"). The name is kept, so the owner recognises the URL.
+_PARAMETER = re.compile(r"([?&#][^=&#?\s]*=)[^&#\s'\"<>]+?(?=:?(?:[&#\s'\"<>]|$))")
+
+
+def redact(text: str) -> str:
+    """``text`` with the userinfo and the query (and fragment) values of URLs masked.
+
+    >>> redact("https://user:pass@host/feed?token=abc&page=2")
+    'https://***@host/feed?token=***&page=***'
+    """
+    return _PARAMETER.sub(rf"\g<1>{MASK}", _USERINFO.sub(rf"\g<1>{MASK}@", text))
+
+
+def redact_log_record(record: logging.LogRecord) -> bool:
+    """A logging filter: the record's message, redacted (it is always let through).
+
+    For loggers whose messages quote URLs we do not build ourselves (urllib3 logs each
+    request line, query included, at DEBUG).
+    """
+    message = record.getMessage()
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    return True
