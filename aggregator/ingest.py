@@ -26,6 +26,7 @@ from aggregator.convert import (
     entry_uid,
     render_article,
 )
+from aggregator.errors import LocalFaultError
 from aggregator.filter import Rule, verdict
 from aggregator.models import Article, SourceOutcome
 from aggregator.records import EntryRow, StoredEntry
@@ -43,11 +44,19 @@ class Tally:
     dropped: int = 0
     failed: int = 0
     problems: list[str] = field(default_factory=list)
+    fault: str | None = None  # our storage failed a write (full disk...): not the source's fault
 
     def outcome(self, source: str, error: str | None) -> SourceOutcome:
-        """The outcome; a failed article write, or keeping nothing at all, fails the source."""
+        """The outcome; a failed article write, or keeping nothing at all, fails the source.
+
+        A fault of our own storage fails the poll too, marked ``local_fault`` so that the
+        source is not blamed for it.
+        """
         writes = [p.removeprefix("write: ") for p in self.problems if p.startswith("write: ")]
-        if error is None and writes:
+        local = error is None and self.fault is not None
+        if local:
+            error = self.fault
+        elif error is None and writes:
             error = writes[0]
         if error is None and self.failed and not (self.new or self.updated or self.unchanged):
             error = f"no entry could be kept ({self.failed} failed)"
@@ -60,6 +69,7 @@ class Tally:
             dropped=self.dropped,
             error=error,
             warnings=tuple(self.problems),
+            local_fault=local,
         )
 
 
@@ -256,8 +266,11 @@ class Ingest:
         rows: list[EntryRow] = []
         for kind, row in pending:
             if row.path is not None and row.path in failures:
+                failure = failures[row.path]
                 tally.failed += 1
-                tally.problems.append(f"write: {failures[row.path]}")
+                tally.problems.append(f"write: {failure}")
+                if isinstance(failure, LocalFaultError) and tally.fault is None:
+                    tally.fault = str(failure)
                 continue
             if kind != "dropped":
                 setattr(tally, kind, getattr(tally, kind) + 1)

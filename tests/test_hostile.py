@@ -23,6 +23,8 @@ from werkzeug import Request, Response
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError, FetchError
 from aggregator.fetch import Fetcher, is_private_address
+from aggregator.policy import LOCAL_FAULT_RETRY
+from aggregator.web import create_app
 
 HarnessFactory = Callable[[Path], Harness]
 HEAD = '<rss version="2.0"><channel><title>t</title><link>http://x.example/</link><description>d</description>'
@@ -369,21 +371,40 @@ def test_full_disk_is_a_clear_error_and_recovers(
     try:
         big = "<p>" + "字" * 20_000 + "</p>"
         path = feed_file("f.xml", rss("".join(item(f"g{n}", f"Post {n}", big) for n in range(8))))
-        h = harness(make_config([{"url": str(path), "categories": ["A"], "name": "s"}]))
-        [outcome] = h.poll()
-        assert not outcome.ok
-        assert "No space left on device" in str(outcome.error)
-        assert (h.store.source_state("s") or {})["status"] == "erroring"
+        h = harness(
+            make_config(
+                [{"url": str(path), "categories": ["A"], "name": "s"}],
+                schedule={"max_failures": 2, "jitter": 0},
+            )
+        )
+        health = create_app(h.config, h.store).test_client()
+        # Many polls against the full disk: the disk's fault, never the source's.
+        for _ in range(4):
+            [outcome] = h.poll()
+            assert not outcome.ok and outcome.local_fault
+            assert "No space left on device" in str(outcome.error)
+            assert outcome.next_poll_at is not None
+            assert outcome.next_poll_at <= h.now + timedelta(seconds=LOCAL_FAULT_RETRY)
+            h.now += timedelta(minutes=10)
+        state = h.store.source_state("s") or {}
+        assert state["failures"] == 0
+        assert state["status"] not in ("erroring", "paused")
+        answer = health.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.get_json()["status"] == "degraded"
+        assert any("No space left on device" in r for r in answer.get_json()["reasons"])
+        assert "No space left on device" in health.get("/").get_data(as_text=True)
         for file in h.files():  # whatever was written is whole
             assert file.read_text(encoding="utf-8").rstrip().endswith("</div>")
         assert not list(posts.rglob(".*.tmp"))
         kept = h.store.count_entries()
         assert kept == len(h.files())
         subprocess.run(["mount", "-o", "remount,size=4m", str(posts)], check=True)
-        h.now += timedelta(hours=1)
-        [again] = h.poll()
+        [again] = h.poll()  # the next poll after space returns writes the rest
         assert again.ok and again.new == 8 - kept
         assert len(h.files()) == 8
+        answer = health.get("/healthz")
+        assert answer.status_code == 200 and answer.get_json() == {"status": "ok", "reasons": []}
     finally:
         subprocess.run(["umount", str(posts)], check=False)
 

@@ -295,7 +295,7 @@ def test_unwritable_posts_folder_is_recorded_and_recovers(
 
     path = feed_file("f.xml", rss(item("a", "Post")))
     h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
-    h.posts.mkdir(parents=True)
+    h.posts.mkdir(parents=True, exist_ok=True)  # the store makes it at open
     h.posts.chmod(0o500)
     try:
         if os.access(h.posts, os.W_OK):  # root ignores permissions: block with a file instead
