@@ -57,6 +57,13 @@ class ArticleFiles:
         """True when the article file is on disk."""
         return self.file_path(relative).is_file()
 
+    def read_file(self, relative: str) -> bytes | None:
+        """An article file's bytes (None: not there, or unreadable)."""
+        try:
+            return self.file_path(relative).read_bytes()
+        except OSError:
+            return None
+
     def entry_id_of(self, relative: str) -> str | None:
         """The ``entry_id`` in a file's front matter (None: not one of our articles).
 

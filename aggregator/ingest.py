@@ -241,8 +241,7 @@ class Ingest:
             path = state.path if state and state.path else new_paths[key]
             text = render_article(article, uid, date, self.options)
             digest = text_hash(text)
-            same_file = state is not None and state.file_hash == digest
-            if not (same_file and self.store.files.file_exists(path)):
+            if self._needs_write(path, text, digest, uid, state, rebuilding, tally):
                 writes[path] = text
             if state is None:
                 kind = "new"
@@ -277,6 +276,35 @@ class Ingest:
             rows.append(row)
         self.store.upsert_entries(conn, rows)
         self.store.touch_entries(conn, name, seen_again, now)
+
+    def _needs_write(
+        self,
+        path: str,
+        text: str,
+        digest: str,
+        uid: str,
+        state: StoredEntry | None,
+        rebuilding: bool,
+        tally: Tally,
+    ) -> bool:
+        """Whether an article's file must be (re)written with ``text``.
+
+        A poll trusts the index's record of the file. A rebuild looks at the file itself:
+        a killed update can leave a file newer than its index row, which the record
+        calls unchanged. A file at the path that is not this entry's article (no or
+        another ``entry_id``: someone's own file) is never overwritten.
+        """
+        files = self.store.files
+        if not rebuilding:
+            same_file = state is not None and state.file_hash == digest
+            return not (same_file and files.file_exists(path))
+        on_disk = files.read_file(path)
+        if on_disk == text.encode("utf-8"):
+            return False
+        if on_disk is None or files.file_belongs_to(path, uid):
+            return True
+        tally.problems.append(f"{path} is not this entry's article (entry_id {uid}): kept")
+        return False
 
     def _row(
         self,
