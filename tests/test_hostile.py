@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 import multiprocessing
+import random
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Harness, MakeConfig, item, rss
+from conftest import EXAMPLES, Harness, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -431,6 +433,67 @@ def test_read_only_folder(
         assert again.ok and again.new == 1
     finally:
         subprocess.run(["umount", str(posts)], check=False)
+
+
+def _damage_middle_pages(database: Path, pages: int = 4) -> bytes:
+    """Write garbage over some pages in the middle of a SQLite file; return the result."""
+    data = bytearray(database.read_bytes())
+    page = 4096
+    start = (len(data) // page // 2) * page
+    noise = random.Random(9).randbytes(page * pages)
+    data[start : start + len(noise)] = noise[: len(data) - start]
+    database.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_damaged_database_is_refused_at_start(
+    make_config: MakeConfig, feed_file: Callable[[str, bytes | str], Path], tmp_path: Path
+) -> None:
+    items = "".join(item(f"g{n}", f"Post {n}", "<p>" + "正文" * 300 + "</p>") for n in range(60))
+    config = make_config([{"url": str(feed_file("f.xml", rss(items))), "categories": ["A"]}])
+    poll = [sys.executable, "-m", "aggregator", "poll", "--config", str(config)]
+    first = subprocess.run(poll, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    database = tmp_path / "db" / "index.sqlite"
+    assert not database.with_name("index.sqlite-wal").exists()  # folded in at close
+    damaged = _damage_middle_pages(database)
+    result = subprocess.run(poll, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode != 0
+    assert f"the database {database} is damaged" in result.stderr
+    assert ".recover" in result.stderr and "posts_dir are kept" in result.stderr
+    assert database.read_bytes() == damaged  # nothing was written into it
+    assert len(list((tmp_path / "posts").rglob("*.md"))) == 60  # the articles are kept
+
+
+def test_healthz_checks_the_posts_folder(
+    make_config: MakeConfig, harness: HarnessFactory, tmp_path: Path
+) -> None:
+    posts = tmp_path / "posts"
+    if not _mount_tmpfs(posts, "1m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        h = harness(
+            make_config([{"url": str(EXAMPLES / "example-blog.atom.xml"), "categories": ["A"]}])
+        )
+        client = create_app(h.config, h.store).test_client()
+        assert client.get("/healthz").status_code == 200
+        subprocess.run(["mount", "-o", "remount,ro", str(posts)], check=True)
+        answer = client.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.get_json()["reasons"] == [f"posts folder: {posts} is not writable"]
+        assert f"{posts} is not writable" in client.get("/").get_data(as_text=True)
+        subprocess.run(["mount", "-o", "remount,rw", str(posts)], check=True)
+        assert client.get("/healthz").status_code == 200
+    finally:
+        subprocess.run(["umount", str(posts)], check=False)
+    posts.rmdir()
+    posts.write_text("a file where the posts folder should be")
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.get_json() == {
+        "status": "degraded",
+        "reasons": [f"posts folder: {posts} is missing or not a folder"],
+    }
 
 
 # -- found in review ---------------------------------------------------------------------
