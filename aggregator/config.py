@@ -443,6 +443,7 @@ def parse_config(text: str, path: str = "config.yaml", base_dir: Path | None = N
             loc = _pydantic_loc(error["loc"])
             found.append((_line_of(loc, lines), f"{_dotted(loc)}: {_message(error)}"))
     found.extend(_duplicate_names(data, lines))
+    found.extend(_sources_under_outputs(data, lines))
     if config is not None:
         found.extend(_output_problems(config, lines))
         found.extend(_file_problems(config, lines))
@@ -485,6 +486,33 @@ def _output_problems(config: Config, lines: Mapping[Loc, int]) -> list[tuple[int
             if source not in names:
                 loc = ("outputs", index, "sources", position)
                 found.append((_line_of(loc, lines), f"{_dotted(loc)}: no source named {source!r}"))
+    return found
+
+
+def _sources_under_outputs(
+    data: Mapping[str, Any], lines: Mapping[Loc, int]
+) -> list[tuple[int, str]]:
+    """Name the likely cause when ``outputs:`` items carry a source's keys.
+
+    Sources pasted at the end of the file land under ``outputs:`` when that is the last
+    list, and then every one of their keys is reported as unknown, which hides the cause.
+    """
+    outputs = data.get("outputs")
+    if not isinstance(outputs, list):
+        return []
+    source_keys = set(SourceConfig.model_fields) - set(OutputConfig.model_fields)
+    found: list[tuple[int, str]] = []
+    for index, item in enumerate(outputs):
+        keys = sorted(source_keys & item.keys()) if isinstance(item, dict) else []
+        if keys:
+            loc: Loc = ("outputs", index)
+            found.append(
+                (
+                    _line_of(loc, lines),
+                    f"{_dotted(loc)}: looks like a source pasted under `outputs:` (it has "
+                    f"{', '.join(keys)}); move it under `sources:`",
+                )
+            )
     return found
 
 

@@ -140,3 +140,23 @@ def test_names_site_and_author() -> None:
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_sources_pasted_under_outputs_are_named_as_such() -> None:
+    text = """\
+sources:
+  - url: https://a.example/feed
+    categories: [A]
+outputs:
+  - name: all
+  - url: https://b.example/feed
+    categories: [B]
+    interval: 1h
+"""
+    found = problems(text)
+    assert (
+        "c.yaml:6: outputs[1]: looks like a source pasted under `outputs:` (it has interval, "
+        "url); move it under `sources:`"
+    ) in found
+    assert "c.yaml:6: outputs[1].url: unknown key (check its spelling)" in found
+    assert not any("outputs[0]" in p for p in found)
