@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -103,6 +104,33 @@ def _known_zone(value: str) -> str:
 def _resolve_path(value: str, info: ValidationInfo) -> str:
     base = Path((info.context or {}).get("base_dir", "."))
     return str((base / Path(value).expanduser()).resolve())
+
+
+# Endings of feed files, not top-level domains: "feed.xml" is a file name, not a host.
+_FILE_ENDINGS = frozenset({"xml", "rss", "atom", "rdf", "json", "html", "htm", "txt", "opml"})
+_HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _looks_like_host(value: str) -> bool:
+    """True when a URL's first segment reads as a host name (``www.foo.cn/rss``).
+
+    A feed URL pasted without its scheme once passed check-config as a relative path and
+    failed at poll time as a missing file.
+    """
+    first = value.lstrip("/").split("/", 1)[0].split(":", 1)[0].lower()
+    labels = first.split(".")
+    tld = labels[-1]
+    return (
+        len(labels) >= 2
+        and all(_HOST_LABEL.match(label) for label in labels)
+        and tld.isalpha()
+        and 2 <= len(tld) <= 24
+        and tld not in _FILE_ENDINGS
+    )
+
+
+def _host_hint(value: str) -> str:
+    return f"{value!r} looks like a host name; did you mean 'https://{value.lstrip('/')}'?"
 
 
 class RuleConfig(_Model):
@@ -285,10 +313,15 @@ class SourceConfig(_Model):
         if scheme == "file":
             return _resolve_path(parts.path, info)
         if len(scheme) > 1:  # one letter: a Windows drive, still a path
+            if _looks_like_host(value):  # "example.com:8080/feed" reads as a scheme
+                raise ValueError(_host_hint(value))
             raise ValueError(f"URL scheme {scheme!r} is not supported (use http, https or a path)")
         if not value:
             raise ValueError("url is empty")
-        return _resolve_path(value, info)
+        path = _resolve_path(value, info)
+        if (parts.netloc or _looks_like_host(value)) and not Path(path).exists():
+            raise ValueError(_host_hint(value))
+        return path
 
     @property
     def key(self) -> str:
