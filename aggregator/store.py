@@ -517,7 +517,7 @@ def damaged_report(database: str, damage: str) -> str:
         f'  sqlite3 {database} ".recover" | sqlite3 {database}.recovered\n'
         f"  mv {database} {database}.damaged && mv {database}.recovered {database}\n"
         "or move it away to start a new index: the article files in posts_dir are kept, and\n"
-        "the next poll indexes them again (each file is recognised by its entry_id)."
+        "the next poll indexes again those its feeds still carry (recognised by entry_id)."
     )
 
 
