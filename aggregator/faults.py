@@ -4,7 +4,7 @@ in force so that ``/healthz`` and the dashboard can show them.
 A full posts disk once counted as a failure of every source polled meanwhile, so sources
 backed off and ended paused long after space came back. A fault of our own disk or
 database is the service's problem: it is recorded here (the service is degraded), the
-sources keep their state, and it clears at the next write that succeeds in that place.
+sources keep their state, and it clears when articles are written to that place again.
 """
 
 from __future__ import annotations

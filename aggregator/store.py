@@ -155,13 +155,14 @@ class Store(Queries):
         with self._lock:
             try:
                 with self.engine.begin() as conn:
-                    before = _changes(conn)
                     yield conn
-                    wrote = _changes(conn) != before
             except SQLAlchemyError as exc:
                 raise self._database_error(exc) from exc
             else:
-                if wrote:  # a committed write: the database's fault, if any, is over
+                if self._version_bumped:
+                    # Entries were written: the database's fault, if any, is over. Not
+                    # any write: a poll's small history row can fit where its entries did
+                    # not, and the service would look well between two failing polls.
                     self.faults.clear(DATABASE)
             finally:
                 if self._version_bumped:
@@ -469,12 +470,6 @@ class Store(Queries):
                 )
             )
         return len(ids)
-
-
-def _changes(conn: Connection) -> int:
-    """Rows changed so far through this connection (sqlite3's running total)."""
-    changes: int = conn.connection.dbapi_connection.total_changes  # type: ignore[union-attr]
-    return changes
 
 
 def find_damage(database: str, budget: float = INTEGRITY_BUDGET) -> str | None:

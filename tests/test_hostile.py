@@ -411,6 +411,46 @@ def test_full_disk_is_a_clear_error_and_recovers(
         subprocess.run(["umount", str(posts)], check=False)
 
 
+def test_full_database_disk_degrades_the_service_not_the_source(
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    feed_file: Callable[[str, bytes | str], Path],
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "db"
+    if not _mount_tmpfs(db, "256k"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    h: Harness | None = None
+    try:
+        big = "<p>" + "字" * 20_000 + "</p>"
+        path = feed_file("f.xml", rss("".join(item(f"g{n}", f"Post {n}", big) for n in range(8))))
+        h = harness(
+            make_config(
+                [{"url": str(path), "categories": ["A"], "name": "s"}],
+                schedule={"max_failures": 1},
+            )
+        )
+        health = create_app(h.config, h.store).test_client()
+        [outcome] = h.poll()
+        assert not outcome.ok and outcome.local_fault
+        assert "database or disk is full" in str(outcome.error)
+        assert outcome.status != "paused"
+        answer = health.get("/healthz")
+        assert answer.status_code == 503
+        assert any(r.startswith("database: ") for r in answer.get_json()["reasons"])
+        subprocess.run(["mount", "-o", "remount,size=16m", str(db)], check=True)
+        h.now += timedelta(minutes=10)
+        [again] = h.poll()
+        assert again.ok and again.new + again.unchanged == 8
+        assert h.store.count_entries() == 8
+        assert (h.store.source_state("s") or {})["failures"] == 0
+        assert health.get("/healthz").status_code == 200
+    finally:
+        if h is not None:
+            h.close()  # the database is on the tmpfs: closed before it is unmounted
+        subprocess.run(["umount", str(db)], check=False)
+
+
 def test_read_only_folder(
     make_config: MakeConfig,
     harness: HarnessFactory,
