@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -103,6 +104,33 @@ def _known_zone(value: str) -> str:
 def _resolve_path(value: str, info: ValidationInfo) -> str:
     base = Path((info.context or {}).get("base_dir", "."))
     return str((base / Path(value).expanduser()).resolve())
+
+
+# Endings of feed files, not top-level domains: "feed.xml" is a file name, not a host.
+_FILE_ENDINGS = frozenset({"xml", "rss", "atom", "rdf", "json", "html", "htm", "txt", "opml"})
+_HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _looks_like_host(value: str) -> bool:
+    """True when a URL's first segment reads as a host name (``www.foo.cn/rss``).
+
+    A feed URL pasted without its scheme once passed check-config as a relative path and
+    failed at poll time as a missing file.
+    """
+    first = value.lstrip("/").split("/", 1)[0].split(":", 1)[0].lower()
+    labels = first.split(".")
+    tld = labels[-1]
+    return (
+        len(labels) >= 2
+        and all(_HOST_LABEL.match(label) for label in labels)
+        and tld.isalpha()
+        and 2 <= len(tld) <= 24
+        and tld not in _FILE_ENDINGS
+    )
+
+
+def _host_hint(value: str) -> str:
+    return f"{value!r} looks like a host name; did you mean 'https://{value.lstrip('/')}'?"
 
 
 class RuleConfig(_Model):
@@ -285,10 +313,15 @@ class SourceConfig(_Model):
         if scheme == "file":
             return _resolve_path(parts.path, info)
         if len(scheme) > 1:  # one letter: a Windows drive, still a path
+            if _looks_like_host(value):  # "example.com:8080/feed" reads as a scheme
+                raise ValueError(_host_hint(value))
             raise ValueError(f"URL scheme {scheme!r} is not supported (use http, https or a path)")
         if not value:
             raise ValueError("url is empty")
-        return _resolve_path(value, info)
+        path = _resolve_path(value, info)
+        if (parts.netloc or _looks_like_host(value)) and not Path(path).exists():
+            raise ValueError(_host_hint(value))
+        return path
 
     @property
     def key(self) -> str:
@@ -443,6 +476,7 @@ def parse_config(text: str, path: str = "config.yaml", base_dir: Path | None = N
             loc = _pydantic_loc(error["loc"])
             found.append((_line_of(loc, lines), f"{_dotted(loc)}: {_message(error)}"))
     found.extend(_duplicate_names(data, lines))
+    found.extend(_sources_under_outputs(data, lines))
     if config is not None:
         found.extend(_output_problems(config, lines))
         found.extend(_file_problems(config, lines))
@@ -485,6 +519,33 @@ def _output_problems(config: Config, lines: Mapping[Loc, int]) -> list[tuple[int
             if source not in names:
                 loc = ("outputs", index, "sources", position)
                 found.append((_line_of(loc, lines), f"{_dotted(loc)}: no source named {source!r}"))
+    return found
+
+
+def _sources_under_outputs(
+    data: Mapping[str, Any], lines: Mapping[Loc, int]
+) -> list[tuple[int, str]]:
+    """Name the likely cause when ``outputs:`` items carry a source's keys.
+
+    Sources pasted at the end of the file land under ``outputs:`` when that is the last
+    list, and then every one of their keys is reported as unknown, which hides the cause.
+    """
+    outputs = data.get("outputs")
+    if not isinstance(outputs, list):
+        return []
+    source_keys = set(SourceConfig.model_fields) - set(OutputConfig.model_fields)
+    found: list[tuple[int, str]] = []
+    for index, item in enumerate(outputs):
+        keys = sorted(source_keys & item.keys()) if isinstance(item, dict) else []
+        if keys:
+            loc: Loc = ("outputs", index)
+            found.append(
+                (
+                    _line_of(loc, lines),
+                    f"{_dotted(loc)}: looks like a source pasted under `outputs:` (it has "
+                    f"{', '.join(keys)}); move it under `sources:`",
+                )
+            )
     return found
 
 

@@ -57,3 +57,8 @@ class ParseError(SourceError):
 
 class StoreError(AggregatorError):
     """The database or the article folder could not be read or written."""
+
+
+class LocalFaultError(StoreError):
+    """Our own disk or database refused a write (full, read-only, over quota, I/O error,
+    damaged): the service's problem, not the source's, so no source is blamed for it."""

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
-from aggregator.errors import StoreError
+from aggregator.errors import LocalFaultError, StoreError
+from aggregator.faults import POSTS, Faults, is_local_os_fault
 
 _ENTRY_ID = re.compile(r"^entry_id: ([0-9a-f]+)$")
 FRONT_MATTER_LINES = 10_000  # a bound, not a limit any real front matter reaches
@@ -30,11 +31,16 @@ class ArticleFiles:
         posts_dir: the folder article files are written under.
         fsync: also flush each file to the device before renaming it (slower, survives
             power loss, not just a crashed process).
+        faults: where a fault of the folder itself (full, read-only) is recorded, and
+            cleared by the next write that succeeds.
     """
 
-    def __init__(self, posts_dir: str, *, fsync: bool = False) -> None:
+    def __init__(
+        self, posts_dir: str, *, fsync: bool = False, faults: Faults | None = None
+    ) -> None:
         self.posts_dir = Path(posts_dir)
         self.fsync = fsync
+        self.faults = faults or Faults()
         self._writers: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
@@ -50,6 +56,13 @@ class ArticleFiles:
     def file_exists(self, relative: str) -> bool:
         """True when the article file is on disk."""
         return self.file_path(relative).is_file()
+
+    def read_file(self, relative: str) -> bytes | None:
+        """An article file's bytes (None: not there, or unreadable)."""
+        try:
+            return self.file_path(relative).read_bytes()
+        except OSError:
+            return None
 
     def entry_id_of(self, relative: str) -> str | None:
         """The ``entry_id`` in a file's front matter (None: not one of our articles).
@@ -79,8 +92,10 @@ class ArticleFiles:
         """Write an article file atomically: a temp file in the same folder, then rename.
 
         Raises:
-            StoreError: the folder cannot be created or the file cannot be written
-                (full disk, read-only folder); nothing is left half-written.
+            LocalFaultError: the folder itself is failing (full disk, read-only, over
+                quota, I/O error); nothing is left half-written.
+            StoreError: the folder cannot be created or the file cannot be written for
+                another reason (e.g. a name the file system refuses).
         """
         target = self.file_path(relative)
         tmp: str | None = None
@@ -99,14 +114,31 @@ class ArticleFiles:
             Path(tmp).replace(target)
             tmp = None
         except OSError as exc:
-            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            message = f"cannot write {target}: {exc.strerror or exc}"
+            if is_local_os_fault(exc):
+                raise LocalFaultError(message) from exc
+            raise StoreError(message) from exc
         finally:
             if tmp is not None:
                 with suppress(OSError):
                     Path(tmp).unlink()
 
     def write_files(self, files: Mapping[str, str]) -> dict[str, StoreError]:
-        """Write several article files atomically, concurrently; returns the failures."""
+        """Write several article files atomically, concurrently; returns the failures.
+
+        A batch that met a fault of the folder itself records it in ``faults``; a batch
+        written whole clears it (judged per batch: the writers run concurrently, so one
+        file that still fitted must not clear a fault its neighbours met).
+        """
+        failures = self._write_all(files)
+        local = [e for e in failures.values() if isinstance(e, LocalFaultError)]
+        if local:
+            self.faults.record(POSTS, str(local[0]))
+        elif files and not failures:
+            self.faults.clear(POSTS)
+        return failures
+
+    def _write_all(self, files: Mapping[str, str]) -> dict[str, StoreError]:
         if len(files) <= 1:
             failures: dict[str, StoreError] = {}
             for relative, text in files.items():

@@ -26,6 +26,7 @@ from aggregator.convert import (
     entry_uid,
     render_article,
 )
+from aggregator.errors import LocalFaultError
 from aggregator.filter import Rule, verdict
 from aggregator.models import Article, SourceOutcome
 from aggregator.records import EntryRow, StoredEntry
@@ -43,11 +44,19 @@ class Tally:
     dropped: int = 0
     failed: int = 0
     problems: list[str] = field(default_factory=list)
+    fault: str | None = None  # our storage failed a write (full disk...): not the source's fault
 
     def outcome(self, source: str, error: str | None) -> SourceOutcome:
-        """The outcome; a failed article write, or keeping nothing at all, fails the source."""
+        """The outcome; a failed article write, or keeping nothing at all, fails the source.
+
+        A fault of our own storage fails the poll too, marked ``local_fault`` so that the
+        source is not blamed for it.
+        """
         writes = [p.removeprefix("write: ") for p in self.problems if p.startswith("write: ")]
-        if error is None and writes:
+        local = error is None and self.fault is not None
+        if local:
+            error = self.fault
+        elif error is None and writes:
             error = writes[0]
         if error is None and self.failed and not (self.new or self.updated or self.unchanged):
             error = f"no entry could be kept ({self.failed} failed)"
@@ -60,6 +69,7 @@ class Tally:
             dropped=self.dropped,
             error=error,
             warnings=tuple(self.problems),
+            local_fault=local,
         )
 
 
@@ -231,8 +241,7 @@ class Ingest:
             path = state.path if state and state.path else new_paths[key]
             text = render_article(article, uid, date, self.options)
             digest = text_hash(text)
-            same_file = state is not None and state.file_hash == digest
-            if not (same_file and self.store.files.file_exists(path)):
+            if self._needs_write(path, text, digest, uid, state, rebuilding, tally):
                 writes[path] = text
             if state is None:
                 kind = "new"
@@ -256,14 +265,46 @@ class Ingest:
         rows: list[EntryRow] = []
         for kind, row in pending:
             if row.path is not None and row.path in failures:
+                failure = failures[row.path]
                 tally.failed += 1
-                tally.problems.append(f"write: {failures[row.path]}")
+                tally.problems.append(f"write: {failure}")
+                if isinstance(failure, LocalFaultError) and tally.fault is None:
+                    tally.fault = str(failure)
                 continue
             if kind != "dropped":
                 setattr(tally, kind, getattr(tally, kind) + 1)
             rows.append(row)
         self.store.upsert_entries(conn, rows)
         self.store.touch_entries(conn, name, seen_again, now)
+
+    def _needs_write(
+        self,
+        path: str,
+        text: str,
+        digest: str,
+        uid: str,
+        state: StoredEntry | None,
+        rebuilding: bool,
+        tally: Tally,
+    ) -> bool:
+        """Whether an article's file must be (re)written with ``text``.
+
+        A poll trusts the index's record of the file. A rebuild looks at the file itself:
+        a killed update can leave a file newer than its index row, which the record
+        calls unchanged. A file at the path that is not this entry's article (no or
+        another ``entry_id``: someone's own file) is never overwritten.
+        """
+        files = self.store.files
+        if not rebuilding:
+            same_file = state is not None and state.file_hash == digest
+            return not (same_file and files.file_exists(path))
+        on_disk = files.read_file(path)
+        if on_disk == text.encode("utf-8"):
+            return False
+        if on_disk is None or files.file_belongs_to(path, uid):
+            return True
+        tally.problems.append(f"{path} is not this entry's article (entry_id {uid}): kept")
+        return False
 
     def _row(
         self,

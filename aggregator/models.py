@@ -110,6 +110,7 @@ class SourceOutcome:
     status: str = "ok"  # the source's state afterwards (policy.Status)
     next_poll_at: datetime | None = None  # when ``aggregator run`` polls it next
     skipped: bool = False  # not polled at all (paused or gone)
+    local_fault: bool = False  # the error is our storage's (full disk...), not the source's
 
     @property
     def ok(self) -> bool:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from aggregator.config import Config, SourceConfig
-from aggregator.errors import FetchError, StoreError
+from aggregator.errors import FetchError, LocalFaultError, StoreError
 from aggregator.fetch import Fetched, Fetcher
 from aggregator.ingest import Ingest, Tally
 from aggregator.models import SourceOutcome
@@ -29,6 +29,7 @@ from aggregator.policy import (
     Policy,
     Status,
     after_failure,
+    after_local_fault,
     after_success,
     feed_hints,
     with_jitter,
@@ -281,6 +282,8 @@ class Poller:
                     tally.dropped += self.store.prune(
                         conn, source.key, keep_days, keep_max, started
                     )
+            except LocalFaultError as exc:
+                tally.fault = str(exc)
             except StoreError as exc:
                 error = str(exc)
         return self._finish(
@@ -321,7 +324,12 @@ class Poller:
         # Error texts quote the URL (urllib3's too): stored, shown and logged redacted.
         draft = tally.outcome(source.key, redact(error) if error else None)
         failures_before = state.failures if state else 0
-        if draft.ok:
+        if draft.local_fault:
+            status_before = Status(state.status) if state else Status.NEW
+            decision = after_local_fault(
+                self.policy, source.interval, status_before, failures_before
+            )
+        elif draft.ok:
             decision = after_success(self.policy, source.interval, hints or Hints())
         else:
             decision = after_failure(
@@ -347,6 +355,11 @@ class Poller:
             status=decision.status.value,
             next_poll_at=next_poll,
         )
+        if draft.local_fault:
+            # Only when it runs next: its status, failures and validators stay as they
+            # were, so the next poll fetches and writes everything again.
+            fault_row = {"url": source.url, "last_polled_at": started, "next_poll_at": next_poll}
+            return PollRecord(outcome, started, fault_row)
         row: dict[str, Any] = {
             "url": source.url,
             "last_polled_at": started,

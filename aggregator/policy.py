@@ -8,6 +8,8 @@ No I/O and no clock: ``now`` and the random source are arguments, so tests fix b
 - A failing source backs off exponentially from its interval, capped, and never sooner
   than a ``Retry-After`` says. After ``max_failures`` failures in a row it is paused.
 - 410 Gone pauses a source at once, as gone.
+- A fault of our own storage (full disk, read-only folder, damaged database) is not the
+  source's: its state and failure count stay, and it is tried again soon, with no backoff.
 - Every delay stays inside [floor, ceiling] and gets a little jitter, so sources
   configured together drift apart instead of arriving at a host all at once.
 """
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+
+LOCAL_FAULT_RETRY = 300.0  # seconds: how soon a poll that our storage failed is tried again
 
 
 class Status(StrEnum):
@@ -157,6 +161,20 @@ def after_failure(
     base = interval or policy.interval
     backoff = min(base * 2 ** (failures - 1), max(policy.backoff_cap, base))
     return Decision(Status.ERRORING, failures, policy.clamp(max(backoff, retry_after or 0.0)), None)
+
+
+def after_local_fault(
+    policy: Policy, interval: float | None, status: Status, failures: int
+) -> Decision:
+    """The decision after a poll that our own storage failed, not the source.
+
+    A full posts disk once counted against every source polled meanwhile, so they backed
+    off and ended paused long after space came back. Now nothing about the source
+    changes but its next poll: soon (its interval, at most ``LOCAL_FAULT_RETRY``), so
+    that it is written as soon as the storage is back.
+    """
+    base = interval or policy.interval
+    return Decision(status, failures, policy.clamp(min(base, LOCAL_FAULT_RETRY)), None)
 
 
 def with_jitter(delay: float, jitter: float, rng: random.Random) -> float:

@@ -8,17 +8,22 @@ Order of writes for one source: article files first (each by temp file + rename,
 crash never leaves half a file), then one database transaction. A crash between the two
 leaves a complete file the index does not know yet; the next poll finds it again by the
 ``entry_id`` in its front matter and adopts it instead of writing a namesake.
+
+A damaged database file is refused when the store is opened (a quick integrity check,
+bounded in time), so that nothing keeps writing into it; a fault of the disk under the
+database or the posts folder while running is recorded in ``faults`` (see ``faults``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,8 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from aggregator.errors import StoreError
+from aggregator.errors import LocalFaultError, StoreError
+from aggregator.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.files import ArticleFiles
 from aggregator.logins import Logins
 from aggregator.queries import Queries, chunks
@@ -47,6 +53,9 @@ from aggregator.schema import (
 )
 
 VERSION_RECHECK = 1.0  # seconds between reads of the content version by a reader
+INTEGRITY_BUDGET = 5.0  # seconds the integrity check at open may take; larger files: partly
+SQLITE_INTERRUPT = 9
+DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
 def text_hash(text: str) -> str:
@@ -65,7 +74,8 @@ class Store(Queries, Logins):
     """
 
     def __init__(self, database: str, posts_dir: str, *, fsync: bool = False) -> None:
-        self.files = ArticleFiles(posts_dir, fsync=fsync)
+        self.faults = Faults()
+        self.files = ArticleFiles(posts_dir, fsync=fsync, faults=self.faults)
         self.database = database
         self._local = threading.local()
         self._raw_connections: list[sqlite3.Connection] = []
@@ -73,6 +83,13 @@ class Store(Queries, Logins):
         self._version_checked = -VERSION_RECHECK
         self._version_bumped = False
         self._lock = threading.RLock()
+        damage = find_damage(database)
+        if damage is not None:
+            raise StoreError(damaged_report(database, damage))
+        # Made now, so that a posts folder that disappears later (an unmounted disk) is
+        # noticed by health(), not taken for a fresh install.
+        with suppress(OSError):
+            self.files.posts_dir.mkdir(parents=True, exist_ok=True)
         try:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(
@@ -91,6 +108,25 @@ class Store(Queries, Logins):
                     )
         except (OSError, SQLAlchemyError) as exc:
             raise StoreError(f"cannot open the database {database}: {exc}") from exc
+
+    def health(self) -> list[str]:
+        """What keeps the store from working now: local write faults in force, a database
+        that cannot be read, a posts folder that is gone or not writable (empty: fine).
+
+        Cheap enough for every /healthz request: one small query and two stat calls.
+        """
+        problems = self.faults.reasons()
+        try:
+            with self.reading() as conn:
+                conn.execute(sa.select(meta_table.c.value).limit(1)).all()
+        except StoreError as exc:
+            problems.append(f"{DATABASE}: cannot be read: {exc}")
+        folder = self.files.posts_dir
+        if not folder.is_dir():
+            problems.append(f"posts folder: {folder} is missing or not a folder")
+        elif not os.access(folder, os.W_OK | os.X_OK):  # EROFS even for root
+            problems.append(f"posts folder: {folder} is not writable")
+        return problems
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database after a large batch of writes.
@@ -122,13 +158,28 @@ class Store(Queries, Logins):
                 with self.engine.begin() as conn:
                     yield conn
             except SQLAlchemyError as exc:
-                raise StoreError(f"database error: {exc}") from exc
+                raise self._database_error(exc) from exc
+            else:
+                if self._version_bumped:
+                    # Entries were written: the database's fault, if any, is over. Not
+                    # any write: a poll's small history row can fit where its entries did
+                    # not, and the service would look well between two failing polls.
+                    self.faults.clear(DATABASE)
             finally:
                 if self._version_bumped:
                     # Committed (or not): the next reader reads the version again, even
                     # if one read it between the bump and the commit.
                     self._version_bumped = False
                     self._version_checked = -VERSION_RECHECK
+
+    def _database_error(self, exc: SQLAlchemyError) -> StoreError:
+        """A database error as a StoreError; a fault of the file or its disk is recorded."""
+        cause = getattr(exc, "orig", None)
+        if is_local_sqlite_fault(cause):
+            message = f"database error: {cause}"
+            self.faults.record(DATABASE, message)
+            return LocalFaultError(message)
+        return StoreError(f"database error: {exc}")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -420,6 +471,50 @@ class Store(Queries, Logins):
                 )
             )
         return len(ids)
+
+
+def find_damage(database: str, budget: float = INTEGRITY_BUDGET) -> str | None:
+    """Run SQLite's quick integrity check on an existing database file.
+
+    Garbage in the middle of the file once went unnoticed: polls kept writing into it and
+    every page answered 500. ``PRAGMA quick_check`` reads every page (O(N), without the
+    index cross-checks of ``integrity_check``); it is interrupted after ``budget``
+    seconds, so a very large file is checked only in part rather than delaying start-up.
+
+    Returns:
+        What is damaged (SQLite's first findings), or None: fine, not checked through,
+        or no file yet.
+    """
+    if not Path(database).is_file():
+        return None
+    deadline = time.monotonic() + budget
+    connection = sqlite3.connect(database, timeout=30)
+    try:
+        connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        rows = connection.execute("PRAGMA quick_check(5)").fetchall()
+    except sqlite3.DatabaseError as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in DAMAGED_CODES:
+            return str(exc)
+        if code == SQLITE_INTERRUPT:
+            return None  # out of time: checked in part, and that part was readable
+        raise StoreError(f"cannot open the database {database}: {exc}") from exc
+    finally:
+        connection.close()
+    findings = [str(r[0]) for r in rows]
+    return None if findings == ["ok"] else "; ".join(findings)
+
+
+def damaged_report(database: str, damage: str) -> str:
+    """Why the store refuses a damaged database, and how to recover."""
+    return (
+        f"the database {database} is damaged ({damage}); nothing was written to it.\n"
+        "To recover, restore it from a backup, or salvage what SQLite can still read:\n"
+        f'  sqlite3 {database} ".recover" | sqlite3 {database}.recovered\n'
+        f"  mv {database} {database}.damaged && mv {database}.recovered {database}\n"
+        "or move it away to start a new index: the article files in posts_dir are kept, and\n"
+        "the next poll indexes again those its feeds still carry (recognised by entry_id)."
+    )
 
 
 def _row_values(row: EntryRow) -> dict[str, Any]:

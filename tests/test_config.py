@@ -140,3 +140,56 @@ def test_names_site_and_author() -> None:
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_sources_pasted_under_outputs_are_named_as_such() -> None:
+    text = """\
+sources:
+  - url: https://a.example/feed
+    categories: [A]
+outputs:
+  - name: all
+  - url: https://b.example/feed
+    categories: [B]
+    interval: 1h
+"""
+    found = problems(text)
+    assert (
+        "c.yaml:6: outputs[1]: looks like a source pasted under `outputs:` (it has interval, "
+        "url); move it under `sources:`"
+    ) in found
+    assert "c.yaml:6: outputs[1].url: unknown key (check its spelling)" in found
+    assert not any("outputs[0]" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("example.com/feed.xml", "https://example.com/feed.xml"),
+        ("www.foo.cn/rss", "https://www.foo.cn/rss"),
+        ("news.example.org", "https://news.example.org"),
+        ("//example.com/feed", "https://example.com/feed"),
+        ("example.com:8080/feed", "https://example.com:8080/feed"),
+    ],
+)
+def test_a_url_without_its_scheme_is_refused_with_a_hint(
+    url: str, meant: str, tmp_path: Path
+) -> None:
+    text = f"sources:\n  - url: {url}\n    categories: [A]\n"
+    [problem] = problems(text, tmp_path)
+    assert problem == (
+        f"c.yaml:2: sources[0].url: {url!r} looks like a host name; did you mean '{meant}'?"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["examples/feeds/example-blog.atom.xml", "feeds/feed.xml", "feed.xml", "site.example/x.xml"],
+)
+def test_relative_file_paths_stay_valid(url: str, tmp_path: Path) -> None:
+    (tmp_path / "examples" / "feeds").mkdir(parents=True)
+    (tmp_path / "examples" / "feeds" / "example-blog.atom.xml").write_text("<feed/>")
+    (tmp_path / "site.example").mkdir()  # a folder named like a host is still a folder
+    (tmp_path / "site.example" / "x.xml").write_text("<rss/>", encoding="utf-8")
+    config = parse_config(f"sources:\n  - url: {url}\n    categories: [A]\n", "c.yaml", tmp_path)
+    assert config.sources[0].url == str(tmp_path / url)

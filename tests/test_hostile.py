@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import ipaddress
 import multiprocessing
+import random
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Harness, MakeConfig, item, rss
+from conftest import EXAMPLES, Harness, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError, FetchError
 from aggregator.fetch import Fetcher, is_private_address
+from aggregator.policy import LOCAL_FAULT_RETRY
+from aggregator.web import create_app
 
 HarnessFactory = Callable[[Path], Harness]
 HEAD = '<rss version="2.0"><channel><title>t</title><link>http://x.example/</link><description>d</description>'
@@ -369,23 +373,82 @@ def test_full_disk_is_a_clear_error_and_recovers(
     try:
         big = "<p>" + "字" * 20_000 + "</p>"
         path = feed_file("f.xml", rss("".join(item(f"g{n}", f"Post {n}", big) for n in range(8))))
-        h = harness(make_config([{"url": str(path), "categories": ["A"], "name": "s"}]))
-        [outcome] = h.poll()
-        assert not outcome.ok
-        assert "No space left on device" in str(outcome.error)
-        assert (h.store.source_state("s") or {})["status"] == "erroring"
+        h = harness(
+            make_config(
+                [{"url": str(path), "categories": ["A"], "name": "s"}],
+                schedule={"max_failures": 2, "jitter": 0},
+            )
+        )
+        health = create_app(h.config, h.store).test_client()
+        # Many polls against the full disk: the disk's fault, never the source's.
+        for _ in range(4):
+            [outcome] = h.poll()
+            assert not outcome.ok and outcome.local_fault
+            assert "No space left on device" in str(outcome.error)
+            assert outcome.next_poll_at is not None
+            assert outcome.next_poll_at <= h.now + timedelta(seconds=LOCAL_FAULT_RETRY)
+            h.now += timedelta(minutes=10)
+        state = h.store.source_state("s") or {}
+        assert state["failures"] == 0
+        assert state["status"] not in ("erroring", "paused")
+        answer = health.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.get_json()["status"] == "degraded"
+        assert any("No space left on device" in r for r in answer.get_json()["reasons"])
+        assert "No space left on device" in health.get("/").get_data(as_text=True)
         for file in h.files():  # whatever was written is whole
             assert file.read_text(encoding="utf-8").rstrip().endswith("</div>")
         assert not list(posts.rglob(".*.tmp"))
         kept = h.store.count_entries()
         assert kept == len(h.files())
         subprocess.run(["mount", "-o", "remount,size=4m", str(posts)], check=True)
-        h.now += timedelta(hours=1)
-        [again] = h.poll()
+        [again] = h.poll()  # the next poll after space returns writes the rest
         assert again.ok and again.new == 8 - kept
         assert len(h.files()) == 8
+        answer = health.get("/healthz")
+        assert answer.status_code == 200 and answer.get_json() == {"status": "ok", "reasons": []}
     finally:
         subprocess.run(["umount", str(posts)], check=False)
+
+
+def test_full_database_disk_degrades_the_service_not_the_source(
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    feed_file: Callable[[str, bytes | str], Path],
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "db"
+    if not _mount_tmpfs(db, "256k"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    h: Harness | None = None
+    try:
+        big = "<p>" + "字" * 20_000 + "</p>"
+        path = feed_file("f.xml", rss("".join(item(f"g{n}", f"Post {n}", big) for n in range(8))))
+        h = harness(
+            make_config(
+                [{"url": str(path), "categories": ["A"], "name": "s"}],
+                schedule={"max_failures": 1},
+            )
+        )
+        health = create_app(h.config, h.store).test_client()
+        [outcome] = h.poll()
+        assert not outcome.ok and outcome.local_fault
+        assert "database or disk is full" in str(outcome.error)
+        assert outcome.status != "paused"
+        answer = health.get("/healthz")
+        assert answer.status_code == 503
+        assert any(r.startswith("database: ") for r in answer.get_json()["reasons"])
+        subprocess.run(["mount", "-o", "remount,size=16m", str(db)], check=True)
+        h.now += timedelta(minutes=10)
+        [again] = h.poll()
+        assert again.ok and again.new + again.unchanged == 8
+        assert h.store.count_entries() == 8
+        assert (h.store.source_state("s") or {})["failures"] == 0
+        assert health.get("/healthz").status_code == 200
+    finally:
+        if h is not None:
+            h.close()  # the database is on the tmpfs: closed before it is unmounted
+        subprocess.run(["umount", str(db)], check=False)
 
 
 def test_read_only_folder(
@@ -410,6 +473,67 @@ def test_read_only_folder(
         assert again.ok and again.new == 1
     finally:
         subprocess.run(["umount", str(posts)], check=False)
+
+
+def _damage_middle_pages(database: Path, pages: int = 4) -> bytes:
+    """Write garbage over some pages in the middle of a SQLite file; return the result."""
+    data = bytearray(database.read_bytes())
+    page = 4096
+    start = (len(data) // page // 2) * page
+    noise = random.Random(9).randbytes(page * pages)
+    data[start : start + len(noise)] = noise[: len(data) - start]
+    database.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_damaged_database_is_refused_at_start(
+    make_config: MakeConfig, feed_file: Callable[[str, bytes | str], Path], tmp_path: Path
+) -> None:
+    items = "".join(item(f"g{n}", f"Post {n}", "<p>" + "正文" * 300 + "</p>") for n in range(60))
+    config = make_config([{"url": str(feed_file("f.xml", rss(items))), "categories": ["A"]}])
+    poll = [sys.executable, "-m", "aggregator", "poll", "--config", str(config)]
+    first = subprocess.run(poll, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    database = tmp_path / "db" / "index.sqlite"
+    assert not database.with_name("index.sqlite-wal").exists()  # folded in at close
+    damaged = _damage_middle_pages(database)
+    result = subprocess.run(poll, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode != 0
+    assert f"the database {database} is damaged" in result.stderr
+    assert ".recover" in result.stderr and "posts_dir are kept" in result.stderr
+    assert database.read_bytes() == damaged  # nothing was written into it
+    assert len(list((tmp_path / "posts").rglob("*.md"))) == 60  # the articles are kept
+
+
+def test_healthz_checks_the_posts_folder(
+    make_config: MakeConfig, harness: HarnessFactory, tmp_path: Path
+) -> None:
+    posts = tmp_path / "posts"
+    if not _mount_tmpfs(posts, "1m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        h = harness(
+            make_config([{"url": str(EXAMPLES / "example-blog.atom.xml"), "categories": ["A"]}])
+        )
+        client = create_app(h.config, h.store).test_client()
+        assert client.get("/healthz").status_code == 200
+        subprocess.run(["mount", "-o", "remount,ro", str(posts)], check=True)
+        answer = client.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.get_json()["reasons"] == [f"posts folder: {posts} is not writable"]
+        assert f"{posts} is not writable" in client.get("/").get_data(as_text=True)
+        subprocess.run(["mount", "-o", "remount,rw", str(posts)], check=True)
+        assert client.get("/healthz").status_code == 200
+    finally:
+        subprocess.run(["umount", str(posts)], check=False)
+    posts.rmdir()
+    posts.write_text("a file where the posts folder should be")
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.get_json() == {
+        "status": "degraded",
+        "reasons": [f"posts folder: {posts} is missing or not a folder"],
+    }
 
 
 # -- found in review ---------------------------------------------------------------------

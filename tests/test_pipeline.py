@@ -245,6 +245,38 @@ def test_deleted_article_file_is_restored(
     assert file.read_bytes() == content
 
 
+def test_rebuild_rewrites_a_file_newer_than_its_index_row(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    path = feed_file("f.xml", rss(item("a", "Post", "<p>Version one</p>")))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
+    h.poll()
+    [file] = h.files()
+    rendered = file.read_bytes()
+    # A killed update: the new file was renamed into place, its index row never committed.
+    file.write_bytes(rendered.replace(b"Version one", b"Version two"))
+    [outcome] = h.poller.rebuild(h.config.sources)
+    assert (outcome.updated, outcome.unchanged) == (1, 0)
+    assert file.read_bytes() == rendered
+    [again] = h.poller.rebuild(h.config.sources)  # now the file is what the index says
+    assert (again.updated, again.unchanged) == (0, 1)
+
+
+def test_rebuild_never_overwrites_someone_elses_file(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    path = feed_file("f.xml", rss(item("a", "Post")))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
+    h.poll()
+    [file] = h.files()
+    mine = "---\ntitle: my own notes\n---\n\nWritten by hand.\n"
+    file.write_text(mine, encoding="utf-8")  # no entry_id: not one of our articles
+    [outcome] = h.poller.rebuild(h.config.sources)
+    assert outcome.updated == 0
+    assert file.read_text(encoding="utf-8") == mine
+    assert any("is not this entry's article" in w for w in outcome.warnings)
+
+
 def test_bad_entry_never_stops_its_feed_and_bad_feed_never_stops_the_run(
     make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:
@@ -295,7 +327,7 @@ def test_unwritable_posts_folder_is_recorded_and_recovers(
 
     path = feed_file("f.xml", rss(item("a", "Post")))
     h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
-    h.posts.mkdir(parents=True)
+    h.posts.mkdir(parents=True, exist_ok=True)  # the store makes it at open
     h.posts.chmod(0o500)
     try:
         if os.access(h.posts, os.W_OK):  # root ignores permissions: block with a file instead

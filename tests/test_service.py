@@ -14,6 +14,7 @@ from pytest_httpserver import HTTPServer
 from aggregator.config import load_config
 from aggregator.scheduler import Service
 from aggregator.store import Store
+from aggregator.web import create_app
 
 
 class Clock:
@@ -165,6 +166,33 @@ def test_invalid_config_is_refused_and_the_old_one_keeps_running(
     assert "bogus_key: unknown key" in service.last_reload_error
     assert {f"s{n}": service.next_run(f"s{n}") for n in range(3)} == before
     assert service.config.source("s1") is not None
+
+
+def test_refused_reload_is_shown_until_a_valid_config_loads(
+    make_config: MakeConfig, served_feeds: list[str], services: list[Service]
+) -> None:
+    path = config_for(make_config, served_feeds[:1])
+    service = make_service(path, Clock(), services)
+    service.start(paused=True)
+    client = create_app(service.config, service.store, service).test_client()
+    good = path.read_text(encoding="utf-8")
+    assert client.get("/healthz").status_code == 200
+    pasted = f"outputs:\n- url: {served_feeds[1]}\n  categories: [B]\n"
+    path.write_text(good + pasted, encoding="utf-8")
+    assert not service.reload()
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    [reason] = answer.get_json()["reasons"]
+    assert reason.startswith("config reload refused; the previous configuration keeps running")
+    assert "outputs[0].url: unknown key" in reason
+    assert "looks like a source pasted under `outputs:`" in reason
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="service-problems"' in page
+    assert "looks like a source pasted under `outputs:`" in page
+    path.write_text(good, encoding="utf-8")
+    assert service.reload()
+    assert client.get("/healthz").get_json() == {"status": "ok", "reasons": []}
+    assert 'id="service-problems"' not in client.get("/").get_data(as_text=True)
 
 
 def test_config_file_change_is_noticed(

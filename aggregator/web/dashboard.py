@@ -12,6 +12,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, render_templ
 from flask.typing import ResponseReturnValue
 
 from aggregator.config import Config
+from aggregator.errors import StoreError
 from aggregator.opml import export_opml
 from aggregator.publish import entry_id
 from aggregator.redact import redact
@@ -166,15 +167,47 @@ def _front_matter(path: Path) -> str:
     return match.group(1) if match else ""
 
 
+def service_problems() -> list[str]:
+    """What is wrong with the service itself, not with a source: storage faults, an
+    unreadable database or posts folder, a config reload that was refused."""
+    _, store, service = _context()
+    problems = store.health()
+    if service is not None and service.last_reload_error is not None:
+        problems.append(
+            "config reload refused; the previous configuration keeps running until the file "
+            "is fixed:\n" + service.last_reload_error
+        )
+    return problems
+
+
+@bp.app_context_processor
+def service_banner() -> dict[str, Any]:
+    """Every page shows the service's own problems in a banner until they are over."""
+    return {"service_problems": service_problems()}
+
+
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    """ok, or degraded with the reasons (failing, paused or gone sources)."""
-    reasons = [
-        f"{s['name']}: {s['status']}" + (f" ({s['last_error']})" if s["last_error"] else "")
-        for s in source_rows()
-        if s["status"] in PROBLEM_STATES
-    ]
-    return jsonify(status="degraded" if reasons else "ok", reasons=reasons)
+    """ok, or degraded with the reasons.
+
+    503 when the service itself is impaired (``service_problems``); 200 when only some
+    sources fail, are paused or gone: the service still does its job for the others.
+    """
+    problems = service_problems()
+    try:
+        sources = [
+            f"{s['name']}: {s['status']}" + (f" ({s['last_error']})" if s["last_error"] else "")
+            for s in source_rows()
+            if s["status"] in PROBLEM_STATES
+        ]
+    except StoreError:
+        if not problems:
+            raise
+        sources = []  # the database's problem is among the service's already
+    reasons = problems + sources
+    return jsonify(status="degraded" if reasons else "ok", reasons=reasons), (
+        503 if problems else 200
+    )
 
 
 @bp.get("/metrics")

@@ -1,0 +1,32 @@
+"""The README tells the truth about the commands and about what CI runs."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import ROOT
+
+from aggregator.cli import cli
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def sh_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)\n```", README, re.S)
+
+
+def test_ci_runs_the_readme_test_command_with_the_audited_lock() -> None:
+    [test_command] = [b for b in sh_blocks() if "pytest" in b]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").rstrip("\n").splitlines()
+    assert ci[-1] == test_command
+    # What is tested is what .ci/audit audits: the lock constrains every install.
+    assert "pip install -c requirements.lock " in test_command
+    installs = [line for line in ci if "pip install" in line and "-e " in line]
+    assert installs and all("-c requirements.lock" in line for line in installs)
+
+
+def test_the_command_table_lists_every_command() -> None:
+    table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `aggregator ([a-z][a-z-]*)", table, re.M))
+    assert listed == set(cli.commands)
+    assert "| `aggregator --version` |" in table
