@@ -165,7 +165,11 @@ def wait_for(predicate: Callable[[], Any], what: str, deadline: float = 60.0) ->
 def start_run(
     config: Path, log: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `aggregator run` as a user would; return the process and its base URL."""
+    """Start `aggregator run` as a user would; return the process and its base URL.
+
+    It leads a session of its own, so the processes it starts can be found (by their
+    session id) even after it died.
+    """
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
@@ -173,6 +177,7 @@ def start_run(
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     try:
         line = wait_for(
