@@ -189,3 +189,35 @@ def test_sigkill_to_run_leaves_no_process(make_config: MakeConfig, tmp_path: Pat
         process.kill()
         process.wait(timeout=DEADLINE)
         wait_for(lambda: not session_processes(process.pid), "every process it started to end")
+
+
+def test_a_signal_during_start_up_ends_it_like_any_other(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    os.mkfifo(config)  # start-up blocks reading it until the test writes: a fixed moment
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    with reaped(process):
+        # Opening the writing end without blocking works once the reader has it open.
+        writer = wait_for(lambda: open_writer(config), "run to open its config")
+        try:
+            interrupt(process, log)
+            code = process.wait(timeout=DEADLINE)
+        finally:
+            os.close(writer)
+    assert code == SIGTERM_EXIT, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def open_writer(fifo: Path) -> int | None:
+    """The writing end of a FIFO, or None while nothing reads it."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader yet
+        return None
