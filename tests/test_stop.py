@@ -8,13 +8,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MakeConfig, item, rss, start_run, wait_for
+from conftest import MakeConfig, item, rss, start_aggregator, start_run, wait_for
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -162,14 +161,7 @@ def test_sigterm_to_poll_records_what_ended_and_leaves_no_process(
     sources = [*local_sources(tmp_path, 3), {"url": held.url, "categories": ["H"], "name": "held"}]
     config = run_config(make_config, sources)
     log = tmp_path / "stderr.txt"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "poll", "--config", str(config)],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
+    process = start_aggregator(["poll", "--config", str(config)], tmp_path, log)
     with reaped(process):
         assert held.arrived.wait(DEADLINE)
         wait_for(lambda: pool_workers(process.pid), "the pool's workers")
@@ -195,14 +187,7 @@ def test_a_signal_during_start_up_ends_it_like_any_other(tmp_path: Path) -> None
     config = tmp_path / "config.yaml"
     os.mkfifo(config)  # start-up blocks reading it until the test writes: a fixed moment
     log = tmp_path / "stderr.txt"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
+    process = start_aggregator(["run", "--config", str(config)], tmp_path, log)
     with reaped(process):
         # Opening the writing end without blocking works once the reader has it open.
         writer = wait_for(lambda: open_writer(config), "run to open its config")
