@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from aggregator.config import Config, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import SourceOutcome
 from aggregator.pipeline import Poller, iter_enabled
+from aggregator.signals import Interrupted, install_stop_handlers
 from aggregator.store import Store
 
 if TYPE_CHECKING:
@@ -30,10 +32,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_SOURCE_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_STUCK = 3  # stopped while polls were still in flight past the grace period
+
+
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)["verbose"] = True
+        logging.getLogger().setLevel(logging.INFO)
+
+
+def verbose_option(func: F) -> F:
+    """Add ``-v/--verbose`` (accepted before the command and after it alike)."""
+    return click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_verbose,
+        help="Log each source and print warnings.",
+    )(func)
 
 
 def config_option(func: F) -> F:
-    """Add ``--config PATH`` to a command (every command takes it)."""
+    """Add ``--config PATH`` and ``-v`` to a command (every command takes both)."""
     return click.option(
         "--config",
         "config_path",
@@ -42,7 +63,7 @@ def config_option(func: F) -> F:
         envvar="AGGREGATOR_CONFIG",
         type=click.Path(dir_okay=False),
         help="The configuration file.",
-    )(func)
+    )(verbose_option(func))
 
 
 def workers_option(func: F) -> F:
@@ -148,11 +169,11 @@ def _summarise(outcomes: Sequence[SourceOutcome], verbose: bool) -> int:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aggregator")
-@click.option("-v", "--verbose", is_flag=True, help="Log each source and print warnings.")
+@verbose_option
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context) -> None:
     """Aggregate RSS/Atom feeds into clean article files and filtered feeds."""
-    ctx.obj = {"verbose": verbose}
+    verbose = ctx.ensure_object(dict).setdefault("verbose", False)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -316,15 +337,6 @@ def import_opml_command(config_path: str, file: str) -> None:
     click.echo(f"{len(added)} sources added, {skipped} already in {config_path}")
 
 
-class _Stop(SystemExit):
-    """Raised in the main thread by SIGTERM/SIGINT to leave the server loop.
-
-    A SystemExit, because waitress's loop (asyncore) lets only SystemExit and
-    KeyboardInterrupt out of a connection's handler: any other exception raised while a
-    request is being handled would be logged and swallowed, and the server kept running.
-    """
-
-
 def _serve(
     app: Any,
     config: Config,
@@ -333,7 +345,7 @@ def _serve(
     on_ready: Callable[[], None] = lambda: None,
     on_hangup: Callable[[], object] | None = None,
 ) -> None:
-    """Serve a WSGI app with waitress until SIGTERM or SIGINT.
+    """Serve a WSGI app with waitress until SIGTERM or SIGINT (``Interrupted``).
 
     ``host`` and ``port`` from the command line win over ``settings.server``.
     """
@@ -353,15 +365,6 @@ def _serve(
         clear_untrusted_proxy_headers=True,
     )
 
-    stopping: list[str] = []
-
-    def stop(signum: int, _frame: object) -> None:
-        if not stopping:
-            stopping.append(signal.Signals(signum).name)
-            raise _Stop(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     if on_hangup is not None:
         # Not in the handler itself: a reload takes locks the interrupted code may hold.
         signal.signal(
@@ -372,12 +375,11 @@ def _serve(
     click.echo(f"serving on http://{host}:{actual_port}/", err=True)
     on_ready()
     try:
-        server.run()  # returns (or raises _Stop) once a signal stopped it
-    except _Stop:
-        pass
+        server.run()  # until a signal raises Interrupted
+    except Interrupted:
+        pass  # the way it is meant to stop: exit 0 once the caller has cleaned up
     finally:
         server.close()
-    click.echo(f"{stopping[0] if stopping else 'stopped'}: shutting down", err=True)
 
 
 @cli.command()
@@ -396,7 +398,13 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
     try:
         _serve(app, config, host, port, service.start, on_hangup=service.reload)
     finally:
-        service.shutdown(wait=True)  # in-flight polls finish; nothing is half-written
+        # In-flight polls finish and are recorded; a second signal cuts this short.
+        if not service.shutdown(wait=True):
+            click.echo(
+                f"stopped after {service.stop_grace:g} s with polls still in flight",
+                err=True,
+            )
+            os._exit(EXIT_STUCK)  # their threads would keep the interpreter from exiting
         store.close()
         click.echo("stopped", err=True)
 
@@ -443,4 +451,5 @@ def _log_for_service() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``aggregator`` command."""
+    install_stop_handlers()  # first: a signal during start-up must stop cleanly too
     cli.main(args=list(argv) if argv is not None else None, prog_name="aggregator")

@@ -147,23 +147,37 @@ class Poller:
                 threads.submit(self._poll, s, states.get(s.key), pool, manual) for s in sources
             ]
             pending: list[PollRecord] = []
-            for done, future in enumerate(as_completed(futures), start=1):
-                result = future.result()
-                if isinstance(result, PollRecord):
-                    pending.append(result)
-                else:
-                    outcomes[result.source] = result
+
+            def flush() -> None:
+                if not pending:
+                    return
+                self._record(pending)
+                for record in pending:
+                    outcomes[record.outcome.source] = record.outcome
                     if on_done is not None:
-                        on_done(result)
-                # Recorded in batches: one transaction for many polls (a warm poll of
-                # hundreds of 304s is otherwise all transaction overhead).
-                if pending and (len(pending) >= RECORD_BATCH or done == len(futures)):
-                    self._record(pending)
-                    for record in pending:
-                        outcomes[record.outcome.source] = record.outcome
+                        on_done(record.outcome)
+                pending.clear()
+
+            try:
+                for done, future in enumerate(as_completed(futures), start=1):
+                    result = future.result()
+                    if isinstance(result, PollRecord):
+                        pending.append(result)
+                    else:
+                        outcomes[result.source] = result
                         if on_done is not None:
-                            on_done(record.outcome)
-                    pending = []
+                            on_done(result)
+                    # Recorded in batches: one transaction for many polls (a warm poll of
+                    # hundreds of 304s is otherwise all transaction overhead).
+                    if len(pending) >= RECORD_BATCH or done == len(futures):
+                        flush()
+            except BaseException:
+                # Interrupted (a signal, Ctrl-C): start no more polls, let those in flight
+                # end (their fetch timeouts bound it), and record every poll that ended.
+                threads.shutdown(wait=True, cancel_futures=True)
+                pending[:] = _unrecorded(futures, outcomes)
+                flush()
+                raise
         if sum(o.new + o.updated for o in outcomes.values()) >= CHECKPOINT_AFTER:
             self.store.checkpoint()
         return [outcomes[s.key] for s in sources]
@@ -450,6 +464,14 @@ class Poller:
             with self.store.transaction() as conn:
                 pruned[source.key] = self.store.prune(conn, source.key, keep_days, keep_max, now)
         return pruned
+
+
+def _unrecorded(
+    futures: list[Future[PollRecord | SourceOutcome]], outcomes: dict[str, SourceOutcome]
+) -> list[PollRecord]:
+    """The polls among ``futures`` that ended, with a record not yet in ``outcomes``."""
+    ended = (f.result() for f in futures if f.done() and not f.cancelled() and not f.exception())
+    return [r for r in ended if isinstance(r, PollRecord) and r.outcome.source not in outcomes]
 
 
 def logfmt(outcome: SourceOutcome) -> str:

@@ -7,6 +7,12 @@ refreshes too: never two polls of one source at once. Next-poll times live in th
 store, so a restart keeps them, and sources that are due or new start spread over
 ``startup_spread`` seconds instead of all at once.
 
+Stopping never waits inside APScheduler: its ``shutdown(wait=True)`` waits for running
+jobs while holding the job-store lock, and a finishing poll reschedules itself through
+``add_job``, which needs that lock, so the two waited on each other for ever (issue 9).
+The service stops scheduling first, shuts the scheduler down without waiting, then
+waits for the polls in flight itself, for at most as long as a fetch may take.
+
 The configuration file is watched (and re-read on SIGHUP): added, removed and changed
 sources are rescheduled; an invalid new config is refused, with the full report in the
 log, and the old one keeps running.
@@ -40,6 +46,7 @@ from aggregator.worker import make_executor
 log = logging.getLogger(__name__)
 
 CONFIG_CHECK_SECONDS = 2.0
+STOP_MARGIN = 10.0  # seconds beyond the longest fetch for a poll to parse and store
 RESTART_SETTINGS = ("posts_dir", "database", "server", "workers")
 
 
@@ -77,6 +84,9 @@ class Service:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._reload_lock = threading.Lock()
+        self._idle = threading.Condition()  # guards the two fields below
+        self._in_flight = 0  # polls running now
+        self._stopping = False  # once set, no poll starts and nothing is scheduled
         self._config_stamp = self._stamp()
         schedule = config.settings.schedule
         self.scheduler = BackgroundScheduler(
@@ -106,12 +116,32 @@ class Service:
         )
         self.scheduler.start(paused=paused)
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop scheduling; with ``wait``, let in-flight polls finish first."""
+    @property
+    def stop_grace(self) -> float:
+        """Seconds a stop waits for polls in flight: the longest a fetch may take, and some."""
+        fetcher = self.poller.fetcher
+        return fetcher.timeout + fetcher.total_timeout + STOP_MARGIN
+
+    def shutdown(self, wait: bool = True) -> bool:
+        """Stop scheduling; with ``wait``, let in-flight polls finish (and be recorded).
+
+        Returns:
+            False when polls were still running after ``stop_grace`` seconds.
+        """
+        with self._idle:
+            self._stopping = True
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=wait)
-        self.pool.shutdown(wait=wait, cancel_futures=True)
+            self.scheduler.shutdown(wait=False)  # waiting in there deadlocks (see above)
+        finished = not wait or self._wait_idle(self.stop_grace)
+        self.pool.shutdown(wait=finished, cancel_futures=True)
         self.poller.close()
+        return finished
+
+    def _wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            if self._in_flight:
+                log.info("waiting for %d polls in flight", self._in_flight)
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     # -- scheduling ----------------------------------------------------------------------
 
@@ -141,7 +171,9 @@ class Service:
             self.schedule(source.key, runs[source.key])
 
     def schedule(self, name: str, when: datetime, *, manual: bool = False) -> None:
-        """(Re)schedule a source's next poll."""
+        """(Re)schedule a source's next poll (nothing, once the service is stopping)."""
+        if self._stopping:
+            return
         self.scheduler.add_job(
             self._run,
             trigger=DateTrigger(run_date=when, timezone=UTC),
@@ -186,6 +218,19 @@ class Service:
             return self._locks.setdefault(name, threading.Lock())
 
     def _run(self, name: str, manual: bool = False) -> SourceOutcome | None:
+        """The scheduled job: one poll, counted in flight (none starts once stopping)."""
+        with self._idle:
+            if self._stopping:
+                return None
+            self._in_flight += 1
+        try:
+            return self._run_counted(name, manual)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _run_counted(self, name: str, manual: bool) -> SourceOutcome | None:
         source = self.config.source(name)
         if source is None or not (source.enabled or manual):
             return None

@@ -2,15 +2,23 @@
 
 Everything here is pure and picklable: a worker gets bytes and a ``SourceView`` and
 returns a ``Prepared``; it never touches the store.
+
+Workers end with the process that started the pool, however it ends (issue 9): each
+watches that process and exits when it is gone, and the forkserver and resource tracker
+then see their pipes close and exit too.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import select
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 from aggregator.convert import SourceView, convert_entry
@@ -21,6 +29,8 @@ from aggregator.policy import Hints, feed_hints
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+ORPHAN_EXIT = 70  # a worker's exit status once the process that started its pool is gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +137,12 @@ class LazyProcessPool(Executor):
                 # process can copy a held lock into the child (Python 3.12+ warns).
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["aggregator.worker"])
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=context,
+                    initializer=watch_parent,
+                    initargs=(os.getpid(),),
+                )
             pool = self._pool
         return pool.submit(fn, *args, **kwargs)
 
@@ -137,6 +152,50 @@ class LazyProcessPool(Executor):
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        # Leaving on an exception (a signal's Interrupted, Ctrl-C): drop the queued work
+        # instead of parsing everything before the process may exit.
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+
     def reset(self) -> None:
         """Drop a broken pool (a worker died); the next submit starts a new one."""
         self.shutdown(wait=False, cancel_futures=True)
+
+
+def watch_parent(parent: int) -> None:
+    """Pool initializer: end this worker as soon as process ``parent`` has ended.
+
+    A worker is a child of the forkserver, not of ``parent``, so PR_SET_PDEATHSIG (or
+    ``os.getppid``) would watch the wrong process; and it waits for work on a pipe whose
+    write end it holds itself, so it would wait for ever. While it lives, the
+    descriptors it holds keep the forkserver and the resource tracker alive too.
+    """
+    threading.Thread(target=_exit_after, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _exit_after(parent: int) -> None:
+    try:
+        handle = os.pidfd_open(parent)  # Linux 5.3+: readable once the process has ended
+    except ProcessLookupError:
+        os._exit(ORPHAN_EXIT)  # already gone
+    except (AttributeError, OSError):  # no pidfd here: look once a second instead
+        while _alive(parent):
+            time.sleep(1.0)
+    else:
+        watch = select.poll()
+        watch.register(handle, select.POLLIN)
+        watch.poll()  # returns once the process has ended
+    os._exit(ORPHAN_EXIT)  # nothing to clean up: a worker holds no files and no store
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or its number now someone else's
+        return False
+    return True

@@ -162,18 +162,30 @@ def wait_for(predicate: Callable[[], Any], what: str, deadline: float = 60.0) ->
     raise AssertionError(f"gave up waiting for {what}")
 
 
+def start_aggregator(
+    args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``aggregator *args`` as a user would, its standard error into ``log``.
+
+    It leads a session of its own, so the processes it starts can be found (by their
+    session id) even after it died.
+    """
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "aggregator", *args],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
 def start_run(
     config: Path, log: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `aggregator run` as a user would; return the process and its base URL."""
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
-            cwd=config.parent,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, **(env or {})},
-        )
+    process = start_aggregator(["run", "--config", str(config)], config.parent, log, env)
     try:
         line = wait_for(
             lambda: next((x for x in log.read_text().splitlines() if "serving on" in x), None),

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from conftest import ROOT, MakeConfig, item, rss
+
+from aggregator.cli import cli
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -63,6 +66,20 @@ def test_poll_one_source(project: Path) -> None:
     missing = run("poll", "--source", "nope", cwd=project)
     assert missing.returncode == 2
     assert "no source named 'nope'" in missing.stderr
+
+
+def test_verbose_after_the_command(project: Path) -> None:
+    result = run("poll", "-v", "--source", "example-blog", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "poll source=example-blog status=ok" in result.stderr  # one line per source
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_every_command_takes_verbose(name: str) -> None:
+    command = cli.commands[name]
+    with pytest.raises(click.exceptions.Exit) as done:  # --help: parsed, then exits
+        command.make_context(name, ["-v", "--help"])
+    assert done.value.exit_code == 0
 
 
 def test_a_failing_source_sets_the_exit_status(tmp_path: Path, make_config: MakeConfig) -> None:

@@ -1,0 +1,208 @@
+"""Stopping, as a service manager or a user at a terminal stops things: real subprocesses,
+real signals, a local feed that answers only when the test lets it (issue 9)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import MakeConfig, item, rss, start_aggregator, start_run, wait_for
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+DEADLINE = 60.0  # seconds to wait for each step before failing (not a speed assertion)
+SIGTERM_EXIT = 128 + signal.SIGTERM  # how a shell reports a process ended by SIGTERM
+
+
+class HeldFeed:
+    """A feed URL that answers only once released: a poll in flight for as long as needed."""
+
+    def __init__(self, server: HTTPServer, path: str = "/held") -> None:
+        self.arrived = threading.Event()  # a request is waiting for its answer
+        self.release = threading.Event()  # answer it now
+        self.url = server.url_for(path)
+        server.expect_request(path).respond_with_handler(self._answer)
+
+    def _answer(self, _request: Request) -> Response:
+        self.arrived.set()
+        self.release.wait(DEADLINE)
+        body = rss(item("held-1", "Held back", "<p>Late</p>"))
+        return Response(body, headers={"Content-Type": "application/rss+xml"})
+
+
+@pytest.fixture
+def held(httpserver: HTTPServer) -> Iterator[HeldFeed]:
+    feed = HeldFeed(httpserver)
+    yield feed
+    feed.release.set()  # the server's only thread must be free before it stops
+
+
+def session_processes(session: int) -> list[tuple[int, int]]:
+    """(pid, parent pid) of every live process in a session, read from /proc.
+
+    A session, not the children of a pid: the pool's workers are children of the
+    forkserver, and what outlives a dead parent is reparented away from it.
+    """
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        state, ppid, _group, sid = text[text.rindex(")") + 2 :].split()[:4]
+        if int(sid) == session and state != "Z":  # a zombie has ended; it holds nothing
+            found.append((int(stat.parent.name), int(ppid)))
+    return found
+
+
+def pool_workers(main: int) -> list[int]:
+    """The pool's workers: processes of ``main``'s session (it leads one) that it did not
+    start itself (they are the forkserver's children)."""
+    return [pid for pid, ppid in session_processes(main) if ppid not in (main, 1)]
+
+
+@contextlib.contextmanager
+def reaped(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Whatever happens in the test, leave no process of its session behind."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=DEADLINE)
+
+
+def polled(tmp_path: Path) -> dict[str, int]:
+    """How many polls the store recorded per source."""
+    database = sqlite3.connect(tmp_path / "db" / "index.sqlite")
+    try:
+        rows = database.execute("SELECT source, count(*) FROM polls GROUP BY source")
+        return dict(rows.fetchall())
+    finally:
+        database.close()
+
+
+def run_config(make_config: MakeConfig, sources: list[dict[str, object]]) -> Path:
+    return make_config(
+        sources,
+        workers=2,
+        schedule={"startup_spread": 0},
+        server={"port": 0},
+        fetch={"timeout": DEADLINE},  # the held feed must not time out on its own
+    )
+
+
+def local_sources(tmp_path: Path, count: int) -> list[dict[str, object]]:
+    """File sources with something to parse: they start the process pool."""
+    folder = tmp_path / "feeds"
+    folder.mkdir(exist_ok=True)
+    sources: list[dict[str, object]] = []
+    for n in range(count):
+        path = folder / f"local{n}.xml"
+        path.write_text(rss(item(f"l{n}", f"Local {n}")), encoding="utf-8")
+        sources.append({"url": str(path), "categories": ["Local"], "name": f"local{n}"})
+    return sources
+
+
+def interrupt(process: subprocess.Popen[bytes], log: Path) -> None:
+    """Send SIGTERM and wait until the process says it is shutting down."""
+    process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "SIGTERM: shutting down" in log.read_text(), "the stop to begin")
+
+
+@contextlib.contextmanager
+def run_stopping(
+    held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`aggregator run` polling the held feed alone, stopping while that poll waits."""
+    config = run_config(make_config, [{"url": held.url, "categories": ["H"], "name": "held"}])
+    log = tmp_path / "stderr.txt"
+    process, _base = start_run(config, log)
+    with reaped(process):
+        assert held.arrived.wait(DEADLINE)
+        interrupt(process, log)
+        yield process, log
+
+
+def test_sigterm_while_a_poll_is_in_flight_lets_it_finish(
+    held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    with run_stopping(held, make_config, tmp_path) as (process, log):
+        held.release.set()  # the poll ends after the stop began, and reschedules itself
+        code = process.wait(timeout=DEADLINE)
+    output = log.read_text()
+    assert code == 0, output
+    assert "poll source=held status=ok" in output
+    assert output.rstrip().endswith("stopped")
+    assert polled(tmp_path) == {"held": 1}
+
+
+def test_a_second_signal_stops_at_once_while_a_poll_is_stuck(
+    held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    with run_stopping(held, make_config, tmp_path) as (process, log):
+        process.send_signal(signal.SIGTERM)  # the feed still holds its answer back
+        code = process.wait(timeout=DEADLINE)
+    output = log.read_text()
+    assert code == SIGTERM_EXIT, output
+    assert "SIGTERM again: exiting now" in output
+
+
+def test_sigterm_to_poll_records_what_ended_and_leaves_no_process(
+    held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    sources = [*local_sources(tmp_path, 3), {"url": held.url, "categories": ["H"], "name": "held"}]
+    config = run_config(make_config, sources)
+    log = tmp_path / "stderr.txt"
+    process = start_aggregator(["poll", "--config", str(config)], tmp_path, log)
+    with reaped(process):
+        assert held.arrived.wait(DEADLINE)
+        wait_for(lambda: pool_workers(process.pid), "the pool's workers")
+        interrupt(process, log)
+        held.release.set()
+        code = process.wait(timeout=DEADLINE)
+        wait_for(lambda: not session_processes(process.pid), "every process it started to end")
+    assert code == SIGTERM_EXIT, log.read_text()
+    assert polled(tmp_path) == {"local0": 1, "local1": 1, "local2": 1, "held": 1}
+
+
+def test_sigkill_to_run_leaves_no_process(make_config: MakeConfig, tmp_path: Path) -> None:
+    config = run_config(make_config, local_sources(tmp_path, 3))
+    process, _base = start_run(config, tmp_path / "stderr.txt")
+    with reaped(process):
+        wait_for(lambda: pool_workers(process.pid), "the pool's workers")
+        process.kill()
+        process.wait(timeout=DEADLINE)
+        wait_for(lambda: not session_processes(process.pid), "every process it started to end")
+
+
+def test_a_signal_during_start_up_ends_it_like_any_other(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    os.mkfifo(config)  # start-up blocks reading it until the test writes: a fixed moment
+    log = tmp_path / "stderr.txt"
+    process = start_aggregator(["run", "--config", str(config)], tmp_path, log)
+    with reaped(process):
+        # Opening the writing end without blocking works once the reader has it open.
+        writer = wait_for(lambda: open_writer(config), "run to open its config")
+        try:
+            interrupt(process, log)
+            code = process.wait(timeout=DEADLINE)
+        finally:
+            os.close(writer)
+    assert code == SIGTERM_EXIT, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def open_writer(fifo: Path) -> int | None:
+    """The writing end of a FIFO, or None while nothing reads it."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader yet
+        return None
