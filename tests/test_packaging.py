@@ -39,4 +39,7 @@ def test_wheel_ships_the_package_and_the_templates(tmp_path: Path) -> None:
     assert "aggregator/cli.py" in names
     assert {"aggregator/web/static/app.css", "aggregator/web/static/app.js"} <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "aggregator = aggregator.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert (
+        "aggregator = aggregator.__main__:main"
+        in zipfile.ZipFile(wheel).read(entry_points).decode()
+    )
