@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
+from urllib.parse import quote, urlencode
 
 import re2
 
@@ -211,6 +212,22 @@ class Query:
         """A hashable form, for caches."""
         return (self.q, self.exclude, self.author, self.since, self.limit)
 
+    def query_string(self, default_limit: int) -> str:
+        """The canonical query string ("" or "?…") of a feed's self link.
+
+        Built from the parsed values, never from the request: a cached feed is shared by
+        every request with the same filters, so the first one's unknown parameters or
+        spelling of a date must not show in everyone's self link.
+        """
+        pairs = [(n, v) for n, v in (("q", self.q), ("exclude", self.exclude)) if v is not None]
+        if self.author is not None:
+            pairs.append(("author", self.author))
+        if self.since is not None:
+            pairs.append(("since", self.since.isoformat().replace("+00:00", "Z")))
+        if self.limit != default_limit:
+            pairs.append(("limit", str(self.limit)))
+        return "?" + urlencode(pairs, quote_via=quote) if pairs else ""
+
     def matches(self, item: Filterable) -> bool:
         """True when the item passes the keyword filters (the date is filtered in SQL)."""
         if self.q is not None and not Rule("keep", self.q, "any").matches(item):
@@ -224,18 +241,26 @@ class QueryError(ValueError):
     """A query parameter is invalid; the message says which and why."""
 
 
-def parse_query(args: Mapping[str, str], default_limit: int, max_limit: int) -> Query:
-    """Validate a feed request's query parameters.
+_PARAMETERS = ("q", "exclude", "author", "since", "limit")
+
+
+def parse_query(pairs: Iterable[tuple[str, str]], default_limit: int, max_limit: int) -> Query:
+    """Validate a feed request's query parameters (the first of a repeated one counts).
+
+    Args:
+        pairs: every (name, value) of the query string, decoded, unknown names too.
 
     Raises:
-        QueryError: a parameter is empty, too long, or not of its type.
+        QueryError: a control character anywhere, or a parameter that is empty, too long,
+            or not of its type.
     """
     values: dict[str, str] = {}
-    for name in ("q", "exclude", "author", "since", "limit"):
-        value = args.get(name)
-        if value is None:
-            continue
-        value = value.strip()
+    for name, raw in pairs:
+        if _has_control_character(name + raw):
+            raise QueryError(f"parameter {name!r} contains a control character")
+        if name not in _PARAMETERS or name in values:
+            continue  # unknown parameters are ignored (and never shown in self links)
+        value = raw.strip()
         if not value:
             raise QueryError(f"parameter {name!r} is empty")
         if len(value) > 200:
@@ -243,22 +268,36 @@ def parse_query(args: Mapping[str, str], default_limit: int, max_limit: int) -> 
         values[name] = value
     limit = default_limit
     if "limit" in values:
-        if not values["limit"].isdigit():
-            raise QueryError(f"limit must be a whole number from 1 to {max_limit}")
-        limit = int(values["limit"])
-        if not 1 <= limit <= max_limit:
-            raise QueryError(f"limit must be a whole number from 1 to {max_limit}")
-    since = None
-    if "since" in values:
-        try:
-            since = datetime.fromisoformat(values["since"].replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise QueryError(
-                "since must be an ISO 8601 date or time, e.g. 2024-05-01 or "
-                "2024-05-01T08:00:00+08:00"
-            ) from exc
-        since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+        limit = _parse_limit(values["limit"], max_limit)
+    since = _parse_since(values["since"]) if "since" in values else None
     return Query(values.get("q"), values.get("exclude"), values.get("author"), since, limit)
+
+
+def _has_control_character(text: str) -> bool:
+    # Raw or percent-encoded, a control character is no keyword and no XML character.
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def _parse_limit(value: str, max_limit: int) -> int:
+    # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= max_limit:
+        raise QueryError(f"limit must be a whole number from 1 to {max_limit}")
+    return int(value)
+
+
+def _parse_since(value: str) -> datetime:
+    try:
+        since = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise QueryError(
+            "since must be an ISO 8601 date or time, e.g. 2024-05-01 or 2024-05-01T08:00:00+08:00"
+        ) from exc
+    if since.tzinfo is None:
+        return since.replace(tzinfo=UTC)
+    try:
+        return since.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise QueryError(f"since is out of range in UTC: {value}") from exc
 
 
 def in_selection(item: Filterable, tags: Sequence[str]) -> bool:
