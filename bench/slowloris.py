@@ -25,13 +25,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
+from serve import free_port
+
 PATH = "/feeds/all.rss"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(root: Path, server: dict[str, int]) -> Path:
@@ -47,19 +43,9 @@ def write_config(root: Path, server: dict[str, int]) -> Path:
 def serving(config: Path) -> Iterator[int]:
     """``aggregator serve`` on a free loopback port until the block ends."""
     port = free_port()
+    argv = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aggregator",
-            "serve",
-            "--config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "aggregator", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -73,11 +59,10 @@ def serving(config: Path) -> Iterator[int]:
         yield port
     finally:
         process.terminate()
-        try:
+        with suppress(subprocess.TimeoutExpired):
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.kill()  # nothing once it has exited
+        process.wait()
 
 
 def request(port: int, timeout: float) -> float | None:
