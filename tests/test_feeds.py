@@ -493,6 +493,9 @@ def test_trusted_hosts_and_base_url_decide_self_links(site: Site) -> None:
     assert json.loads(response.data)["feed_url"] == "http://feeds.example.org/feeds/all.json"
     response = client.get("/feeds/all.json", headers={"Host": "other.example"})
     assert json.loads(response.data)["feed_url"] == "http://127.0.0.1/feeds/all.json"
+    client = with_settings(site, "server", host="0.0.0.0")  # listening on every address
+    response = client.get("/feeds/all.json", headers={"Host": "other.example"})
+    assert json.loads(response.data)["feed_url"] == "http://localhost/feeds/all.json"
     client = with_settings(site, "publish", base_url="https://news.example.net/agg/")
     response = client.get("/feeds/all.json", headers={"Host": "feeds.example.org"})
     assert json.loads(response.data)["feed_url"] == "https://news.example.net/agg/feeds/all.json"

@@ -157,13 +157,17 @@ LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD = ("", "0.0.0.0", "::", "[::]")
 
 
+def bind_name(config: Config) -> str | None:
+    """The address the server listens on, as written in a Host header; None: any."""
+    bind = config.settings.server.host.lower()
+    if bind in WILDCARD:
+        return None
+    return f"[{bind}]" if ":" in bind else bind
+
+
 def trusted_hosts(config: Config) -> frozenset[tuple[str, int | None]]:
     """(name, port or None) of the Host headers self links may be built from."""
-    server = config.settings.server
-    names = [*LOOPBACK, *server.trusted_hosts]
-    bind = server.host.lower()
-    if bind not in WILDCARD:
-        names.append(f"[{bind}]" if ":" in bind else bind)
+    names = [*LOOPBACK, *config.settings.server.trusted_hosts, bind_name(config) or ""]
     return frozenset(parsed for parsed in map(split_host, names) if parsed is not None)
 
 
@@ -178,7 +182,8 @@ def base_url(config: Config) -> str:
     configured = config.settings.publish.base_url
     if configured:
         return configured
-    port = int(request.environ.get("SERVER_PORT") or 0)
+    raw_port = str(request.environ.get("SERVER_PORT", ""))
+    port = int(raw_port) if raw_port.isascii() and raw_port.isdigit() else 0
     host = split_host(request.host)
     allowed = per_config("hosts", config, trusted_hosts)
     if host is not None and (
@@ -186,8 +191,7 @@ def base_url(config: Config) -> str:
     ):
         authority = request.host.lower()  # one cache key per name, whatever its case
     else:
-        bind = config.settings.server.host.lower()
-        name = "localhost" if bind in WILDCARD else (f"[{bind}]" if ":" in bind else bind)
+        name = bind_name(config) or "localhost"
         default = {"http": 80, "https": 443}.get(request.scheme)
         authority = name if port in (0, default) else f"{name}:{port}"
     return f"{request.scheme}://{authority}{request.script_root}/"
