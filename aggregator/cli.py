@@ -363,6 +363,15 @@ def _serve(
         threads=threads,
         ident="aggregator",
         clear_untrusted_proxy_headers=True,
+        # Bounded clients: idle or slow connections neither exhaust the slots nor stay.
+        connection_limit=settings.connection_limit,
+        channel_timeout=settings.channel_timeout,
+        cleanup_interval=max(1, min(30, settings.channel_timeout // 2)),
+        asyncore_use_poll=True,  # select() cannot watch descriptors past 1024
+        max_request_header_size=64 * 1024,  # per connection, held in memory
+        # Refused by Content-Length right after the headers (chunked: once past it),
+        # before any body is read or spooled; waitress refuses a size >= its limit.
+        max_request_body_size=settings.max_body + 1,
     )
 
     if on_hangup is not None:

@@ -81,6 +81,21 @@ CategoryPath = Annotated[
     tuple[CategoryName, ...], BeforeValidator(_category_path), Field(min_length=1, max_length=5)
 ]
 Positive = Annotated[int, Field(gt=0)]
+MAX_BODY = 64 * 1024  # the largest request body the app reads (its forms need a few KB)
+_HOST = re.compile(
+    r"(?P<name>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """A Host header's name (lowercased, IPv6 in brackets) and port; None if malformed."""
+    found = _HOST.fullmatch(value.strip().lower())
+    if found is None:
+        return None
+    port = int(found["port"]) if found["port"] else None
+    if port is not None and not 0 < port < 65536:
+        return None
+    return found["name"], port
 
 
 class _Model(BaseModel):
@@ -228,8 +243,23 @@ class ServerSettings(_Model):
     # Admin actions (refresh, pause, resume, rebuild) need this secret; none: read-only.
     # $AGGREGATOR_ADMIN_SECRET overrides it (keep secrets out of files you share).
     admin_secret: str | None = None
+    # Bounds on clients (waitress's defaults let 100 idle connections lock everyone out):
+    connection_limit: Annotated[int, Field(ge=10, le=10000)] = 500  # open at once
+    channel_timeout: Annotated[int, Field(ge=1, le=3600)] = 30  # s; idle ones are closed
+    max_body: Annotated[int, Field(ge=1024, le=MAX_BODY)] = MAX_BODY  # bytes; larger: 413
+    # Host headers whose name may appear in self links when publish.base_url is not set
+    # ("name" or "name:port"); loopback names and `host` are always trusted.
+    trusted_hosts: tuple[str, ...] = ()
 
     _zone = field_validator("timezone")(_known_zone)
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            if split_host(host) is None:
+                raise ValueError(f"{host!r} is not a host name with an optional :port")
+        return tuple(host.lower() for host in value)
 
     @field_validator("admin_secret")
     @classmethod

@@ -12,16 +12,25 @@ and half-width forms, and upper and lower case, match alike (and CJK text, which
 word boundaries, is matched as it is written). An entry is dropped by the first block
 rule that matches; if a list has keep rules, an entry that matches none of them is
 dropped too.
+
+Regular expressions run on RE2 (google-re2), whose matching time is linear in the text:
+with Python's backtracking ``re``, one rule such as ``(a+)+$`` against a long title
+froze the whole process (ingest rules run under the store lock, output rules on every
+feed request). RE2 has no backreferences, lookarounds or atomic groups; such a rule is
+refused when the config is checked, with the reason.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
+from urllib.parse import quote, urlencode
+
+import re2
 
 from aggregator.clean import TAG
 
@@ -76,12 +85,18 @@ class Rule:
         if self.match == "regex":
             self.compiled()  # raises ValueError for an invalid expression
 
-    def compiled(self) -> re.Pattern[str]:
-        """The regular expression (regex rules only)."""
+    def compiled(self) -> Searcher:
+        """The regular expression (regex rules only).
+
+        Raises:
+            ValueError: RE2 cannot compile the pattern; the message says why.
+        """
         try:
             return _compile(self.pattern, self.case)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {self.pattern!r}: {exc}") from exc
+        except re2.error as exc:
+            raise ValueError(
+                f"invalid regular expression {self.pattern!r}: {_re2_reason(exc)}"
+            ) from exc
 
     def describe(self) -> str:
         """How the audit names this rule."""
@@ -101,17 +116,55 @@ class Rule:
         return any(needle in fold(v) for v in values)
 
 
-_CACHE: dict[tuple[str, bool], re.Pattern[str]] = {}
+class Searcher(Protocol):
+    """A compiled RE2 expression (google-re2 ships no type hints)."""
+
+    def search(self, text: str) -> object | None: ...
 
 
-def _compile(pattern: str, case: bool) -> re.Pattern[str]:
+_CACHE: dict[tuple[str, bool], Searcher] = {}
+
+# What RE2 refuses that Python's re accepts, by the start of RE2's message.
+_UNSUPPORTED = (
+    (("invalid escape sequence: \\k", "invalid perl operator: (?P"), "backreferences"),
+    (tuple(f"invalid escape sequence: \\{d}" for d in range(1, 10)), "backreferences"),
+    (
+        tuple(f"invalid perl operator: {op}" for op in ("(?=", "(?!", "(?<=", "(?<!")),
+        "lookahead and lookbehind",
+    ),
+    (
+        ("invalid perl operator: (?>", *(f"bad repetition operator: {q}+" for q in "*+?")),
+        "atomic groups and possessive quantifiers",
+    ),
+)
+
+
+def _compile(pattern: str, case: bool) -> Searcher:
     key = (pattern, case)
     compiled = _CACHE.get(key)
     if compiled is None:
-        compiled = re.compile(pattern, 0 if case else re.IGNORECASE)
+        options = re2.Options()
+        options.case_sensitive = case
+        options.log_errors = False  # the error is raised, and reported with its line
+        compiled = re2.compile(pattern, options)
         if len(_CACHE) < 4096:
             _CACHE[key] = compiled
     return compiled
+
+
+def _re2_reason(exc: Exception) -> str:
+    """RE2's message, plus what it means for a pattern written for Python's re."""
+    raw = exc.args[0] if exc.args else ""
+    message = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    for starts, feature in _UNSUPPORTED:
+        if message.startswith(starts):
+            return (
+                f"{message} ({feature} are not supported: rules use RE2 syntax, which "
+                "matches in linear time)"
+            )
+    if message.startswith("invalid escape sequence: \\Z"):
+        return f"{message} (write \\z for the end of the text)"
+    return message
 
 
 def _values(item: Filterable, field: str) -> Sequence[str]:
@@ -159,6 +212,22 @@ class Query:
         """A hashable form, for caches."""
         return (self.q, self.exclude, self.author, self.since, self.limit)
 
+    def query_string(self, default_limit: int) -> str:
+        """The canonical query string ("" or "?…") of a feed's self link.
+
+        Built from the parsed values, never from the request: a cached feed is shared by
+        every request with the same filters, so the first one's unknown parameters or
+        spelling of a date must not show in everyone's self link.
+        """
+        pairs = [(n, v) for n, v in (("q", self.q), ("exclude", self.exclude)) if v is not None]
+        if self.author is not None:
+            pairs.append(("author", self.author))
+        if self.since is not None:
+            pairs.append(("since", self.since.isoformat().replace("+00:00", "Z")))
+        if self.limit != default_limit:
+            pairs.append(("limit", str(self.limit)))
+        return "?" + urlencode(pairs, quote_via=quote) if pairs else ""
+
     def matches(self, item: Filterable) -> bool:
         """True when the item passes the keyword filters (the date is filtered in SQL)."""
         if self.q is not None and not Rule("keep", self.q, "any").matches(item):
@@ -172,18 +241,26 @@ class QueryError(ValueError):
     """A query parameter is invalid; the message says which and why."""
 
 
-def parse_query(args: Mapping[str, str], default_limit: int, max_limit: int) -> Query:
-    """Validate a feed request's query parameters.
+_PARAMETERS = ("q", "exclude", "author", "since", "limit")
+
+
+def parse_query(pairs: Iterable[tuple[str, str]], default_limit: int, max_limit: int) -> Query:
+    """Validate a feed request's query parameters (the first of a repeated one counts).
+
+    Args:
+        pairs: every (name, value) of the query string, decoded, unknown names too.
 
     Raises:
-        QueryError: a parameter is empty, too long, or not of its type.
+        QueryError: a control character anywhere, or a parameter that is empty, too long,
+            or not of its type.
     """
     values: dict[str, str] = {}
-    for name in ("q", "exclude", "author", "since", "limit"):
-        value = args.get(name)
-        if value is None:
-            continue
-        value = value.strip()
+    for name, raw in pairs:
+        if _has_control_character(name + raw):
+            raise QueryError(f"parameter {name!r} contains a control character")
+        if name not in _PARAMETERS or name in values:
+            continue  # unknown parameters are ignored (and never shown in self links)
+        value = raw.strip()
         if not value:
             raise QueryError(f"parameter {name!r} is empty")
         if len(value) > 200:
@@ -191,22 +268,36 @@ def parse_query(args: Mapping[str, str], default_limit: int, max_limit: int) -> 
         values[name] = value
     limit = default_limit
     if "limit" in values:
-        if not values["limit"].isdigit():
-            raise QueryError(f"limit must be a whole number from 1 to {max_limit}")
-        limit = int(values["limit"])
-        if not 1 <= limit <= max_limit:
-            raise QueryError(f"limit must be a whole number from 1 to {max_limit}")
-    since = None
-    if "since" in values:
-        try:
-            since = datetime.fromisoformat(values["since"].replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise QueryError(
-                "since must be an ISO 8601 date or time, e.g. 2024-05-01 or "
-                "2024-05-01T08:00:00+08:00"
-            ) from exc
-        since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+        limit = _parse_limit(values["limit"], max_limit)
+    since = _parse_since(values["since"]) if "since" in values else None
     return Query(values.get("q"), values.get("exclude"), values.get("author"), since, limit)
+
+
+def _has_control_character(text: str) -> bool:
+    # Raw or percent-encoded, a control character is no keyword and no XML character.
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def _parse_limit(value: str, max_limit: int) -> int:
+    # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= max_limit:
+        raise QueryError(f"limit must be a whole number from 1 to {max_limit}")
+    return int(value)
+
+
+def _parse_since(value: str) -> datetime:
+    try:
+        since = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise QueryError(
+            "since must be an ISO 8601 date or time, e.g. 2024-05-01 or 2024-05-01T08:00:00+08:00"
+        ) from exc
+    if since.tzinfo is None:
+        return since.replace(tzinfo=UTC)
+    try:
+        return since.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise QueryError(f"since is out of range in UTC: {value}") from exc
 
 
 def in_selection(item: Filterable, tags: Sequence[str]) -> bool:

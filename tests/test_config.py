@@ -98,6 +98,14 @@ def test_yaml_syntax_error_names_its_line() -> None:
             "sources:\n  - url: javascript:alert(1)\n    categories: [a]\n",
             "c.yaml:2: sources[0].url: URL scheme 'javascript' is not supported (use http, https or a path)",
         ),
+        (
+            "settings:\n  server:\n    trusted_hosts: [feeds.example.org, 'https://x.example/']\n",
+            "c.yaml:3: settings.server.trusted_hosts: 'https://x.example/' is not a host name with an optional :port",
+        ),
+        (
+            "settings:\n  server:\n    connection_limit: 5\n",
+            "c.yaml:3: settings.server.connection_limit: Input should be greater than or equal to 10",
+        ),
     ],
 )
 def test_single_problems(text: str, expected: str) -> None:

@@ -263,6 +263,17 @@ def test_limit(site: Site) -> None:
         ("since=yesterday", "since must be an ISO 8601 date or time"),
         ("q=", "parameter 'q' is empty"),
         ("author=" + "x" * 201, "parameter 'author' is longer than 200 characters"),
+        # Digits that str.isdigit() accepts and int() refuses, or reads as another number.
+        ("limit=²", "limit must be a whole number from 1 to 20"),
+        ("limit=%C2%B2", "limit must be a whole number from 1 to 20"),
+        ("limit=１２", "limit must be a whole number from 1 to 20"),
+        # Valid dates whose offset moves them out of datetime's range in UTC.
+        ("since=0001-01-01T00:00:00%2B01:00", "since is out of range in UTC"),
+        ("since=9999-12-31T23:59:59-01:00", "since is out of range in UTC"),
+        # Control characters, raw or percent-encoded, in known and unknown parameters.
+        ("q=a\x01b", "parameter 'q' contains a control character"),
+        ("exclude=%00", "parameter 'exclude' contains a control character"),
+        ("utm_source=\x01", "parameter 'utm_source' contains a control character"),
     ],
 )
 def test_bad_parameters_are_400(site: Site, query: str, message: str) -> None:
@@ -429,3 +440,62 @@ def test_cache_accounting_ignores_items_no_longer_cached() -> None:
     first.gzipped()
     cache.grew(("k",), first, before)
     assert cache.bytes == second.size
+
+
+def self_link(site: Site, url: str, **headers: str) -> str:
+    response = site.client.get(url, headers=headers)
+    assert response.status_code == 200
+    link: str = json.loads(response.data)["feed_url"]
+    return link
+
+
+def test_self_links_come_from_the_parsed_query(site: Site) -> None:
+    # The first request's unknown parameter must not stick to the cached feed.
+    assert self_link(site, "/feeds/all.json?utm_source=x&limit=3") == (
+        "http://localhost/feeds/all.json?limit=3"
+    )
+    assert self_link(site, "/feeds/all.json?limit=3") == "http://localhost/feeds/all.json?limit=3"
+    assert self_link(site, "/feeds/all.json?limit=10&since=2024-05-02T08:00:00%2B08:00&q=镕") == (
+        "http://localhost/feeds/all.json?q=%E9%95%95&since=2024-05-02T00%3A00%3A00Z"
+    )  # the default limit is left out; since in UTC
+
+
+def with_settings(site: Site, section: str, **values: Any) -> FlaskClient:
+    """A client of an app over the same store whose settings.<section> has these values."""
+    settings = site.config.settings
+    changed = getattr(settings, section).model_copy(update=values)
+    config = site.config.model_copy(
+        update={"settings": settings.model_copy(update={section: changed})}
+    )
+    return create_app(config, site.store).test_client()
+
+
+def test_random_host_headers_neither_churn_the_cache_nor_reach_self_links(site: Site) -> None:
+    cache = site.app.extensions["aggregator"]["cache"]
+    assert self_link(site, "/feeds/all.json") == "http://localhost/feeds/all.json"
+    fallback = "http://127.0.0.1/feeds/all.json"  # the server's own address
+    assert self_link(site, "/feeds/all.json", Host="attacker.example") == fallback
+    size, hits = len(cache), cache.hits
+    for n in range(20):
+        assert self_link(site, "/feeds/all.json", Host=f"attacker{n}.example") == fallback
+    assert len(cache) == size
+    assert cache.hits == hits + 20  # all served from the one cached document
+    # A trusted name on a port the server does not listen on is not trusted.
+    assert self_link(site, "/feeds/all.json", Host="localhost:1234") == fallback
+    hits = cache.hits
+    assert self_link(site, "/feeds/all.json") == "http://localhost/feeds/all.json"
+    assert cache.hits == hits + 1  # the trusted host's document was not pushed out
+
+
+def test_trusted_hosts_and_base_url_decide_self_links(site: Site) -> None:
+    client = with_settings(site, "server", trusted_hosts=("feeds.example.org",))
+    response = client.get("/feeds/all.json", headers={"Host": "Feeds.Example.org"})
+    assert json.loads(response.data)["feed_url"] == "http://feeds.example.org/feeds/all.json"
+    response = client.get("/feeds/all.json", headers={"Host": "other.example"})
+    assert json.loads(response.data)["feed_url"] == "http://127.0.0.1/feeds/all.json"
+    client = with_settings(site, "server", host="0.0.0.0")  # listening on every address
+    response = client.get("/feeds/all.json", headers={"Host": "other.example"})
+    assert json.loads(response.data)["feed_url"] == "http://localhost/feeds/all.json"
+    client = with_settings(site, "publish", base_url="https://news.example.net/agg/")
+    response = client.get("/feeds/all.json", headers={"Host": "feeds.example.org"})
+    assert json.loads(response.data)["feed_url"] == "https://news.example.net/agg/feeds/all.json"

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from conftest import Harness, MakeConfig, item, rss
 
+from aggregator.cli import cli
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError
 from aggregator.filter import Rule, verdict
@@ -82,6 +84,14 @@ def test_verdict(rules: tuple[Rule, ...], expected: str | None) -> None:
     assert verdict(rules, Item()) == expected
 
 
+@pytest.mark.parametrize("case", [False, True])
+def test_a_catastrophic_regex_matches_in_linear_time(case: bool) -> None:
+    # Under Python's backtracking re this search does not end (2**100000 ways to fail).
+    rule = Rule("block", "(a+)+$", match="regex", case=case)
+    assert rule.matches(Item(title="a" * 100_000 + "b")) is False
+    assert rule.matches(Item(title="b" + "a" * 100_000)) is True
+
+
 @pytest.mark.parametrize(
     ("rules_yaml", "line", "problem"),
     [
@@ -111,6 +121,19 @@ def test_verdict(rules: tuple[Rule, ...], expected: str | None) -> None:
             "sources[0].rules[0].match: Input should be 'keyword' or 'regex'",
         ),
         ("- block: '  '", 5, "sources[0].rules[0]: a rule's pattern is empty"),
+        # RE2 matches in linear time; what needs backtracking is refused, saying why.
+        (
+            "- block: '(a)\\1'\n      match: regex",
+            5,
+            "sources[0].rules[0]: invalid regular expression '(a)\\\\1': invalid escape "
+            "sequence: \\1 (backreferences are not supported: rules use RE2 syntax",
+        ),
+        (
+            "- block: 'a(?!b)'\n      match: regex",
+            5,
+            "sources[0].rules[0]: invalid regular expression 'a(?!b)': invalid perl operator: "
+            "(?! (lookahead and lookbehind are not supported",
+        ),
     ],
 )
 def test_invalid_rules_are_config_errors_with_their_path(
@@ -121,6 +144,19 @@ def test_invalid_rules_are_config_errors_with_their_path(
         parse_config(text, "c.yaml")
     [reported] = caught.value.problems
     assert reported.startswith(f"c.yaml:{line}: {problem}")
+
+
+def test_check_config_refuses_a_backreference_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "sources:\n  - url: https://a.example/f\n    categories: [a]\n    rules:\n"
+        "      - block: '(\\w+) \\1'\n        match: regex\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["check-config", "--config", str(config)])
+    assert result.exit_code != 0
+    assert f"{config}:5: sources[0].rules[0]: invalid regular expression" in result.output
+    assert "backreferences are not supported" in result.output
 
 
 FEED = rss(

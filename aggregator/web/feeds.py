@@ -8,16 +8,17 @@ URLs: ``/feeds/all.rss``, ``/feeds/<section>[/<site>[/<feed>]].<rss|atom|json>``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, current_app, request
 from flask.typing import ResponseReturnValue
 
-from aggregator.config import Config
+from aggregator.config import Config, split_host
 from aggregator.filter import Query, QueryError, Rule, in_selection, parse_query, verdict
 from aggregator.models import PublishedEntry
 from aggregator.publish import FORMATS, FeedMeta, Format, feed_updated, render
@@ -26,6 +27,7 @@ from aggregator.web import extension
 from aggregator.web.cache import FeedCache, Rendered
 
 bp = Blueprint("feeds", __name__)
+T = TypeVar("T")
 
 PAGE = 200  # rows read per query while filters drop entries
 
@@ -53,27 +55,29 @@ def split_spec(spec: str) -> tuple[str, Format]:
     return path, kind  # type: ignore[return-value]
 
 
+def per_config(name: str, config: Config, compute: Callable[[Config], T]) -> T:
+    """A value derived from the configuration, computed once per configuration (a reload
+    brings a new one)."""
+    ext = extension(current_app)
+    cached = ext.get(name)
+    if cached is None or cached[0] is not config:
+        cached = (config, compute(config))
+        ext[name] = cached
+    value: T = cached[1]
+    return value
+
+
 def config_key(config: Config) -> str:
     """A fingerprint of the configuration: a reload (new titles, rules, outputs) makes
     every rendered feed stale, not only a change of entries."""
-    ext = extension(current_app)
-    cached = ext.get("config_key")
-    if cached is None or cached[0] is not config:
-        cached = (config, hashlib.sha1(config.model_dump_json().encode()).hexdigest()[:16])
-        ext["config_key"] = cached
-    value: str = cached[1]
-    return value
+    return per_config(
+        "config_key", config, lambda c: hashlib.sha1(c.model_dump_json().encode()).hexdigest()[:16]
+    )
 
 
 def category_tree(config: Config) -> frozenset[tuple[str, ...]]:
     """The config's category tree, computed once per configuration."""
-    ext = extension(current_app)
-    cached = ext.get("tree")
-    if cached is None or cached[0] is not config:
-        cached = (config, frozenset(config.categories()))
-        ext["tree"] = cached
-    tree: frozenset[tuple[str, ...]] = cached[1]
-    return tree
+    return per_config("tree", config, lambda c: frozenset(c.categories()))
 
 
 def category_selection(config: Config, path: str) -> Selection:
@@ -149,9 +153,48 @@ def _iterate(store: Store, selection: Selection, query: Query) -> Iterator[Publi
         before = (last.date, last_id)
 
 
-def _base_url() -> str:
-    configured = extension(current_app)["config"].settings.publish.base_url
-    return configured or request.url_root
+LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+WILDCARD = ("", "0.0.0.0", "::", "[::]")
+
+
+def bind_name(config: Config) -> str | None:
+    """The address the server listens on, as written in a Host header; None: any."""
+    bind = config.settings.server.host.lower()
+    if bind in WILDCARD:
+        return None
+    return f"[{bind}]" if ":" in bind else bind
+
+
+def trusted_hosts(config: Config) -> frozenset[tuple[str, int | None]]:
+    """(name, port or None) of the Host headers self links may be built from."""
+    names = [*LOOPBACK, *config.settings.server.trusted_hosts, bind_name(config) or ""]
+    return frozenset(parsed for parsed in map(split_host, names) if parsed is not None)
+
+
+def base_url(config: Config) -> str:
+    """The absolute URL self links start with.
+
+    ``publish.base_url`` when set; else the request's own root when its Host is trusted
+    (a listed name, with no port or the server's own); else the server's own address.
+    An arbitrary Host never reaches a self link nor the cache key: random names would
+    fill and churn the cache, and put someone else's host into feeds served to all.
+    """
+    configured = config.settings.publish.base_url
+    if configured:
+        return configured
+    raw_port = str(request.environ.get("SERVER_PORT", ""))
+    port = int(raw_port) if raw_port.isascii() and raw_port.isdigit() else 0
+    host = split_host(request.host)
+    allowed = per_config("hosts", config, trusted_hosts)
+    if host is not None and (
+        host in allowed or ((host[0], None) in allowed and host[1] in (None, port))
+    ):
+        authority = request.host.lower()  # one cache key per name, whatever its case
+    else:
+        name = bind_name(config) or "localhost"
+        default = {"http": 80, "https": 443}.get(request.scheme)
+        authority = name if port in (0, default) else f"{name}:{port}"
+    return f"{request.scheme}://{authority}{request.script_root}/"
 
 
 def serve(selection: Selection, kind: Format, spec_path: str) -> ResponseReturnValue:
@@ -163,12 +206,14 @@ def serve(selection: Selection, kind: Format, spec_path: str) -> ResponseReturnV
     ext["feed_requests"][kind] += 1  # approximate under threads; for /metrics only
     settings = config.settings.publish
     try:
-        query = parse_query(request.args, settings.default_limit, settings.max_limit)
+        query = parse_query(
+            request.args.items(multi=True), settings.default_limit, settings.max_limit
+        )
     except QueryError as exc:
         return Response(
             f"400 Bad Request: {exc}\n", status=400, content_type="text/plain; charset=utf-8"
         )
-    base = _base_url()
+    base = base_url(config)
     key = (config_key(config), selection.key, kind, query.key(), base)
     version = store.content_version()
     rendered = cache.get(key, version)
@@ -179,7 +224,7 @@ def serve(selection: Selection, kind: Format, spec_path: str) -> ResponseReturnV
             description=selection.description,
             feed_url=base
             + quote(spec_path.lstrip("/"))
-            + ("?" + request.query_string.decode("latin-1") if request.query_string else ""),
+            + query.query_string(settings.default_limit),
             home_url=base.rstrip("/") + selection.home,
             key=selection.key,
             generated=datetime.now(UTC).replace(microsecond=0),
