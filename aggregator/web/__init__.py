@@ -89,7 +89,7 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=(config.settings.publish.base_url or "").startswith("https:"),
-        MAX_CONTENT_LENGTH=64 * 1024,
+        MAX_CONTENT_LENGTH=config.settings.server.max_body,  # waitress refuses more first
     )
     publish = config.settings.publish
     cache = FeedCache(publish.cache_entries, int(publish.cache_mb * 1024 * 1024))
