@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 
@@ -20,6 +21,16 @@ def _time_from_json(value: Any) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(str(value)).astimezone(UTC)
+
+
+class Status(StrEnum):
+    """The state a source is in, as the dashboard shows it."""
+
+    NEW = "new"  # never polled
+    OK = "ok"
+    ERRORING = "erroring"  # failed lately, backing off, still scheduled
+    PAUSED = "paused"  # too many failures in a row: waits for a refresh or a config change
+    GONE = "gone"  # 410: waits for a refresh or a config change
 
 
 @dataclass(frozen=True, slots=True)

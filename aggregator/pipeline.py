@@ -23,11 +23,10 @@ from aggregator.config import Config, SourceConfig
 from aggregator.errors import FetchError, LocalFaultError, StoreError
 from aggregator.fetch import Fetched, Fetcher
 from aggregator.ingest import Ingest, Tally
-from aggregator.models import SourceOutcome
+from aggregator.models import SourceOutcome, Status
 from aggregator.policy import (
     Hints,
     Policy,
-    Status,
     after_failure,
     after_local_fault,
     after_success,

@@ -21,19 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
+
+from aggregator.models import Status
 
 LOCAL_FAULT_RETRY = 300.0  # seconds: how soon a poll that our storage failed is tried again
-
-
-class Status(StrEnum):
-    """The state a source is in, as the dashboard shows it."""
-
-    NEW = "new"  # never polled
-    OK = "ok"
-    ERRORING = "erroring"  # failed lately, backing off, still scheduled
-    PAUSED = "paused"  # too many failures in a row: waits for a refresh or a config change
-    GONE = "gone"  # 410: waits for a refresh or a config change
 
 
 @dataclass(frozen=True, slots=True)

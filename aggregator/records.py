@@ -26,7 +26,7 @@ class SourceState:
     etag: str | None
     last_modified: str | None
     body_hash: str | None
-    status: str  # policy.Status value
+    status: str  # models.Status value
     failures: int
     next_poll_at: datetime | None
     config_hash: str | None

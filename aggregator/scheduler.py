@@ -37,9 +37,9 @@ from apscheduler.triggers.date import DateTrigger
 
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import ConfigError
-from aggregator.models import SourceOutcome
+from aggregator.models import SourceOutcome, Status
 from aggregator.pipeline import Clock, Poller, utcnow
-from aggregator.policy import Status, first_runs
+from aggregator.policy import first_runs
 from aggregator.store import Store
 from aggregator.worker import make_executor
 

@@ -29,8 +29,8 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from aggregator.models import Status
 from aggregator.pipeline import Poller
-from aggregator.policy import Status
 from aggregator.web import extension
 from aggregator.web.dashboard import ADMIN_SESSION_LIFETIME, is_admin
 
