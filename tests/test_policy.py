@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from aggregator.models import Status
 from aggregator.policy import (
     Hints,
     Policy,
-    Status,
     after_failure,
     after_success,
     feed_hints,
