@@ -221,6 +221,11 @@ def front_matter(article: Article, uid: str, date: datetime, options: RenderOpti
     return text
 
 
+def text_hash(text: str) -> str:
+    """The hash recorded for an article file's content (did the file change?)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 def render_article(article: Article, uid: str, date: datetime, options: RenderOptions) -> str:
     """The whole article file: front matter, then the cleaned body."""
     body = article.body_html

@@ -101,6 +101,49 @@ class Article:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """An article file that could not be written (its entry is not indexed this time)."""
+
+    #: The file, relative to the posts folder.
+    path: str
+    #: Why, as the store said it.
+    message: str
+    #: True when our own storage failed (full disk, read-only...), not the source.
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What became of a source's entries in one poll or rebuild; parts add up."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    dropped: int = 0  # not kept: rules, retention, pruned
+    failed: int = 0  # unreadable, unconvertible or unwritable
+    #: Problems with single entries, in the order met (the poll still succeeds).
+    warnings: tuple[str, ...] = ()
+    #: The article files that could not be written, in the order tried.
+    write_failures: tuple[WriteFailure, ...] = ()
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            new=self.new + other.new,
+            updated=self.updated + other.updated,
+            unchanged=self.unchanged + other.unchanged,
+            dropped=self.dropped + other.dropped,
+            failed=self.failed + other.failed,
+            warnings=self.warnings + other.warnings,
+            write_failures=self.write_failures + other.write_failures,
+        )
+
+    @property
+    def kept(self) -> int:
+        """Entries that are in the store after this poll (new, updated or unchanged)."""
+        return self.new + self.updated + self.unchanged
+
+
+@dataclass(frozen=True, slots=True)
 class SourceOutcome:
     """What one poll of one source did: the summary line, the poll history, the state."""
 
@@ -118,7 +161,7 @@ class SourceOutcome:
     duration: float = 0.0  # seconds, fetch to commit
     not_modified: bool = False  # 304, or a 200 whose body had not changed: nothing parsed
     moved_to: str | None = None  # where a 301/308 pointed: the config should say so
-    status: str = "ok"  # the source's state afterwards (policy.Status)
+    status: Status = Status.OK  # the source's state afterwards
     next_poll_at: datetime | None = None  # when ``aggregator run`` polls it next
     skipped: bool = False  # not polled at all (paused or gone)
     local_fault: bool = False  # the error is our storage's (full disk...), not the source's

@@ -16,25 +16,19 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
 
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import FetchError, LocalFaultError, StoreError
-from aggregator.fetch import Fetched, Fetcher
-from aggregator.ingest import Ingest, Tally
-from aggregator.models import SourceOutcome, Status
-from aggregator.policy import (
-    Hints,
-    Policy,
-    after_failure,
-    after_local_fault,
-    after_success,
-    feed_hints,
-    with_jitter,
-)
+from aggregator.fetch import Fetcher
+from aggregator.ingest import Applied, Ingest
+from aggregator.models import Counts, SourceOutcome, Status
+from aggregator.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
+from aggregator.policy import Policy, feed_hints
 from aggregator.records import PollRecord, SourceState
 from aggregator.redact import redact
+from aggregator.resolve import ResolvedSource, resolve_source, resolve_sources
 from aggregator.store import Store
 from aggregator.worker import (
     InlineExecutor,
@@ -44,9 +38,6 @@ from aggregator.worker import (
     prepare,
     prepare_stored,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +80,8 @@ class Poller:
         self.workers = workers if workers is not None else settings.workers
         if self.workers <= 0:
             self.workers = os.cpu_count() or 1
-        self.ingest = Ingest(config, store)
+        self.sources = resolve_sources(config)
+        self.ingest = Ingest(store)
         self.fetcher = Fetcher(
             settings.fetch.timeout,
             settings.fetch.max_bytes,
@@ -112,6 +104,16 @@ class Poller:
     def close(self) -> None:
         """Release the HTTP connections."""
         self.fetcher.close()
+
+    def resolved(self, source: SourceConfig) -> ResolvedSource:
+        """A source's settings under this configuration.
+
+        A source that is not the configuration's own (edited since) is resolved afresh.
+        """
+        resolved = self.sources.get(source.key)
+        if resolved is None or resolved.config != source:
+            return resolve_source(self.config, source)
+        return resolved
 
     # -- polling -------------------------------------------------------------------------
 
@@ -212,29 +214,32 @@ class Poller:
         started = self.clock()
         clock_start = time.perf_counter()
         try:
-            return self._poll_source(source, state, pool, manual, started, clock_start)
+            attempt = self._attempt(source, state, pool, manual, started)
         except Exception as exc:  # a bug or a dead worker: recorded like any failure
             log.exception("poll source=%s failed unexpectedly", source.key)
             if isinstance(exc, BrokenProcessPool) and isinstance(pool, LazyProcessPool):
                 pool.reset()  # a worker died (e.g. out of memory): start afresh next time
-            return self._finish(
-                source,
-                state,
-                started,
-                clock_start,
-                Tally(),
-                error=f"internal error: {type(exc).__name__}: {exc}",
-            )
+            attempt = Attempt(started, error=f"internal error: {type(exc).__name__}: {exc}")
+        if isinstance(attempt, SourceOutcome):
+            return attempt
+        return poll_record(
+            self.policy,
+            source,
+            state,
+            attempt,
+            rng=self.rng,
+            duration=time.perf_counter() - clock_start,
+        )
 
-    def _poll_source(
+    def _attempt(
         self,
         source: SourceConfig,
         state: SourceState | None,
         pool: Executor | None,
         manual: bool,
         started: datetime,
-        clock_start: float,
-    ) -> PollRecord | SourceOutcome:
+    ) -> Attempt | SourceOutcome:
+        """Fetch, parse only what changed, store: what the poll did (or a skip's outcome)."""
         fingerprint = source.fingerprint()
         changed = state is not None and state.config_hash not in (None, fingerprint)
         if (
@@ -245,8 +250,7 @@ class Poller:
             return SourceOutcome(
                 source=source.key, url=source.url, status=state.status, skipped=True
             )
-        view = self.ingest.view(source)
-        render_key = self.ingest.render_key(source)
+        resolved = self.resolved(source)
         validators = state is not None and not changed
         try:
             fetched = self.fetcher.fetch(
@@ -255,25 +259,15 @@ class Poller:
                 last_modified=state.last_modified if state and validators else None,
             )
         except FetchError as exc:
-            return self._finish(
-                source,
-                state,
-                started,
-                clock_start,
-                Tally(),
-                error=str(exc),
-                http_status=exc.status,
-                retry_after=exc.retry_after,
+            return Attempt(
+                started, error=str(exc), http_status=exc.status, retry_after=exc.retry_after
             )
-        body_hash = hashlib.sha1(fetched.body + render_key.encode()).hexdigest()
+        answer = Answer(fetched.status, len(fetched.body), fetched.moved_to)
+        body_hash = hashlib.sha1(fetched.body + resolved.render_key.encode()).hexdigest()
         if fetched.not_modified or (validators and state and state.body_hash == body_hash):
-            return self._finish(
-                source,
-                state,
+            return Attempt(
                 started,
-                clock_start,
-                Tally(),
-                fetched=fetched,
+                answer=answer,
                 not_modified=True,
                 # Not parsed: the feed's own <ttl>/sy: hint is the one stored last time.
                 hints=replace(
@@ -282,120 +276,48 @@ class Poller:
                 ),
             )
         job = (pool or InlineExecutor()).submit(
-            prepare, view, fetched.url, fetched.body, fetched.headers
+            prepare, resolved.view, fetched.url, fetched.body, fetched.headers
         )
         prepared = job.result()
-        tally = Tally(failed=prepared.failed, problems=list(prepared.warnings))
-        error = prepared.error
-        if error is None:
-            try:
-                with self.store.transaction() as conn:
-                    self.ingest.apply(conn, source, prepared.articles, started, tally)
-                    keep_days, keep_max = self.ingest.retention(source)
-                    tally.dropped += self.store.prune(
-                        conn, source.key, keep_days, keep_max, started
-                    )
-            except LocalFaultError as exc:
-                tally.fault = str(exc)
-            except StoreError as exc:
-                error = str(exc)
-        return self._finish(
-            source,
-            state,
+        stored, error, fault = self._store(resolved, prepared, started)
+        return Attempt(
             started,
-            clock_start,
-            tally,
+            counts=prepared_counts(prepared) + stored,
             error=error,
-            fetched=fetched,
+            fault=fault,
+            answer=answer,
             hints=prepared.hints,
             feed_title=prepared.feed_title,
-            validators={
-                "etag": fetched.headers.get("etag"),
-                "last_modified": fetched.headers.get("last-modified"),
-                "body_hash": body_hash,
-            },
+            validators=Validators(
+                fetched.headers.get("etag"), fetched.headers.get("last-modified"), body_hash
+            ),
         )
 
-    def _finish(
-        self,
-        source: SourceConfig,
-        state: SourceState | None,
-        started: datetime,
-        clock_start: float,
-        tally: Tally,
-        *,
-        error: str | None = None,
-        fetched: Fetched | None = None,
-        http_status: int | None = None,
-        retry_after: float | None = None,
-        not_modified: bool = False,
-        hints: Hints | None = None,
-        feed_title: str | None = None,
-        validators: dict[str, str | None] | None = None,
-    ) -> PollRecord:
-        """Decide the source's next state; the poll and the state to record."""
-        # Error texts quote the URL (urllib3's too): stored, shown and logged redacted.
-        draft = tally.outcome(source.key, redact(error) if error else None)
-        failures_before = state.failures if state else 0
-        if draft.local_fault:
-            status_before = Status(state.status) if state else Status.NEW
-            decision = after_local_fault(
-                self.policy, source.interval, status_before, failures_before
-            )
-        elif draft.ok:
-            decision = after_success(self.policy, source.interval, hints or Hints())
-        else:
-            decision = after_failure(
-                self.policy,
-                source.interval,
-                failures_before,
-                http_status=http_status,
-                retry_after=retry_after,
-                message=draft.error or "",
-            )
-        next_poll = None
-        if decision.delay is not None:
-            delay = with_jitter(decision.delay, self.policy.jitter, self.rng)
-            next_poll = started + timedelta(seconds=self.policy.clamp(delay))
-        outcome = replace(
-            draft,
-            url=source.url,
-            http_status=fetched.status if fetched else http_status,
-            bytes=len(fetched.body) if fetched else 0,
-            duration=time.perf_counter() - clock_start,
-            not_modified=not_modified,
-            moved_to=fetched.moved_to if fetched else None,
-            status=decision.status.value,
-            next_poll_at=next_poll,
-        )
-        if draft.local_fault:
-            # Only when it runs next: its status, failures and validators stay as they
-            # were, so the next poll fetches and writes everything again.
-            fault_row = {"url": source.url, "last_polled_at": started, "next_poll_at": next_poll}
-            return PollRecord(outcome, started, fault_row)
-        row: dict[str, Any] = {
-            "url": source.url,
-            "last_polled_at": started,
-            "last_error": outcome.error,
-            "status": decision.status.value,
-            "failures": decision.failures,
-            "next_poll_at": next_poll,
-            "interval": decision.delay,
-            "reason": decision.reason,
-            "config_hash": source.fingerprint(),
-            "last_http_status": outcome.http_status,
-        }
-        if fetched is not None:
-            row["moved_to"] = outcome.moved_to
-        if outcome.ok:
-            row["last_ok_at"] = started
-            if validators is not None:
-                row.update(validators)
-        if feed_title is not None:  # the document was parsed: its own hints are fresh
-            row["title"] = feed_title
-            if hints is not None:
-                row["feed_hint"] = max(hints.ttl or 0.0, hints.update_period or 0.0) or None
-        return PollRecord(outcome, started, row)
+    def _store(
+        self, source: ResolvedSource, prepared: Prepared, now: datetime
+    ) -> tuple[Counts, str | None, str | None]:
+        """Write a parsed document's articles and apply retention, in one transaction.
+
+        Returns:
+            What was done (what was decided before a failure still counts), the index's
+            error, and our storage's fault, if any.
+        """
+        if prepared.error is not None:
+            return Counts(), prepared.error, None
+        applied: Applied | None = None
+        pruned = 0
+        error = fault = None
+        try:
+            with self.store.transaction() as conn:
+                applied = self.ingest.write_files(conn, source, prepared.articles, now)
+                self.ingest.write_rows(conn, applied)
+                pruned = self.store.prune(conn, source.name, source.keep_days, source.keep_max, now)
+        except LocalFaultError as exc:
+            fault = str(exc)
+        except StoreError as exc:
+            error = str(exc)
+        counts = applied.counts if applied is not None else Counts()
+        return counts + Counts(dropped=pruned), error, fault
 
     def _record(self, records: list[PollRecord]) -> None:
         """Write polls and states in one transaction, and log one line per poll."""
@@ -419,36 +341,37 @@ class Poller:
 
         Files whose bytes do not change are not rewritten.
         """
-        sources = list(sources)
+        resolved = [self.resolved(s) for s in sources]
         outcomes: list[SourceOutcome] = []
-        with make_executor(self.workers, len(sources)) as pool:
-            jobs: list[tuple[SourceConfig, list[str], Future[Prepared]]] = []
-            for source in sources:
+        with make_executor(self.workers, len(resolved)) as pool:
+            jobs: list[tuple[ResolvedSource, list[str], Future[Prepared]]] = []
+            for source in resolved:
                 with self.store.transaction() as conn:
-                    stored = self.store.entries_for_rebuild(conn, source.key)
+                    stored = self.store.entries_for_rebuild(conn, source.name)
                 keys = [k for k, _ in stored]
-                future = pool.submit(
-                    prepare_stored, self.ingest.view(source), [r for _, r in stored]
-                )
+                future = pool.submit(prepare_stored, source.view, [r for _, r in stored])
                 jobs.append((source, keys, future))
             for source, keys, future in jobs:
                 prepared = future.result()
-                tally = Tally(failed=prepared.failed, problems=list(prepared.warnings))
+                applied: Applied | None = None
                 error = None
                 try:
                     with self.store.transaction() as conn:
-                        self.ingest.apply(
+                        applied = self.ingest.write_files(
                             conn,
                             source,
                             prepared.articles,
                             self.clock(),
-                            tally,
                             keys=[keys[i] for i in prepared.indices],
                             force=True,
                         )
+                        self.ingest.write_rows(conn, applied)
                 except StoreError as exc:
                     error = str(exc)
-                outcome = tally.outcome(source.key, error)
+                counts = prepared_counts(prepared)
+                if applied is not None:
+                    counts += applied.counts
+                outcome = rebuild_outcome(source.name, counts, error)
                 outcomes.append(outcome)
                 if on_done is not None:
                     on_done(outcome)
@@ -458,11 +381,17 @@ class Poller:
         """Apply each source's retention now; returns how many entries each lost."""
         pruned: dict[str, int] = {}
         now = self.clock()
-        for source in sources:
-            keep_days, keep_max = self.ingest.retention(source)
+        for source in map(self.resolved, sources):
             with self.store.transaction() as conn:
-                pruned[source.key] = self.store.prune(conn, source.key, keep_days, keep_max, now)
+                pruned[source.name] = self.store.prune(
+                    conn, source.name, source.keep_days, source.keep_max, now
+                )
         return pruned
+
+
+def prepared_counts(prepared: Prepared) -> Counts:
+    """What parsing and converting a document already tells of its entries."""
+    return Counts(failed=prepared.failed, warnings=prepared.warnings)
 
 
 def _unrecorded(

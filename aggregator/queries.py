@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StoreError
-from aggregator.models import PublishedEntry
+from aggregator.models import PublishedEntry, Status
 from aggregator.records import SourceState
 from aggregator.schema import (
     CATEGORY_SEPARATOR,
@@ -269,7 +269,7 @@ def _state(row: Mapping[str, Any]) -> SourceState:
         etag=row["etag"],
         last_modified=row["last_modified"],
         body_hash=row["body_hash"],
-        status=row["status"] or "new",
+        status=Status(row["status"] or Status.NEW),
         failures=row["failures"] or 0,
         next_poll_at=row["next_poll_at"],
         config_hash=row["config_hash"],

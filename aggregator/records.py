@@ -2,20 +2,76 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import TypeAlias, TypeVar
 
-from aggregator.models import SourceOutcome
+from aggregator.models import SourceOutcome, Status
+
+T = TypeVar("T")
+
+
+class Keep(Enum):
+    """A column an update leaves as it is stored (explicit: not a forgotten key)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+Update: TypeAlias = T | Keep  # a column's new value, or KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStateUpdate:
+    """A source's state row as a poll (or the admin) leaves it; ``KEEP``: as stored.
+
+    Every column of ``schema.sources_table`` is a field, so a misspelt column is a type
+    error, and a column left alone says so.
+    """
+
+    #: The source's name (the row's key).
+    name: str
+    #: What was fetched (the row needs one, even when created by the admin).
+    url: str
+    #: The feed's own title, as last parsed.
+    title: Update[str | None] = KEEP
+    last_polled_at: Update[datetime | None] = KEEP
+    last_ok_at: Update[datetime | None] = KEEP
+    last_error: Update[str | None] = KEEP
+    #: The validators of the last body fully processed (for the next conditional GET).
+    etag: Update[str | None] = KEEP
+    last_modified: Update[str | None] = KEEP
+    body_hash: Update[str | None] = KEEP
+    status: Update[Status] = KEEP
+    #: Failures in a row.
+    failures: Update[int] = KEEP
+    next_poll_at: Update[datetime | None] = KEEP
+    #: The delay last chosen, seconds.
+    interval: Update[float | None] = KEEP
+    #: Where the last permanent redirect pointed.
+    moved_to: Update[str | None] = KEEP
+    #: Why it is paused or gone.
+    reason: Update[str | None] = KEEP
+    #: The source's settings when last polled (``SourceConfig.fingerprint``).
+    config_hash: Update[str | None] = KEEP
+    last_http_status: Update[int | None] = KEEP
+    #: The feed's <ttl>/sy: interval, seconds, as last parsed.
+    feed_hint: Update[float | None] = KEEP
+
+    def columns(self) -> dict[str, object]:
+        """The columns to write, by name (those left as ``KEEP`` are not among them)."""
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {name: value for name, value in values if value is not KEEP}
 
 
 @dataclass(frozen=True, slots=True)
 class PollRecord:
-    """One poll, ready to be written: its outcome, and the source's new state columns."""
+    """One poll, ready to be written: its outcome, and the source's new state."""
 
     outcome: SourceOutcome
     started: datetime
-    state: dict[str, Any]
+    state: SourceStateUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +82,7 @@ class SourceState:
     etag: str | None
     last_modified: str | None
     body_hash: str | None
-    status: str  # models.Status value
+    status: Status
     failures: int
     next_poll_at: datetime | None
     config_hash: str | None

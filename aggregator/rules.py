@@ -41,8 +41,9 @@ def dry_run(
         chosen = config.output(output)
         output_rules = tuple(r.rule() for r in chosen.rules) if chosen else ()
     for source in sources:
-        view = poller.ingest.view(source)
-        rules = output_rules if output_rules is not None else poller.ingest.rules(source)
+        resolved = poller.resolved(source)
+        view = resolved.view
+        rules = output_rules if output_rules is not None else resolved.rules
         for _, raw, dropped_by in poller.store.raw_entries(source.key):
             if output_rules is not None and dropped_by is not None:
                 continue  # outputs only ever see kept entries

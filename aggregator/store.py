@@ -16,7 +16,6 @@ database or the posts folder while running is recorded in ``faults`` (see ``faul
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -37,8 +36,9 @@ from aggregator.errors import LocalFaultError, StoreError
 from aggregator.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.files import ArticleFiles
 from aggregator.logins import Logins
+from aggregator.models import Status
 from aggregator.queries import Queries, chunks
-from aggregator.records import EntryRow, PollRecord, StoredEntry
+from aggregator.records import EntryRow, PollRecord, SourceStateUpdate, StoredEntry
 from aggregator.schema import (
     SCHEMA_VERSION,
     add_missing_columns,
@@ -56,11 +56,6 @@ VERSION_RECHECK = 1.0  # seconds between reads of the content version by a reade
 INTEGRITY_BUDGET = 5.0  # seconds the integrity check at open may take; larger files: partly
 SQLITE_INTERRUPT = 9
 DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-
-def text_hash(text: str) -> str:
-    """The hash recorded for an article file's content."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 class Store(Queries, Logins):
@@ -320,9 +315,9 @@ class Store(Queries, Logins):
         if not records:
             return
         conn.execute(sa.insert(polls_table), [_poll_values(r) for r in records])
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
         for record in records:
-            row = {"name": record.outcome.source, **record.state}
+            row = record.state.columns()
             groups.setdefault(tuple(sorted(row)), []).append(row)
         for columns, rows in groups.items():
             statement = insert(sources_table)
@@ -369,24 +364,27 @@ class Store(Queries, Logins):
         conn.execute(statement, [{"key": k, "value": str(v)} for k, v in amounts.items()])
 
     def set_status(self, name: str, url: str, status: str, reason: str | None) -> None:
-        """Pause or resume a source by hand (its next poll time is cleared)."""
-        with self.transaction() as conn:
-            self.save_state(
-                conn,
-                name,
-                {
-                    "url": url,
-                    "status": status,
-                    "reason": reason,
-                    "failures": 0,
-                    "next_poll_at": None,
-                },
-            )
+        """Pause or resume a source by hand (its next poll time is cleared).
 
-    def save_state(self, conn: Connection, name: str, state: Mapping[str, Any]) -> None:
-        """Insert or update a source's state row with the given columns."""
-        values = dict(state)
-        statement = insert(sources_table).values(name=name, **values)
+        Raises:
+            ValueError: ``status`` is not a ``models.Status``.
+        """
+        update = SourceStateUpdate(
+            name=name,
+            url=url,
+            status=Status(status),
+            reason=reason,
+            failures=0,
+            next_poll_at=None,
+        )
+        with self.transaction() as conn:
+            self.save_state(conn, update)
+
+    def save_state(self, conn: Connection, update: SourceStateUpdate) -> None:
+        """Insert or update a source's state row; columns left as ``KEEP`` stay as stored."""
+        values = update.columns()
+        statement = insert(sources_table).values(values)
+        values.pop("name")
         conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
 
     def unindexed_files(self, conn: Connection, folder: str) -> dict[str, str]:

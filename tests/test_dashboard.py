@@ -186,17 +186,23 @@ def test_hostile_article_content_is_neutralised(make_dash: Callable[..., Dash]) 
 
 
 def test_source_page_history_suggestions_and_drops(make_dash: Callable[..., Dash]) -> None:
+    from aggregator.models import Status
+    from aggregator.records import SourceStateUpdate
+
     dash = make_dash()
     page = dash.client.get("/sources/missing").get_data(as_text=True)
     assert "cannot read file" in page and 'id="polls"' in page
     with dash.store.transaction() as conn:
         dash.store.save_state(
-            conn, "hostile", {"url": "x", "moved_to": "https://new.example/feed.xml"}
+            conn,
+            SourceStateUpdate(name="hostile", url="x", moved_to="https://new.example/feed.xml"),
         )
     page = dash.client.get("/sources/hostile").get_data(as_text=True)
     assert "url: https://new.example/feed.xml" in page
     with dash.store.transaction() as conn:
-        dash.store.save_state(conn, "missing", {"url": "x", "status": "gone", "reason": "410"})
+        dash.store.save_state(
+            conn, SourceStateUpdate(name="missing", url="x", status=Status.GONE, reason="410")
+        )
     assert "enabled: false" in dash.client.get("/sources/missing").get_data(as_text=True)
 
 

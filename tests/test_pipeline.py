@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -127,7 +128,9 @@ def test_rerun_rewrites_nothing(make_config: MakeConfig, harness: HarnessFactory
     h.close()
     h.reload()
     # Parsed again from scratch (new render settings would do this too): still no writes.
-    h.poller.ingest.render_key = lambda source: "forced"  # type: ignore[method-assign]
+    h.poller.sources = {
+        name: replace(resolved, render_key="forced") for name, resolved in h.poller.sources.items()
+    }
     third = h.poll()
     assert sum(o.unchanged for o in third) == 5
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in h.files()} == before
@@ -465,7 +468,6 @@ def test_crash_then_title_change_adopts_the_orphan_file(
 def test_rebuild_never_reverts_a_newer_poll(
     make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:
-    from aggregator.ingest import Tally
     from aggregator.worker import prepare_stored
 
     path = feed_file("f.xml", rss(item("a", "Version one", "<p>one</p>")))
@@ -476,16 +478,17 @@ def test_rebuild_never_reverts_a_newer_poll(
         read_by_rebuild = h.store.entries_for_rebuild(conn, "s")  # a rebuild reads ...
     feed_file("f.xml", rss(item("a", "Version two", "<p>two</p>")))
     h.poll()  # ... a poll stores a newer version meanwhile ...
-    prepared = prepare_stored(h.poller.ingest.view(source), [raw for _, raw in read_by_rebuild])
+    resolved = h.poller.resolved(source)
+    prepared = prepare_stored(resolved.view, [raw for _, raw in read_by_rebuild])
     with h.store.transaction() as conn:  # ... and the rebuild applies what it read
-        h.poller.ingest.apply(
+        applied = h.poller.ingest.write_files(
             conn,
-            source,
+            resolved,
             prepared.articles,
             h.now,
-            Tally(),
             keys=[key for key, _ in read_by_rebuild],
             force=True,
         )
+        h.poller.ingest.write_rows(conn, applied)
     [file] = h.files()
     assert "Version two" in file.read_text(encoding="utf-8")

@@ -1,0 +1,105 @@
+"""Each source's settings, resolved once per configuration: pure, no I/O.
+
+A source's effective settings are its own merged with the global ones: the removal rules
+and iframe hosts its articles are cleaned with, its ingest rules, its retention, and the
+render key (a fingerprint of everything besides the entry that shapes its article
+file). The poll, the rebuild, the prune and the rules' dry run all read them from one
+``ResolvedSource``, made when a configuration is loaded (``resolve_sources``), so they
+can never disagree on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aggregator import __version__
+from aggregator.clean import Rules
+from aggregator.config import Config, SourceConfig
+from aggregator.convert import RenderOptions, SourceView
+from aggregator.filter import Rule
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedSource:
+    """One source's effective settings under one configuration."""
+
+    #: The source as configured.
+    config: SourceConfig
+    #: What conversion needs to know about it (categories, author, cleaning rules).
+    view: SourceView
+    #: How its article files are written (the global front matter settings).
+    options: RenderOptions
+    #: Its ingest rules: the global ones, then its own.
+    rules: tuple[Rule, ...]
+    #: Entries older than this many days are not kept (None: no limit).
+    keep_days: int | None
+    #: At most this many entries are kept (None: no limit).
+    keep_max: int | None
+    #: A fingerprint of everything, besides the entry, that shapes its article file.
+    render_key: str
+
+    @property
+    def name(self) -> str:
+        """The source's name (its key in the index)."""
+        return self.config.key
+
+
+def render_options(config: Config) -> RenderOptions:
+    """How article files are written, from ``settings.front_matter``."""
+    front = config.settings.front_matter
+    return RenderOptions(
+        date_style=front.date_style,
+        timezone=front.timezone,
+        escape_braces=front.escape_braces,
+        comments=front.comments,
+    )
+
+
+def resolve_source(
+    config: Config, source: SourceConfig, options: RenderOptions | None = None
+) -> ResolvedSource:
+    """Merge a source's own settings with the global ones."""
+    settings = config.settings
+    options = options or render_options(config)
+    view = SourceView(
+        name=source.key,
+        categories=source.categories,
+        author=source.site,
+        rules=Rules((*settings.remove, *source.remove), settings.iframe_hosts),
+        max_entries=settings.fetch.max_entries,
+    )
+    rules = tuple(r.rule() for r in (*settings.rules, *source.rules))
+    return ResolvedSource(
+        config=source,
+        view=view,
+        options=options,
+        rules=rules,
+        keep_days=source.keep_days or settings.keep_days,
+        keep_max=source.keep_max or settings.keep_max,
+        render_key=_render_key(view, options, rules),
+    )
+
+
+def resolve_sources(config: Config) -> Mapping[str, ResolvedSource]:
+    """Every configured source, resolved, by name."""
+    options = render_options(config)
+    return {s.key: resolve_source(config, s, options) for s in config.sources}
+
+
+def _render_key(view: SourceView, options: RenderOptions, rules: tuple[Rule, ...]) -> str:
+    facts = [
+        __version__,
+        options.date_style,
+        options.timezone,
+        options.escape_braces,
+        options.comments,
+        view.categories,
+        view.author,
+        view.rules.remove,
+        sorted(view.rules.iframe_hosts),
+        [r.describe() for r in rules],
+    ]
+    return hashlib.sha1(json.dumps(facts, ensure_ascii=False).encode()).hexdigest()[:16]
