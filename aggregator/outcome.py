@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from aggregator.config import SourceConfig
 from aggregator.models import Counts, SourceOutcome, Status
@@ -92,25 +93,33 @@ def judge(counts: Counts, error: str | None, fault: str | None) -> tuple[str | N
     return error, False
 
 
-def warnings_of(counts: Counts) -> tuple[str, ...]:
-    """The poll's warnings as shown: entry problems, then the files not written."""
-    return counts.warnings + tuple(f"write: {f.message}" for f in counts.write_failures)
+class _Counted(TypedDict):
+    """The fields of a SourceOutcome that its counts fill."""
+
+    new: int
+    updated: int
+    unchanged: int
+    failed: int
+    dropped: int
+    warnings: tuple[str, ...]
 
 
-def rebuild_outcome(source: str, counts: Counts, error: str | None) -> SourceOutcome:
-    """The outcome of rebuilding one source's articles."""
-    error, local = judge(counts, error, None)
-    return SourceOutcome(
-        source=source,
+def _counted(counts: Counts) -> _Counted:
+    return _Counted(
         new=counts.new,
         updated=counts.updated,
         unchanged=counts.unchanged,
         failed=counts.failed,
         dropped=counts.dropped,
-        error=error,
-        warnings=warnings_of(counts),
-        local_fault=local,
+        # As shown: entry problems, then the files not written.
+        warnings=counts.warnings + tuple(f"write: {f.message}" for f in counts.write_failures),
     )
+
+
+def rebuild_outcome(source: str, counts: Counts, error: str | None) -> SourceOutcome:
+    """The outcome of rebuilding one source's articles."""
+    error, local = judge(counts, error, None)
+    return SourceOutcome(source=source, error=error, local_fault=local, **_counted(counts))
 
 
 def poll_record(
@@ -142,16 +151,10 @@ def poll_record(
         delay = with_jitter(decision.delay, policy.jitter, rng)
         next_poll = attempt.started + timedelta(seconds=policy.clamp(delay))
     answer = attempt.answer
-    counts = attempt.counts
     outcome = SourceOutcome(
         source=source.key,
-        new=counts.new,
-        updated=counts.updated,
-        unchanged=counts.unchanged,
-        failed=counts.failed,
-        dropped=counts.dropped,
         error=error,
-        warnings=warnings_of(counts),
+        **_counted(attempt.counts),
         url=source.url,
         http_status=answer.http_status if answer else attempt.http_status,
         bytes=answer.bytes if answer else 0,

@@ -80,6 +80,7 @@ class Poller:
         self.workers = workers if workers is not None else settings.workers
         if self.workers <= 0:
             self.workers = os.cpu_count() or 1
+        # Each source's settings, resolved once (a new configuration makes a new Poller).
         self.sources = resolve_sources(config)
         self.ingest = Ingest(store)
         self.fetcher = Fetcher(

@@ -166,13 +166,13 @@ class Queries:
     def source_states(self) -> dict[str, dict[str, Any]]:
         """Every source's recorded state, by name (one query, for the dashboard)."""
         with self.reading() as conn:
-            return {r.name: dict(r._mapping) for r in conn.execute(sa.select(sources_table))}
+            return {r.name: _state_row(r) for r in conn.execute(sa.select(sources_table))}
 
     def source_state(self, name: str) -> dict[str, Any] | None:
-        """A source's recorded state."""
+        """A source's recorded state (its ``status`` a ``Status``)."""
         with self.reading() as conn:
             row = conn.execute(sa.select(sources_table).where(sources_table.c.name == name)).first()
-        return dict(row._mapping) if row else None
+        return _state_row(row) if row else None
 
     def counters(self) -> dict[str, int]:
         """The monotonic counters kept in the database."""
@@ -261,6 +261,13 @@ def _published(row: Any) -> PublishedEntry:
         updated=row.updated,
         date=row.date,
     )
+
+
+def _state_row(row: Any) -> dict[str, Any]:
+    """A state row as a dict, its status typed (``Status.NEW`` when never polled)."""
+    values = dict(row._mapping)
+    values["status"] = Status(values["status"] or Status.NEW)
+    return values
 
 
 def _state(row: Mapping[str, Any]) -> SourceState:

@@ -48,6 +48,22 @@ VERDICT = {
     "config_hash": SOURCE.fingerprint(),
 }
 
+
+def backed_off(error: str) -> dict[str, object]:
+    """The state row after a second failure in a row, the server having answered 200."""
+    return {
+        **VERDICT,
+        "last_error": error,
+        "status": Status.ERRORING,
+        "failures": 2,
+        "next_poll_at": NOW + timedelta(seconds=3600),
+        "interval": 3600.0,
+        "reason": None,
+        "last_http_status": 200,
+        "moved_to": None,
+    }
+
+
 CASES = {
     "parsed and stored: everything it learnt": (
         ERRORING,
@@ -140,17 +156,7 @@ CASES = {
             validators=VALIDATORS,
         ),
         {"error": "not a feed", "status": Status.ERRORING, "warnings": (), "local": False},
-        {
-            **VERDICT,
-            "last_error": "not a feed",
-            "status": Status.ERRORING,
-            "failures": 2,
-            "next_poll_at": NOW + timedelta(seconds=3600),
-            "interval": 3600.0,
-            "reason": None,
-            "last_http_status": 200,
-            "moved_to": None,
-        },
+        backed_off("not a feed"),
     ),
     "a file our full disk refused: the source keeps its state": (
         ERRORING,
@@ -199,17 +205,7 @@ CASES = {
             "warnings": (f"write: {BAD_NAME.message}",),
             "local": False,
         },
-        {
-            **VERDICT,
-            "last_error": BAD_NAME.message,
-            "status": Status.ERRORING,
-            "failures": 2,
-            "next_poll_at": NOW + timedelta(seconds=3600),
-            "interval": 3600.0,
-            "reason": None,
-            "last_http_status": 200,
-            "moved_to": None,
-        },
+        backed_off(BAD_NAME.message),
     ),
     "nothing could be kept: a failure, and the third in a row pauses": (
         PAUSING,
