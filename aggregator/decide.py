@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from aggregator.convert import article_dir, article_name, entry_uid, render_article, text_hash
+from aggregator.convert import article_name, entry_uid, render_article, text_hash
 from aggregator.filter import verdict
 from aggregator.models import Article, Counts, WriteFailure
 from aggregator.records import EntryRow, StoredEntry
@@ -157,18 +157,12 @@ def make_batch(source: ResolvedSource, keys: Sequence[str], articles: Sequence[A
     return Batch(by_key, dropped)
 
 
-def folder_of(source: ResolvedSource) -> str:
-    """The folder of a source's article files, relative to the posts folder."""
-    return "/".join(article_dir(source.view.categories))
-
-
 def wanted_paths(
     source: ResolvedSource, batch: Batch, entries: Mapping[str, StoredEntry]
 ) -> dict[str, str]:
     """key → the file a kept entry that has none yet would get by its title alone."""
-    folder = folder_of(source)
     return {
-        key: f"{folder}/{article_name(article.title)}"
+        key: f"{source.folder}/{article_name(article.title)}"
         for key, article in batch.articles.items()
         if key not in batch.dropped_by
         and (key not in entries or not (entries[key].path or entries[key].pruned))
@@ -179,6 +173,7 @@ def files_to_examine(
     source: ResolvedSource,
     batch: Batch,
     entries: Mapping[str, StoredEntry],
+    wanted: Mapping[str, str],
     orphans: Mapping[str, str],
     *,
     rebuild: bool,
@@ -186,18 +181,16 @@ def files_to_examine(
     """path → what ``decide`` needs to know of the file there.
 
     A poll trusts the index's record of a file it wrote, so it only asks whether that
-    file is still there; a name it wants for a new file, it asks whose file is there. A
-    rebuild compares the bytes of every file it may write.
+    file is still there; of a name it wants for a new file (``wanted_paths``), it asks
+    whose file is there. A rebuild compares the bytes of every file it may write.
     """
-    wanted = wanted_paths(source, batch, entries)
     looks = {e.path: Look.EXISTS for e in entries.values() if e.path}
     looks.update(dict.fromkeys(wanted.values(), Look.OWNER))
     if rebuild:
-        folder = folder_of(source)
         looks = dict.fromkeys(looks, Look.CONTENT)
         for key in wanted:
             uid = entry_uid(source.name, key)
-            looks[_suffixed(folder, batch.articles[key], uid)] = Look.CONTENT
+            looks[_suffixed(source, batch.articles[key], uid)] = Look.CONTENT
             if uid in orphans:
                 looks[orphans[uid]] = Look.CONTENT
     return looks
@@ -325,7 +318,6 @@ def _needs_write(
 
 def _new_paths(source: ResolvedSource, batch: Batch, known: Known) -> dict[str, str]:
     """Choose a file path for every kept entry that has none yet, unique and stable."""
-    folder = folder_of(source)
     chosen: dict[str, str] = {}
     claimed: set[str] = set()
     for key, path in wanted_paths(source, batch, known.entries).items():
@@ -337,15 +329,15 @@ def _new_paths(source: ResolvedSource, batch: Batch, known: Known) -> dict[str, 
         on_disk = known.files.get(path)
         someone_elses = on_disk is not None and on_disk.entry_id != uid
         if path in known.taken or path in claimed or someone_elses:
-            path = _suffixed(folder, batch.articles[key], uid)
+            path = _suffixed(source, batch.articles[key], uid)
         claimed.add(path)
         chosen[key] = path
     return chosen
 
 
-def _suffixed(folder: str, article: Article, uid: str) -> str:
+def _suffixed(source: ResolvedSource, article: Article, uid: str) -> str:
     """The name an entry gets when the one made of its title alone is not free."""
-    return f"{folder}/{article_name(article.title, uid)}"
+    return f"{source.folder}/{article_name(article.title, uid)}"
 
 
 def _row(

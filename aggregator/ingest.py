@@ -21,7 +21,6 @@ from aggregator.decide import (
     OnDisk,
     decide,
     files_to_examine,
-    folder_of,
     make_batch,
     wanted_paths,
 )
@@ -116,8 +115,8 @@ class Ingest:
         orphans: dict[str, str] = {}
         if wanted:  # only new files need these (a folder listing is not free)
             taken = self.store.paths_taken(conn, wanted.values())
-            orphans = self.store.unindexed_files(conn, folder_of(source))
-        looks = files_to_examine(source, batch, entries, orphans, rebuild=rebuild)
+            orphans = self.store.unindexed_files(conn, source.folder)
+        looks = files_to_examine(source, batch, entries, wanted, orphans, rebuild=rebuild)
         return Known(
             entries=entries,
             taken=frozenset(taken),

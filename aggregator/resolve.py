@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aggregator import __version__
 from aggregator.clean import Rules
 from aggregator.config import Config, SourceConfig
-from aggregator.convert import RenderOptions, SourceView
+from aggregator.convert import RenderOptions, SourceView, article_dir
 from aggregator.filter import Rule
 
 
@@ -40,6 +40,8 @@ class ResolvedSource:
     keep_max: int | None
     #: A fingerprint of everything, besides the entry, that shapes its article file.
     render_key: str
+    #: The folder of its article files, relative to the posts folder.
+    folder: str
 
     @property
     def name(self) -> str:
@@ -80,6 +82,7 @@ def resolve_source(
         keep_days=source.keep_days or settings.keep_days,
         keep_max=source.keep_max or settings.keep_max,
         render_key=_render_key(view, options, rules),
+        folder="/".join(article_dir(view.categories)),
     )
 
 

@@ -18,6 +18,7 @@ from aggregator.decide import (
     decide,
     files_to_examine,
     make_batch,
+    wanted_paths,
 )
 from aggregator.models import Article, Counts, WriteFailure
 from aggregator.records import StoredEntry
@@ -333,4 +334,6 @@ def test_files_to_examine(rebuild: bool, expected: dict[str, Look]) -> None:
     entries = {"a": stored(kept, path="A/Kept.md")}
     batch = make_batch(SOURCE, ["a", "b", "c"], articles)
     orphans = {UID_B: "A/Orphan.md", entry_uid("S", "zz"): "A/Other.md"}
-    assert files_to_examine(SOURCE, batch, entries, orphans, rebuild=rebuild) == expected
+    wanted = wanted_paths(SOURCE, batch, entries)
+    assert wanted == {"b": "A/Post.md"}  # a has a file, c is dropped by a rule
+    assert files_to_examine(SOURCE, batch, entries, wanted, orphans, rebuild=rebuild) == expected
