@@ -214,23 +214,19 @@ class Poller:
         """
         started = self.clock()
         clock_start = time.perf_counter()
+
+        def record(attempt: Attempt) -> PollRecord:
+            duration = time.perf_counter() - clock_start
+            return poll_record(self.policy, source, state, attempt, rng=self.rng, duration=duration)
+
         try:
             attempt = self._attempt(source, state, pool, manual, started)
+            return attempt if isinstance(attempt, SourceOutcome) else record(attempt)
         except Exception as exc:  # a bug or a dead worker: recorded like any failure
             log.exception("poll source=%s failed unexpectedly", source.key)
             if isinstance(exc, BrokenProcessPool) and isinstance(pool, LazyProcessPool):
                 pool.reset()  # a worker died (e.g. out of memory): start afresh next time
-            attempt = Attempt(started, error=f"internal error: {type(exc).__name__}: {exc}")
-        if isinstance(attempt, SourceOutcome):
-            return attempt
-        return poll_record(
-            self.policy,
-            source,
-            state,
-            attempt,
-            rng=self.rng,
-            duration=time.perf_counter() - clock_start,
-        )
+            return record(Attempt(started, error=f"internal error: {type(exc).__name__}: {exc}"))
 
     def _attempt(
         self,
