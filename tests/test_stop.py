@@ -206,3 +206,31 @@ def open_writer(fifo: Path) -> int | None:
         return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     except OSError:  # ENXIO: no reader yet
         return None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_sent_to_the_whole_group_lets_polls_in_flight_finish(
+    signum: signal.Signals, held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C (and a service manager's stop) signals every process of the
+    # group, the pool's workers too: they must leave the stopping to the main process.
+    sources = [*local_sources(tmp_path, 3), {"url": held.url, "categories": ["H"], "name": "held"}]
+    config = run_config(make_config, sources)
+    log = tmp_path / "stderr.txt"
+    process = start_aggregator(["poll", "--config", str(config)], tmp_path, log)
+    with reaped(process):
+        assert held.arrived.wait(DEADLINE)
+        wait_for(lambda: pool_workers(process.pid), "the pool's workers")
+        os.killpg(process.pid, signum)
+        wait_for(lambda: f"{signum.name}: shutting down" in log.read_text(), "the stop to begin")
+        held.release.set()
+        code = process.wait(timeout=DEADLINE)
+    output = log.read_text()
+    assert code == 128 + signum, output
+    assert "Traceback" not in output
+    database = sqlite3.connect(tmp_path / "db" / "index.sqlite")
+    try:
+        row = database.execute("SELECT status, failures FROM sources WHERE name = 'held'")
+        assert row.fetchone() == ("ok", 0)
+    finally:
+        database.close()
