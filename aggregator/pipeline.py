@@ -142,9 +142,7 @@ class Poller:
             make_executor(self.workers, len(sources)) as pool,
             ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as threads,
         ):
-            futures = [
-                threads.submit(self._poll, s, states.get(s.key), pool, manual) for s in sources
-            ]
+            futures: list[Future[PollRecord | SourceOutcome]] = []
             pending: list[PollRecord] = []
 
             def flush() -> None:
@@ -158,6 +156,12 @@ class Poller:
                 pending.clear()
 
             try:
+                # Submitted inside the ``try``: a signal between two submits must still
+                # record the polls already started.
+                for source in sources:
+                    futures.append(
+                        threads.submit(self._poll, source, states.get(source.key), pool, manual)
+                    )
                 for done, future in enumerate(as_completed(futures), start=1):
                     result = future.result()
                     if isinstance(result, PollRecord):

@@ -103,8 +103,11 @@ class Harness:
         self.store.close()
 
 
+HarnessFactory = Callable[[Path], Harness]
+
+
 @pytest.fixture
-def harness() -> Iterator[Callable[[Path], Harness]]:
+def harness() -> Iterator[HarnessFactory]:
     made: list[Harness] = []
 
     def make(config_path: Path) -> Harness:

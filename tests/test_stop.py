@@ -9,13 +9,24 @@ import signal
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import MakeConfig, item, rss, start_aggregator, start_run, wait_for
+from conftest import (
+    HarnessFactory,
+    MakeConfig,
+    item,
+    rss,
+    start_aggregator,
+    start_run,
+    wait_for,
+)
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
+
+from aggregator.signals import Interrupted
 
 DEADLINE = 60.0  # seconds to wait for each step before failing (not a speed assertion)
 SIGTERM_EXIT = 128 + signal.SIGTERM  # how a shell reports a process ended by SIGTERM
@@ -234,3 +245,29 @@ def test_a_stop_sent_to_the_whole_group_lets_polls_in_flight_finish(
         assert row.fetchone() == ("ok", 0)
     finally:
         database.close()
+
+
+def test_a_stop_between_two_submits_records_the_polls_already_started(
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The signal's moment, fixed: it lands as the fourth poll is being handed out.
+    submit = ThreadPoolExecutor.submit
+    handed: list[str] = []
+
+    def submit_then_stop(
+        self: ThreadPoolExecutor, fn: Callable[..., object], /, *args: object
+    ) -> Future[object]:
+        if len(handed) == 3:
+            raise Interrupted(signal.SIGTERM)
+        handed.append(str(getattr(args[0], "key", "")))
+        return submit(self, fn, *args)
+
+    h = harness(make_config(local_sources(tmp_path, 5)))
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit_then_stop)
+    with pytest.raises(Interrupted):
+        h.poll()
+    assert polled(tmp_path) == dict.fromkeys(handed, 1)
+    assert len(handed) == 3
