@@ -118,7 +118,12 @@ class Service:
 
     @property
     def stop_grace(self) -> float:
-        """Seconds a stop waits for polls in flight: the longest a fetch may take, and some."""
+        """Seconds a stop waits for polls in flight: the longest a fetch may take, and some.
+
+        A response's body is cut at the fetch's total deadline however slowly it comes
+        (see ``Fetcher._read_body``); its status line and headers are bounded by the read
+        timeout alone. The margin is for parsing and storing what arrived.
+        """
         fetcher = self.poller.fetcher
         return fetcher.timeout + fetcher.total_timeout + STOP_MARGIN
 
