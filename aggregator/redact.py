@@ -26,14 +26,20 @@ _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 # text's "url: message"). The name is kept, so the owner recognises the URL.
 _PARAMETER = re.compile(r"([?&#][^=&#?\s]*=)[^&#\s'\"<>]+?(?=:?(?:[&#\s'\"<>]|$))")
 
+# ?value and &value with no name (``https://host/feed?a1b2c3``: some services take the
+# key as the whole query): all of it.
+_BARE = re.compile(r"([?&])[^=&#?\s'\"<>:]+(?=:?(?:[&#\s'\"<>]|$))")
+
 
 def redact(text: str) -> str:
-    """``text`` with the userinfo and the query (and fragment) values of URLs masked.
+    """``text`` with the userinfo and the query (and fragment) values of URLs masked
+    (a query part without a name is masked whole).
 
     >>> redact("https://user:pass@host/feed?token=abc&page=2")
     'https://***@host/feed?token=***&page=***'
     """
-    return _PARAMETER.sub(rf"\g<1>{MASK}", _USERINFO.sub(rf"\g<1>{MASK}@", text))
+    text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
+    return _BARE.sub(rf"\g<1>{MASK}", _PARAMETER.sub(rf"\g<1>{MASK}", text))
 
 
 def redact_log_record(record: logging.LogRecord) -> bool:

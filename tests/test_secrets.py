@@ -39,7 +39,11 @@ from aggregator.web import create_app
         ("https://host/feed?token=abc", "https://host/feed?token=***"),
         ("https://h/f?a=1&key=s3cret&empty=", "https://h/f?a=***&key=***&empty="),
         ("https://h/cb#access_token=xyz&scope=r", "https://h/cb#access_token=***&scope=***"),
-        ("https://h/f?flag", "https://h/f?flag"),  # a name without a value hides nothing
+        ("https://h/f?BARETOKEN123", "https://h/f?***"),  # the key as the whole query
+        ("https://h/f?a=1&BARE", "https://h/f?a=***&***"),
+        ("/new?BARETOKEN: HTTP 301", "/new?***: HTTP 301"),
+        ("did you mean 'https://h/f'?", "did you mean 'https://h/f'?"),
+        ("Q & A", "Q & A"),
         (
             "https://a:b@h/f?t=1: HTTP 500 INTERNAL SERVER ERROR",
             "https://***@h/f?t=***: HTTP 500 INTERNAL SERVER ERROR",
