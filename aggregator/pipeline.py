@@ -34,7 +34,7 @@ from aggregator.policy import (
     with_jitter,
 )
 from aggregator.records import PollRecord, SourceState
-from aggregator.redact import redact
+from aggregator.redact import redact, without_credentials
 from aggregator.store import Store
 from aggregator.worker import (
     InlineExecutor,
@@ -286,7 +286,7 @@ class Poller:
                 ),
             )
         job = (pool or InlineExecutor()).submit(
-            prepare, view, fetched.url, fetched.body, fetched.headers
+            prepare, view, without_credentials(fetched.url), fetched.body, fetched.headers
         )
         prepared = job.result()
         tally = Tally(failed=prepared.failed, problems=list(prepared.warnings))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -53,3 +54,16 @@ def redact_log_record(record: logging.LogRecord) -> bool:
     if cleaned != message:
         record.msg, record.args = cleaned, None
     return True
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without its user name and password.
+
+    The base that a feed's relative links are resolved against: resolving keeps the
+    base's userinfo, which would carry the owner's login into every article, its
+    republished feeds and the pages that show them.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, MakeConfig
+from conftest import EXAMPLES, HarnessFactory, MakeConfig
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import BadSignature
@@ -129,6 +129,37 @@ def test_secrets_in_source_urls_are_shown_only_to_the_admin(
         assert failing.replace("&", "&amp;") in admin_page
     finally:
         dash.close()
+
+
+def test_a_login_in_the_source_url_never_reaches_articles_or_feeds(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    # Relative links resolve against the URL fetched: its login must not come along.
+    body = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Private</title>'
+        "<item><title>Relative</title><link>/posts/1</link><guid>r1</guid>"
+        '<description><![CDATA[<p><a href="/posts/2">next</a><img src="img/a.png"></p>]]>'
+        "</description></item></channel></rss>"
+    )
+    httpserver.expect_request("/feeds/private.rss").respond_with_data(body)
+    url = httpserver.url_for("/feeds/private.rss").replace(
+        "http://", f"http://{USER}:{PASSWORD}@", 1
+    )
+    h = harness(make_config([{"url": url, "categories": ["Private"], "name": "private"}]))
+    [outcome] = h.poll()
+    assert outcome.ok and outcome.new == 1, outcome
+    [article] = h.files()
+    text = article.read_text(encoding="utf-8")
+    host = httpserver.url_for("/").rstrip("/")
+    assert f"link: {host}/posts/1" in text
+    assert f"{host}/posts/2" in text and f"{host}/posts/img/a.png" in text
+    app = create_app(h.config, h.store)
+    published = [
+        app.test_client().get(f"/feeds/all.{kind}").get_data(as_text=True)
+        for kind in ("rss", "atom", "json")
+    ]
+    for where in (text, *published):
+        assert PASSWORD not in where and USER not in where
 
 
 # -- sessions and logins -----------------------------------------------------------------
