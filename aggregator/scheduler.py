@@ -40,6 +40,7 @@ from aggregator.errors import ConfigError
 from aggregator.models import SourceOutcome, Status
 from aggregator.pipeline import Clock, Poller, utcnow
 from aggregator.policy import first_runs
+from aggregator.redact import redact
 from aggregator.store import Store
 from aggregator.worker import make_executor
 
@@ -288,7 +289,8 @@ class Service:
             except ConfigError as exc:
                 self.last_reload_error = exc.report()
                 log.error(
-                    "config reload refused, the previous config keeps running:\n%s", exc.report()
+                    "config reload refused, the previous config keeps running:\n%s",
+                    redact(exc.report()),
                 )
                 return False
             self.last_reload_error = None

@@ -169,15 +169,40 @@ def _front_matter(path: Path) -> str:
 
 def service_problems() -> list[str]:
     """What is wrong with the service itself, not with a source: storage faults, an
-    unreadable database or posts folder, a config reload that was refused."""
-    _, store, service = _context()
-    problems = store.health()
+    unreadable database or posts folder, a config reload that was refused.
+
+    In full for the admin. Anyone else learns that something is wrong, not the machine's
+    paths, the URLs' secrets or the text of the configuration a refused reload quotes.
+    """
+    config, store, service = _context()
+    admin = is_admin()
+    problems = store.health() if admin else [_public(p, config, store) for p in store.health()]
     if service is not None and service.last_reload_error is not None:
+        report: str = service.last_reload_error
+        if admin:
+            detail = ":\n" + report
+        else:
+            count = sum(1 for line in report.splitlines() if line.startswith("  "))
+            detail = (
+                f" ({count} problem{'s' if count != 1 else ''}: the admin sees them here, "
+                "`aggregator check-config` and the log list them)"
+            )
         problems.append(
             "config reload refused; the previous configuration keeps running until the file "
-            "is fixed:\n" + service.last_reload_error
+            "is fixed" + detail
         )
     return problems
+
+
+def _public(problem: str, config: Config, store: Store) -> str:
+    """A storage problem as an anonymous visitor may read it: folders by their setting."""
+    places = {
+        str(store.files.posts_dir): "settings.posts_dir",
+        str(Path(config.settings.database).resolve().parent): "the database's folder",
+    }
+    for path, name in sorted(places.items(), key=lambda item: -len(item[0])):
+        problem = problem.replace(path, name)
+    return redact(problem)
 
 
 @bp.app_context_processor
