@@ -423,3 +423,24 @@ def test_a_crashed_rebuild_is_reported_and_the_next_one_runs(
     assert "stopped: no room for the worker processes" in page
     assert runner.rebuild() and runner.wait(60)
     assert runner.rebuild_status.error is None and runner.rebuild_status.sources == 4
+
+
+def test_the_app_follows_the_services_config_reloads(
+    make_dash: Callable[..., Dash], tmp_path: Path
+) -> None:
+    dash = make_dash(service=True)
+    assert dash.service is not None
+    before = dash.client.get("/feeds/all.rss").get_data(as_text=True)
+    assert "<title>aggregator: all</title>" in before
+    assert dash.client.get("/feeds/Later.rss").status_code == 404
+    path = tmp_path / "config.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["settings"]["publish"] = {"title": "Renamed"}
+    data["sources"][-1]["categories"] = ["Later"]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert dash.service.reload()
+    # The cached feed is stale: the configuration's fingerprint changed with it.
+    assert "<title>Renamed: all</title>" in dash.client.get("/feeds/all.rss").get_data(as_text=True)
+    assert dash.client.get("/feeds/Later.rss").status_code == 200
+    assert dash.client.get("/feeds/Tech.rss").status_code == 404
+    assert 'href="/feeds/Later.rss"' in dash.client.get("/").get_data(as_text=True)

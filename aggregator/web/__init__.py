@@ -1,8 +1,9 @@
 """The web app: ``create_app()`` builds it; views read the store, never fetch or poll.
 
-Run it inside ``aggregator run`` (with the polling service) or alone for a WSGI server:
-``gunicorn 'aggregator.web:create_app()'`` with ``AGGREGATOR_CONFIG`` pointing at the
-configuration.
+Run it inside ``aggregator run`` (with the polling service), by ``aggregator serve``, or
+alone for a WSGI server: ``gunicorn 'aggregator.web:create_app()'`` with
+``AGGREGATOR_CONFIG`` pointing at the configuration. It imports no poll module: the
+service and the rebuild runner are handed in by ``cli``, typed by protocols in ``state``.
 """
 
 from __future__ import annotations
