@@ -115,7 +115,7 @@ class AppState:
     login_throttle: LoginThrottle
     clock: Clock
     started_config: Config  # in force when no service reloads it
-    views: CurrentView
+    views: CurrentView  # the WebView of the configuration in force
     # Requests per feed format, for /metrics (approximate under threads).
     feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
 
