@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,30 @@ DATA = Path(__file__).resolve().parent / "data"
 FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 MakeConfig = Callable[..., Path]
+
+
+class ManualClock:
+    """A clock a test moves by hand (the web app's ``Clock``): nothing waits for time."""
+
+    def __init__(self, start: datetime = FIXED_NOW) -> None:
+        self.start = start
+        self.elapsed = 0.0  # seconds advanced so far
+
+    def now(self) -> datetime:
+        """Wall-clock UTC: ``start`` plus the seconds advanced."""
+        return self.start + timedelta(seconds=self.elapsed)
+
+    def monotonic(self) -> float:
+        """Monotonic seconds: an arbitrary origin plus the seconds advanced."""
+        return 1000.0 + self.elapsed
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.elapsed += seconds
+
+    def advance_to(self, when: datetime) -> None:
+        """Move time forward to ``when`` (no change if it is past already)."""
+        self.elapsed = max(self.elapsed, (when - self.start).total_seconds())
 
 
 @pytest.fixture

@@ -5,16 +5,16 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import feedparser
 import pytest
-from conftest import EXAMPLES, MakeConfig, item, rss
+from conftest import EXAMPLES, MakeConfig, ManualClock, item, rss
 from feedcheck import check
 from flask.testing import FlaskClient
 from lxml import etree
@@ -25,6 +25,7 @@ from aggregator.pipeline import Poller
 from aggregator.publish import FeedMeta, entry_id, render
 from aggregator.store import Store
 from aggregator.web import create_app
+from aggregator.web.state import app_state
 
 SINA = ["金融", "新浪财经", "新浪财经－国內"]
 OUTPUTS = [
@@ -44,7 +45,8 @@ class Site:
         self.config = load_config(config_path)
         self.store = Store(self.config.settings.database, self.config.settings.posts_dir)
         self.poller = Poller(self.config, self.store, workers=1)
-        self.app = create_app(self.config, self.store)
+        self.clock = ManualClock(datetime.now(UTC))  # the entries' first-seen times are real
+        self.app = create_app(self.config, self.store, clock=self.clock)
         self.client: FlaskClient = self.app.test_client()
 
     def poll(self) -> None:
@@ -308,7 +310,7 @@ def test_validators_304_head_gzip_and_cache_control(site: Site) -> None:
 def test_cache_is_invalidated_when_entries_change_and_stays_bounded(
     site: Site, tmp_path: Path
 ) -> None:
-    cache = site.app.extensions["aggregator"]["cache"]
+    cache = app_state(site.app).cache
     first = get(site, "feeds/Tech.rss")
     assert get(site, "feeds/Tech.rss").headers["ETag"] == first.headers["ETag"]
     hits = cache.hits
@@ -421,7 +423,10 @@ def test_last_modified_moves_when_a_backdated_entry_arrives(site: Site, tmp_path
         ),
         encoding="utf-8",
     )
-    time.sleep(1.1)  # Last-Modified has one-second resolution
+    # A second after the first answer (Last-Modified has one-second resolution).
+    site.clock.advance_to(
+        parsedate_to_datetime(first.headers["Last-Modified"]) + timedelta(seconds=1)
+    )
     site.poll()
     second = get(site, "feeds/Tech.rss", **{"If-Modified-Since": first.headers["Last-Modified"]})
     assert second.status_code == 200  # not a 304: the feed did change
@@ -471,7 +476,7 @@ def with_settings(site: Site, section: str, **values: Any) -> FlaskClient:
 
 
 def test_random_host_headers_neither_churn_the_cache_nor_reach_self_links(site: Site) -> None:
-    cache = site.app.extensions["aggregator"]["cache"]
+    cache = app_state(site.app).cache
     assert self_link(site, "/feeds/all.json") == "http://localhost/feeds/all.json"
     fallback = "http://127.0.0.1/feeds/all.json"  # the server's own address
     assert self_link(site, "/feeds/all.json", Host="attacker.example") == fallback

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, HarnessFactory, MakeConfig
+from conftest import EXAMPLES, HarnessFactory, MakeConfig, ManualClock
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import BadSignature
@@ -238,8 +238,8 @@ def test_a_cookie_copied_before_logout_is_refused_after_it(
 def test_failed_logins_are_throttled_per_client_and_in_all(make_config: MakeConfig) -> None:
     config = load_config(make_config([], server={"admin_secret": SECRET}))
     store = Store(config.settings.database, config.settings.posts_dir)
-    now = [1000.0]
-    app = create_app(config, store, clock=lambda: now[0])
+    clock = ManualClock()
+    app = create_app(config, store, clock=clock)
 
     def login(secret: str, address: str) -> int:
         client = app.test_client()
@@ -256,13 +256,13 @@ def test_failed_logins_are_throttled_per_client_and_in_all(make_config: MakeConf
         assert [login("wrong guess, long enough", "192.0.2.1") for _ in range(5)] == [403] * 5
         assert login(SECRET, "192.0.2.1") == 429  # even the right secret: no oracle
         assert login(SECRET, "192.0.2.2") == 302  # another client is not held up
-        now[0] += 60
+        clock.advance(60)
         assert login(SECRET, "192.0.2.1") == 302  # the window has passed
         # From many addresses at once: the global cap (30 a minute) holds everyone off.
         for n in range(30):
             assert login("wrong guess, long enough", f"198.51.100.{n // 5}") == 403
         assert login(SECRET, "203.0.113.9") == 429
-        now[0] += 60
+        clock.advance(60)
         assert login(SECRET, "203.0.113.9") == 302
     finally:
         store.close()
