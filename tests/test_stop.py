@@ -260,9 +260,10 @@ def test_a_stop_between_two_submits_records_the_polls_already_started(
     def submit_then_stop(
         self: ThreadPoolExecutor, fn: Callable[..., object], /, *args: object
     ) -> Future[object]:
-        if len(handed) == 3:
-            raise Interrupted(signal.SIGTERM)
-        handed.append(str(getattr(args[0], "key", "")))
+        if getattr(fn, "__name__", "") == "_poll":  # not the store's file writers
+            if len(handed) == 3:
+                raise Interrupted(signal.SIGTERM)
+            handed.append(str(getattr(args[0], "key", "")))
         return submit(self, fn, *args)
 
     h = harness(make_config(local_sources(tmp_path, 5)))
