@@ -113,8 +113,10 @@ class Store(Queries, Logins):
         """What keeps the store from working now: local write faults in force, a database
         that cannot be read, a posts folder that is gone or not writable (empty: fine).
 
-        Cheap enough for every /healthz request: one small query and two stat calls.
+        Cheap enough for every /healthz request: one small query and two stat calls (and,
+        while the posts folder has a fault, one small write to see whether it is over).
         """
+        self.files.recheck_fault()
         problems = self.faults.reasons()
         try:
             with self.reading() as conn:

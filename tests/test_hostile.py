@@ -6,8 +6,10 @@ test ends by checking what was recorded and that nothing else was touched.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import multiprocessing
+import os
 import random
 import sqlite3
 import subprocess
@@ -24,6 +26,7 @@ from werkzeug import Request, Response
 
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError, FetchError
+from aggregator.faults import is_local_os_fault
 from aggregator.fetch import Fetcher, is_private_address
 from aggregator.policy import LOCAL_FAULT_RETRY
 from aggregator.web import create_app
@@ -402,6 +405,8 @@ def test_full_disk_is_a_clear_error_and_recovers(
         kept = h.store.count_entries()
         assert kept == len(h.files())
         subprocess.run(["mount", "-o", "remount,size=4m", str(posts)], check=True)
+        # Healthy again as soon as there is space, before anything new is written.
+        assert health.get("/healthz").status_code == 200
         [again] = h.poll()  # the next poll after space returns writes the rest
         assert again.ok and again.new == 8 - kept
         assert len(h.files()) == 8
@@ -635,3 +640,22 @@ def test_an_unexpected_error_is_recorded_not_raised(
     assert outcomes["bad"].error == "internal error: RuntimeError: a bug"
     assert (h.store.source_state("bad") or {})["status"] == "erroring"
     assert h.store.polls("bad")[0]["error"] == "internal error: RuntimeError: a bug"
+
+
+@pytest.mark.parametrize(
+    ("code", "ours"),
+    [
+        (errno.ENOSPC, True),
+        (errno.EROFS, True),
+        (errno.EDQUOT, True),
+        (errno.EIO, True),
+        (errno.EACCES, True),  # the posts folder's owner or mode changed under us
+        (errno.EPERM, True),
+        (errno.EMFILE, True),  # out of file descriptors: no source's doing
+        (errno.ENFILE, True),
+        (errno.ENAMETOOLONG, False),  # about the one file, not the folder
+        (errno.EEXIST, False),
+    ],
+)
+def test_which_write_errors_are_the_services(code: int, ours: bool) -> None:
+    assert is_local_os_fault(OSError(code, os.strerror(code))) is ours
