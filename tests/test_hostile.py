@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, Harness, MakeConfig, item, rss
+from conftest import EXAMPLES, Harness, MakeConfig, item, rss, wait_for
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -659,3 +659,44 @@ def test_an_unexpected_error_is_recorded_not_raised(
 )
 def test_which_write_errors_are_the_services(code: int, ours: bool) -> None:
     assert is_local_os_fault(OSError(code, os.strerror(code))) is ours
+
+
+OPEN_IN_ROUNDS = """
+import sys, time
+from pathlib import Path
+from aggregator.store import Store
+folder, me, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for n in range(rounds):
+    (folder / f"ready-{n}-{me}").touch()
+    while not (folder / f"go-{n}").exists():
+        time.sleep(0.001)
+    Store(str(folder / f"db-{n}" / "index.sqlite"), str(folder / f"posts-{n}")).close()
+    (folder / f"done-{n}-{me}").touch()
+"""
+
+
+def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -> None:
+    # Four processes (a poller, web replicas, a CLI command) starting on one new index.
+    rounds, count = 6, 4
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_IN_ROUNDS, str(tmp_path), str(me), str(rounds)],
+            stderr=subprocess.PIPE,
+        )
+        for me in range(count)
+    ]
+
+    def all_at(stage: str, n: int) -> bool:
+        done = len(list(tmp_path.glob(f"{stage}-{n}-*"))) == count
+        return done or any(p.poll() for p in processes)  # or one of them failed
+
+    try:
+        for n in range(rounds):
+            wait_for(lambda: all_at("ready", n), "all ready")  # noqa: B023 (called at once)
+            (tmp_path / f"go-{n}").touch()
+            wait_for(lambda: all_at("done", n), "all opened")  # noqa: B023
+            if any(p.poll() for p in processes):
+                break
+    finally:
+        errors = [p.communicate(timeout=60)[1].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0] * count, errors
