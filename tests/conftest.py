@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.config import Config, load_config
@@ -162,6 +163,16 @@ def wait_for(predicate: Callable[[], Any], what: str, deadline: float = 60.0) ->
             return value
         time.sleep(0.1)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def threaded_httpserver() -> Iterator[HTTPServer]:
+    """A local HTTP server that answers requests in parallel (a held one blocks no other)."""
+    server = HTTPServer(host="127.0.0.1", threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
 
 
 class Gate:

@@ -388,51 +388,47 @@ def waiting_on_a_semaphore(prefix: str) -> int:
     return blocked
 
 
-def test_per_host_limit_and_concurrency(make_config: MakeConfig, harness: HarnessFactory) -> None:
-    httpserver = HTTPServer(host="127.0.0.1", threaded=True)  # answers requests in parallel
-    httpserver.start()
+def test_per_host_limit_and_concurrency(
+    make_config: MakeConfig, harness: HarnessFactory, threaded_httpserver: HTTPServer
+) -> None:
     gate = Gate()  # every request is held until the test lets it through
     answer = gate.held(ok(GOOD))
     sources = []
     for n in range(6):
-        httpserver.expect_request(f"/f{n}").respond_with_handler(answer)
+        threaded_httpserver.expect_request(f"/f{n}").respond_with_handler(answer)
         sources.append(
-            {"url": httpserver.url_for(f"/f{n}"), "categories": [f"C{n}"], "name": f"s{n}"}
+            {"url": threaded_httpserver.url_for(f"/f{n}"), "categories": [f"C{n}"], "name": f"s{n}"}
         )
-    try:
-        h = harness(make_config(sources, schedule={"concurrency": 6, "per_host": 2}))
+    h = harness(make_config(sources, schedule={"concurrency": 6, "per_host": 2}))
 
-        def settled(in_flight: int, waiting: int) -> bool:
-            """The poll can go no further until the test answers (or broke the limit)."""
-            if gate.active > 2:
-                return True
-            return gate.active == in_flight and waiting_on_a_semaphore("poll") == waiting
+    def settled(in_flight: int, waiting: int) -> bool:
+        """The poll can go no further until the test answers (or broke the limit)."""
+        if gate.active > 2:
+            return True
+        return gate.active == in_flight and waiting_on_a_semaphore("poll") == waiting
 
-        with ThreadPoolExecutor(1) as background:
-            polling = background.submit(h.poller.poll, h.config.sources)
-            try:
-                for remaining in range(6, 0, -1):
-                    # Six sources on one host: two requests in flight and every other poll
-                    # thread waiting for the host's slot; a third request ends the wait.
-                    in_flight = min(remaining, 2)
-                    wait_for(
-                        partial(settled, in_flight, remaining - in_flight),
-                        f"{in_flight} requests in flight and the others waiting",
-                    )
-                    assert gate.active == in_flight
-                    gate.let_through()
-            finally:
-                gate.open()  # a failed check must not leave the poll hanging
-            outcomes = polling.result(timeout=60)
-        assert all(o.ok for o in outcomes)
-        assert (gate.arrived, gate.peak) == (6, 2)  # never more than two requests at once
-        h.close()
-        h.reload()
-        for state in ("s0", "s1"):
-            assert h.store.source_state(state)["status"] == "ok"  # type: ignore[index]
-    finally:
-        httpserver.clear()
-        httpserver.stop()
+    with ThreadPoolExecutor(1) as background:
+        polling = background.submit(h.poller.poll, h.config.sources)
+        try:
+            for remaining in range(6, 0, -1):
+                # Six sources on one host: two requests in flight and every other poll
+                # thread waiting for the host's slot; a third request ends the wait.
+                in_flight = min(remaining, 2)
+                wait_for(
+                    partial(settled, in_flight, remaining - in_flight),
+                    f"{in_flight} requests in flight and the others waiting",
+                )
+                assert gate.active == in_flight
+                gate.let_through()
+        finally:
+            gate.open()  # a failed check must not leave the poll hanging
+        outcomes = polling.result(timeout=60)
+    assert all(o.ok for o in outcomes)
+    assert (gate.arrived, gate.peak) == (6, 2)  # never more than two requests at once
+    h.close()
+    h.reload()
+    for state in ("s0", "s1"):
+        assert h.store.source_state(state)["status"] == "ok"  # type: ignore[index]
 
 
 def test_feed_ttl_still_counts_after_a_304(setup: Callable[..., tuple[Harness, Scripted]]) -> None:
