@@ -1,4 +1,5 @@
-"""The command line, run as a user runs it: the installed console script in a subprocess."""
+"""The command line, run as a user runs it: the installed console script in a subprocess
+(in this process only where nothing but argument and config checking runs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 from conftest import ROOT, MakeConfig, item, rss
 
 from aggregator.cli import cli
@@ -102,8 +104,10 @@ def test_a_failing_source_sets_the_exit_status(tmp_path: Path, make_config: Make
 def test_every_command_refuses_an_invalid_config(tmp_path: Path, command: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("settings:\n  postsdir: x\nsources:\n  - categories: [a]\n", encoding="utf-8")
-    result = run(command, "--config", str(bad), cwd=tmp_path)
-    assert result.returncode == 2
+    # In this process: the refusal happens before any command's work (tested above
+    # through the console script) starts.
+    result = CliRunner().invoke(cli, [command, "--config", str(bad)])
+    assert result.exit_code == 2
     assert f"{bad}: 2 problems" in result.stderr
     assert f"{bad}:2: settings.postsdir: unknown key" in result.stderr
     assert f"{bad}:4: sources[0].url: required key is missing" in result.stderr
