@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +31,28 @@ FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 MakeConfig = Callable[..., Path]
 
 
+def write_config(folder: Path, sources: list[dict[str, Any]], **settings: Any) -> Path:
+    """Write ``folder``/config.yaml from Python data and return its path."""
+    # Local sources in tests live in the folder or among the bundled examples.
+    fetch = {"file_roots": [str(folder), str(EXAMPLES)], **settings.pop("fetch", {})}
+    data = {
+        "settings": {
+            "posts_dir": "posts",
+            "database": "db/index.sqlite",
+            "fetch": fetch,
+            **settings,
+        },
+        "sources": sources,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> MakeConfig:
     """Write a config.yaml into tmp_path from Python data and return its path."""
-
-    def make(sources: list[dict[str, Any]], **settings: Any) -> Path:
-        # Local sources in tests live in tmp_path or among the bundled examples.
-        fetch = {"file_roots": [str(tmp_path), str(EXAMPLES)], **settings.pop("fetch", {})}
-        data = {
-            "settings": {
-                "posts_dir": "posts",
-                "database": "db/index.sqlite",
-                "fetch": fetch,
-                **settings,
-            },
-            "sources": sources,
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        return path
-
-    return make
+    return partial(write_config, tmp_path)
 
 
 @pytest.fixture
