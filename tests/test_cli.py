@@ -61,19 +61,14 @@ def test_poll_with_the_default_config_writes_articles(project: Path) -> None:
     )
 
 
-def test_poll_one_source(project: Path) -> None:
-    result = run("poll", "--source", "example-blog", cwd=project)
+def test_poll_one_source_verbosely(project: Path) -> None:
+    result = run("poll", "-v", "--source", "example-blog", cwd=project)  # -v after the command
     assert result.returncode == 0, result.stderr
     assert "1 sources, 0 failed, 0 not modified, 0 paused; 2 new" in result.stdout
+    assert "poll source=example-blog status=ok" in result.stderr  # one line per source
     missing = run("poll", "--source", "nope", cwd=project)
     assert missing.returncode == 2
     assert "no source named 'nope'" in missing.stderr
-
-
-def test_verbose_after_the_command(project: Path) -> None:
-    result = run("poll", "-v", "--source", "example-blog", cwd=project)
-    assert result.returncode == 0, result.stderr
-    assert "poll source=example-blog status=ok" in result.stderr  # one line per source
 
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
@@ -130,8 +125,9 @@ def test_rebuild_and_prune(project: Path) -> None:
     assert len(list((project / "site").rglob("*.md"))) == 3
 
 
-def test_version_and_help(tmp_path: Path) -> None:
-    assert run("--version", cwd=tmp_path).stdout.startswith("aggregator, version ")
-    help_text = run("--help", cwd=tmp_path).stdout
+def test_version_and_help() -> None:
+    runner = CliRunner()  # in this process: both only print and exit
+    assert runner.invoke(cli, ["--version"]).stdout.startswith("aggregator, version ")
+    help_text = runner.invoke(cli, ["--help"]).stdout
     for command in ("check-config", "poll", "rebuild", "prune"):
         assert command in help_text
