@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Harness, MakeConfig, item, rss
+from conftest import Gate, Harness, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -51,13 +50,14 @@ def test_body_over_the_cap_is_refused_while_streaming(httpserver: HTTPServer) ->
 
 
 def test_slow_server_times_out(httpserver: HTTPServer) -> None:
-    def slow(_request: Request) -> Response:
-        time.sleep(1.5)
-        return Response("late")
-
-    httpserver.expect_request("/slow").respond_with_handler(slow)
-    with pytest.raises(FetchError, match="cannot fetch"):
-        Fetcher(timeout=0.3).fetch(httpserver.url_for("/slow"))
+    gate = Gate()  # the answer is held until the client has given up
+    httpserver.expect_request("/slow").respond_with_handler(gate.held(lambda _r: Response("late")))
+    try:
+        with pytest.raises(FetchError, match="cannot fetch"):
+            Fetcher(timeout=0.3).fetch(httpserver.url_for("/slow"))
+    finally:
+        gate.open()
+    assert gate.arrived >= 1  # the request was made, and left unanswered
 
 
 def test_a_trickling_body_is_cut_at_the_total_deadline(httpserver: HTTPServer) -> None:
