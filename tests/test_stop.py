@@ -253,22 +253,35 @@ def test_a_stop_between_two_submits_records_the_polls_already_started(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The signal's moment, fixed: it lands as the fourth poll is being handed out.
+    # The signal's moment, fixed: it lands as the fourth poll is being handed out, once
+    # the first three have started.
     submit = ThreadPoolExecutor.submit
     handed: list[str] = []
+    started: list[str] = []
+    three_started = threading.Event()
 
     def submit_then_stop(
         self: ThreadPoolExecutor, fn: Callable[..., object], /, *args: object
     ) -> Future[object]:
-        if getattr(fn, "__name__", "") == "_poll":  # not the store's file writers
-            if len(handed) == 3:
-                raise Interrupted(signal.SIGTERM)
-            handed.append(str(getattr(args[0], "key", "")))
-        return submit(self, fn, *args)
+        if getattr(fn, "__name__", "") != "_poll":  # the store's file writers submit too
+            return submit(self, fn, *args)
+        if len(handed) == 3:
+            assert three_started.wait(DEADLINE)
+            raise Interrupted(signal.SIGTERM)
+        key = str(getattr(args[0], "key", ""))
+        handed.append(key)
+
+        def run(*args: object) -> object:
+            started.append(key)
+            if len(started) == 3:
+                three_started.set()
+            return fn(*args)
+
+        return submit(self, run, *args)
 
     h = harness(make_config(local_sources(tmp_path, 5)))
     monkeypatch.setattr(ThreadPoolExecutor, "submit", submit_then_stop)
     with pytest.raises(Interrupted):
         h.poll()
+    assert sorted(started) == sorted(handed) == ["local0", "local1", "local2"]
     assert polled(tmp_path) == dict.fromkeys(handed, 1)
-    assert len(handed) == 3
