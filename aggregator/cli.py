@@ -26,7 +26,7 @@ from aggregator.store import Store
 if TYPE_CHECKING:
     from flask import Flask
 
-    from aggregator.scheduler import Service
+    from aggregator.scheduler import Rebuilder, Service
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -423,22 +423,30 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
 @listen_options
 def serve(config_path: str, host: str | None, port: int | None) -> None:
     """Serve the web app alone (no polling); for gunicorn use aggregator.web:create_app()."""
+    from aggregator.scheduler import Rebuilder
+
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
-    app = _web_app(config, store)
+    # No service: the dashboard's rebuilds run here, over the configuration served.
+    app = _web_app(config, store, rebuilds=Rebuilder(lambda: Poller(config, store, workers=1)))
     try:
         _serve(app, config, host, port)
     finally:
         store.close()
 
 
-def _web_app(config: Config, store: Store, service: Service | None = None) -> Flask:
+def _web_app(
+    config: Config,
+    store: Store,
+    service: Service | None = None,
+    rebuilds: Rebuilder | None = None,
+) -> Flask:
     """The web app, or exit with the report when its settings are invalid."""
     from aggregator.web import create_app
 
     try:
-        return create_app(config, store, service)
+        return create_app(config, store, service, rebuilds=rebuilds)
     except ConfigError as exc:
         if service is not None:
             service.shutdown(wait=False)

@@ -14,8 +14,20 @@ import sqlite3
 import threading
 
 # Errors of our own storage, not of what we were writing: no space, read-only file
-# system, quota exceeded, the device failing.
-LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO})
+# system, quota exceeded, the device failing; and a folder whose owner or mode changed
+# under us, or a process out of file descriptors: nothing a source did.
+LOCAL_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EROFS,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EMFILE,
+        errno.ENFILE,
+    }
+)
 # SQLite's primary result codes for the same (https://sqlite.org/rescode.html), plus a
 # damaged file: SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL,
 # SQLITE_CANTOPEN, SQLITE_NOTADB.
@@ -55,6 +67,11 @@ class Faults:
         if place in self._open:  # cheap check first: this runs on every write
             with self._lock:
                 self._open.pop(place, None)
+
+    def in_force(self, place: str) -> bool:
+        """Whether writing to ``place`` failed last time."""
+        with self._lock:
+            return place in self._open
 
     def reasons(self) -> list[str]:
         """One line per fault in force, for /healthz and the dashboard."""

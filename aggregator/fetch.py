@@ -261,15 +261,37 @@ class Fetcher:
                 )
 
     def _read_body(self, url: str, response: urllib3.BaseHTTPResponse, start: float) -> bytes:
+        # A read waits for a whole chunk, and every byte that arrives restarts the read
+        # timeout: a server trickling a byte a second trips neither. So at the deadline a
+        # timer shuts the socket down, which ends the read in progress.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            response.shutdown()
+
+        timer = threading.Timer(
+            max(0.0, self.total_timeout - (time.perf_counter() - start)), expire
+        )
+        timer.daemon = True
+        timer.start()
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.stream(64 * 1024):
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise FetchError(url, f"body is larger than the {self.max_bytes}-byte limit")
-            if time.perf_counter() - start > self.total_timeout:
-                raise FetchError(url, f"response took longer than {self.total_timeout:g} s")
-            chunks.append(chunk)
+        try:
+            for chunk in response.stream(64 * 1024):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise FetchError(url, f"body is larger than the {self.max_bytes}-byte limit")
+                if expired.is_set():
+                    break
+                chunks.append(chunk)
+        except (Urllib3Error, OSError):
+            if not expired.is_set():
+                raise
+        finally:
+            timer.cancel()
+        if expired.is_set():  # what was read so far may look whole, and is not
+            raise FetchError(url, f"response took longer than {self.total_timeout:g} s")
         return b"".join(chunks)
 
     def close(self) -> None:

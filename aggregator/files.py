@@ -41,6 +41,7 @@ class ArticleFiles:
         self.posts_dir = Path(posts_dir)
         self.fsync = fsync
         self.faults = faults or Faults()
+        self._probe_bytes = 0  # the size of the largest file a fault of the folder failed
         self._writers: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
@@ -134,6 +135,8 @@ class ArticleFiles:
         local = [e for e in failures.values() if isinstance(e, LocalFaultError)]
         if local:
             self.faults.record(POSTS, str(local[0]))
+            # The fault is over when a file as large as those that failed fits again.
+            self._probe_bytes = max(len(files[r].encode()) for r in failures)
         elif files and not failures:
             self.faults.clear(POSTS)
         return failures
@@ -158,6 +161,24 @@ class ArticleFiles:
             elif error is not None:
                 raise error
         return failures
+
+    def recheck_fault(self) -> None:
+        """While a fault of the folder is in force, write a file as large as the largest
+        that failed, and clear the fault if it works: the folder is healthy again once
+        space returns even when no source has anything to write (every feed answering
+        304 for hours)."""
+        if not self.faults.in_force(POSTS):
+            return
+        try:
+            with tempfile.NamedTemporaryFile(
+                prefix=".probe.", suffix=".tmp", dir=self.posts_dir
+            ) as probe:
+                probe.write(b"\0" * self._probe_bytes)
+                probe.flush()
+                os.fsync(probe.fileno())
+        except OSError:
+            return
+        self.faults.clear(POSTS)
 
     def sweep_temp_files(self, min_age: float = 300.0) -> int:
         """Remove temp files a killed writer left behind (older than ``min_age`` seconds).

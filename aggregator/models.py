@@ -189,3 +189,24 @@ class PublishedEntry:
     published: datetime | None
     updated: datetime | None
     date: datetime  # published, else updated, else first seen
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildStatus:
+    """How the latest rebuild started from the dashboard went (it runs in the background).
+
+    Here, not beside the runner, so the web layer can show it without importing a poll
+    module.
+    """
+
+    started_at: datetime | None = None  # None: no rebuild since the service started
+    finished_at: datetime | None = None  # None while it runs
+    sources: int = 0  # sources rebuilt
+    updated: int = 0  # articles rewritten
+    failed: tuple[str, ...] = ()  # sources whose entries could not all be written back
+    error: str | None = None  # why the rebuild itself stopped, if it crashed
+
+    @property
+    def running(self) -> bool:
+        """True between the start and the end of a rebuild."""
+        return self.started_at is not None and self.finished_at is None

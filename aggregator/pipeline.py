@@ -27,7 +27,7 @@ from aggregator.models import Counts, SourceOutcome, Status
 from aggregator.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
 from aggregator.policy import Policy, feed_hints
 from aggregator.records import PollRecord, SourceState
-from aggregator.redact import redact
+from aggregator.redact import redact, without_credentials
 from aggregator.resolve import ResolvedSource, resolve_source, resolve_sources
 from aggregator.store import Store
 from aggregator.worker import (
@@ -145,9 +145,7 @@ class Poller:
             make_executor(self.workers, len(sources)) as pool,
             ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as threads,
         ):
-            futures = [
-                threads.submit(self._poll, s, states.get(s.key), pool, manual) for s in sources
-            ]
+            futures: list[Future[PollRecord | SourceOutcome]] = []
             pending: list[PollRecord] = []
 
             def flush() -> None:
@@ -161,6 +159,12 @@ class Poller:
                 pending.clear()
 
             try:
+                # Submitted inside the ``try``: a signal between two submits must still
+                # record the polls already started.
+                for source in sources:
+                    futures.append(
+                        threads.submit(self._poll, source, states.get(source.key), pool, manual)
+                    )
                 for done, future in enumerate(as_completed(futures), start=1):
                     result = future.result()
                     if isinstance(result, PollRecord):
@@ -273,7 +277,7 @@ class Poller:
                 ),
             )
         job = (pool or InlineExecutor()).submit(
-            prepare, resolved.view, fetched.url, fetched.body, fetched.headers
+            prepare, resolved.view, without_credentials(fetched.url), fetched.body, fetched.headers
         )
         prepared = job.result()
         stored, error, fault = self._store(resolved, prepared, started)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -26,14 +27,20 @@ _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 # text's "url: message"). The name is kept, so the owner recognises the URL.
 _PARAMETER = re.compile(r"([?&#][^=&#?\s]*=)[^&#\s'\"<>]+?(?=:?(?:[&#\s'\"<>]|$))")
 
+# ?value and &value with no name (``https://host/feed?a1b2c3``: some services take the
+# key as the whole query): all of it.
+_BARE = re.compile(r"([?&])[^=&#?\s'\"<>:]+(?=:?(?:[&#\s'\"<>]|$))")
+
 
 def redact(text: str) -> str:
-    """``text`` with the userinfo and the query (and fragment) values of URLs masked.
+    """``text`` with the userinfo and the query (and fragment) values of URLs masked
+    (a query part without a name is masked whole).
 
     >>> redact("https://user:pass@host/feed?token=abc&page=2")
     'https://***@host/feed?token=***&page=***'
     """
-    return _PARAMETER.sub(rf"\g<1>{MASK}", _USERINFO.sub(rf"\g<1>{MASK}@", text))
+    text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
+    return _BARE.sub(rf"\g<1>{MASK}", _PARAMETER.sub(rf"\g<1>{MASK}", text))
 
 
 def redact_log_record(record: logging.LogRecord) -> bool:
@@ -47,3 +54,16 @@ def redact_log_record(record: logging.LogRecord) -> bool:
     if cleaned != message:
         record.msg, record.args = cleaned, None
     return True
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without its user name and password.
+
+    The base that a feed's relative links are resolved against: resolving keeps the
+    base's userinfo, which would carry the owner's login into every article, its
+    republished feeds and the pages that show them.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -16,6 +16,9 @@ waits for the polls in flight itself, for at most as long as a fetch may take.
 The configuration file is watched (and re-read on SIGHUP): added, removed and changed
 sources are rescheduled; an invalid new config is refused, with the full report in the
 log, and the old one keeps running.
+
+Rebuilds asked for from the dashboard run here too (``Rebuilder``), one at a time in a
+thread of their own, so the web layer only asks and shows how the last one went.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,9 +41,10 @@ from apscheduler.triggers.date import DateTrigger
 
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import ConfigError
-from aggregator.models import SourceOutcome, Status
+from aggregator.models import RebuildStatus, SourceOutcome, Status
 from aggregator.pipeline import Clock, Poller, utcnow
 from aggregator.policy import first_runs
+from aggregator.redact import redact
 from aggregator.store import Store
 from aggregator.worker import make_executor
 
@@ -52,6 +57,69 @@ RESTART_SETTINGS = ("posts_dir", "database", "server", "workers")
 
 def _job_id(name: str) -> str:
     return f"source:{name}"
+
+
+class Rebuilder:
+    """Rebuilds every stored article in the background, one rebuild at a time.
+
+    A daemon thread, as the dashboard's rebuild always ran: a stop does not wait for a
+    rebuild (it may take long), and what it leaves half done is safe, since every file
+    write is atomic and a rebuild can simply be run again.
+
+    Args:
+        make_poller: a poller for one rebuild (closed after it), over the configuration
+            in force when the rebuild starts.
+        clock: the current UTC time, for the status.
+    """
+
+    def __init__(self, make_poller: Callable[[], Poller], clock: Clock = utcnow) -> None:
+        self.make_poller = make_poller
+        self.clock = clock
+        self._status = RebuildStatus()
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    @property
+    def rebuild_status(self) -> RebuildStatus:
+        """How the latest rebuild went, or that it is running."""
+        return self._status
+
+    def rebuild(self) -> bool:
+        """Start a rebuild in the background; False when one is already running."""
+        with self._lock:
+            if self._status.running:
+                return False
+            self._status = RebuildStatus(started_at=self.clock())
+            self._idle.clear()
+        threading.Thread(target=self._run, name="rebuild", daemon=True).start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no rebuild runs; False when one still does after ``timeout`` s."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        started = self._status
+        try:
+            poller = self.make_poller()
+            try:
+                outcomes = poller.rebuild(poller.config.sources)
+            finally:
+                poller.close()
+            done = replace(
+                started,
+                sources=len(outcomes),
+                updated=sum(o.updated for o in outcomes),
+                failed=tuple(o.source for o in outcomes if not o.ok or o.failed),
+            )
+            log.info("rebuild done: %d sources, %d updated", done.sources, done.updated)
+        except Exception as exc:  # reported on the dashboard; the next rebuild may work
+            log.exception("rebuild crashed")
+            done = replace(started, error=str(exc) or type(exc).__name__)
+        with self._lock:
+            self._status = replace(done, finished_at=self.clock())
+            self._idle.set()
 
 
 class Service:
@@ -96,6 +164,10 @@ class Service:
         )
         self.last_reload_error: str | None = None
         self.on_poll: Callable[[SourceOutcome], None] | None = None
+        # One worker: a rebuild must not take the processes the scheduled polls parse in.
+        self.rebuilder = Rebuilder(
+            lambda: Poller(self.config, store, clock=clock, rng=self.rng, workers=1), clock
+        )
 
     @property
     def config(self) -> Config:
@@ -118,7 +190,12 @@ class Service:
 
     @property
     def stop_grace(self) -> float:
-        """Seconds a stop waits for polls in flight: the longest a fetch may take, and some."""
+        """Seconds a stop waits for polls in flight: the longest a fetch may take, and some.
+
+        A response's body is cut at the fetch's total deadline however slowly it comes
+        (see ``Fetcher._read_body``); its status line and headers are bounded by the read
+        timeout alone. The margin is for parsing and storing what arrived.
+        """
         fetcher = self.poller.fetcher
         return fetcher.timeout + fetcher.total_timeout + STOP_MARGIN
 
@@ -194,6 +271,19 @@ class Service:
             return False
         self.schedule(name, self.clock(), manual=True)
         return True
+
+    def rebuild(self) -> bool:
+        """Rebuild every stored article in the background (after rule or option changes).
+
+        Returns:
+            False when a rebuild is already running, or the service is stopping.
+        """
+        return not self._stopping and self.rebuilder.rebuild()
+
+    @property
+    def rebuild_status(self) -> RebuildStatus:
+        """How the latest rebuild went, or that it is running."""
+        return self.rebuilder.rebuild_status
 
     def unschedule(self, name: str) -> None:
         """Drop a source's pending poll, if it has one."""
@@ -283,7 +373,8 @@ class Service:
             except ConfigError as exc:
                 self.last_reload_error = exc.report()
                 log.error(
-                    "config reload refused, the previous config keeps running:\n%s", exc.report()
+                    "config reload refused, the previous config keeps running:\n%s",
+                    redact(exc.report()),
                 )
                 return False
             self.last_reload_error = None

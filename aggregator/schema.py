@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 
 SCHEMA_VERSION = 3
 
@@ -152,39 +154,56 @@ def category_path(categories: Sequence[str]) -> str:
     return CATEGORY_SEPARATOR.join(categories)
 
 
-def add_missing_columns(engine: Engine) -> None:
+def add_missing_columns(conn: Connection) -> None:
     """Bring an older database up to date: new columns are added, nullable or defaulted."""
-    inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                kind = column.type.compile(dialect=engine.dialect)
-                default = ""
-                if isinstance(column.server_default, sa.DefaultClause):
-                    default = f" NOT NULL DEFAULT {column.server_default.arg}"
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=conn.dialect)
+            default = ""
+            if isinstance(column.server_default, sa.DefaultClause):
+                default = f" NOT NULL DEFAULT {column.server_default.arg}"
+            conn.execute(
+                sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
+            )
+            if (table.name, column.name) == ("entries", "category_path"):
                 conn.execute(
-                    sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
-                )
-                if (table.name, column.name) == ("entries", "category_path"):
-                    conn.execute(
-                        sa.text(
-                            "UPDATE entries SET category_path = (SELECT group_concat(value, "
-                            "char(31)) FROM json_each(entries.categories))"
-                        )
+                    sa.text(
+                        "UPDATE entries SET category_path = (SELECT group_concat(value, "
+                        "char(31)) FROM json_each(entries.categories))"
                     )
-        conn.execute(
-            sa.update(meta_table)
-            .where(meta_table.c.key == "schema_version")
-            .values(value=str(SCHEMA_VERSION))
-        )
+                )
+    conn.execute(
+        sa.update(meta_table)
+        .where(meta_table.c.key == "schema_version")
+        .values(value=str(SCHEMA_VERSION))
+    )
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the web app) never block the poller
+    _write_ahead_log(cursor)  # readers (the web app) never block the poller
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _write_ahead_log(cursor: Any, patience: float = 30.0) -> None:
+    """Turn on WAL, waiting for the file if another process holds it.
+
+    Switching needs the file to itself for a moment and SQLite does not wait for that
+    (the busy timeout is not used): processes opening a new database together would
+    see "database is locked". Once on, WAL stays on: it is kept in the file.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

@@ -91,8 +91,7 @@ class Store(Queries, Logins):
                 f"sqlite:///{database}", connect_args={"timeout": 30}
             )
             sa.event.listen(self.engine, "connect", sqlite_pragmas)
-            metadata.create_all(self.engine)
-            add_missing_columns(self.engine)
+            _create_schema(self.engine)
             with self.engine.begin() as conn:
                 for key, value in (
                     ("schema_version", str(SCHEMA_VERSION)),
@@ -108,8 +107,10 @@ class Store(Queries, Logins):
         """What keeps the store from working now: local write faults in force, a database
         that cannot be read, a posts folder that is gone or not writable (empty: fine).
 
-        Cheap enough for every /healthz request: one small query and two stat calls.
+        Cheap enough for every /healthz request: one small query and two stat calls (and,
+        while the posts folder has a fault, one small write to see whether it is over).
         """
+        self.files.recheck_fault()
         problems = self.faults.reasons()
         try:
             with self.reading() as conn:
@@ -565,3 +566,17 @@ def _poll_values(record: PollRecord) -> dict[str, Any]:
         "not_modified": outcome.not_modified,
         "moved_to": outcome.moved_to,
     }
+
+
+def _create_schema(engine: Engine) -> None:
+    """Create missing tables and columns; safe when several processes start at once.
+
+    Each looks first, then creates: two processes opening a new database together could
+    both see a table missing, and the second CREATE would fail. The write lock, taken
+    before looking, makes them take turns (DDL is transactional in SQLite).
+    """
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        metadata.create_all(conn)
+        add_missing_columns(conn)
+        conn.commit()

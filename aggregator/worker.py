@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from aggregator.errors import AggregatorError
 from aggregator.models import Article, ParsedEntry
 from aggregator.parse import parse_feed
 from aggregator.policy import Hints, feed_hints
+from aggregator.signals import STOP_SIGNALS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -144,7 +146,15 @@ class LazyProcessPool(Executor):
                     initargs=(os.getpid(),),
                 )
             pool = self._pool
-        return pool.submit(fn, *args, **kwargs)
+        # A submit may start the forkserver or a worker. Blocked here, SIGINT and SIGTERM
+        # stay blocked in them (a signal mask survives fork and exec): a Ctrl-C or a stop
+        # sent to the whole process group then reaches the main process alone, even while
+        # a worker is being born, before ``watch_parent`` has run in it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return pool.submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -174,7 +184,13 @@ def watch_parent(parent: int) -> None:
     ``os.getppid``) would watch the wrong process; and it waits for work on a pipe whose
     write end it holds itself, so it would wait for ever. While it lives, the
     descriptors it holds keep the forkserver and the resource tracker alive too.
+
+    It also ignores SIGINT and SIGTERM: a terminal's Ctrl-C and a service manager's stop
+    reach every process of the group, and a worker that died of them would break the
+    pool under the polls the main process is letting finish. Stopping is its job.
     """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     threading.Thread(target=_exit_after, args=(parent,), name="watch-parent", daemon=True).start()
 
 

@@ -6,14 +6,18 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from aggregator.config import Config, load_config
 from aggregator.pipeline import Poller
@@ -27,27 +31,52 @@ FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 MakeConfig = Callable[..., Path]
 
 
+class ManualClock:
+    """A clock a test moves by hand (the web app's ``Clock``): nothing waits for time."""
+
+    def __init__(self, start: datetime = FIXED_NOW) -> None:
+        self.start = start
+        self.elapsed = 0.0  # seconds advanced so far
+
+    def now(self) -> datetime:
+        """Wall-clock UTC: ``start`` plus the seconds advanced."""
+        return self.start + timedelta(seconds=self.elapsed)
+
+    def monotonic(self) -> float:
+        """Monotonic seconds: an arbitrary origin plus the seconds advanced."""
+        return 1000.0 + self.elapsed
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.elapsed += seconds
+
+    def advance_to(self, when: datetime) -> None:
+        """Move time forward to ``when`` (no change if it is past already)."""
+        self.elapsed = max(self.elapsed, (when - self.start).total_seconds())
+
+
+def write_config(folder: Path, sources: list[dict[str, Any]], **settings: Any) -> Path:
+    """Write ``folder``/config.yaml from Python data and return its path."""
+    # Local sources in tests live in the folder or among the bundled examples.
+    fetch = {"file_roots": [str(folder), str(EXAMPLES)], **settings.pop("fetch", {})}
+    data = {
+        "settings": {
+            "posts_dir": "posts",
+            "database": "db/index.sqlite",
+            "fetch": fetch,
+            **settings,
+        },
+        "sources": sources,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> MakeConfig:
     """Write a config.yaml into tmp_path from Python data and return its path."""
-
-    def make(sources: list[dict[str, Any]], **settings: Any) -> Path:
-        # Local sources in tests live in tmp_path or among the bundled examples.
-        fetch = {"file_roots": [str(tmp_path), str(EXAMPLES)], **settings.pop("fetch", {})}
-        data = {
-            "settings": {
-                "posts_dir": "posts",
-                "database": "db/index.sqlite",
-                "fetch": fetch,
-                **settings,
-            },
-            "sources": sources,
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        return path
-
-    return make
+    return partial(write_config, tmp_path)
 
 
 @pytest.fixture
@@ -103,8 +132,11 @@ class Harness:
         self.store.close()
 
 
+HarnessFactory = Callable[[Path], Harness]
+
+
 @pytest.fixture
-def harness() -> Iterator[Callable[[Path], Harness]]:
+def harness() -> Iterator[HarnessFactory]:
     made: list[Harness] = []
 
     def make(config_path: Path) -> Harness:
@@ -160,6 +192,86 @@ def wait_for(predicate: Callable[[], Any], what: str, deadline: float = 60.0) ->
             return value
         time.sleep(0.1)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def threaded_httpserver() -> Iterator[HTTPServer]:
+    """A local HTTP server that answers requests in parallel (a held one blocks no other)."""
+    server = HTTPServer(host="127.0.0.1", threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+class Gate:
+    """Holds a local server's requests until the test lets them through, and counts them.
+
+    Wrap a handler with ``held``; the test lets requests through (``let_through``,
+    ``open``) and waits for the counts (``wait``), which change under one condition
+    variable: "the k-th request is in flight" is an event the test waits on, not a guess
+    made after a sleep.
+    """
+
+    HOLD = 60.0  # at most, a request is held (a failed test must not hang the server)
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.arrived = 0  # requests that reached the handler
+        self.active = 0  # requests inside the handler now
+        self.peak = 0  # the most requests inside the handler at once
+        self._passes = 0  # requests allowed through and not yet arrived
+        self._open = False  # every request goes through
+
+    def held(self, respond: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """``respond``, called once the gate lets the request through."""
+
+        def handler(request: Request) -> Response:
+            self._enter()
+            try:
+                return respond(request)
+            finally:
+                with self._changed:
+                    self.active -= 1
+                    self._changed.notify_all()
+
+        return handler
+
+    def _enter(self) -> None:
+        with self._changed:
+            self.arrived += 1
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self._open or self._passes > 0, self.HOLD)
+            if not self._open and self._passes > 0:
+                self._passes -= 1
+
+    def let_through(self, count: int = 1) -> None:
+        """Let ``count`` more requests through (held ones first)."""
+        with self._changed:
+            self._passes += count
+            self._changed.notify_all()
+
+    def open(self) -> None:
+        """Let every request through, held and future."""
+        with self._changed:
+            self._open = True
+            self._changed.notify_all()
+
+    def reset(self, passes: int = 0) -> None:
+        """Close the gate and zero the counts; ``passes`` requests will go through."""
+        with self._changed:
+            assert self.active == 0, "reset while requests are in flight"
+            self.arrived = self.peak = 0
+            self._passes = passes
+            self._open = False
+
+    def wait(self, predicate: Callable[[Gate], bool], what: str, deadline: float = 60.0) -> None:
+        """Wait until ``predicate(self)`` holds; woken by every change of the counts."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self), deadline):
+                raise AssertionError(f"gave up waiting for {what}")
 
 
 def start_aggregator(

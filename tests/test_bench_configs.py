@@ -1,4 +1,4 @@
-"""The benchmarks' generated configurations stay valid as the config grows rules."""
+"""The benchmarks' generated configurations and phases stay valid as the code moves."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from conftest import ROOT
 from aggregator.config import load_config
 
 sys.path.insert(0, str(ROOT / "bench"))
+from hugefeed import CAP, phase_poll
+from hugefeed import feed_document as huge_document
 from slowloris import write_config
 from workload import config_text, feed_document, write_feeds
 
@@ -31,3 +33,10 @@ def test_slowloris_configs_are_valid(tmp_path: Path) -> None:
         write_config(tmp_path, {"connection_limit": 100, "channel_timeout": 120})
     )
     assert waitress.settings.server.connection_limit == 100
+
+
+def test_hugefeed_poll_phase_on_a_small_document(tmp_path: Path) -> None:
+    """The bench's own assertions (cap, warning, files) hold on a document just over the cap."""
+    document = tmp_path / "huge.xml"
+    document.write_bytes(huge_document(CAP + 100))
+    assert phase_poll(document, CAP + 100) > 0

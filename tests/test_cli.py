@@ -1,4 +1,5 @@
-"""The command line, run as a user runs it: the installed console script in a subprocess."""
+"""The command line, run as a user runs it: the installed console script in a subprocess
+(in this process only where nothing but argument and config checking runs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 from conftest import ROOT, MakeConfig, item, rss
 
 from aggregator.cli import cli
@@ -59,19 +61,14 @@ def test_poll_with_the_default_config_writes_articles(project: Path) -> None:
     )
 
 
-def test_poll_one_source(project: Path) -> None:
-    result = run("poll", "--source", "example-blog", cwd=project)
+def test_poll_one_source_verbosely(project: Path) -> None:
+    result = run("poll", "-v", "--source", "example-blog", cwd=project)  # -v after the command
     assert result.returncode == 0, result.stderr
     assert "1 sources, 0 failed, 0 not modified, 0 paused; 2 new" in result.stdout
+    assert "poll source=example-blog status=ok" in result.stderr  # one line per source
     missing = run("poll", "--source", "nope", cwd=project)
     assert missing.returncode == 2
     assert "no source named 'nope'" in missing.stderr
-
-
-def test_verbose_after_the_command(project: Path) -> None:
-    result = run("poll", "-v", "--source", "example-blog", cwd=project)
-    assert result.returncode == 0, result.stderr
-    assert "poll source=example-blog status=ok" in result.stderr  # one line per source
 
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
@@ -102,8 +99,10 @@ def test_a_failing_source_sets_the_exit_status(tmp_path: Path, make_config: Make
 def test_every_command_refuses_an_invalid_config(tmp_path: Path, command: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("settings:\n  postsdir: x\nsources:\n  - categories: [a]\n", encoding="utf-8")
-    result = run(command, "--config", str(bad), cwd=tmp_path)
-    assert result.returncode == 2
+    # In this process: the refusal happens before any command's work (tested above
+    # through the console script) starts.
+    result = CliRunner().invoke(cli, [command, "--config", str(bad)])
+    assert result.exit_code == 2
     assert f"{bad}: 2 problems" in result.stderr
     assert f"{bad}:2: settings.postsdir: unknown key" in result.stderr
     assert f"{bad}:4: sources[0].url: required key is missing" in result.stderr
@@ -126,8 +125,9 @@ def test_rebuild_and_prune(project: Path) -> None:
     assert len(list((project / "site").rglob("*.md"))) == 3
 
 
-def test_version_and_help(tmp_path: Path) -> None:
-    assert run("--version", cwd=tmp_path).stdout.startswith("aggregator, version ")
-    help_text = run("--help", cwd=tmp_path).stdout
+def test_version_and_help() -> None:
+    runner = CliRunner()  # in this process: both only print and exit
+    assert runner.invoke(cli, ["--version"]).stdout.startswith("aggregator, version ")
+    help_text = runner.invoke(cli, ["--help"]).stdout
     for command in ("check-config", "poll", "rebuild", "prune"):
         assert command in help_text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from aggregator.config import load_config
 from aggregator.opml import export_opml, parse_opml
 from aggregator.pipeline import Poller
-from aggregator.scheduler import Service
+from aggregator.scheduler import Rebuilder, Service
 from aggregator.store import Store
 from aggregator.web import create_app
 
@@ -279,11 +279,11 @@ def test_pause_resume_rebuild_and_refresh(make_dash: Callable[..., Dash]) -> Non
     file = next(Path(dash.config.settings.posts_dir).rglob("*.md"))
     file.unlink()
     assert dash.client.post("/admin/rebuild", data={"csrf": token}).status_code == 302
-    for _ in range(100):  # the rebuild runs in the background
-        if file.exists():
-            break
-        time.sleep(0.05)
+    assert dash.service.rebuilder.wait(60)  # the service runs it in the background
     assert file.exists()
+    status = dash.service.rebuild_status
+    assert (status.sources, status.error) == (4, None) and status.finished_at is not None
+    assert "Last rebuild finished" in dash.client.get("/").get_data(as_text=True)
     assert dash.client.post("/logout", data={"csrf": token}).status_code == 302
     assert (
         dash.client.post("/admin/sources/hostile/pause", data={"csrf": dash.csrf()}).status_code
@@ -366,3 +366,87 @@ def test_no_secret_is_logged(
     assert "failed admin login" in caplog.text
     assert SECRET not in caplog.text
     assert "a wrong secret of some length" not in caplog.text
+
+
+def test_without_the_service_a_rebuild_needs_a_runner(make_dash: Callable[..., Dash]) -> None:
+    dash = make_dash(service=False)  # create_app() alone, as under a WSGI server
+    dash.login()
+    response = dash.client.post("/admin/rebuild", data={"csrf": dash.csrf()})
+    assert response.status_code == 409
+    assert "aggregator rebuild" in response.get_data(as_text=True)
+
+
+def test_rebuilds_run_one_at_a_time_and_report_how_they_went(
+    make_dash: Callable[..., Dash],
+) -> None:
+    dash = make_dash(service=False)
+    go_on = threading.Event()
+
+    def make_poller() -> Poller:
+        go_on.wait(60)  # holds the first rebuild until the second was asked for
+        return Poller(dash.config, dash.store, workers=1)
+
+    runner = Rebuilder(make_poller)
+    dash.app = create_app(dash.config, dash.store, rebuilds=runner)  # as `aggregator serve`
+    dash.client = dash.app.test_client()
+    dash.login()
+    token = dash.csrf()
+    file = next(Path(dash.config.settings.posts_dir).rglob("*.md"))
+    file.unlink()
+    dash.client.post("/admin/rebuild", data={"csrf": token})
+    page = dash.client.get("/").get_data(as_text=True)
+    assert "Rebuild started" in page and "Rebuilding since" in page
+    dash.client.post("/admin/rebuild", data={"csrf": token})
+    assert "No rebuild started: one is already running." in dash.client.get("/").get_data(
+        as_text=True
+    )
+    go_on.set()
+    assert runner.wait(60)
+    assert file.exists()
+    assert runner.rebuild_status.sources == 4
+    assert "Last rebuild finished" in dash.client.get("/").get_data(as_text=True)
+
+
+def test_a_crashed_rebuild_is_reported_and_the_next_one_runs(
+    make_dash: Callable[..., Dash],
+) -> None:
+    dash = make_dash(service=False)
+    pollers = iter([None, Poller(dash.config, dash.store, workers=1)])
+
+    def make_poller() -> Poller:
+        poller = next(pollers)
+        if poller is None:
+            raise OSError("no room for the worker processes")
+        return poller
+
+    runner = Rebuilder(make_poller)
+    dash.app = create_app(dash.config, dash.store, rebuilds=runner)
+    dash.client = dash.app.test_client()
+    dash.login()
+    assert runner.rebuild() and runner.wait(60)
+    assert runner.rebuild_status.error == "no room for the worker processes"
+    page = dash.client.get("/").get_data(as_text=True)
+    assert "stopped: no room for the worker processes" in page
+    assert runner.rebuild() and runner.wait(60)
+    assert runner.rebuild_status.error is None and runner.rebuild_status.sources == 4
+
+
+def test_the_app_follows_the_services_config_reloads(
+    make_dash: Callable[..., Dash], tmp_path: Path
+) -> None:
+    dash = make_dash(service=True)
+    assert dash.service is not None
+    before = dash.client.get("/feeds/all.rss").get_data(as_text=True)
+    assert "<title>aggregator: all</title>" in before
+    assert dash.client.get("/feeds/Later.rss").status_code == 404
+    path = tmp_path / "config.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["settings"]["publish"] = {"title": "Renamed"}
+    data["sources"][-1]["categories"] = ["Later"]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert dash.service.reload()
+    # The cached feed is stale: the configuration's fingerprint changed with it.
+    assert "<title>Renamed: all</title>" in dash.client.get("/feeds/all.rss").get_data(as_text=True)
+    assert dash.client.get("/feeds/Later.rss").status_code == 200
+    assert dash.client.get("/feeds/Tech.rss").status_code == 404
+    assert 'href="/feeds/Later.rss"' in dash.client.get("/").get_data(as_text=True)

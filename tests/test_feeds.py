@@ -5,16 +5,17 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import feedparser
 import pytest
-from conftest import EXAMPLES, MakeConfig, item, rss
+import yaml
+from conftest import EXAMPLES, MakeConfig, ManualClock, item, rss, write_config
 from feedcheck import check
 from flask.testing import FlaskClient
 from lxml import etree
@@ -25,6 +26,7 @@ from aggregator.pipeline import Poller
 from aggregator.publish import FeedMeta, entry_id, render
 from aggregator.store import Store
 from aggregator.web import create_app
+from aggregator.web.state import app_state
 
 SINA = ["金融", "新浪财经", "新浪财经－国內"]
 OUTPUTS = [
@@ -44,7 +46,8 @@ class Site:
         self.config = load_config(config_path)
         self.store = Store(self.config.settings.database, self.config.settings.posts_dir)
         self.poller = Poller(self.config, self.store, workers=1)
-        self.app = create_app(self.config, self.store)
+        self.clock = ManualClock(datetime.now(UTC))  # the entries' first-seen times are real
+        self.app = create_app(self.config, self.store, clock=self.clock)
         self.client: FlaskClient = self.app.test_client()
 
     def poll(self) -> None:
@@ -56,9 +59,9 @@ class Site:
         self.store.close()
 
 
-@pytest.fixture
-def site(make_config: MakeConfig, tmp_path: Path) -> Iterator[Site]:
-    feeds = tmp_path / "feeds"
+def build_site(folder: Path) -> Site:
+    """Four sources (two bundled examples, two feeds of ``folder``), outputs, one poll."""
+    feeds = folder / "feeds"
     feeds.mkdir()
     shutil.copy(EXAMPLES / "sina-finance-china.rss.xml", feeds / "sina.xml")
     (feeds / "misc.xml").write_text(
@@ -72,7 +75,8 @@ def site(make_config: MakeConfig, tmp_path: Path) -> Iterator[Site]:
         ),
         encoding="utf-8",
     )
-    path = make_config(
+    path = write_config(
+        folder,
         [
             {
                 "url": str(feeds / "sina.xml"),
@@ -96,14 +100,30 @@ def site(make_config: MakeConfig, tmp_path: Path) -> Iterator[Site]:
         ],
         publish={"max_age": 120, "default_limit": 10, "max_limit": 20, "cache_entries": 3},
     )
-    text = path.read_text(encoding="utf-8")
-    import yaml
-
-    data = yaml.safe_load(text)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["outputs"] = OUTPUTS
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     s = Site(path)
     s.poll()
+    return s
+
+
+@pytest.fixture(scope="module")
+def module_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    s = build_site(tmp_path_factory.mktemp("site"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    """The polled site: a test marked ``shared_site`` only reads it and shares one (polling
+    takes most of such a test's time); any other test (it changes the feeds, the store or
+    the cache, or counts cache hits) gets a site of its own in tmp_path."""
+    if request.node.get_closest_marker("shared_site"):
+        yield request.getfixturevalue("module_site")
+        return
+    s = build_site(tmp_path)
     yield s
     s.close()
 
@@ -119,6 +139,7 @@ def get(site: Site, path: str, **headers: str) -> Any:
     return site.client.get("/" + quote(path), headers=headers)
 
 
+@pytest.mark.shared_site
 @pytest.mark.parametrize("kind", ["rss", "atom", "json"])
 def test_every_level_and_output_is_served_valid(site: Site, kind: str) -> None:
     paths = all_feed_paths(site)
@@ -140,6 +161,7 @@ def test_every_level_and_output_is_served_valid(site: Site, kind: str) -> None:
             assert parsed.entries, path
 
 
+@pytest.mark.shared_site
 def test_levels_select_the_right_entries(site: Site) -> None:
     def titles(path: str) -> set[str]:
         return {e.title for e in feedparser.parse(get(site, path).data).entries}
@@ -156,6 +178,7 @@ def test_levels_select_the_right_entries(site: Site) -> None:
     assert len(titles("outputs/中文.rss")) == 2
 
 
+@pytest.mark.shared_site
 def test_unknown_feeds_are_404(site: Site) -> None:
     for path in (
         "feeds/nope.rss",
@@ -169,6 +192,7 @@ def test_unknown_feeds_are_404(site: Site) -> None:
         assert get(site, path).status_code == 404, path
 
 
+@pytest.mark.shared_site
 def test_cjk_names_percent_encoded(site: Site) -> None:
     url = "/feeds/%E6%96%B0%E9%97%BB/%E7%A4%BA%E4%BE%8B%E6%97%A5%E6%8A%A5.atom"
     response = site.client.get(url)
@@ -178,6 +202,7 @@ def test_cjk_names_percent_encoded(site: Site) -> None:
     assert any("朱镕基" in e.title for e in parsed.entries)
 
 
+@pytest.mark.shared_site
 def test_same_entry_has_one_id_everywhere(site: Site) -> None:
     ids = set()
     for path in (
@@ -195,6 +220,7 @@ def test_same_entry_has_one_id_everywhere(site: Site) -> None:
     assert ids == {entry_id(stored["uid"])}
 
 
+@pytest.mark.shared_site
 def test_items_carry_body_summary_author_categories_image_link_dates(site: Site) -> None:
     path = "feeds/Tech/Example Blog/Engineering"
     root = etree.fromstring(get(site, f"{path}.rss").data)
@@ -227,6 +253,7 @@ def test_items_carry_body_summary_author_categories_image_link_dates(site: Site)
     assert document["home_page_url"] == "http://localhost/"
 
 
+@pytest.mark.shared_site
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
@@ -249,11 +276,13 @@ def test_query_parameters(site: Site, query: str, expected: set[str]) -> None:
     assert {i["title"] for i in json.loads(response.data)["items"]} == expected
 
 
+@pytest.mark.shared_site
 def test_limit(site: Site) -> None:
     assert len(json.loads(get(site, "feeds/all.json").data)["items"]) == 6
     assert len(json.loads(site.client.get("/feeds/all.json?limit=2").data)["items"]) == 2
 
 
+@pytest.mark.shared_site
 @pytest.mark.parametrize(
     ("query", "message"),
     [
@@ -282,6 +311,7 @@ def test_bad_parameters_are_400(site: Site, query: str, message: str) -> None:
     assert message in response.get_data(as_text=True)
 
 
+@pytest.mark.shared_site
 def test_validators_304_head_gzip_and_cache_control(site: Site) -> None:
     first = get(site, "feeds/all.atom")
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
@@ -308,7 +338,7 @@ def test_validators_304_head_gzip_and_cache_control(site: Site) -> None:
 def test_cache_is_invalidated_when_entries_change_and_stays_bounded(
     site: Site, tmp_path: Path
 ) -> None:
-    cache = site.app.extensions["aggregator"]["cache"]
+    cache = app_state(site.app).cache
     first = get(site, "feeds/Tech.rss")
     assert get(site, "feeds/Tech.rss").headers["ETag"] == first.headers["ETag"]
     hits = cache.hits
@@ -378,6 +408,7 @@ def test_empty_category_feed_is_valid(site: Site, make_config: MakeConfig) -> No
         empty.close()
 
 
+@pytest.mark.shared_site
 def test_dashboard_has_autodiscovery_and_subscribe_links(site: Site) -> None:
     page = site.client.get("/").get_data(as_text=True)
     assert (
@@ -421,7 +452,10 @@ def test_last_modified_moves_when_a_backdated_entry_arrives(site: Site, tmp_path
         ),
         encoding="utf-8",
     )
-    time.sleep(1.1)  # Last-Modified has one-second resolution
+    # A second after the first answer (Last-Modified has one-second resolution).
+    site.clock.advance_to(
+        parsedate_to_datetime(first.headers["Last-Modified"]) + timedelta(seconds=1)
+    )
     site.poll()
     second = get(site, "feeds/Tech.rss", **{"If-Modified-Since": first.headers["Last-Modified"]})
     assert second.status_code == 200  # not a 304: the feed did change
@@ -471,7 +505,7 @@ def with_settings(site: Site, section: str, **values: Any) -> FlaskClient:
 
 
 def test_random_host_headers_neither_churn_the_cache_nor_reach_self_links(site: Site) -> None:
-    cache = site.app.extensions["aggregator"]["cache"]
+    cache = app_state(site.app).cache
     assert self_link(site, "/feeds/all.json") == "http://localhost/feeds/all.json"
     fallback = "http://127.0.0.1/feeds/all.json"  # the server's own address
     assert self_link(site, "/feeds/all.json", Host="attacker.example") == fallback
@@ -487,6 +521,7 @@ def test_random_host_headers_neither_churn_the_cache_nor_reach_self_links(site: 
     assert cache.hits == hits + 1  # the trusted host's document was not pushed out
 
 
+@pytest.mark.shared_site
 def test_trusted_hosts_and_base_url_decide_self_links(site: Site) -> None:
     client = with_settings(site, "server", trusted_hosts=("feeds.example.org",))
     response = client.get("/feeds/all.json", headers={"Host": "Feeds.Example.org"})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import time
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Harness, MakeConfig, item, rss
+from conftest import Gate, Harness, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -50,13 +50,40 @@ def test_body_over_the_cap_is_refused_while_streaming(httpserver: HTTPServer) ->
 
 
 def test_slow_server_times_out(httpserver: HTTPServer) -> None:
-    def slow(_request: Request) -> Response:
-        time.sleep(1.5)
-        return Response("late")
+    gate = Gate()  # the answer is held until the client has given up
+    httpserver.expect_request("/slow").respond_with_handler(gate.held(lambda _r: Response("late")))
+    try:
+        with pytest.raises(FetchError, match="cannot fetch"):
+            Fetcher(timeout=0.3).fetch(httpserver.url_for("/slow"))
+    finally:
+        gate.open()
+    assert gate.arrived >= 1  # the request was made, and left unanswered
 
-    httpserver.expect_request("/slow").respond_with_handler(slow)
-    with pytest.raises(FetchError, match="cannot fetch"):
-        Fetcher(timeout=0.3).fetch(httpserver.url_for("/slow"))
+
+def test_a_trickling_body_is_cut_at_the_total_deadline(httpserver: HTTPServer) -> None:
+    # A byte every 50 ms restarts the read timeout every time: only a deadline that
+    # interrupts the read in progress ends it while the server is still sending.
+    stop = threading.Event()
+    finished = threading.Event()
+
+    def trickle(_request: Request) -> Response:
+        def body() -> Iterator[bytes]:
+            yield b'<?xml version="1.0"?><rss version="2.0"><channel>'
+            for _ in range(600):  # 30 s at most, then the answer ends by itself
+                if stop.wait(0.05):
+                    return
+                yield b" "
+            finished.set()
+
+        return Response(body(), content_type="application/rss+xml")
+
+    httpserver.expect_request("/trickle").respond_with_handler(trickle)
+    try:
+        with pytest.raises(FetchError, match=r"took longer than 0\.5 s"):
+            Fetcher(timeout=5, total_timeout=0.5).fetch(httpserver.url_for("/trickle"))
+        assert not finished.is_set()  # given up on while the server was still sending
+    finally:
+        stop.set()
 
 
 def test_redirect_is_followed(httpserver: HTTPServer) -> None:

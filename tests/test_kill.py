@@ -1,28 +1,38 @@
-"""SIGKILL at random moments during polls, many times over: no partial article file
-ever, and after a clean run the index and the files agree."""
+"""SIGKILL in the middle of polls, many times over: no partial article file ever, and
+after a clean run the index and the files agree.
+
+The feeds come from a local HTTP server that holds the k-th request of a round (one
+request at a time per host, so the first k - 1 were answered and their sources are being
+parsed and written): the kill lands while a poll is provably in flight, at a moment the
+test chose, not after a sleep that may fall before start-up has even finished.
+"""
 
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-from conftest import MakeConfig, item, rss
+from conftest import Gate, MakeConfig, item, rss
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
-FEEDS, ITEMS, KILLS = 20, 30, 12
+FEEDS, ITEMS = 20, 30
+# Per round, the request held when the poll is killed: early, late (every other source
+# answered, most of them being parsed and written) and in between.
+KILL_AT = (3, FEEDS, 9, 15, 6, FEEDS)
 BODY = "<p>" + "数字化转型创新基地正式揭牌。" * 40 + "</p>"
 
 
-def write_feeds(folder: Path, version: int) -> list[Path]:
-    folder.mkdir(exist_ok=True)
-    paths = []
+def feed_documents(version: int) -> list[bytes]:
+    """The feeds of one round: every body changes, and every fifth title."""
+    documents = []
     for f in range(FEEDS):
         items = "".join(
             item(
@@ -33,10 +43,13 @@ def write_feeds(folder: Path, version: int) -> list[Path]:
             )
             for i in range(ITEMS)
         )
-        path = folder / f"f{f}.xml"
-        path.write_text(rss(items), encoding="utf-8")
-        paths.append(path)
-    return paths
+        documents.append(rss(items).encode())
+    return documents
+
+
+def arrived(count: int) -> Callable[[Gate], bool]:
+    """The gate has seen ``count`` requests (or more: then the test fails, not hangs)."""
+    return lambda gate: gate.arrived >= count
 
 
 def assert_whole(posts: Path) -> None:
@@ -50,42 +63,55 @@ def assert_whole(posts: Path) -> None:
 
 
 def test_sigkill_during_polls_never_leaves_partial_files(
-    make_config: MakeConfig, tmp_path: Path
+    make_config: MakeConfig, tmp_path: Path, threaded_httpserver: HTTPServer
 ) -> None:
-    rng = random.Random(20261126)
-    paths = write_feeds(tmp_path / "feeds", 0)
+    documents = feed_documents(0)
+    gate = Gate()
+
+    def serve(f: int) -> Callable[[Request], Response]:
+        """Feed ``f`` as it is in the current round."""
+        headers = {"Content-Type": "application/rss+xml"}
+        return lambda _request: Response(documents[f], headers=headers)
+
+    for f in range(FEEDS):
+        threaded_httpserver.expect_request(f"/f{f}.xml").respond_with_handler(gate.held(serve(f)))
     config = make_config(
-        [{"url": str(p), "categories": ["K", p.stem], "name": p.stem} for p in paths]
+        [
+            {
+                "url": threaded_httpserver.url_for(f"/f{f}.xml"),
+                "categories": ["K", f"f{f}"],
+                "name": f"f{f}",
+            }
+            for f in range(FEEDS)
+        ],
+        schedule={"per_host": 1},  # requests one by one: the held one is the only one
     )
     posts = tmp_path / "posts"
-    command = [
-        sys.executable,
-        "-m",
-        "aggregator",
-        "poll",
-        "--config",
-        str(config),
-        "--workers",
-        "2",
-    ]
-    killed = 0
-    for round_ in range(KILLS):
-        write_feeds(tmp_path / "feeds", round_)  # every round changes some entries
-        process = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        time.sleep(rng.uniform(0.2, 1.2))
-        if process.poll() is None:
+    command = [sys.executable, "-m", "aggregator", "poll", "--config", str(config)]
+    command += ["--workers", "2"]
+    try:
+        for round_, kill_at in enumerate(KILL_AT):
+            documents[:] = feed_documents(round_)  # every round changes every entry
+            gate.reset(passes=kill_at - 1)
+            process = subprocess.Popen(
+                command,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            gate.wait(arrived(kill_at), f"request {kill_at} of the poll")
+            assert gate.arrived == kill_at  # one request at a time: the others were answered
+            assert process.poll() is None  # it waits for the held answer
             os.killpg(process.pid, signal.SIGKILL)  # the poller and its worker processes
-            killed += 1
-        process.wait(timeout=60)
-        if posts.exists():
-            assert_whole(posts)
-    assert killed >= KILLS // 2  # most rounds really were cut short
+            assert process.wait(timeout=60) == -signal.SIGKILL
+            gate.open()
+            gate.wait(lambda g: g.active == 0, "the held request to end")
+            if posts.exists():
+                assert_whole(posts)
+        assert posts.exists()  # the kills did land after some files were written
+    finally:
+        gate.open()
     final = subprocess.run(
         command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
     )
@@ -112,5 +138,6 @@ def test_sigkill_during_polls_never_leaves_partial_files(
         yaml.safe_load(p.read_text(encoding="utf-8").split("---")[1])["title"]
         for p in posts.rglob("*.md")
     }
-    assert f"Feed 0 item 0 v{KILLS - 1}" in titles  # updated in place to the last version
+    last = len(KILL_AT) - 1
+    assert f"Feed 0 item 0 v{last}" in titles  # updated in place to the last version
     assert "Feed 0 item 0 v0" not in titles

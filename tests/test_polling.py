@@ -7,14 +7,18 @@ checking the recorded state and that no article was lost or corrupted.
 from __future__ import annotations
 
 import gzip
-import time
+import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
-from conftest import FIXED_NOW, Harness, MakeConfig, item, rss
+from conftest import FIXED_NOW, Gate, Harness, MakeConfig, item, rss, wait_for
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -262,13 +266,13 @@ def test_slow_server_times_out_and_keeps_articles(
 ) -> None:
     h, scripted = setup(timeout=0.5)
     files = start_good(h, scripted)
-
-    def slow(_request: Request) -> Response:
-        time.sleep(1.5)
-        return Response(NEWER)
-
-    scripted.then(slow)
-    outcome = poll(h)
+    gate = Gate()  # the answer is held until the poller has given up
+    scripted.then(gate.held(ok(NEWER)))
+    try:
+        outcome = poll(h)
+    finally:
+        gate.open()
+    assert gate.arrived == 1
     assert not outcome.ok
     assert "timed out" in str(outcome.error).lower()
     assert state(h)["status"] == "erroring"
@@ -369,43 +373,62 @@ def test_next_poll_time_is_stored(setup: Callable[..., tuple[Harness, Scripted]]
     assert h.store.next_polls() == {"s": FIXED_NOW + timedelta(minutes=10) + timedelta(seconds=600)}
 
 
-def test_per_host_limit_and_concurrency(make_config: MakeConfig, harness: HarnessFactory) -> None:
-    import threading
+def waiting_on_a_semaphore(prefix: str) -> int:
+    """How many threads named ``prefix*`` are blocked acquiring a semaphore right now."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    acquire = threading.Semaphore.acquire.__code__  # BoundedSemaphore's too
+    blocked = 0
+    for ident, frame in sys._current_frames().items():
+        if not names.get(ident, "").startswith(prefix):
+            continue
+        stack: FrameType | None = frame
+        while stack is not None and stack.f_code is not acquire:
+            stack = stack.f_back
+        blocked += stack is not None
+    return blocked
 
-    httpserver = HTTPServer(host="127.0.0.1", threaded=True)  # answers requests in parallel
-    httpserver.start()
 
-    lock = threading.Lock()
-    active = [0]
-    peak = [0]
-
-    def slow(_request: Request) -> Response:
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.2)  # long enough for the poller to try more at once
-        with lock:
-            active[0] -= 1
-        return Response(GOOD, headers={"Content-Type": "application/rss+xml"})
-
+def test_per_host_limit_and_concurrency(
+    make_config: MakeConfig, harness: HarnessFactory, threaded_httpserver: HTTPServer
+) -> None:
+    gate = Gate()  # every request is held until the test lets it through
+    answer = gate.held(ok(GOOD))
     sources = []
     for n in range(6):
-        httpserver.expect_request(f"/f{n}").respond_with_handler(slow)
+        threaded_httpserver.expect_request(f"/f{n}").respond_with_handler(answer)
         sources.append(
-            {"url": httpserver.url_for(f"/f{n}"), "categories": [f"C{n}"], "name": f"s{n}"}
+            {"url": threaded_httpserver.url_for(f"/f{n}"), "categories": [f"C{n}"], "name": f"s{n}"}
         )
-    try:
-        h = harness(make_config(sources, schedule={"concurrency": 6, "per_host": 2}))
-        outcomes = h.poller.poll(h.config.sources)
-        assert all(o.ok for o in outcomes)
-        assert peak[0] == 2  # six sources on one host: never more than two requests at once
-        h.close()
-        h.reload()
-        for state in ("s0", "s1"):
-            assert h.store.source_state(state)["status"] == "ok"  # type: ignore[index]
-    finally:
-        httpserver.clear()
-        httpserver.stop()
+    h = harness(make_config(sources, schedule={"concurrency": 6, "per_host": 2}))
+
+    def settled(in_flight: int, waiting: int) -> bool:
+        """The poll can go no further until the test answers (or broke the limit)."""
+        if gate.active > 2:
+            return True
+        return gate.active == in_flight and waiting_on_a_semaphore("poll") == waiting
+
+    with ThreadPoolExecutor(1) as background:
+        polling = background.submit(h.poller.poll, h.config.sources)
+        try:
+            for remaining in range(6, 0, -1):
+                # Six sources on one host: two requests in flight and every other poll
+                # thread waiting for the host's slot; a third request ends the wait.
+                in_flight = min(remaining, 2)
+                wait_for(
+                    partial(settled, in_flight, remaining - in_flight),
+                    f"{in_flight} requests in flight and the others waiting",
+                )
+                assert gate.active == in_flight
+                gate.let_through()
+        finally:
+            gate.open()  # a failed check must not leave the poll hanging
+        outcomes = polling.result(timeout=60)
+    assert all(o.ok for o in outcomes)
+    assert (gate.arrived, gate.peak) == (6, 2)  # never more than two requests at once
+    h.close()
+    h.reload()
+    for state in ("s0", "s1"):
+        assert h.store.source_state(state)["status"] == "ok"  # type: ignore[index]
 
 
 def test_feed_ttl_still_counts_after_a_304(setup: Callable[..., tuple[Harness, Scripted]]) -> None:

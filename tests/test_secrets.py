@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, MakeConfig
+from conftest import EXAMPLES, HarnessFactory, MakeConfig, ManualClock
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import BadSignature
@@ -39,7 +39,11 @@ from aggregator.web import create_app
         ("https://host/feed?token=abc", "https://host/feed?token=***"),
         ("https://h/f?a=1&key=s3cret&empty=", "https://h/f?a=***&key=***&empty="),
         ("https://h/cb#access_token=xyz&scope=r", "https://h/cb#access_token=***&scope=***"),
-        ("https://h/f?flag", "https://h/f?flag"),  # a name without a value hides nothing
+        ("https://h/f?BARETOKEN123", "https://h/f?***"),  # the key as the whole query
+        ("https://h/f?a=1&BARE", "https://h/f?a=***&***"),
+        ("/new?BARETOKEN: HTTP 301", "/new?***: HTTP 301"),
+        ("did you mean 'https://h/f'?", "did you mean 'https://h/f'?"),
+        ("Q & A", "Q & A"),
         (
             "https://a:b@h/f?t=1: HTTP 500 INTERNAL SERVER ERROR",
             "https://***@h/f?t=***: HTTP 500 INTERNAL SERVER ERROR",
@@ -127,6 +131,37 @@ def test_secrets_in_source_urls_are_shown_only_to_the_admin(
         dash.close()
 
 
+def test_a_login_in_the_source_url_never_reaches_articles_or_feeds(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    # Relative links resolve against the URL fetched: its login must not come along.
+    body = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Private</title>'
+        "<item><title>Relative</title><link>/posts/1</link><guid>r1</guid>"
+        '<description><![CDATA[<p><a href="/posts/2">next</a><img src="img/a.png"></p>]]>'
+        "</description></item></channel></rss>"
+    )
+    httpserver.expect_request("/feeds/private.rss").respond_with_data(body)
+    url = httpserver.url_for("/feeds/private.rss").replace(
+        "http://", f"http://{USER}:{PASSWORD}@", 1
+    )
+    h = harness(make_config([{"url": url, "categories": ["Private"], "name": "private"}]))
+    [outcome] = h.poll()
+    assert outcome.ok and outcome.new == 1, outcome
+    [article] = h.files()
+    text = article.read_text(encoding="utf-8")
+    host = httpserver.url_for("/").rstrip("/")
+    assert f"link: {host}/posts/1" in text
+    assert f"{host}/posts/2" in text and f"{host}/posts/img/a.png" in text
+    app = create_app(h.config, h.store)
+    published = [
+        app.test_client().get(f"/feeds/all.{kind}").get_data(as_text=True)
+        for kind in ("rss", "atom", "json")
+    ]
+    for where in (text, *published):
+        assert PASSWORD not in where and USER not in where
+
+
 # -- sessions and logins -----------------------------------------------------------------
 
 
@@ -203,8 +238,8 @@ def test_a_cookie_copied_before_logout_is_refused_after_it(
 def test_failed_logins_are_throttled_per_client_and_in_all(make_config: MakeConfig) -> None:
     config = load_config(make_config([], server={"admin_secret": SECRET}))
     store = Store(config.settings.database, config.settings.posts_dir)
-    now = [1000.0]
-    app = create_app(config, store, clock=lambda: now[0])
+    clock = ManualClock()
+    app = create_app(config, store, clock=clock)
 
     def login(secret: str, address: str) -> int:
         client = app.test_client()
@@ -221,13 +256,13 @@ def test_failed_logins_are_throttled_per_client_and_in_all(make_config: MakeConf
         assert [login("wrong guess, long enough", "192.0.2.1") for _ in range(5)] == [403] * 5
         assert login(SECRET, "192.0.2.1") == 429  # even the right secret: no oracle
         assert login(SECRET, "192.0.2.2") == 302  # another client is not held up
-        now[0] += 60
+        clock.advance(60)
         assert login(SECRET, "192.0.2.1") == 302  # the window has passed
         # From many addresses at once: the global cap (30 a minute) holds everyone off.
         for n in range(30):
             assert login("wrong guess, long enough", f"198.51.100.{n // 5}") == 403
         assert login(SECRET, "203.0.113.9") == 429
-        now[0] += 60
+        clock.advance(60)
         assert login(SECRET, "203.0.113.9") == 302
     finally:
         store.close()

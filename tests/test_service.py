@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -10,11 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import FIXED_NOW, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
+from test_dashboard import SECRET
 
 from aggregator.config import load_config
 from aggregator.scheduler import Service
 from aggregator.store import Store
-from aggregator.web import create_app
+from aggregator.web import ADMIN_SECRET_ENV, create_app
 
 
 class Clock:
@@ -169,7 +171,10 @@ def test_invalid_config_is_refused_and_the_old_one_keeps_running(
 
 
 def test_refused_reload_is_shown_until_a_valid_config_loads(
-    make_config: MakeConfig, served_feeds: list[str], services: list[Service]
+    make_config: MakeConfig,
+    served_feeds: list[str],
+    services: list[Service],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = config_for(make_config, served_feeds[:1])
     service = make_service(path, Clock(), services)
@@ -184,11 +189,22 @@ def test_refused_reload_is_shown_until_a_valid_config_loads(
     assert answer.status_code == 503
     [reason] = answer.get_json()["reasons"]
     assert reason.startswith("config reload refused; the previous configuration keeps running")
-    assert "outputs[0].url: unknown key" in reason
-    assert "looks like a source pasted under `outputs:`" in reason
+    # Anonymous visitors learn that, not the file's text (which may quote a URL's token).
+    assert "problems: the admin sees them here" in reason
+    assert served_feeds[1] not in reason
     page = client.get("/").get_data(as_text=True)
-    assert 'id="service-problems"' in page
-    assert "looks like a source pasted under `outputs:`" in page
+    assert 'id="service-problems"' in page and served_feeds[1] not in page
+    assert service.last_reload_error is not None
+    assert "outputs[0].url: unknown key" in service.last_reload_error
+    assert "looks like a source pasted under `outputs:`" in service.last_reload_error
+    monkeypatch.setenv(ADMIN_SECRET_ENV, SECRET)
+    admin = create_app(service.config, service.store, service).test_client()
+    login = admin.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login)
+    assert csrf is not None
+    admin.post("/login", data={"secret": SECRET, "csrf": csrf.group(1)})
+    admin_page = admin.get("/").get_data(as_text=True)
+    assert "looks like a source pasted under `outputs:`" in admin_page
     path.write_text(good, encoding="utf-8")
     assert service.reload()
     assert client.get("/healthz").get_json() == {"status": "ok", "reasons": []}

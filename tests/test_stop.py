@@ -9,13 +9,24 @@ import signal
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import MakeConfig, item, rss, start_aggregator, start_run, wait_for
+from conftest import (
+    HarnessFactory,
+    MakeConfig,
+    item,
+    rss,
+    start_aggregator,
+    start_run,
+    wait_for,
+)
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
+
+from aggregator.signals import Interrupted
 
 DEADLINE = 60.0  # seconds to wait for each step before failing (not a speed assertion)
 SIGTERM_EXIT = 128 + signal.SIGTERM  # how a shell reports a process ended by SIGTERM
@@ -206,3 +217,71 @@ def open_writer(fifo: Path) -> int | None:
         return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     except OSError:  # ENXIO: no reader yet
         return None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_sent_to_the_whole_group_lets_polls_in_flight_finish(
+    signum: signal.Signals, held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C (and a service manager's stop) signals every process of the
+    # group, the pool's workers too: they must leave the stopping to the main process.
+    sources = [*local_sources(tmp_path, 3), {"url": held.url, "categories": ["H"], "name": "held"}]
+    config = run_config(make_config, sources)
+    log = tmp_path / "stderr.txt"
+    process = start_aggregator(["poll", "--config", str(config)], tmp_path, log)
+    with reaped(process):
+        assert held.arrived.wait(DEADLINE)
+        wait_for(lambda: pool_workers(process.pid), "the pool's workers")
+        os.killpg(process.pid, signum)
+        wait_for(lambda: f"{signum.name}: shutting down" in log.read_text(), "the stop to begin")
+        held.release.set()
+        code = process.wait(timeout=DEADLINE)
+    output = log.read_text()
+    assert code == 128 + signum, output
+    assert "Traceback" not in output
+    database = sqlite3.connect(tmp_path / "db" / "index.sqlite")
+    try:
+        row = database.execute("SELECT status, failures FROM sources WHERE name = 'held'")
+        assert row.fetchone() == ("ok", 0)
+    finally:
+        database.close()
+
+
+def test_a_stop_between_two_submits_records_the_polls_already_started(
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The signal's moment, fixed: it lands as the fourth poll is being handed out, once
+    # the first three have started.
+    submit = ThreadPoolExecutor.submit
+    handed: list[str] = []
+    started: list[str] = []
+    three_started = threading.Event()
+
+    def submit_then_stop(
+        self: ThreadPoolExecutor, fn: Callable[..., object], /, *args: object
+    ) -> Future[object]:
+        if getattr(fn, "__name__", "") != "_poll":  # the store's file writers submit too
+            return submit(self, fn, *args)
+        if len(handed) == 3:
+            assert three_started.wait(DEADLINE)
+            raise Interrupted(signal.SIGTERM)
+        key = str(getattr(args[0], "key", ""))
+        handed.append(key)
+
+        def run(*args: object) -> object:
+            started.append(key)
+            if len(started) == 3:
+                three_started.set()
+            return fn(*args)
+
+        return submit(self, run, *args)
+
+    h = harness(make_config(local_sources(tmp_path, 5)))
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit_then_stop)
+    with pytest.raises(Interrupted):
+        h.poll()
+    assert sorted(started) == sorted(handed) == ["local0", "local1", "local2"]
+    assert polled(tmp_path) == dict.fromkeys(handed, 1)

@@ -1,8 +1,9 @@
 """The web app: ``create_app()`` builds it; views read the store, never fetch or poll.
 
-Run it inside ``aggregator run`` (with the polling service) or alone for a WSGI server:
-``gunicorn 'aggregator.web:create_app()'`` with ``AGGREGATOR_CONFIG`` pointing at the
-configuration.
+Run it inside ``aggregator run`` (with the polling service), by ``aggregator serve``, or
+alone for a WSGI server: ``gunicorn 'aggregator.web:create_app()'`` with
+``AGGREGATOR_CONFIG`` pointing at the configuration. It imports no poll module: the
+service and the rebuild runner are handed in by ``cli``, typed by protocols in ``state``.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask, Response
@@ -24,10 +23,17 @@ from aggregator.config import Config, load_config
 from aggregator.errors import ConfigError
 from aggregator.store import Store
 from aggregator.web.cache import FeedCache
+from aggregator.web.state import (
+    EXTENSION,
+    AdminSecret,
+    AppState,
+    Clock,
+    PollService,
+    Rebuilds,
+    SystemClock,
+)
 from aggregator.web.throttle import LoginThrottle
-
-if TYPE_CHECKING:
-    from aggregator.scheduler import Service
+from aggregator.web.view import CurrentView
 
 ADMIN_SECRET_ENV = "AGGREGATOR_ADMIN_SECRET"
 
@@ -58,9 +64,10 @@ def admin_secret(config: Config) -> str | None:
 def create_app(
     config: Config | None = None,
     store: Store | None = None,
-    service: Service | None = None,
+    service: PollService | None = None,
     *,
-    clock: Callable[[], float] = time.monotonic,
+    rebuilds: Rebuilds | None = None,
+    clock: Clock | None = None,
 ) -> Flask:
     """Build the web app.
 
@@ -68,8 +75,11 @@ def create_app(
         config: the configuration; loaded from ``$AGGREGATOR_CONFIG`` (default
             ``config.yaml``) when not given.
         store: the store to read; opened from the configuration when not given.
-        service: the polling service, when the app runs beside it.
-        clock: monotonic seconds, for the login throttle's window.
+        service: the polling service, when the app runs beside it (it follows the
+            service's config reloads, and runs its rebuilds).
+        rebuilds: who runs the dashboard's rebuilds without a service; with neither,
+            the dashboard cannot start one.
+        clock: the app's time; the system's when not given.
     """
     if config is None:
         config = load_config(os.environ.get("AGGREGATOR_CONFIG", "config.yaml"))
@@ -93,17 +103,18 @@ def create_app(
     )
     publish = config.settings.publish
     cache = FeedCache(publish.cache_entries, int(publish.cache_mb * 1024 * 1024))
-    app.extensions["aggregator"] = {
-        "config": config,
-        "store": store,
-        "service": service,
-        "cache": cache,
-        "secret": secret,
-        # Which secret an admin session logged in with: a new secret ends old sessions.
-        "secret_mark": secret_mark(app.secret_key, secret) if secret else None,
-        "login_throttle": LoginThrottle(clock=clock),
-        "feed_requests": {"rss": 0, "atom": 0, "json": 0},
-    }
+    clock = clock or SystemClock()
+    app.extensions[EXTENSION] = AppState(
+        store=store,
+        cache=cache,
+        service=service,
+        rebuilds=service if service is not None else rebuilds,
+        admin=AdminSecret(secret, secret_mark(app.secret_key, secret)) if secret else None,
+        login_throttle=LoginThrottle(clock=clock.monotonic),
+        clock=clock,
+        started_config=config,
+        views=CurrentView(config),
+    )
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["localtime"] = _localtime_filter(config.settings.server.timezone)
 
@@ -163,12 +174,3 @@ def _security_headers(config: Config) -> Any:
         return response
 
     return add
-
-
-def extension(app: Flask) -> dict[str, Any]:
-    """The objects the views read (config, store, service, cache)."""
-    value: dict[str, Any] = app.extensions["aggregator"]
-    service = value["service"]
-    if service is not None and service.config is not value["config"]:
-        value["config"] = service.config  # reloaded by the service: follow it
-    return value

@@ -12,14 +12,11 @@ import hmac
 import logging
 import math
 import secrets
-import threading
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -29,10 +26,10 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from aggregator.config import SourceConfig
 from aggregator.models import Status
-from aggregator.pipeline import Poller
-from aggregator.web import extension
 from aggregator.web.dashboard import ADMIN_SESSION_LIFETIME, is_admin
+from aggregator.web.state import app_state
 
 bp = Blueprint("admin", __name__)
 log = logging.getLogger(__name__)
@@ -60,7 +57,7 @@ def _check_csrf() -> None:
 
 
 def _require_admin() -> None:
-    if not extension(current_app)["secret"]:
+    if app_state().admin is None:
         abort(403, "the dashboard is read-only: no admin secret is configured")
     _check_csrf()
     if not is_admin():
@@ -70,29 +67,29 @@ def _require_admin() -> None:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
     """A form for the admin secret; failed attempts are throttled per client and in all."""
-    ext = extension(current_app)
-    secret = ext["secret"]
-    if not secret:
+    state = app_state()
+    admin = state.admin
+    if admin is None:
         abort(403, "the dashboard is read-only: no admin secret is configured")
     if request.method == "POST":
         _check_csrf()
         client = request.remote_addr or "-"
-        wait = ext["login_throttle"].retry_after(client)
+        wait = state.login_throttle.retry_after(client)
         if wait is not None:  # even the right secret: a guess must not learn it was right
             log.warning("admin login from %s refused: too many failed attempts", client)
             flash("Too many failed attempts: try again later.")
             retry = str(max(1, math.ceil(wait)))
             return render_template("login.html"), 429, {"Retry-After": retry}
         given = request.form.get("secret", "")
-        if hmac.compare_digest(given.encode(), secret.encode()):
+        if hmac.compare_digest(given.encode(), admin.value.encode()):
             session.clear()
-            session["admin"] = ext["store"].start_admin_session(
-                ext["secret_mark"], datetime.now(UTC), ADMIN_SESSION_LIFETIME
+            session["admin"] = state.store.start_admin_session(
+                admin.mark, state.clock.now(), ADMIN_SESSION_LIFETIME
             )
             csrf_token()  # a fresh token for the logged-in session
             flash("Logged in.")
             return redirect(url_for("dashboard.index"))
-        ext["login_throttle"].failed(client)
+        state.login_throttle.failed(client)
         log.warning("failed admin login from %s", client)
         flash("Wrong secret.")
         return render_template("login.html"), 403
@@ -105,14 +102,14 @@ def logout() -> ResponseReturnValue:
     _check_csrf()
     session_id = session.get("admin")
     if isinstance(session_id, str):
-        extension(current_app)["store"].end_admin_session(session_id)
+        app_state().store.end_admin_session(session_id)
     session.clear()
     flash("Logged out.")
     return redirect(url_for("dashboard.index"))
 
 
-def _source_or_404(name: str) -> Any:
-    source = extension(current_app)["config"].source(name)
+def _source_or_404(name: str) -> SourceConfig:
+    source = app_state().config.source(name)
     if source is None:
         abort(404)
     return source
@@ -123,7 +120,7 @@ def refresh(name: str) -> ResponseReturnValue:
     """Poll a source as soon as possible (paused and gone ones too)."""
     _require_admin()
     _source_or_404(name)
-    service = extension(current_app)["service"]
+    service = app_state().service
     if service is None:
         abort(409, "refreshing needs the polling service: run `aggregator run`")
     service.refresh(name)
@@ -152,10 +149,10 @@ def _set_status(name: str, status: Status, reason: str | None) -> None:
     poll cannot overwrite the change) and with its schedule following."""
     _require_admin()
     source = _source_or_404(name)
-    ext = extension(current_app)
-    service = ext["service"]
+    state = app_state()
+    service = state.service
     with service.holding(name) if service is not None else contextlib.nullcontext():
-        ext["store"].set_status(name, source.url, status.value, reason)
+        state.store.set_status(name, source.url, status.value, reason)
         if service is not None and status is Status.PAUSED:
             service.unschedule(name)
     if service is not None and status is Status.OK:
@@ -166,21 +163,13 @@ def _set_status(name: str, status: Status, reason: str | None) -> None:
 def rebuild() -> ResponseReturnValue:
     """Clean and rewrite every stored article from its raw original, in the background."""
     _require_admin()
-    ext = extension(current_app)
-    config, store = ext["config"], ext["store"]
-
-    def work() -> None:
-        poller = Poller(config, store, workers=1)
-        try:
-            outcomes = poller.rebuild(config.sources)
-            log.info(
-                "rebuild done: %d sources, %d updated",
-                len(outcomes),
-                sum(o.updated for o in outcomes),
-            )
-        finally:
-            poller.close()
-
-    threading.Thread(target=work, name="rebuild", daemon=True).start()
-    flash("Rebuild started; articles are rewritten in the background.")
+    rebuilds = app_state().rebuilds
+    if rebuilds is None:
+        abort(
+            409, "rebuilding needs `aggregator run` or `aggregator serve`: run `aggregator rebuild`"
+        )
+    if rebuilds.rebuild():
+        flash("Rebuild started; articles are rewritten in the background.")
+    else:
+        flash("No rebuild started: one is already running.")
     return redirect(url_for("dashboard.index"))

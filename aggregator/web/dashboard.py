@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, abort, current_app, jsonify, render_template, session
+from flask import Blueprint, Response, abort, jsonify, render_template, session
 from flask.typing import ResponseReturnValue
 
 from aggregator.config import Config
@@ -17,8 +17,7 @@ from aggregator.opml import export_opml
 from aggregator.publish import entry_id
 from aggregator.redact import redact
 from aggregator.store import Store
-from aggregator.web import extension
-from aggregator.web.feeds import feed_links
+from aggregator.web.state import app_state
 
 bp = Blueprint("dashboard", __name__)
 
@@ -33,13 +32,12 @@ def is_admin() -> bool:
 
     The cookie only names the session; the database says whether it is still open.
     """
-    ext = extension(current_app)
+    state = app_state()
     session_id = session.get("admin")
-    if not ext["secret"] or not isinstance(session_id, str):
+    if state.admin is None or not isinstance(session_id, str):
         return False
-    store: Store = ext["store"]
-    return store.is_admin_session(
-        session_id, ext["secret_mark"], datetime.now(UTC), ADMIN_SESSION_LIFETIME
+    return state.store.is_admin_session(
+        session_id, state.admin.mark, state.clock.now(), ADMIN_SESSION_LIFETIME
     )
 
 
@@ -53,19 +51,15 @@ def shown(row: dict[str, Any], reveal: bool) -> dict[str, Any]:
     return {k: redact(v) if k in URL_BEARING and isinstance(v, str) else v for k, v in row.items()}
 
 
-def _context() -> tuple[Config, Store, Any]:
-    ext = extension(current_app)
-    return ext["config"], ext["store"], ext["service"]
-
-
 def source_rows(reveal: bool = False) -> list[dict[str, Any]]:
     """Every configured source with its state, for the overview and /healthz.
 
     Args:
         reveal: URLs in full, credentials and tokens included (for the admin).
     """
-    config, store, service = _context()
-    counts = store.entry_counts(datetime.now(UTC) - timedelta(hours=24))
+    app = app_state()
+    config, store, service = app.config, app.store, app.service
+    counts = store.entry_counts(app.clock.now() - timedelta(hours=24))
     states = store.source_states()
     rows = []
     for source in config.sources:
@@ -97,28 +91,29 @@ def source_rows(reveal: bool = False) -> list[dict[str, Any]]:
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """Every source with its state, the category tree's feeds, the newest articles."""
-    config, store, _ = _context()
+    state = app_state()
     admin = is_admin()
     sources = source_rows(reveal=admin)
-    totals = store.entry_totals()
     return render_template(
         "index.html",
         sources=sources,
-        articles=store.entries(limit=30),
-        feeds=feed_links(config),
-        totals=totals,
+        articles=state.store.entries(limit=30),
+        feeds=state.view.feed_links,
+        totals=state.store.entry_totals(),
         problems=sum(1 for s in sources if s["status"] in PROBLEM_STATES),
         new_today=sum(s["recent"] for s in sources),
         admin=admin,
-        admin_enabled=bool(extension(current_app)["secret"]),
+        admin_enabled=state.admin is not None,
+        rebuild=state.rebuilds.rebuild_status if state.rebuilds is not None else None,
     )
 
 
 @bp.get("/sources/<path:name>")
 def source_page(name: str) -> ResponseReturnValue:
     """A source's poll history, suggestions, recent articles and dropped entries."""
-    config, store, _ = _context()
-    source = config.source(name)
+    state = app_state()
+    store = state.store
+    source = state.config.source(name)
     if source is None:
         abort(404)
     admin = is_admin()
@@ -132,20 +127,20 @@ def source_page(name: str) -> ResponseReturnValue:
         dropped=store.dropped(name, limit=100),
         feed_path="/feeds/" + quote("/".join(source.categories)),
         admin=admin,
-        admin_enabled=bool(extension(current_app)["secret"]),
+        admin_enabled=state.admin is not None,
     )
 
 
 @bp.get("/articles/<uid>")
 def article_page(uid: str) -> ResponseReturnValue:
     """One article: its sanitised body, its front matter, the original link, its file."""
-    config, store, _ = _context()
-    entry = store.entry(uid)
+    state = app_state()
+    entry = state.store.entry(uid)
     if entry is None or entry["pruned_at"] is not None:
         abort(404)
     front_matter = ""
     if entry["path"]:
-        front_matter = _front_matter(Path(config.settings.posts_dir) / entry["path"])
+        front_matter = _front_matter(Path(state.config.settings.posts_dir) / entry["path"])
     link = entry["link"] if (entry["link"] or "").startswith(("http://", "https://")) else None
     return render_template(
         "article.html",
@@ -169,15 +164,43 @@ def _front_matter(path: Path) -> str:
 
 def service_problems() -> list[str]:
     """What is wrong with the service itself, not with a source: storage faults, an
-    unreadable database or posts folder, a config reload that was refused."""
-    _, store, service = _context()
-    problems = store.health()
+    unreadable database or posts folder, a config reload that was refused.
+
+    In full for the admin. Anyone else learns that something is wrong, not the machine's
+    paths, the URLs' secrets or the text of the configuration a refused reload quotes.
+    """
+    state = app_state()
+    service, store = state.service, state.store
+    admin = is_admin()
+    problems = (
+        store.health() if admin else [_public(p, state.config, store) for p in store.health()]
+    )
     if service is not None and service.last_reload_error is not None:
+        report: str = service.last_reload_error
+        if admin:
+            detail = ":\n" + report
+        else:
+            count = sum(1 for line in report.splitlines() if line.startswith("  "))
+            detail = (
+                f" ({count} problem{'s' if count != 1 else ''}: the admin sees them here, "
+                "`aggregator check-config` and the log list them)"
+            )
         problems.append(
             "config reload refused; the previous configuration keeps running until the file "
-            "is fixed:\n" + service.last_reload_error
+            "is fixed" + detail
         )
     return problems
+
+
+def _public(problem: str, config: Config, store: Store) -> str:
+    """A storage problem as an anonymous visitor may read it: folders by their setting."""
+    places = {
+        str(store.files.posts_dir): "settings.posts_dir",
+        str(Path(config.settings.database).resolve().parent): "the database's folder",
+    }
+    for path, name in sorted(places.items(), key=lambda item: -len(item[0])):
+        problem = problem.replace(path, name)
+    return redact(problem)
 
 
 @bp.app_context_processor
@@ -213,8 +236,8 @@ def healthz() -> ResponseReturnValue:
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
     """Prometheus text exposition."""
-    _, store, _ = _context()
-    ext = extension(current_app)
+    state = app_state()
+    store = state.store
     counters = store.counters()
     totals = store.entry_totals()
     polls = counters.get("polls_total", 0)
@@ -252,7 +275,7 @@ def metrics() -> ResponseReturnValue:
         "# TYPE aggregator_feed_requests_total counter",
         *(
             f'aggregator_feed_requests_total{{format="{k}"}} {v}'
-            for k, v in sorted(ext["feed_requests"].items())
+            for k, v in sorted(state.feed_requests.items())
         ),
     ]
     return Response(
@@ -269,7 +292,7 @@ def favicon() -> ResponseReturnValue:
 @bp.get("/opml")
 def opml() -> ResponseReturnValue:
     """Every source as OPML, grouped by category; secrets in the URLs only for the admin."""
-    config, _, _ = _context()
+    config = app_state().config
     return Response(
         export_opml(config.sources, config.settings.publish.title, with_secrets=is_admin()),
         content_type="text/x-opml; charset=utf-8",

@@ -1,0 +1,139 @@
+"""What the web app holds: one typed ``AppState`` in ``app.extensions``, made by
+``create_app`` and only read by the views.
+
+The web layer imports no poll module (``tests/test_layers.py`` checks it): what it needs
+of the polling service is the ``PollService`` protocol below, which
+``aggregator.scheduler.Service`` satisfies, and time comes from an injected ``Clock``, so
+tests move time forward instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from flask import Flask, current_app
+
+from aggregator.config import Config
+from aggregator.models import RebuildStatus
+from aggregator.store import Store
+from aggregator.web.cache import FeedCache
+from aggregator.web.throttle import LoginThrottle
+from aggregator.web.view import CurrentView, WebView
+
+EXTENSION = "aggregator"  # the key of the AppState in app.extensions
+
+
+class Clock(Protocol):
+    """The app's time."""
+
+    def now(self) -> datetime:
+        """Wall-clock UTC: what pages show, sessions expire by, feeds are dated with."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds that only move forward, for windows (the login throttle): a clock
+        step must neither lift nor stretch a block."""
+        ...
+
+
+class SystemClock:
+    """The real time."""
+
+    def now(self) -> datetime:
+        """The current UTC time."""
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        """``time.monotonic()``."""
+        return time.monotonic()
+
+
+class Rebuilds(Protocol):
+    """Who rewrites every stored article from its raw original, in the background."""
+
+    def rebuild(self) -> bool:
+        """Start a rebuild; False when one is already running (or cannot start now)."""
+        ...
+
+    @property
+    def rebuild_status(self) -> RebuildStatus:
+        """How the latest rebuild went, or that it is running."""
+        ...
+
+
+class PollService(Rebuilds, Protocol):
+    """What the web app uses of the polling service (``aggregator run``)."""
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (a reload brings a new one)."""
+        ...
+
+    @property
+    def last_reload_error(self) -> str | None:
+        """Why the latest config reload was refused; None when it was not."""
+        ...
+
+    def next_run(self, name: str) -> datetime | None:
+        """When a source is polled next (None: not scheduled)."""
+        ...
+
+    def refresh(self, name: str) -> bool:
+        """Poll a source as soon as possible; False if unknown."""
+        ...
+
+    def unschedule(self, name: str) -> None:
+        """Drop a source's pending poll, if it has one."""
+        ...
+
+    def holding(self, name: str) -> AbstractContextManager[None]:
+        """Wait for a source's in-flight poll to end, and keep others out meanwhile."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSecret:
+    """The admin secret, when one is configured."""
+
+    value: str
+    mark: str  # which secret an admin session logged in with: a new secret ends old sessions
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """Everything the views read: made once by ``create_app``, never replaced."""
+
+    store: Store
+    cache: FeedCache  # rendered feeds
+    service: PollService | None  # None: the app runs alone (``aggregator serve``, WSGI)
+    rebuilds: Rebuilds | None  # None: the dashboard cannot start a rebuild
+    admin: AdminSecret | None  # None: no admin secret, the dashboard is read-only
+    login_throttle: LoginThrottle
+    clock: Clock
+    started_config: Config  # in force when no service reloads it
+    views: CurrentView  # the WebView of the configuration in force
+    # Requests per feed format, for /metrics (approximate under threads).
+    feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
+
+    @property
+    def view(self) -> WebView:
+        """The configuration in force, with what the web derives from it."""
+        config = self.service.config if self.service is not None else self.started_config
+        return self.views.of(config)
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (the service's, which follows reloads)."""
+        return self.view.config
+
+
+def app_state(app: Flask | None = None) -> AppState:
+    """The state of ``app`` (by default the app handling the request)."""
+    state = (app or current_app).extensions[EXTENSION]
+    if not isinstance(state, AppState):
+        raise RuntimeError("the app was not made by aggregator.web.create_app")
+    return state

@@ -1,0 +1,83 @@
+"""What the web layer derives from a configuration, once per configuration.
+
+Each value walks every source or the whole config, too slow to redo per request; a
+``WebView`` holds them all for one configuration, and ``CurrentView`` makes a new one
+when a reload brought a new configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from aggregator.config import Config, split_host
+
+LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+WILDCARD = ("", "0.0.0.0", "::", "[::]")
+
+
+def bind_name(config: Config) -> str | None:
+    """The address the server listens on, as written in a Host header; None: any."""
+    bind = config.settings.server.host.lower()
+    if bind in WILDCARD:
+        return None
+    return f"[{bind}]" if ":" in bind else bind
+
+
+def trusted_hosts(config: Config) -> frozenset[tuple[str, int | None]]:
+    """(name, port or None) of the Host headers self links may be built from."""
+    names = [*LOOPBACK, *config.settings.server.trusted_hosts, bind_name(config) or ""]
+    return frozenset(parsed for parsed in map(split_host, names) if parsed is not None)
+
+
+def feed_links(config: Config) -> tuple[tuple[str, str], ...]:
+    """(label, path without format) for every feed: all, each category level, each output."""
+    links = [("All", "/feeds/all")]
+    for levels in sorted(config.categories()):
+        links.append((" › ".join(levels), "/feeds/" + quote("/".join(levels))))
+    for output in config.outputs:
+        links.append((output.title or output.name, "/outputs/" + quote(output.name)))
+    return tuple(links)
+
+
+@dataclass(frozen=True, slots=True)
+class WebView:
+    """What the web layer derives from one configuration, computed when it comes in
+    force (each walks every source: too slow to redo per request)."""
+
+    config: Config
+    fingerprint: str  # a reload (titles, rules, outputs) makes every rendered feed stale
+    categories: frozenset[tuple[str, ...]]  # every level of the category tree
+    trusted_hosts: frozenset[tuple[str, int | None]]  # Host headers self links may use
+    feed_links: tuple[tuple[str, str], ...]  # the dashboard's list of feeds
+
+    @classmethod
+    def of(cls, config: Config) -> WebView:
+        """The view of ``config``."""
+        return cls(
+            config=config,
+            fingerprint=hashlib.sha1(config.model_dump_json().encode()).hexdigest()[:16],
+            categories=frozenset(config.categories()),
+            trusted_hosts=trusted_hosts(config),
+            feed_links=feed_links(config),
+        )
+
+
+class CurrentView:
+    """The ``WebView`` of the configuration in force.
+
+    The only place that notices a new configuration: the service swaps its own on a
+    reload, and the first request after it builds the new view. Two requests racing
+    there both build it; either result is the same, and the last one is kept.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._view = WebView.of(config)
+
+    def of(self, config: Config) -> WebView:
+        """The view of ``config``, built now if it is not the one in force so far."""
+        view = self._view
+        if view.config is not config:
+            view = self._view = WebView.of(config)
+        return view
