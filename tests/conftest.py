@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -20,6 +20,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.config import Config, load_config
+from aggregator.models import SourceOutcome
 from aggregator.pipeline import Poller
 from aggregator.store import Store
 
@@ -29,6 +30,8 @@ DATA = Path(__file__).resolve().parent / "data"
 FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 MakeConfig = Callable[..., Path]
+FeedFile = Callable[[str, bytes | str], Path]
+T = TypeVar("T")
 
 
 class ManualClock:
@@ -80,7 +83,7 @@ def make_config(tmp_path: Path) -> MakeConfig:
 
 
 @pytest.fixture
-def feed_file(tmp_path: Path) -> Callable[[str, bytes | str], Path]:
+def feed_file(tmp_path: Path) -> FeedFile:
     """Write a feed document into tmp_path/feeds and return its path."""
 
     def write(name: str, content: bytes | str) -> Path:
@@ -121,7 +124,7 @@ class Harness:
     def posts(self) -> Path:
         return Path(self.config.settings.posts_dir)
 
-    def poll(self) -> Any:
+    def poll(self) -> list[SourceOutcome]:
         return self.poller.poll([s for s in self.config.sources if s.enabled])
 
     def files(self) -> list[Path]:
@@ -180,8 +183,9 @@ def item(
     return "<item>" + "".join(parts) + "</item>"
 
 
-def wait_for(predicate: Callable[[], Any], what: str, deadline: float = 60.0) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``deadline`` s.
+def wait_for(predicate: Callable[[], T | None], what: str, deadline: float = 60.0) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that; fail after
+    ``deadline`` s.
 
     A wait for a subprocess to get somewhere, never a measure of speed.
     """

@@ -8,12 +8,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from conftest import EXAMPLES, MakeConfig, item, rss
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from aggregator.config import load_config
 from aggregator.opml import export_opml, parse_opml
@@ -53,7 +53,7 @@ class Dash:
         assert match is not None, page[:500]
         return match.group(1)
 
-    def login(self, secret: str = SECRET) -> Any:
+    def login(self, secret: str = SECRET) -> TestResponse:
         return self.client.post("/login", data={"secret": secret, "csrf": self.csrf("/login")})
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from conftest import EXAMPLES, MakeConfig, ManualClock, item, rss, write_config
 from feedcheck import check
 from flask.testing import FlaskClient
 from lxml import etree
+from werkzeug.test import TestResponse
 
 from aggregator.config import load_config
 from aggregator.models import PublishedEntry
@@ -135,7 +136,7 @@ def all_feed_paths(site: Site) -> list[str]:
     return paths
 
 
-def get(site: Site, path: str, **headers: str) -> Any:
+def get(site: Site, path: str, **headers: str) -> TestResponse:
     return site.client.get("/" + quote(path), headers=headers)
 
 
@@ -233,9 +234,9 @@ def test_items_carry_body_summary_author_categories_image_link_dates(site: Site)
     assert "<strong>messy</strong>" in post.findtext("content:encoded", "", ns)
     assert post.findtext("description", "").startswith("Feeds are messy.")
     assert post.findtext("dc:creator", "", ns) == "Example Blog"
-    assert (
-        post.find("media:thumbnail", ns).get("url") == "https://blog.example.org/images/cover-1.png"
-    )
+    thumbnail = post.find("media:thumbnail", ns)
+    assert thumbnail is not None
+    assert thumbnail.get("url") == "https://blog.example.org/images/cover-1.png"
     assert post.findtext("link") == "https://blog.example.org/posts/parsing-feeds-1/"
     assert post.findtext("pubDate") == "Sat, 01 Jun 2024 07:00:00 +0000"
     assert {c.text for c in post.findall("category")} >= {"Tech", "python", "feeds"}
@@ -383,7 +384,7 @@ def test_invalid_xml_characters_never_reach_the_output() -> None:
         datetime(2024, 1, 1, tzinfo=UTC),
     )
     for kind in ("rss", "atom", "json"):
-        body = render(kind, meta, [entry])  # type: ignore[arg-type]
+        body = render(kind, meta, [entry])
         assert check(kind, body, "https://x.example/f.rss") == [], kind
         assert b"\x07" not in body and b"\x0b" not in body and b"\x00" not in body
     assert feedparser.parse(render("rss", meta, [entry])).entries[0].title == "bell vt nul ok"

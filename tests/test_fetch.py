@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-from conftest import Gate, Harness, MakeConfig, item, rss
+from conftest import Gate, HarnessFactory, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.errors import FetchError
 from aggregator.fetch import USER_AGENT, Fetcher
-
-HarnessFactory = Callable[[Path], Harness]
 
 
 def test_fetch_sends_our_user_agent_and_decodes_gzip(httpserver: HTTPServer) -> None:

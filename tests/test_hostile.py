@@ -20,18 +20,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, Harness, MakeConfig, item, rss, wait_for
+from conftest import EXAMPLES, FeedFile, Harness, HarnessFactory, MakeConfig, item, rss, wait_for
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError, FetchError
 from aggregator.faults import is_local_os_fault
-from aggregator.fetch import Fetcher, is_private_address
+from aggregator.fetch import Fetched, Fetcher, is_private_address
 from aggregator.policy import LOCAL_FAULT_RETRY
 from aggregator.web import create_app
 
-HarnessFactory = Callable[[Path], Harness]
 HEAD = '<rss version="2.0"><channel><title>t</title><link>http://x.example/</link><description>d</description>'
 
 
@@ -110,12 +109,18 @@ def test_external_dtd_and_entities_are_never_fetched(
     httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory
 ) -> None:
     fetched: list[str] = []
-    httpserver.expect_request("/evil.dtd").respond_with_handler(
-        lambda r: fetched.append(r.path) or Response('<!ENTITY x "pwned">')
-    )
-    httpserver.expect_request("/entity").respond_with_handler(
-        lambda r: fetched.append(r.path) or Response("pwned")
-    )
+
+    def noted(body: str) -> Callable[[Request], Response]:
+        """A handler that answers ``body`` and notes the path it was asked for."""
+
+        def handler(request: Request) -> Response:
+            fetched.append(request.path)
+            return Response(body)
+
+        return handler
+
+    httpserver.expect_request("/evil.dtd").respond_with_handler(noted('<!ENTITY x "pwned">'))
+    httpserver.expect_request("/entity").respond_with_handler(noted("pwned"))
     body = (
         f'<?xml version="1.0"?><!DOCTYPE rss SYSTEM "{httpserver.url_for("/evil.dtd")}" '
         f'[<!ENTITY remote SYSTEM "{httpserver.url_for("/entity")}"> '
@@ -318,7 +323,7 @@ def _hold_lock(database: str, seconds: float, ready: multiprocessing.synchronize
 
 
 def test_database_locked_by_another_process_for_a_while(
-    make_config: MakeConfig, harness: HarnessFactory, feed_file: Callable[[str, bytes | str], Path]
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:
     path = feed_file("f.xml", rss(item("a", "Waited")))
     h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
@@ -338,7 +343,7 @@ def test_database_locked_by_another_process_for_a_while(
 
 
 def test_clock_jumping_backwards(
-    make_config: MakeConfig, harness: HarnessFactory, feed_file: Callable[[str, bytes | str], Path]
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:
     path = feed_file("f.xml", rss(item("a", "One")))
     h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
@@ -364,7 +369,7 @@ def _mount_tmpfs(target: Path, size: str) -> bool:
 def test_full_disk_is_a_clear_error_and_recovers(
     make_config: MakeConfig,
     harness: HarnessFactory,
-    feed_file: Callable[[str, bytes | str], Path],
+    feed_file: FeedFile,
     tmp_path: Path,
 ) -> None:
     posts = tmp_path / "posts"
@@ -418,7 +423,7 @@ def test_full_disk_is_a_clear_error_and_recovers(
 def test_full_database_disk_degrades_the_service_not_the_source(
     make_config: MakeConfig,
     harness: HarnessFactory,
-    feed_file: Callable[[str, bytes | str], Path],
+    feed_file: FeedFile,
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "db"
@@ -458,7 +463,7 @@ def test_full_database_disk_degrades_the_service_not_the_source(
 def test_read_only_folder(
     make_config: MakeConfig,
     harness: HarnessFactory,
-    feed_file: Callable[[str, bytes | str], Path],
+    feed_file: FeedFile,
     tmp_path: Path,
 ) -> None:
     posts = tmp_path / "posts"
@@ -491,7 +496,7 @@ def _damage_middle_pages(database: Path, pages: int = 4) -> bytes:
 
 
 def test_damaged_database_is_refused_at_start(
-    make_config: MakeConfig, feed_file: Callable[[str, bytes | str], Path], tmp_path: Path
+    make_config: MakeConfig, feed_file: FeedFile, tmp_path: Path
 ) -> None:
     items = "".join(item(f"g{n}", f"Post {n}", "<p>" + "正文" * 300 + "</p>") for n in range(60))
     config = make_config([{"url": str(feed_file("f.xml", rss(items))), "categories": ["A"]}])
@@ -612,7 +617,7 @@ def test_invalid_redirect_location_is_a_recorded_error(
 
 
 def test_an_unexpected_error_is_recorded_not_raised(
-    make_config: MakeConfig, harness: HarnessFactory, feed_file: Callable[[str, bytes | str], Path]
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:
     good = feed_file("good.xml", rss(item("a", "Fine")))
     h = harness(
@@ -625,14 +630,16 @@ def test_an_unexpected_error_is_recorded_not_raised(
     )
     real = h.poller.fetcher.fetch
 
-    def flaky(url: str, **kwargs: object) -> object:
-        if flaky.calls == 1:  # type: ignore[attr-defined]
-            raise RuntimeError("a bug")
-        flaky.calls += 1  # type: ignore[attr-defined]
-        return real(url, **kwargs)  # type: ignore[arg-type]
+    calls = 0
 
-    flaky.calls = 0  # type: ignore[attr-defined]
-    h.poller.fetcher.fetch = flaky  # type: ignore[method-assign]  # fault injection
+    def flaky(url: str, *, etag: str | None = None, last_modified: str | None = None) -> Fetched:
+        nonlocal calls
+        if calls == 1:
+            raise RuntimeError("a bug")
+        calls += 1
+        return real(url, etag=etag, last_modified=last_modified)
+
+    h.poller.fetcher.fetch = flaky  # type: ignore[method-assign]  # fault injection: a bug
     h.poller.config.settings.schedule.__dict__["concurrency"] = 1  # one after the other
     outcomes = {o.source: o for o in h.poll()}
     assert outcomes["good"].ok

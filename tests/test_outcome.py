@@ -290,4 +290,4 @@ def test_a_state_update_has_a_field_for_every_column_and_keeps_what_it_is_not_gi
     assert update.columns() == {"name": "s", "url": "u", "etag": None, "status": Status.PAUSED}
     assert update.last_ok_at is KEEP
     with pytest.raises(TypeError):
-        SourceStateUpdate(name="s", url="u", e_tag=None)  # type: ignore[call-arg]
+        SourceStateUpdate(name="s", url="u", e_tag=None)  # type: ignore[call-arg]  # the misspelling under test

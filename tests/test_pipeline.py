@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from conftest import EXAMPLES, ROOT, Harness, MakeConfig, item, rss
+from conftest import EXAMPLES, ROOT, FeedFile, HarnessFactory, MakeConfig, item, rss
 
 from aggregator.pipeline import utcnow
 
 SINA_REMOVE = [".appendQr_wrap", ".ori_titlesource", ".article-editor"]
 SINA_CATEGORIES = ["金融", "新浪财经", "新浪财经－国內"]
-HarnessFactory = Callable[[Path], Harness]
-FeedFile = Callable[[str, bytes | str], Path]
 
 
 def front_and_body(path: Path) -> tuple[dict[str, object], str]:

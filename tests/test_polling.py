@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from conftest import FIXED_NOW, Gate, Harness, MakeConfig, item, rss, wait_for
+from conftest import FIXED_NOW, Gate, Harness, HarnessFactory, MakeConfig, item, rss, wait_for
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -26,7 +26,6 @@ from aggregator.models import SourceOutcome
 
 GOOD = rss(item("g1", "First post", "<p>Kept safe</p>"))
 NEWER = rss(item("g2", "Second post", "<p>New</p>") + item("g1", "First post", "<p>Kept safe</p>"))
-HarnessFactory = Callable[[Path], Harness]
 Script = list[Callable[[Request], Response]]
 
 
@@ -427,8 +426,10 @@ def test_per_host_limit_and_concurrency(
     assert (gate.arrived, gate.peak) == (6, 2)  # never more than two requests at once
     h.close()
     h.reload()
-    for state in ("s0", "s1"):
-        assert h.store.source_state(state)["status"] == "ok"  # type: ignore[index]
+    for name in ("s0", "s1"):
+        stored = h.store.source_state(name)
+        assert stored is not None, name
+        assert stored["status"] == "ok"
 
 
 def test_feed_ttl_still_counts_after_a_304(setup: Callable[..., tuple[Harness, Scripted]]) -> None:

@@ -25,6 +25,12 @@ def test_ci_runs_the_readme_test_command_with_the_audited_lock() -> None:
     assert installs and all("-c requirements.lock" in line for line in installs)
 
 
+def test_ci_type_checks_the_package_and_its_tests_as_the_readme_says() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert "strict types over the package and its tests" in " ".join(README.split())
+    assert any(line.startswith(".venv/bin/mypy aggregator tests") for line in ci)
+
+
 def test_the_command_table_lists_every_command() -> None:
     table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `aggregator ([a-z][a-z-]*)", table, re.M))

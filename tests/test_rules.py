@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import Harness, MakeConfig, item, rss
+from conftest import FeedFile, HarnessFactory, MakeConfig, item, rss
 
 from aggregator.cli import cli
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError
 from aggregator.filter import Rule, verdict
-
-HarnessFactory = Callable[[Path], Harness]
-FeedFile = Callable[[str, bytes | str], Path]
 
 
 @dataclass(frozen=True)

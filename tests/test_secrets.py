@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES, HarnessFactory, MakeConfig, ManualClock
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 from itsdangerous import BadSignature
 from pytest_httpserver import HTTPServer
@@ -192,7 +193,7 @@ def test_the_session_key_is_random_kept_in_the_database_not_derived_from_the_sec
     dashes = []
     for name in ("a", "b", "a"):  # same secret; two databases; "a" again: a restart
         (tmp_path / name).mkdir(exist_ok=True)
-        dashes.append(Dash(shutil.copy(config, tmp_path / name / "config.yaml")))
+        dashes.append(Dash(Path(shutil.copy(config, tmp_path / name / "config.yaml"))))
     first, other, restarted = dashes
     try:
         first.login()
@@ -200,7 +201,9 @@ def test_the_session_key_is_random_kept_in_the_database_not_derived_from_the_sec
         assert is_admin_with(first.app, cookie)
         # Another database: another key, so the cookie does not even verify there.
         interface = other.app.session_interface
-        serializer = interface.get_signing_serializer(other.app)  # type: ignore[attr-defined]
+        assert isinstance(interface, SecureCookieSessionInterface)
+        serializer = interface.get_signing_serializer(other.app)
+        assert serializer is not None  # None would mean the app has no secret key at all
         with pytest.raises(BadSignature):
             serializer.loads(cookie)
         assert not is_admin_with(other.app, cookie)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ class Clock:
     def __init__(self) -> None:
         self.now = FIXED_NOW
 
-    def __call__(self):  # type: ignore[no-untyped-def]
+    def __call__(self) -> datetime:
         return self.now
 
 

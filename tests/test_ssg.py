@@ -12,14 +12,14 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from datetime import UTC
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLES, ROOT, Harness, MakeConfig, item, rss
+from conftest import EXAMPLES, ROOT, HarnessFactory, MakeConfig, item, rss
 
 SSG = ROOT / "tests" / "ssg"
 TITLES = [
@@ -31,7 +31,7 @@ TITLES = [
 
 
 @pytest.fixture
-def posts(make_config: MakeConfig, harness: Callable[[Path], Harness], tmp_path: Path) -> Path:
+def posts(make_config: MakeConfig, harness: HarnessFactory, tmp_path: Path) -> Path:
     tricky = tmp_path / "tricky.xml"
     body = "<p>One {{ x }} and {% y %}.</p>\n<pre><code>    indented\n\n    code</code></pre><p>Two.</p>"
     tricky.write_text(
@@ -73,7 +73,7 @@ def posts(make_config: MakeConfig, harness: Callable[[Path], Harness], tmp_path:
     return h.posts
 
 
-def written(posts: Path) -> dict[str, dict[str, object]]:
+def written(posts: Path) -> dict[str, dict[str, Any]]:
     """What we wrote: front matter by file, with the body's paragraph count."""
     found = {}
     for path in posts.rglob("*.md"):
@@ -136,10 +136,10 @@ def test_hugo_builds_a_site_from_the_articles(posts: Path, tmp_path: Path) -> No
     ours = written(posts)
     assert len(pages) == len(ours)
     by_id = {}
-    for page in pages:
-        html = page.read_text(encoding="utf-8")
+    for page_file in pages:
+        html = page_file.read_text(encoding="utf-8")
         found = re.search(r'<meta name="entry-id" content="([0-9a-f]+)">', html)
-        assert found is not None, page
+        assert found is not None, page_file
         by_id[found.group(1)] = html
     for path, front in ours.items():
         page = by_id[str(front["entry_id"])]
@@ -147,7 +147,7 @@ def test_hugo_builds_a_site_from_the_articles(posts: Path, tmp_path: Path) -> No
         assert title is not None
         assert unescape(title.group(1)) == front["title"], path
         assert f"<time>{iso(front['date'])}Z</time>" in page, path
-        for category in front["categories"]:  # type: ignore[attr-defined]
+        for category in front["categories"]:
             assert f"<li>{category}</li>" in page, path
         assert page.count("<p>") == front["paragraphs"], path
         assert page.count("<pre>") == front["pres"], path

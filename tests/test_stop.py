@@ -169,7 +169,10 @@ def test_a_second_signal_stops_at_once_while_a_poll_is_stuck(
 def test_sigterm_to_poll_records_what_ended_and_leaves_no_process(
     held: HeldFeed, make_config: MakeConfig, tmp_path: Path
 ) -> None:
-    sources = [*local_sources(tmp_path, 3), {"url": held.url, "categories": ["H"], "name": "held"}]
+    sources: list[dict[str, object]] = [
+        *local_sources(tmp_path, 3),
+        {"url": held.url, "categories": ["H"], "name": "held"},
+    ]
     config = run_config(make_config, sources)
     log = tmp_path / "stderr.txt"
     process = start_aggregator(["poll", "--config", str(config)], tmp_path, log)
@@ -225,7 +228,10 @@ def test_a_stop_sent_to_the_whole_group_lets_polls_in_flight_finish(
 ) -> None:
     # A terminal's Ctrl-C (and a service manager's stop) signals every process of the
     # group, the pool's workers too: they must leave the stopping to the main process.
-    sources = [*local_sources(tmp_path, 3), {"url": held.url, "categories": ["H"], "name": "held"}]
+    sources: list[dict[str, object]] = [
+        *local_sources(tmp_path, 3),
+        {"url": held.url, "categories": ["H"], "name": "held"},
+    ]
     config = run_config(make_config, sources)
     log = tmp_path / "stderr.txt"
     process = start_aggregator(["poll", "--config", str(config)], tmp_path, log)
