@@ -80,7 +80,7 @@ def setup(
 
 def poll(h: Harness, *, manual: bool = False, minutes: int = 10) -> SourceOutcome:
     h.now += timedelta(minutes=minutes)
-    [outcome] = h.poller.poll(h.config.sources, manual=manual)
+    [outcome] = h.poller.poll_sources(h.config.sources, manual=manual)
     return outcome
 
 
