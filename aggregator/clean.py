@@ -138,8 +138,8 @@ class Cleaned:
     text: str  # the visible text, whitespace collapsed (for summaries and search)
 
 
-class Rules:
-    """Per-source cleaning rules, compiled once.
+class CleanOptions:
+    """How one source's bodies are cleaned besides the fixed rules: compiled once.
 
     Args:
         remove: CSS selectors whose matches are removed with their content.
@@ -162,9 +162,9 @@ class Rules:
             return []
         return cast(list[Element], self._selectors(root))
 
-    def __reduce__(self) -> tuple[type[Rules], tuple[tuple[str, ...], frozenset[str]]]:
+    def __reduce__(self) -> tuple[type[CleanOptions], tuple[tuple[str, ...], frozenset[str]]]:
         # Compiled selectors do not pickle; worker processes recompile (cached).
-        return (Rules, (self.remove, self.iframe_hosts))
+        return (CleanOptions, (self.remove, self.iframe_hosts))
 
 
 @lru_cache(maxsize=512)
@@ -322,21 +322,23 @@ def _layout(html: str) -> str:
     return _NEWLINE_RUN.sub("\n", html).strip()
 
 
-def clean_html(html: str, base_url: str | None = None, rules: Rules | None = None) -> Cleaned:
+def clean_html(
+    html: str, base_url: str | None = None, options: CleanOptions | None = None
+) -> Cleaned:
     """Clean one entry body.
 
     Args:
         html: the body as the feed gave it.
         base_url: the entry's link, against which relative URLs are resolved.
-        rules: per-source removal selectors and iframe allow-list.
+        options: the source's removal selectors and iframe allow-list.
 
     Returns:
         The sanitised HTML laid out for Markdown, the usable images, and the text.
     """
-    rules = rules or Rules()
+    options = options or CleanOptions()
     root = _parse_fragment(html)
     doomed: list[Element] = list(root.iter(*DROP_TAGS))
-    doomed.extend(rules.matches(root))
+    doomed.extend(options.matches(root))
     for node in doomed:
         _drop(node)
 
@@ -363,7 +365,7 @@ def clean_html(html: str, base_url: str | None = None, rules: Rules | None = Non
             _fix_lazy_image(element)
         src = absolute(element.get("src") or "")
         if tag == "iframe":
-            if _host(src) not in rules.iframe_hosts:
+            if _host(src) not in options.iframe_hosts:
                 _drop(element)
                 continue
         elif tag == "img":

@@ -207,7 +207,7 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
         outcomes = _with_progress(
             "polling",
             len(sources),
-            lambda done: poller.poll(sources, done, manual=only is not None),
+            lambda done: poller.poll_sources(sources, done, manual=only is not None),
         )
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
 
@@ -261,7 +261,7 @@ def test_rules(
     config_path: str, only: str | None, output_name: str | None, fetch: bool, show_all: bool
 ) -> None:
     """Dry run: which entries the current rules keep and drop, and by which rule."""
-    from aggregator.rules import dry_run
+    from aggregator.dryrun import dry_run
 
     config = _load(config_path)
     if only is not None and config.source(only) is None:

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -31,8 +31,9 @@ from pydantic import (
 )
 
 from aggregator.clean import compile_selector
+from aggregator.convert import DateStyle
 from aggregator.errors import ConfigError
-from aggregator.filter import Rule
+from aggregator.filter import Action, Match, Rule, RuleField
 
 DEFAULT_IFRAME_HOSTS = (
     "www.youtube.com",
@@ -153,10 +154,8 @@ class RuleConfig(_Model):
 
     keep: str | None = None
     block: str | None = None
-    field: Literal["title", "summary", "content", "author", "link", "tags", "category", "any"] = (
-        "title"
-    )
-    match: Literal["keyword", "regex"] = "keyword"
+    field: RuleField = "title"
+    match: Match = "keyword"
     case: bool = False
 
     @model_validator(mode="after")
@@ -170,7 +169,7 @@ class RuleConfig(_Model):
 
     def rule(self) -> Rule:
         """The compiled rule."""
-        action: Literal["keep", "block"] = "keep" if self.keep is not None else "block"
+        action: Action = "keep" if self.keep is not None else "block"
         return Rule(
             action,
             self.keep if self.keep is not None else self.block or "",
@@ -183,7 +182,7 @@ class RuleConfig(_Model):
 class FrontMatter(_Model):
     """How article files are written."""
 
-    date_style: Literal["rfc822", "iso8601"] = "rfc822"
+    date_style: DateStyle = "rfc822"
     timezone: str = "UTC"
     escape_braces: bool = True
     comments: bool = False

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from aggregator.clean import Rules, clean_html, is_http, is_tracker, strip_tracking
+from aggregator.clean import CleanOptions, clean_html, is_http, is_tracker, strip_tracking
 from aggregator.models import Article, ParsedEntry
 
 SUMMARY_CHARS = 280
@@ -25,12 +25,14 @@ TITLE_CHARS = 1000  # a longer title is cut (a 1 MB title is an attack, not a he
 MAX_NAME_BYTES = 200  # a whole file name, ".md" included: safe on ext4, NTFS, APFS
 _SUFFIX_BYTES = 9  # "-" and eight hex digits
 
+DateStyle = Literal["rfc822", "iso8601"]  # how front matter dates are written
+
 
 @dataclass(frozen=True, slots=True)
 class RenderOptions:
     """How article files are written (from ``settings.front_matter``)."""
 
-    date_style: Literal["rfc822", "iso8601"] = "rfc822"
+    date_style: DateStyle = "rfc822"
     timezone: str = "UTC"  # zone for iso8601 dates; rfc822 is always GMT
     escape_braces: bool = True  # { } as &#123; &#125; in the body, for Hexo/Jekyll templates
     comments: bool = False  # the seed's `comments: false`
@@ -43,7 +45,7 @@ class SourceView:
     name: str
     categories: tuple[str, ...]  # section › site › feed
     author: str  # the site's name, written as the article's author
-    rules: Rules
+    cleaning: CleanOptions  # its removal selectors and iframe hosts
     max_entries: int = 500  # entries of one document converted at most (newest first)
 
 
@@ -111,9 +113,9 @@ def entry_uid(source_name: str, key: str) -> str:
 
 def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
     """Clean an entry and gather everything its article file and feeds need."""
-    cleaned = clean_html(entry.content_html, entry.link, source.rules)
+    cleaned = clean_html(entry.content_html, entry.link, source.cleaning)
     if entry.summary_html and entry.summary_html != entry.content_html:
-        summary_text = clean_html(entry.summary_html, entry.link, source.rules).text
+        summary_text = clean_html(entry.summary_html, entry.link, source.cleaning).text
     else:
         summary_text = cleaned.text
     if len(summary_text) > SUMMARY_CHARS:

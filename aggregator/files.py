@@ -85,10 +85,6 @@ class ArticleFiles:
             return None
         return None
 
-    def file_belongs_to(self, relative: str, uid: str) -> bool:
-        """True when the file on disk is this entry's article (its front matter says so)."""
-        return self.entry_id_of(relative) == uid
-
     def write_file(self, relative: str, text: str) -> None:
         """Write an article file atomically: a temp file in the same folder, then rename.
 

@@ -34,7 +34,10 @@ import re2
 
 from aggregator.clean import TAG
 
-Field = Literal["title", "summary", "content", "author", "link", "tags", "category", "any"]
+# The rule language's words, written once: the config validates against these.
+Action = Literal["keep", "block"]
+RuleField = Literal["title", "summary", "content", "author", "link", "tags", "category", "any"]
+Match = Literal["keyword", "regex"]
 _BLOCK_TAG = re.compile(
     r"</?(?:p|div|br|li|h[1-6]|tr|td|th|blockquote|pre|ul|ol|dl|dt|dd|table|section|article|"
     r"figure|figcaption|hr)\b[^>]*>",
@@ -75,10 +78,10 @@ def fold(text: str) -> str:
 class Rule:
     """One compiled keep or block rule."""
 
-    action: Literal["keep", "block"]
+    action: Action
     pattern: str
-    field: Field = "title"
-    match: Literal["keyword", "regex"] = "keyword"
+    field: RuleField = "title"
+    match: Match = "keyword"
     case: bool = False  # case-sensitive
 
     def __post_init__(self) -> None:

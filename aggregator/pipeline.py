@@ -17,7 +17,6 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_complete
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
 
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import FetchError, LocalFaultError, StoreError
@@ -42,10 +41,8 @@ from aggregator.worker import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-RECORD_BATCH = 64  # polls written per transaction by Poller.poll
+RECORD_BATCH = 64  # polls written per transaction by Poller.poll_sources
 CHECKPOINT_AFTER = 500  # entries written by one poll pass before the WAL is folded in
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -118,7 +115,7 @@ class Poller:
 
     # -- polling -------------------------------------------------------------------------
 
-    def poll(
+    def poll_sources(
         self,
         sources: Iterable[SourceConfig],
         on_done: Callable[[SourceOutcome], None] | None = None,
@@ -162,9 +159,8 @@ class Poller:
                 # Submitted inside the ``try``: a signal between two submits must still
                 # record the polls already started.
                 for source in sources:
-                    futures.append(
-                        threads.submit(self._poll, source, states.get(source.key), pool, manual)
-                    )
+                    state = states.get(source.key)
+                    futures.append(threads.submit(self._poll_guarded, source, state, pool, manual))
                 for done, future in enumerate(as_completed(futures), start=1):
                     result = future.result()
                     if isinstance(result, PollRecord):
@@ -188,7 +184,7 @@ class Poller:
             self.store.checkpoint()
         return [outcomes[s.key] for s in sources]
 
-    def poll_one(
+    def poll_source(
         self, source: SourceConfig, pool: Executor | None = None, *, manual: bool = False
     ) -> SourceOutcome:
         """Poll one source: conditional fetch, parse only what changed, store, record.
@@ -198,13 +194,13 @@ class Poller:
             pool: where to parse and clean (a process pool); inline when None.
             manual: poll even a paused or gone source (a refresh asked for by a user).
         """
-        result = self._poll(source, self.store.load_state(source.key), pool, manual)
+        result = self._poll_guarded(source, self.store.load_state(source.key), pool, manual)
         if isinstance(result, PollRecord):
             self._record([result])
             return result.outcome
         return result
 
-    def _poll(
+    def _poll_guarded(
         self,
         source: SourceConfig,
         state: SourceState | None,
@@ -224,7 +220,7 @@ class Poller:
             return poll_record(self.policy, source, state, attempt, rng=self.rng, duration=duration)
 
         try:
-            attempt = self._attempt(source, state, pool, manual, started)
+            attempt = self._fetch_and_store(source, state, pool, manual, started)
             return attempt if isinstance(attempt, SourceOutcome) else record(attempt)
         except Exception as exc:  # a bug or a dead worker: recorded like any failure
             log.exception("poll source=%s failed unexpectedly", source.key)
@@ -232,7 +228,7 @@ class Poller:
                 pool.reset()  # a worker died (e.g. out of memory): start afresh next time
             return record(Attempt(started, error=f"internal error: {type(exc).__name__}: {exc}"))
 
-    def _attempt(
+    def _fetch_and_store(
         self,
         source: SourceConfig,
         state: SourceState | None,
@@ -252,12 +248,12 @@ class Poller:
                 source=source.key, url=source.url, status=state.status, skipped=True
             )
         resolved = self.resolved(source)
-        validators = state is not None and not changed
+        conditional = state is not None and not changed  # the stored validators still apply
         try:
             fetched = self.fetcher.fetch(
                 source.url,
-                etag=state.etag if state and validators else None,
-                last_modified=state.last_modified if state and validators else None,
+                etag=state.etag if state and conditional else None,
+                last_modified=state.last_modified if state and conditional else None,
             )
         except FetchError as exc:
             return Attempt(
@@ -265,7 +261,7 @@ class Poller:
             )
         answer = Answer(fetched.status, len(fetched.body), fetched.moved_to)
         body_hash = hashlib.sha1(fetched.body + resolved.render_key.encode()).hexdigest()
-        if fetched.not_modified or (validators and state and state.body_hash == body_hash):
+        if fetched.not_modified or (conditional and state and state.body_hash == body_hash):
             return Attempt(
                 started,
                 answer=answer,

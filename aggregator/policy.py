@@ -29,14 +29,18 @@ LOCAL_FAULT_RETRY = 300.0  # seconds: how soon a poll that our storage failed is
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The schedule's settings, in seconds."""
+    """The schedule's settings, in seconds.
 
-    interval: float = 1800.0
-    floor: float = 60.0
-    ceiling: float = 86400.0
-    jitter: float = 0.1  # ± this fraction of each delay
-    backoff_cap: float = 6 * 3600.0
-    max_failures: int = 10
+    No defaults: every value comes from ``config.ScheduleSettings``, where the defaults are
+    written once.
+    """
+
+    interval: float  # a source's delay when it sets none
+    floor: float  # never more often than this
+    ceiling: float  # never less often than this
+    jitter: float  # ± this fraction of each delay
+    backoff_cap: float  # longest delay after failures (before the ceiling)
+    max_failures: int  # failures in a row that pause a source
 
     def clamp(self, seconds: float) -> float:
         """Keep a delay inside [floor, ceiling]."""

@@ -1,6 +1,6 @@
 """Each source's settings, resolved once per configuration: pure, no I/O.
 
-A source's effective settings are its own merged with the global ones: the removal rules
+A source's effective settings are its own merged with the global ones: the removal selectors
 and iframe hosts its articles are cleaned with, its ingest rules, its retention, and the
 render key (a fingerprint of everything besides the entry that shapes its article
 file). The poll, the rebuild, the prune and the rules' dry run all read them from one
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aggregator import __version__
-from aggregator.clean import Rules
+from aggregator.clean import CleanOptions
 from aggregator.config import Config, SourceConfig
 from aggregator.convert import RenderOptions, SourceView, article_dir
 from aggregator.filter import Rule
@@ -28,7 +28,7 @@ class ResolvedSource:
 
     #: The source as configured.
     config: SourceConfig
-    #: What conversion needs to know about it (categories, author, cleaning rules).
+    #: What conversion needs to know about it (categories, author, cleaning options).
     view: SourceView
     #: How its article files are written (the global front matter settings).
     options: RenderOptions
@@ -70,7 +70,7 @@ def resolve_source(
         name=source.key,
         categories=source.categories,
         author=source.site,
-        rules=Rules((*settings.remove, *source.remove), settings.iframe_hosts),
+        cleaning=CleanOptions((*settings.remove, *source.remove), settings.iframe_hosts),
         max_entries=settings.fetch.max_entries,
     )
     rules = tuple(r.rule() for r in (*settings.rules, *source.rules))
@@ -101,8 +101,8 @@ def _render_key(view: SourceView, options: RenderOptions, rules: tuple[Rule, ...
         options.comments,
         view.categories,
         view.author,
-        view.rules.remove,
-        sorted(view.rules.iframe_hosts),
+        view.cleaning.remove,
+        sorted(view.cleaning.iframe_hosts),
         [r.describe() for r in rules],
     ]
     return hashlib.sha1(json.dumps(facts, ensure_ascii=False).encode()).hexdigest()[:16]

@@ -329,7 +329,7 @@ class Service:
             log.info("source=%s already being polled; skipped", name)
             return None
         try:
-            outcome = self.poller.poll_one(source, self.pool, manual=manual)
+            outcome = self.poller.poll_source(source, self.pool, manual=manual)
         except Exception:  # a bug must not kill the source's schedule; retry later
             log.exception("source=%s poll crashed", name)
             self.schedule(name, self.clock() + timedelta(seconds=self.poller.policy.interval))

@@ -32,7 +32,6 @@ class Interrupted(SystemExit):
 
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
-        self.signal_name = signal.Signals(signum).name
 
 
 def install_stop_handlers() -> None:

@@ -4,7 +4,7 @@ The functional test (tests/test_hostile.py::test_huge_feed_is_capped_at_max_entr
 checks the cap on 2,000 entries; this is the big case it stands for. Each phase runs in a
 fresh interpreter, so its peak resident memory is its own (read with ``os.wait4``):
   * baseline: ``feedparser.parse(bytes)`` of the document, defaults;
-  * poll: ``Poller.poll`` of the same file into a fresh store (parse once, convert and
+  * poll: ``Poller.poll_sources`` of the same file into a fresh store (parse once, convert and
     write only the first ``fetch.max_entries``, report the rest as a warning).
 Prints both and the ratios poll/parse for time and peak memory. Bounded: one document,
 ``--rounds`` rounds, each phase killed after ``--timeout`` seconds.
@@ -67,7 +67,7 @@ def phase_poll(document: Path, items: int) -> float:
     store = Store(config.settings.database, config.settings.posts_dir)
     poller = Poller(config, store, workers=1)
     start = time.perf_counter()
-    [outcome] = poller.poll(config.sources)
+    [outcome] = poller.poll_sources(config.sources)
     elapsed = time.perf_counter() - start
     poller.close()
     store.close()

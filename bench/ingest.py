@@ -4,7 +4,7 @@ Workload: 200 local feeds × 30 seed-like items (bench/workload.py, fixed seed).
 Measures, in one run:
   * baseline: ``feedparser.parse(bytes)`` with its default settings, one document after
     another (what a naive aggregator spends before it has cleaned or written anything);
-  * ingest: ``Poller.poll`` on a fresh store — decode, parse, clean, sanitise, render,
+  * ingest: ``Poller.poll_sources`` on a fresh store — decode, parse, clean, sanitise, render,
     write every article file atomically and index it in SQLite.
 Prints entries/s for both and ingest-time / parse-time (aim: ≤ 1.0).
 """
@@ -48,7 +48,7 @@ def ingest(paths: list[Path], root: Path, workers: int) -> float:
     store = Store(config.settings.database, config.settings.posts_dir)
     poller = Poller(config, store, workers=workers)
     start = time.perf_counter()
-    outcomes = poller.poll(config.sources)
+    outcomes = poller.poll_sources(config.sources)
     elapsed = time.perf_counter() - start
     poller.close()
     new = sum(o.new for o in outcomes)

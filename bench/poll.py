@@ -161,11 +161,11 @@ def run_ours(urls: list[str], root: Path, per_host: int) -> tuple[float, float]:
     store = Store(config.settings.database, config.settings.posts_dir)
     poller = Poller(config, store)
     start = time.perf_counter()
-    cold = poller.poll(config.sources)
+    cold = poller.poll_sources(config.sources)
     cold_time = time.perf_counter() - start
     assert all(o.ok for o in cold) and sum(o.new for o in cold) == FEEDS * ITEMS
     start = time.perf_counter()
-    warm = poller.poll(config.sources)
+    warm = poller.poll_sources(config.sources)
     warm_time = time.perf_counter() - start
     assert all(o.not_modified and o.http_status == 304 for o in warm), warm[:2]
     poller.close()

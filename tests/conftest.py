@@ -125,7 +125,7 @@ class Harness:
         return Path(self.config.settings.posts_dir)
 
     def poll(self) -> list[SourceOutcome]:
-        return self.poller.poll([s for s in self.config.sources if s.enabled])
+        return self.poller.poll_sources([s for s in self.config.sources if s.enabled])
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.posts.rglob("*.md"))

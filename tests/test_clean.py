@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import DATA
 
-from aggregator.clean import Rules, clean_html, strip_tracking
+from aggregator.clean import CleanOptions, clean_html, strip_tracking
 from aggregator.config import DEFAULT_IFRAME_HOSTS
 
 CASES = DATA / "clean"
@@ -40,8 +40,8 @@ def test_every_case_has_a_table_row() -> None:
 def test_clean(name: str) -> None:
     source = (CASES / f"{name}.in.html").read_text(encoding="utf-8")
     expected = (CASES / f"{name}.out.html").read_text(encoding="utf-8").rstrip("\n")
-    rules = Rules(SELECTORS.get(name, ()), DEFAULT_IFRAME_HOSTS)
-    cleaned = clean_html(source, BASE, rules)
+    options = CleanOptions(SELECTORS.get(name, ()), DEFAULT_IFRAME_HOSTS)
+    cleaned = clean_html(source, BASE, options)
     assert cleaned.html == expected
     assert cleaned.images == IMAGES[name]
 
@@ -50,7 +50,7 @@ def test_clean(name: str) -> None:
 def test_cleaned_body_is_one_markdown_html_block(name: str) -> None:
     """No blank line and no indented line: Markdown keeps the whole body as raw HTML."""
     source = (CASES / f"{name}.in.html").read_text(encoding="utf-8")
-    html = clean_html(source, BASE, Rules(SELECTORS.get(name, ()))).html
+    html = clean_html(source, BASE, CleanOptions(SELECTORS.get(name, ()))).html
     lines = html.split("\n")
     assert all(line.strip() for line in lines)
     assert not any(line.startswith((" ", "\t")) for line in lines)
@@ -82,12 +82,12 @@ def test_degenerate_bodies_do_not_raise(body: str) -> None:
 
 def test_invalid_selector_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="invalid CSS selector"):
-        Rules(["div["])
+        CleanOptions(["div["])
 
 
 def test_promo_image_removed_with_its_block_never_becomes_an_image() -> None:
     source = (CASES / "sina-promo.in.html").read_text(encoding="utf-8")
-    cleaned = clean_html(source, BASE, Rules([".appendQr_wrap"]))
+    cleaned = clean_html(source, BASE, CleanOptions([".appendQr_wrap"]))
     assert "343233024.png" not in cleaned.html
     assert cleaned.images == ()
 
@@ -101,5 +101,5 @@ def test_promo_image_removed_with_its_block_never_becomes_an_image() -> None:
     ],
 )
 def test_malformed_urls_do_not_raise(body: str) -> None:
-    cleaned = clean_html(body, BASE, Rules([], DEFAULT_IFRAME_HOSTS))
+    cleaned = clean_html(body, BASE, CleanOptions([], DEFAULT_IFRAME_HOSTS))
     assert "<iframe" not in cleaned.html

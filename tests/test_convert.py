@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from aggregator.clean import Rules
+from aggregator.clean import CleanOptions
 from aggregator.convert import (
     MAX_NAME_BYTES,
     TITLE_CHARS,
@@ -54,7 +54,7 @@ def entry(**changes: object) -> ParsedEntry:
     return ParsedEntry(**base)  # type: ignore[arg-type]
 
 
-VIEW = SourceView("src", ("金融", "新浪财经", "新浪财经－国內"), "新浪财经", Rules())
+VIEW = SourceView("src", ("金融", "新浪财经", "新浪财经－国內"), "新浪财经", CleanOptions())
 
 
 def render(article: Article, options: RenderOptions | None = None) -> tuple[dict[str, object], str]:

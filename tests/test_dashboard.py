@@ -39,7 +39,7 @@ class Dash:
         self.config = load_config(config_path)
         self.store = Store(self.config.settings.database, self.config.settings.posts_dir)
         poller = Poller(self.config, self.store, workers=1)
-        poller.poll([s for s in self.config.sources if s.enabled])
+        poller.poll_sources([s for s in self.config.sources if s.enabled])
         poller.close()
         self.service = Service(config_path, self.config, self.store) if service else None
         if self.service is not None:

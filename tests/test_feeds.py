@@ -52,7 +52,7 @@ class Site:
         self.client: FlaskClient = self.app.test_client()
 
     def poll(self) -> None:
-        outcomes = self.poller.poll(self.config.sources)
+        outcomes = self.poller.poll_sources(self.config.sources)
         assert all(o.ok for o in outcomes), outcomes
 
     def close(self) -> None:

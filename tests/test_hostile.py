@@ -567,18 +567,20 @@ def test_dates_before_1970_are_not_trusted(
 
 
 def test_iframe_allow_list_cannot_be_bypassed() -> None:
-    from aggregator.clean import Rules, clean_html
+    from aggregator.clean import CleanOptions, clean_html
 
-    rules = Rules([], ["www.youtube.com"])
+    options = CleanOptions([], ["www.youtube.com"])
     for src in (
         "https://evil.example\\@www.youtube.com/",
         "https://evil.example@www.youtube.com/",
         "https://www.youtube.com\t.evil.example/",
     ):
-        assert "<iframe" not in clean_html(f'<iframe src="{src}"></iframe>', None, rules).html, src
+        assert "<iframe" not in clean_html(f'<iframe src="{src}"></iframe>', None, options).html, (
+            src
+        )
     assert (
         "<iframe"
-        in clean_html('<iframe src="https://www.youtube.com/embed/x"></iframe>', None, rules).html
+        in clean_html('<iframe src="https://www.youtube.com/embed/x"></iframe>', None, options).html
     )
 
 

@@ -38,7 +38,7 @@ def test_golden_sina_article_with_the_default_config(tmp_path: Path) -> None:
     store = Store(config.settings.database, config.settings.posts_dir)
     poller = Poller(config, store, workers=1)
     try:
-        [outcome] = poller.poll([sina])
+        [outcome] = poller.poll_sources([sina])
     finally:
         poller.close()
         store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -61,7 +62,7 @@ def test_failures_back_off_exponentially_then_pause() -> None:
 
 
 def test_backoff_is_capped() -> None:
-    patient = Policy(interval=1800, floor=300, ceiling=86400, backoff_cap=6 * 3600, max_failures=50)
+    patient = replace(POLICY, max_failures=50)
     assert after_failure(patient, 1800, 6).delay == 6 * 3600
     assert after_failure(patient, 1800, 30).delay == 6 * 3600
     assert after_failure(patient, 1800, 6, retry_after=10 * 3600).delay == 10 * 3600

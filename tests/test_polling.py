@@ -79,7 +79,7 @@ def setup(
 
 def poll(h: Harness, *, manual: bool = False, minutes: int = 10) -> SourceOutcome:
     h.now += timedelta(minutes=minutes)
-    [outcome] = h.poller.poll(h.config.sources, manual=manual)
+    [outcome] = h.poller.poll_sources(h.config.sources, manual=manual)
     return outcome
 
 
@@ -407,7 +407,7 @@ def test_per_host_limit_and_concurrency(
         return gate.active == in_flight and waiting_on_a_semaphore("poll") == waiting
 
     with ThreadPoolExecutor(1) as background:
-        polling = background.submit(h.poller.poll, h.config.sources)
+        polling = background.submit(h.poller.poll_sources, h.config.sources)
         try:
             for remaining in range(6, 0, -1):
                 # Six sources on one host: two requests in flight and every other poll

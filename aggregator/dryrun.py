@@ -1,4 +1,4 @@
-"""Dry runs of the rules over stored and freshly fetched entries (``aggregator test-rules``)."""
+"""The keep/block rules' dry run over stored and freshly fetched entries (``test-rules``)."""
 
 from __future__ import annotations
 
