@@ -19,14 +19,14 @@ from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import SourceOutcome
-from aggregator.pipeline import Poller, iter_enabled
+from aggregator.poll.pipeline import Poller, iter_enabled
 from aggregator.signals import Interrupted, install_stop_handlers
 from aggregator.store import Store
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from aggregator.scheduler import Rebuilder, Service
+    from aggregator.poll.scheduler import Rebuilder, Service
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -261,7 +261,7 @@ def test_rules(
     config_path: str, only: str | None, output_name: str | None, fetch: bool, show_all: bool
 ) -> None:
     """Dry run: which entries the current rules keep and drop, and by which rule."""
-    from aggregator.dryrun import dry_run
+    from aggregator.poll.dryrun import dry_run
 
     config = _load(config_path)
     if only is not None and config.source(only) is None:
@@ -396,7 +396,7 @@ def _serve(
 @listen_options
 def run(config_path: str, host: str | None, port: int | None) -> None:
     """The main job: poll every source on its schedule and serve the web app."""
-    from aggregator.scheduler import Service
+    from aggregator.poll.scheduler import Service
 
     config = _load(config_path)
     _log_for_service()
@@ -423,7 +423,7 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
 @listen_options
 def serve(config_path: str, host: str | None, port: int | None) -> None:
     """Serve the web app alone (no polling); for gunicorn use aggregator.web:create_app()."""
-    from aggregator.scheduler import Rebuilder
+    from aggregator.poll.scheduler import Rebuilder
 
     config = _load(config_path)
     _log_for_service()

@@ -30,10 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-from aggregator.clean import compile_selector
-from aggregator.convert import DateStyle
+from aggregator.content.clean import compile_selector
+from aggregator.content.convert import DateStyle
+from aggregator.content.filter import Action, Match, Rule, RuleField
 from aggregator.errors import ConfigError
-from aggregator.filter import Action, Match, Rule, RuleField
 
 DEFAULT_IFRAME_HOSTS = (
     "www.youtube.com",
@@ -150,7 +150,7 @@ def _host_hint(value: str) -> str:
 
 
 class RuleConfig(_Model):
-    """One keep/block rule (see ``aggregator.filter``)."""
+    """One keep/block rule (see ``aggregator.content.filter``)."""
 
     keep: str | None = None
     block: str | None = None

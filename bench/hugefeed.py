@@ -47,7 +47,7 @@ def phase_parse(document: Path, items: int) -> float:
 
 def phase_poll(document: Path, items: int) -> float:
     from aggregator.config import load_config
-    from aggregator.pipeline import Poller
+    from aggregator.poll.pipeline import Poller
     from aggregator.store import Store
 
     workdir = document.parent / "work"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import FEEDS, ITEMS, config_text, write_feeds
 
 from aggregator.config import load_config
-from aggregator.pipeline import Poller
+from aggregator.poll.pipeline import Poller
 from aggregator.store import Store
 
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from workload import FEEDS, ITEMS, write_feeds  # noqa: E402
 
 from aggregator.config import load_config  # noqa: E402
-from aggregator.pipeline import Poller  # noqa: E402
+from aggregator.poll.pipeline import Poller  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 
 NGINX_CONF = """

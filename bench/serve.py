@@ -26,9 +26,9 @@ from pathlib import Path
 import urllib3
 
 HERE = Path(__file__).resolve().parent
-from aggregator.convert import entry_uid  # noqa: E402
-from aggregator.records import EntryRow  # noqa: E402
+from aggregator.content.convert import entry_uid  # noqa: E402
 from aggregator.store import Store  # noqa: E402
+from aggregator.store.records import EntryRow  # noqa: E402
 
 SECTIONS, SITES, FEEDS = 5, 2, 5  # 50 leaf categories
 THREADS = 4

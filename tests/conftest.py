@@ -21,7 +21,7 @@ from werkzeug import Request, Response
 
 from aggregator.config import Config, load_config
 from aggregator.models import SourceOutcome
-from aggregator.pipeline import Poller
+from aggregator.poll.pipeline import Poller
 from aggregator.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

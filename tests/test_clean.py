@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import DATA
 
-from aggregator.clean import CleanOptions, clean_html, strip_tracking
 from aggregator.config import DEFAULT_IFRAME_HOSTS
+from aggregator.content.clean import CleanOptions, clean_html, strip_tracking
 
 CASES = DATA / "clean"
 BASE = "https://example.com/blog/2024/post.html"

@@ -9,8 +9,8 @@ from typing import Literal
 import pytest
 import yaml
 
-from aggregator.clean import CleanOptions
-from aggregator.convert import (
+from aggregator.content.clean import CleanOptions
+from aggregator.content.convert import (
     MAX_NAME_BYTES,
     TITLE_CHARS,
     RenderOptions,

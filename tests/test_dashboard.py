@@ -17,8 +17,8 @@ from werkzeug.test import TestResponse
 
 from aggregator.config import load_config
 from aggregator.opml import export_opml, parse_opml
-from aggregator.pipeline import Poller
-from aggregator.scheduler import Rebuilder, Service
+from aggregator.poll.pipeline import Poller
+from aggregator.poll.scheduler import Rebuilder, Service
 from aggregator.store import Store
 from aggregator.web import create_app
 
@@ -187,7 +187,7 @@ def test_hostile_article_content_is_neutralised(make_dash: Callable[..., Dash]) 
 
 def test_source_page_history_suggestions_and_drops(make_dash: Callable[..., Dash]) -> None:
     from aggregator.models import Status
-    from aggregator.records import SourceStateUpdate
+    from aggregator.store.records import SourceStateUpdate
 
     dash = make_dash()
     page = dash.client.get("/sources/missing").get_data(as_text=True)

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aggregator.config import parse_config
-from aggregator.convert import entry_uid, render_article, text_hash
-from aggregator.decide import (
+from aggregator.content.convert import entry_uid, render_article, text_hash
+from aggregator.models import Article, Counts, WriteFailure
+from aggregator.poll.decide import (
     Known,
     Look,
     OnDisk,
@@ -20,9 +21,8 @@ from aggregator.decide import (
     make_batch,
     wanted_paths,
 )
-from aggregator.models import Article, Counts, WriteFailure
-from aggregator.records import StoredEntry
-from aggregator.resolve import ResolvedSource, resolve_source
+from aggregator.poll.resolve import ResolvedSource, resolve_source
+from aggregator.store.records import StoredEntry
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CONFIG = parse_config(

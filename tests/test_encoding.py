@@ -6,8 +6,8 @@ import codecs
 
 import pytest
 
-from aggregator.encoding import decode_document
-from aggregator.parse import parse_feed
+from aggregator.content.encoding import decode_document
+from aggregator.content.parse import parse_feed
 
 TITLE = "朱镕基、陶喆与「全角」标点"  # 镕 and 喆 are in GBK but not in GB2312
 

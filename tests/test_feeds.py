@@ -22,9 +22,9 @@ from lxml import etree
 from werkzeug.test import TestResponse
 
 from aggregator.config import load_config
+from aggregator.content.publish import FeedMeta, entry_id, render
 from aggregator.models import PublishedEntry
-from aggregator.pipeline import Poller
-from aggregator.publish import FeedMeta, entry_id, render
+from aggregator.poll.pipeline import Poller
 from aggregator.store import Store
 from aggregator.web import create_app
 from aggregator.web.state import app_state

@@ -12,7 +12,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.errors import FetchError
-from aggregator.fetch import USER_AGENT, Fetcher
+from aggregator.poll.fetch import USER_AGENT, Fetcher
 
 
 def test_fetch_sends_our_user_agent_and_decodes_gzip(httpserver: HTTPServer) -> None:

@@ -26,9 +26,9 @@ from werkzeug import Request, Response
 
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError, FetchError
-from aggregator.faults import is_local_os_fault
-from aggregator.fetch import Fetched, Fetcher, is_private_address
-from aggregator.policy import LOCAL_FAULT_RETRY
+from aggregator.poll.fetch import Fetched, Fetcher, is_private_address
+from aggregator.poll.policy import LOCAL_FAULT_RETRY
+from aggregator.store.faults import is_local_os_fault
 from aggregator.web import create_app
 
 HEAD = '<rss version="2.0"><channel><title>t</title><link>http://x.example/</link><description>d</description>'
@@ -567,7 +567,7 @@ def test_dates_before_1970_are_not_trusted(
 
 
 def test_iframe_allow_list_cannot_be_bypassed() -> None:
-    from aggregator.clean import CleanOptions, clean_html
+    from aggregator.content.clean import CleanOptions, clean_html
 
     options = CleanOptions([], ["www.youtube.com"])
     for src in (

@@ -13,7 +13,7 @@ from conftest import ROOT
 
 WEB = ROOT / "aggregator" / "web"
 POLL_MODULES = frozenset(
-    f"aggregator.{name}"
+    f"aggregator.poll.{name}"
     for name in ("pipeline", "policy", "scheduler", "worker", "fetch", "ingest")
 )
 
@@ -52,17 +52,17 @@ def web_modules() -> list[Path]:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("from aggregator.pipeline import Poller", {"aggregator.pipeline"}),
-        ("import aggregator.scheduler", {"aggregator.scheduler"}),
-        ("from aggregator import policy", {"aggregator.policy"}),
-        ("from ..worker import make_executor", {"aggregator.worker"}),
-        ("from .. import fetch", {"aggregator.fetch"}),
+        ("from aggregator.poll.pipeline import Poller", {"aggregator.poll.pipeline"}),
+        ("import aggregator.poll.scheduler", {"aggregator.poll.scheduler"}),
+        ("from aggregator.poll import policy", {"aggregator.poll.policy"}),
+        ("from ..poll.worker import make_executor", {"aggregator.poll.worker"}),
+        ("from ..poll import fetch", {"aggregator.poll.fetch"}),
         (
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-            "    from aggregator.ingest import Ingest",
-            {"aggregator.ingest"},
+            "    from aggregator.poll.ingest import Ingest",
+            {"aggregator.poll.ingest"},
         ),
-        ("def f():\n    from aggregator.pipeline import Poller", {"aggregator.pipeline"}),
+        ("def f():\n    from aggregator.poll.pipeline import Poller", {"aggregator.poll.pipeline"}),
         ("from aggregator.store import Store\nfrom . import cache", set()),
         ("from aggregator.models import Status\nimport aggregator.policyx", set()),
     ],

@@ -10,10 +10,10 @@ import pytest
 
 from aggregator.config import parse_config
 from aggregator.models import Counts, Status, WriteFailure
-from aggregator.outcome import Answer, Attempt, Validators, judge, poll_record, rebuild_outcome
-from aggregator.policy import LOCAL_FAULT_RETRY, Hints, Policy
-from aggregator.records import KEEP, SourceState, SourceStateUpdate
-from aggregator.schema import sources_table
+from aggregator.poll.outcome import Answer, Attempt, Validators, judge, poll_record, rebuild_outcome
+from aggregator.poll.policy import LOCAL_FAULT_RETRY, Hints, Policy
+from aggregator.store.records import KEEP, SourceState, SourceStateUpdate
+from aggregator.store.schema import sources_table
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 POLICY = Policy(

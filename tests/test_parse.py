@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import pytest
 from conftest import DATA
 
+from aggregator.content.parse import parse_feed
 from aggregator.models import ParsedFeed
-from aggregator.parse import parse_feed
 
 CASES = DATA / "parse"
 NAMES = sorted(p.stem for p in CASES.glob("*.xml"))
@@ -51,7 +51,7 @@ def test_every_input_has_its_golden_and_every_golden_its_input() -> None:
     assert {p.stem for p in CASES.glob("*.json")} == set(NAMES)
 
 
-# -- known bugs (feedparser's readings that parse.py does not yet correct) --------------
+# -- known bugs (feedparser's readings that content/parse.py does not yet correct) -----
 
 
 @pytest.mark.xfail(

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from conftest import EXAMPLES, ROOT, FeedFile, HarnessFactory, MakeConfig, item, rss
 
-from aggregator.pipeline import utcnow
+from aggregator.poll.pipeline import utcnow
 
 SINA_REMOVE = [".appendQr_wrap", ".ori_titlesource", ".article-editor"]
 SINA_CATEGORIES = ["金融", "新浪财经", "新浪财经－国內"]
@@ -27,7 +27,7 @@ def front_and_body(path: Path) -> tuple[dict[str, object], str]:
 def test_golden_sina_article_with_the_default_config(tmp_path: Path) -> None:
     """The seed's feed item, polled with the repository's own config.yaml."""
     from aggregator.config import load_config
-    from aggregator.pipeline import Poller
+    from aggregator.poll.pipeline import Poller
     from aggregator.store import Store
 
     config_path = tmp_path / "config.yaml"
@@ -465,7 +465,7 @@ def test_crash_then_title_change_adopts_the_orphan_file(
 def test_rebuild_never_reverts_a_newer_poll(
     make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:
-    from aggregator.worker import prepare_stored
+    from aggregator.poll.worker import prepare_stored
 
     path = feed_file("f.xml", rss(item("a", "Version one", "<p>one</p>")))
     h = harness(make_config([{"url": str(path), "categories": ["A"], "name": "s"}]))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aggregator.models import Status
-from aggregator.policy import (
+from aggregator.poll.policy import (
     Hints,
     Policy,
     after_failure,

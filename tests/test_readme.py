@@ -36,3 +36,25 @@ def test_the_command_table_lists_every_command() -> None:
     listed = set(re.findall(r"^\| `aggregator ([a-z][a-z-]*)", table, re.M))
     assert listed == set(cli.commands)
     assert "| `aggregator --version` |" in table
+
+
+def test_architecture_and_layout_name_every_module_and_only_real_ones() -> None:
+    # docs/ARCHITECTURE.md and the README's layout follow the package as it is.
+    architecture = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    package = ROOT / "aggregator"
+    modules = {
+        str(p.relative_to(package).with_suffix(""))
+        for p in package.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") and not p.parent.name.startswith("web")
+    }
+    named = set(re.findall(r"`(?:aggregator/)?((?:content|poll|store)/[a-z_]+)\.py`", architecture))
+    named |= set(re.findall(r"`([a-z_]+)\.py`", architecture))
+    missing = {m for m in modules if m not in named and m.rsplit("/", 1)[-1] not in named}
+    assert not missing, f"docs/ARCHITECTURE.md never names {sorted(missing)}"
+    for path in re.findall(
+        r"`((?:aggregator/)?(?:content|poll|store|web)/[a-z_]+\.py)`", architecture
+    ):
+        assert (package / path.removeprefix("aggregator/")).is_file(), path
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    for module in modules:
+        assert f"`{module.rsplit('/', 1)[-1]}`" in layout, f"README's layout lacks {module}"

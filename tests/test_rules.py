@@ -11,8 +11,8 @@ from conftest import FeedFile, HarnessFactory, MakeConfig, item, rss
 
 from aggregator.cli import cli
 from aggregator.config import parse_config
+from aggregator.content.filter import Rule, verdict
 from aggregator.errors import ConfigError
-from aggregator.filter import Rule, verdict
 
 
 @dataclass(frozen=True)

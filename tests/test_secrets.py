@@ -22,7 +22,7 @@ from test_dashboard import SECRET, Dash
 
 from aggregator.config import load_config
 from aggregator.errors import FetchError
-from aggregator.fetch import Fetcher, check_opened
+from aggregator.poll.fetch import Fetcher, check_opened
 from aggregator.redact import redact
 from aggregator.store import Store
 from aggregator.web import create_app

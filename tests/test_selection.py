@@ -10,15 +10,15 @@ from datetime import UTC, datetime
 import pytest
 
 from aggregator.config import Config
-from aggregator.filter import Query, Rule
-from aggregator.models import PublishedEntry
-from aggregator.selection import (
+from aggregator.content.filter import Query, Rule
+from aggregator.content.selection import (
     PAGE,
     Selection,
     category_selection,
     output_selection,
     pick,
 )
+from aggregator.models import PublishedEntry
 
 CONFIG = Config.model_validate(
     {

@@ -14,7 +14,7 @@ from pytest_httpserver import HTTPServer
 from test_dashboard import SECRET
 
 from aggregator.config import load_config
-from aggregator.scheduler import Service
+from aggregator.poll.scheduler import Service
 from aggregator.store import Store
 from aggregator.web import ADMIN_SECRET_ENV, create_app
 

@@ -12,9 +12,9 @@ from flask import Blueprint, Response, abort, jsonify, render_template, session
 from flask.typing import ResponseReturnValue
 
 from aggregator.config import Config
+from aggregator.content.publish import entry_id
 from aggregator.errors import StoreError
 from aggregator.opml import export_opml
-from aggregator.publish import entry_id
 from aggregator.redact import redact
 from aggregator.store import Store
 from aggregator.web.state import app_state

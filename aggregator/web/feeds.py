@@ -15,10 +15,10 @@ from flask import Blueprint, Response, abort, request
 from flask.typing import ResponseReturnValue
 
 from aggregator.config import split_host
-from aggregator.filter import Query, QueryError, parse_query
+from aggregator.content.filter import Query, QueryError, parse_query
+from aggregator.content.publish import FORMATS, FeedMeta, Format, feed_updated, render
+from aggregator.content.selection import Selection, category_selection, output_selection, pick
 from aggregator.models import PublishedEntry
-from aggregator.publish import FORMATS, FeedMeta, Format, feed_updated, render
-from aggregator.selection import Selection, category_selection, output_selection, pick
 from aggregator.store import Store
 from aggregator.web.cache import Rendered
 from aggregator.web.state import AppState, app_state

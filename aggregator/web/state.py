@@ -3,7 +3,7 @@
 
 The web layer imports no poll module (``tests/test_layers.py`` checks it): what it needs
 of the polling service is the ``PollService`` protocol below, which
-``aggregator.scheduler.Service`` satisfies, and time comes from an injected ``Clock``, so
+``aggregator.poll.scheduler.Service`` satisfies, and time comes from an injected ``Clock``, so
 tests move time forward instead of sleeping.
 """
 

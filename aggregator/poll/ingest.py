@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from aggregator.convert import assign_keys
-from aggregator.decide import (
+from aggregator.content.convert import assign_keys
+from aggregator.errors import LocalFaultError
+from aggregator.models import Article, Counts, WriteFailure
+from aggregator.poll.decide import (
     Batch,
     Known,
     Look,
@@ -24,11 +26,9 @@ from aggregator.decide import (
     make_batch,
     wanted_paths,
 )
-from aggregator.errors import LocalFaultError
-from aggregator.models import Article, Counts, WriteFailure
-from aggregator.records import EntryRow
-from aggregator.resolve import ResolvedSource
+from aggregator.poll.resolve import ResolvedSource
 from aggregator.store import Store
+from aggregator.store.records import EntryRow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

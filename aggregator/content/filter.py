@@ -32,7 +32,7 @@ from urllib.parse import quote, urlencode
 
 import re2
 
-from aggregator.clean import TAG
+from aggregator.content.clean import TAG
 
 # The rule language's words, written once: the config validates against these.
 Action = Literal["keep", "block"]

@@ -17,8 +17,8 @@ from xml.sax import SAXParseException
 
 import feedparser
 
-from aggregator.clean import TAG
-from aggregator.encoding import decode_document
+from aggregator.content.clean import TAG
+from aggregator.content.encoding import decode_document
 from aggregator.errors import ParseError
 from aggregator.models import ParsedEntry, ParsedFeed
 

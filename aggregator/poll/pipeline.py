@@ -20,16 +20,13 @@ from datetime import UTC, datetime
 
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import FetchError, LocalFaultError, StoreError
-from aggregator.fetch import Fetcher
-from aggregator.ingest import Applied, Ingest
 from aggregator.models import Counts, SourceOutcome, Status
-from aggregator.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
-from aggregator.policy import Policy, feed_hints
-from aggregator.records import PollRecord, SourceState
-from aggregator.redact import redact, without_credentials
-from aggregator.resolve import ResolvedSource, resolve_source, resolve_sources
-from aggregator.store import Store
-from aggregator.worker import (
+from aggregator.poll.fetch import Fetcher
+from aggregator.poll.ingest import Applied, Ingest
+from aggregator.poll.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
+from aggregator.poll.policy import Policy, feed_hints
+from aggregator.poll.resolve import ResolvedSource, resolve_source, resolve_sources
+from aggregator.poll.worker import (
     InlineExecutor,
     LazyProcessPool,
     Prepared,
@@ -37,6 +34,9 @@ from aggregator.worker import (
     prepare,
     prepare_stored,
 )
+from aggregator.redact import redact, without_credentials
+from aggregator.store import Store
+from aggregator.store.records import PollRecord, SourceState
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import ParamSpec, TypeVar
 
-from aggregator.convert import SourceView, convert_entry
+from aggregator.content.convert import SourceView, convert_entry
+from aggregator.content.parse import parse_feed
 from aggregator.errors import AggregatorError
 from aggregator.models import Article, ParsedEntry
-from aggregator.parse import parse_feed
-from aggregator.policy import Hints, feed_hints
+from aggregator.poll.policy import Hints, feed_hints
 from aggregator.signals import STOP_SIGNALS
 
 P = ParamSpec("P")
@@ -138,7 +138,7 @@ class LazyProcessPool(Executor):
                 # forkserver, not fork: the poller runs threads, and forking a threaded
                 # process can copy a held lock into the child (Python 3.12+ warns).
                 context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["aggregator.worker"])
+                context.set_forkserver_preload(["aggregator.poll.worker"])
                 self._pool = ProcessPoolExecutor(
                     self.workers,
                     mp_context=context,

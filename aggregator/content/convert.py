@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from aggregator.clean import CleanOptions, clean_html, is_http, is_tracker, strip_tracking
+from aggregator.content.clean import CleanOptions, clean_html, is_http, is_tracker, strip_tracking
 from aggregator.models import Article, ParsedEntry
 
 SUMMARY_CHARS = 280

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aggregator.config import Config
-from aggregator.filter import Filterable, Query, Rule, in_selection, verdict
+from aggregator.content.filter import Filterable, Query, Rule, in_selection, verdict
 
 PAGE = 200  # rows read per query while filters drop entries
 ALL = "all"  # the feed of every entry: /feeds/all.<format>

@@ -18,8 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StoreError
 from aggregator.models import PublishedEntry, Status
-from aggregator.records import SourceState
-from aggregator.schema import (
+from aggregator.store.records import SourceState
+from aggregator.store.schema import (
     CATEGORY_SEPARATOR,
     category_path,
     entries_table,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aggregator.convert import convert_entry
+from aggregator.content.convert import convert_entry
+from aggregator.content.filter import verdict
+from aggregator.content.parse import parse_feed
 from aggregator.errors import AggregatorError
-from aggregator.filter import verdict
 from aggregator.models import ParsedEntry
-from aggregator.parse import parse_feed
-from aggregator.pipeline import Poller
+from aggregator.poll.pipeline import Poller
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from aggregator.schema import admin_sessions_table, secrets_table
+from aggregator.store.schema import admin_sessions_table, secrets_table
 
 SESSION_KEY = "session_key"
 

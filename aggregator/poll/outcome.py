@@ -16,7 +16,7 @@ from typing import TypedDict
 
 from aggregator.config import SourceConfig
 from aggregator.models import Counts, SourceOutcome, Status
-from aggregator.policy import (
+from aggregator.poll.policy import (
     Decision,
     Hints,
     Policy,
@@ -25,8 +25,8 @@ from aggregator.policy import (
     after_success,
     with_jitter,
 )
-from aggregator.records import KEEP, PollRecord, SourceState, SourceStateUpdate
 from aggregator.redact import redact
+from aggregator.store.records import KEEP, PollRecord, SourceState, SourceStateUpdate
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aggregator import __version__
-from aggregator.clean import CleanOptions
 from aggregator.config import Config, SourceConfig
-from aggregator.convert import RenderOptions, SourceView, article_dir
-from aggregator.filter import Rule
+from aggregator.content.clean import CleanOptions
+from aggregator.content.convert import RenderOptions, SourceView, article_dir
+from aggregator.content.filter import Rule
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,11 +42,11 @@ from apscheduler.triggers.date import DateTrigger
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import ConfigError
 from aggregator.models import RebuildStatus, SourceOutcome, Status
-from aggregator.pipeline import Clock, Poller, utcnow
-from aggregator.policy import first_runs
+from aggregator.poll.pipeline import Clock, Poller, utcnow
+from aggregator.poll.policy import first_runs
+from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
 from aggregator.store import Store
-from aggregator.worker import make_executor
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import LocalFaultError, StoreError
-from aggregator.faults import DATABASE, Faults, is_local_sqlite_fault
-from aggregator.files import ArticleFiles
-from aggregator.logins import Logins
 from aggregator.models import Status
-from aggregator.queries import Queries, chunks
-from aggregator.records import EntryRow, PollRecord, SourceStateUpdate, StoredEntry
-from aggregator.schema import (
+from aggregator.store.faults import DATABASE, Faults, is_local_sqlite_fault
+from aggregator.store.files import ArticleFiles
+from aggregator.store.logins import Logins
+from aggregator.store.queries import Queries, chunks
+from aggregator.store.records import EntryRow, PollRecord, SourceStateUpdate, StoredEntry
+from aggregator.store.schema import (
     SCHEMA_VERSION,
     add_missing_columns,
     category_path,

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from aggregator.convert import article_name, entry_uid, render_article, text_hash
-from aggregator.filter import verdict
+from aggregator.content.convert import article_name, entry_uid, render_article, text_hash
+from aggregator.content.filter import verdict
 from aggregator.models import Article, Counts, WriteFailure
-from aggregator.records import EntryRow, StoredEntry
-from aggregator.resolve import ResolvedSource
+from aggregator.poll.resolve import ResolvedSource
+from aggregator.store.records import EntryRow, StoredEntry
 
 
 class Change(StrEnum):

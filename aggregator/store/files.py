@@ -16,7 +16,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from aggregator.errors import LocalFaultError, StoreError
-from aggregator.faults import POSTS, Faults, is_local_os_fault
+from aggregator.store.faults import POSTS, Faults, is_local_os_fault
 
 _ENTRY_ID = re.compile(r"^entry_id: ([0-9a-f]+)$")
 FRONT_MATTER_LINES = 10_000  # a bound, not a limit any real front matter reaches

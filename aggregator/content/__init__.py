@@ -1,0 +1,1 @@
+"""Pure content stages: bytes in, articles and feeds out (no I/O)."""

@@ -1,0 +1,1 @@
+"""Getting and deciding: fetch, schedule, decide what changed, and apply it."""
