@@ -166,19 +166,34 @@ def test_a_second_signal_stops_at_once_while_a_poll_is_stuck(
     assert "SIGTERM again: exiting now" in output
 
 
-def test_sigterm_to_poll_records_what_ended_and_leaves_no_process(
+def start_polling(
     held: HeldFeed, make_config: MakeConfig, tmp_path: Path
-) -> None:
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """`aggregator poll` of three local sources and the held feed, once the held feed's
+    request has arrived and the pool's workers run: a poll in flight, and processes."""
     sources: list[dict[str, object]] = [
         *local_sources(tmp_path, 3),
         {"url": held.url, "categories": ["H"], "name": "held"},
     ]
-    config = run_config(make_config, sources)
     log = tmp_path / "stderr.txt"
+    config = run_config(make_config, sources)
     process = start_aggregator(["poll", "--config", str(config)], tmp_path, log)
-    with reaped(process):
+    try:
         assert held.arrived.wait(DEADLINE)
         wait_for(lambda: pool_workers(process.pid), "the pool's workers")
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=DEADLINE)
+        raise
+    return process, log
+
+
+def test_sigterm_to_poll_records_what_ended_and_leaves_no_process(
+    held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    process, log = start_polling(held, make_config, tmp_path)
+    with reaped(process):
         interrupt(process, log)
         held.release.set()
         code = process.wait(timeout=DEADLINE)
@@ -228,16 +243,8 @@ def test_a_stop_sent_to_the_whole_group_lets_polls_in_flight_finish(
 ) -> None:
     # A terminal's Ctrl-C (and a service manager's stop) signals every process of the
     # group, the pool's workers too: they must leave the stopping to the main process.
-    sources: list[dict[str, object]] = [
-        *local_sources(tmp_path, 3),
-        {"url": held.url, "categories": ["H"], "name": "held"},
-    ]
-    config = run_config(make_config, sources)
-    log = tmp_path / "stderr.txt"
-    process = start_aggregator(["poll", "--config", str(config)], tmp_path, log)
+    process, log = start_polling(held, make_config, tmp_path)
     with reaped(process):
-        assert held.arrived.wait(DEADLINE)
-        wait_for(lambda: pool_workers(process.pid), "the pool's workers")
         os.killpg(process.pid, signum)
         wait_for(lambda: f"{signum.name}: shutting down" in log.read_text(), "the stop to begin")
         held.release.set()
