@@ -705,6 +705,10 @@ def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -
             wait_for(lambda: all_at("done", n), "all opened")  # noqa: B023
             if any(p.poll() for p in processes):
                 break
+    except BaseException:
+        for process in processes:  # they would wait for their next round for ever
+            process.kill()
+        raise
     finally:
         errors = [p.communicate(timeout=60)[1].decode() for p in processes]
     assert [p.returncode for p in processes] == [0] * count, errors
