@@ -7,6 +7,7 @@ typo must not be silently ignored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -366,6 +367,11 @@ class SourceConfig(_Model):
 
     def fingerprint(self) -> str:
         """A hash of this source's settings: a change unpauses a paused source."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        # Once per configuration: every poll compares it and records it.
         return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:16]
 
     @property

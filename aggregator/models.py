@@ -7,7 +7,7 @@ they never mutate them.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -127,15 +127,8 @@ class Counts:
     write_failures: tuple[WriteFailure, ...] = ()
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(
-            new=self.new + other.new,
-            updated=self.updated + other.updated,
-            unchanged=self.unchanged + other.unchanged,
-            dropped=self.dropped + other.dropped,
-            failed=self.failed + other.failed,
-            warnings=self.warnings + other.warnings,
-            write_failures=self.write_failures + other.write_failures,
-        )
+        # Field by field (numbers add, tuples concatenate): a new field cannot be forgotten.
+        return Counts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     @property
     def kept(self) -> int:

@@ -228,10 +228,10 @@ class Service:
         """Schedule sources at their stored next-poll time (``fresh``: soon, spread out)."""
         wanted = [s for s in sources if s.enabled]
         stored = {} if fresh else self.store.next_polls()
-        states = {s.key: self.store.load_state(s.key) for s in wanted}
+        states = self.store.load_states(s.key for s in wanted)  # one query, not one each
         runnable: list[SourceConfig] = []
         for source in wanted:
-            state = states[source.key]
+            state = states.get(source.key)
             held = state is not None and state.status in (Status.PAUSED, Status.GONE)
             if held and state is not None and state.config_hash == source.fingerprint():
                 log.info("source=%s not scheduled: %s", source.key, state.status)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, abort, jsonify, render_template, session
+from flask import Blueprint, Response, abort, g, jsonify, render_template, session
 from flask.typing import ResponseReturnValue
 
 from aggregator.config import Config
@@ -30,15 +30,20 @@ URL_BEARING = ("url", "error", "last_error", "reason", "moved_to")
 def is_admin() -> bool:
     """True when this session logged in with the admin secret and has not logged out.
 
-    The cookie only names the session; the database says whether it is still open.
+    The cookie only names the session; the database says whether it is still open. Asked
+    once per request: a page, its banner and its rows all ask.
     """
-    state = app_state()
-    session_id = session.get("admin")
-    if state.admin is None or not isinstance(session_id, str):
-        return False
-    return state.store.is_admin_session(
-        session_id, state.admin.mark, state.clock.now(), ADMIN_SESSION_LIFETIME
-    )
+    if "admin" not in g:
+        state = app_state()
+        session_id = session.get("admin")
+        g.admin = (
+            state.admin is not None
+            and isinstance(session_id, str)
+            and state.store.is_admin_session(
+                session_id, state.admin.mark, state.clock.now(), ADMIN_SESSION_LIFETIME
+            )
+        )
+    return bool(g.admin)
 
 
 def shown(row: dict[str, Any], reveal: bool) -> dict[str, Any]:
