@@ -34,6 +34,33 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Person:
+    """An author as a feed names them (RSS author/dc:creator, Atom author, JSON Feed)."""
+
+    name: str  # '' when the feed gave only an email or a URL
+    email: str | None = None
+    url: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What to show for them: the name, else the email, else the URL."""
+        return self.name or self.email or self.url or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Enclosure:
+    """A file attached to an entry (a podcast's audio, a video, an image)."""
+
+    url: str  # absolute
+    type: str = ""  # the media type as declared, '' when none
+    length: int | None = None  # bytes, as declared (often 0 or wrong; never trusted)
+
+
+# Fields most entries leave empty: left out of the stored JSON while they are.
+_OPTIONAL = ("authors", "enclosures", "content_base", "summary_base")
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedEntry:
     """One entry as the feed gave it, before any cleaning (the "raw original")."""
 
@@ -44,25 +71,40 @@ class ParsedEntry:
     summary_html: str  # the feed's summary/description as HTML, may equal the content
     published: datetime | None  # UTC
     updated: datetime | None  # UTC
-    author: str | None  # the entry's author as the feed names it
+    authors: tuple[Person, ...] = ()  # the entry's own authors, in the feed's order
     tags: tuple[str, ...] = ()  # the entry's own categories/tags
     images: tuple[str, ...] = ()  # media:thumbnail, media:content, image enclosures, in order
+    enclosures: tuple[Enclosure, ...] = ()  # every enclosure, images included, in order
+    #: The base URL of relative references in ``content_html`` (xml:base, else the
+    #: document's URL), and in ``summary_html``; None: resolve against the entry link.
+    content_base: str | None = None
+    summary_base: str | None = None
 
     def to_json(self) -> str:
         """Serialise for the store; ``from_json`` gives back an equal value."""
         data = asdict(self)
         data["published"] = _time_to_json(self.published)
         data["updated"] = _time_to_json(self.updated)
+        for name in _OPTIONAL:
+            if not data[name]:
+                del data[name]
         return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> ParsedEntry:
-        """Inverse of ``to_json``."""
+        """Inverse of ``to_json``; also reads what older versions stored."""
         data = json.loads(text)
         data["published"] = _time_from_json(data["published"])
         data["updated"] = _time_from_json(data["updated"])
         data["tags"] = tuple(data["tags"])
         data["images"] = tuple(data["images"])
+        old_author = data.pop("author", None)  # before authors: one name, as a string
+        authors = data.get("authors")
+        if authors is not None:
+            data["authors"] = tuple(Person(**a) for a in authors)
+        elif old_author:
+            data["authors"] = (Person(str(old_author)),)
+        data["enclosures"] = tuple(Enclosure(**e) for e in data.get("enclosures", ()))
         return cls(**data)
 
 

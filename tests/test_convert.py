@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Literal
@@ -26,7 +27,7 @@ from aggregator.content.convert import (
     render_article,
     safe_segment,
 )
-from aggregator.models import Article, ParsedEntry
+from aggregator.models import Article, Enclosure, ParsedEntry, Person
 
 WHEN = datetime(2021, 10, 12, 9, 0, 27, tzinfo=UTC)
 SEED_KEYS = ["title", "categories", "headimg", "author", "comments", "date", "thumbnail"]
@@ -45,7 +46,7 @@ def entry(**changes: object) -> ParsedEntry:
         "summary_html": "",
         "published": WHEN,
         "updated": None,
-        "author": None,
+        "authors": (),
         "tags": ("t1", "标签"),
         "images": (),
     }
@@ -257,5 +258,22 @@ def test_pick_image(declared: tuple[str, ...], body: tuple[str, ...], expected: 
 
 
 def test_raw_entry_round_trips_through_json() -> None:
-    original = entry(updated=WHEN, author="作者", images=("https://x.example/i.png",))
+    original = entry(
+        updated=WHEN,
+        authors=(Person("作者", "a@example.com", "https://x.example/me"), Person("B")),
+        images=("https://x.example/i.png",),
+        enclosures=(Enclosure("https://x.example/a.mp3", "audio/mpeg", 123),),
+        content_base="https://x.example/posts/",
+    )
     assert ParsedEntry.from_json(original.to_json()) == original
+    bare = entry()
+    assert ParsedEntry.from_json(bare.to_json()) == bare
+
+
+def test_raw_entries_stored_by_older_versions_are_read() -> None:
+    """Before authors, the entry's author was one string under "author"."""
+    new = entry(authors=(Person("Jo"),))
+    data = json.loads(new.to_json())
+    del data["authors"]
+    assert ParsedEntry.from_json(json.dumps({**data, "author": "Jo"})) == new
+    assert ParsedEntry.from_json(json.dumps({**data, "author": None})) == entry()

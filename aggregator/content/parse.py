@@ -20,7 +20,7 @@ import feedparser
 from aggregator.content.clean import TAG
 from aggregator.content.encoding import decode_document
 from aggregator.errors import ParseError
-from aggregator.models import ParsedEntry, ParsedFeed
+from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
 
@@ -71,6 +71,44 @@ def _images(raw: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(u for u in dict.fromkeys(found) if u)
 
 
+def _authors(raw: Mapping[str, Any]) -> tuple[Person, ...]:
+    found: list[Person] = []
+    for detail in raw.get("authors") or ():
+        person = Person(
+            name=str(detail.get("name") or "").strip(),
+            email=str(detail.get("email") or "").strip() or None,
+            url=str(detail.get("href") or "").strip() or None,
+        )
+        if person.label:
+            found.append(person)
+    if not found and raw.get("author"):  # a bare dc:creator or RSS author string
+        found.append(Person(str(raw["author"]).strip()))
+    return tuple(dict.fromkeys(found))
+
+
+def _length(value: Any) -> int | None:
+    try:
+        length = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return length if length >= 0 else None
+
+
+def _enclosures(raw: Mapping[str, Any]) -> tuple[Enclosure, ...]:
+    found: dict[str, Enclosure] = {}
+    for link in raw.get("enclosures") or ():
+        url = str(link.get("href") or "").strip()
+        if url and url not in found:
+            found[url] = Enclosure(
+                url, str(link.get("type") or "").strip().lower(), _length(link.get("length"))
+            )
+    return tuple(found.values())
+
+
+def _base(detail: Mapping[str, Any] | None) -> str | None:
+    return str(detail.get("base") or "") or None if detail else None
+
+
 def _entry(raw: dict[str, Any]) -> ParsedEntry:
     contents = raw.get("content") or []
     # Atom may carry several content elements; prefer the HTML one, then the longest.
@@ -86,7 +124,7 @@ def _entry(raw: dict[str, Any]) -> ParsedEntry:
             str(t.get("term") or t.get("label") or "").strip() for t in raw.get("tags") or ()
         )
     )
-    author = raw.get("author")
+    summary_detail = raw.get("summary_detail")
     return ParsedEntry(
         guid=str(raw["id"]) if raw.get("id") else None,
         link=str(raw["link"]) if raw.get("link") else None,
@@ -97,9 +135,12 @@ def _entry(raw: dict[str, Any]) -> ParsedEntry:
         # to published_parsed with a DeprecationWarning (feedparser issue 310).
         published=_to_datetime(dict.get(raw, "published_parsed")),
         updated=_to_datetime(dict.get(raw, "updated_parsed")),
-        author=str(author) if author else None,
+        authors=_authors(raw),
         tags=tuple(t for t in tags if t),
         images=_images(raw),
+        enclosures=_enclosures(raw),
+        content_base=_base(best) if best is not None else _base(summary_detail),
+        summary_base=_base(summary_detail),
     )
 
 
