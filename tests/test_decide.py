@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aggregator.config import parse_config
-from aggregator.content.convert import entry_uid, render_article, text_hash
+from aggregator.content.convert import entry_uid, fold_path, render_article, text_hash
 from aggregator.models import Article, Counts, WriteFailure
 from aggregator.poll.decide import (
     Known,
@@ -136,6 +136,9 @@ A2 = article("a", version="2")  # the same entry, changed upstream
 SPONSORED = article("a", title="Sponsored post")
 UID_A = entry_uid("S", "a")
 UID_B = entry_uid("S", "b")
+RESTFUL = ("The Restful Web (Amazon's SQS)", "The Restful Web: Amazon's SQS")
+RESTFUL_NAMES = ("The-Restful-Web-(Amazon's-SQS).md", "The-Restful-Web-Amazon's-SQS.md")
+RESTFUL_SUFFIXED = f"The-Restful-Web-Amazon's-SQS-{UID_B[:8]}.md"
 HERE = {"A/Post.md": OnDisk()}  # the file the index records is there
 OWN = {"A/Post.md": OnDisk(entry_id=UID_A, content=text(A).encode())}
 
@@ -191,7 +194,11 @@ CASES = {
     ),
     # -- names ---------------------------------------------------------------------------
     "namesake in the index: suffixed with the entry's id": (
-        Case((A,), taken=frozenset({"A/Post.md"})),
+        Case((A,), taken=frozenset({fold_path("A/Post.md")})),
+        expect({"a": ("new", f"A/Post-{UID_A[:8]}.md")}, writes=(f"A/Post-{UID_A[:8]}.md",)),
+    ),
+    "a name one page URL with a taken one (another case): suffixed": (
+        Case((A,), taken=frozenset({"a/post"})),
         expect({"a": ("new", f"A/Post-{UID_A[:8]}.md")}, writes=(f"A/Post-{UID_A[:8]}.md",)),
     ),
     "namesake in the same batch: the second is suffixed": (
@@ -199,6 +206,20 @@ CASES = {
         expect(
             {"a": ("new", "A/Post.md"), "b": ("new", f"A/Post-{UID_B[:8]}.md")},
             writes=("A/Post.md", f"A/Post-{UID_B[:8]}.md"),
+        ),
+    ),
+    "names that differ only in punctuation in the same batch: the second is suffixed": (
+        Case((article("a", RESTFUL[0]), article("b", RESTFUL[1]))),
+        expect(
+            {"a": ("new", f"A/{RESTFUL_NAMES[0]}"), "b": ("new", f"A/{RESTFUL_SUFFIXED}")},
+            writes=(f"A/{RESTFUL_NAMES[0]}", f"A/{RESTFUL_SUFFIXED}"),
+        ),
+    ),
+    "an orphan adopted earlier in the batch claims its name's fold": (
+        Case((article("b"), A), orphans={UID_B: "A/POST.md"}),
+        expect(
+            {"b": ("new", "A/POST.md"), "a": ("new", f"A/Post-{UID_A[:8]}.md")},
+            writes=("A/POST.md", f"A/Post-{UID_A[:8]}.md"),
         ),
     ),
     "someone's own file at the name: left alone, suffixed": (

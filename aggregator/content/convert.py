@@ -276,6 +276,53 @@ def article_name(title: str, suffix: str | None = None) -> str:
     return stem + ".md"
 
 
+_ASCII_OTHER = re.compile(r"[^a-z0-9]+")
+
+
+def _kept_by_every_generator(char: str) -> bool:
+    # Letters, decimal digits and marks: what Hugo keeps of a name (and Jekyll keeps the
+    # letters and digits); the marks go later, once case folding had its say on them.
+    category = unicodedata.category(char)
+    return category[0] in "LM" or category == "Nd"
+
+
+def fold_name(name: str) -> str:
+    """A name reduced to what tells it apart as a page URL and on every file system.
+
+    Two names with one fold can end up as one page, the other silently lost: Hugo keeps
+    of a name only letters, digits, marks and ``._#+~%-``, spaces as "-", lower-cased
+    (helpers/path.go ``UnicodeSanitize``; its ``removePathAccents`` drops accents too);
+    Jekyll's slugs turn every run of other characters into one "-" and lower-case; Hexo's
+    ``filename_case`` lower-cases; macOS and Windows compare names without case, macOS
+    without NFC/NFD. The fold keeps only what all of them keep, the letters and decimal
+    digits, caseless (Unicode's compatibility caseless match) and without accents. So it
+    maps together everything any of them maps together, and more: a needless suffix is
+    harmless, a lost article is not.
+    """
+    if name.isascii():  # the common case, the same result as below
+        return _ASCII_OTHER.sub("", name.lower())
+    text = unicodedata.normalize("NFD", name)
+    text = "".join(c for c in text if _kept_by_every_generator(c))
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text.casefold()).casefold())
+    return "".join(c for c in text if unicodedata.category(c)[0] == "L" or c.isdecimal())
+
+
+def fold_path(path: str, *, extension: bool = True) -> str:
+    """The fold of a path under the posts folder: each part folded (``fold_name``), the
+    file's extension left out, so ``a.md``, someone's ``A.html`` and a folder ``a`` (a Hugo
+    page bundle) have one fold.
+
+    Args:
+        path: "/"-separated, relative to the posts folder.
+        extension: False when the last part is a folder's name (nothing to leave out).
+    """
+    *folders, name = path.split("/")
+    stem, dot, _ = name.rpartition(".")
+    if extension and dot and stem:
+        name = stem
+    return "/".join([*(fold_name(f) for f in folders), fold_name(name)])
+
+
 def article_dir(categories: Sequence[str]) -> tuple[str, ...]:
     """The folders under the posts folder for a category path."""
     return tuple(safe_segment(c, 100, "uncategorised") for c in categories)

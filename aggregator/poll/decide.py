@@ -15,7 +15,9 @@ The rules the plan follows:
   again (its ``last_seen`` moves).
 - A rule's drop deletes the entry's file and keeps its row, as the audit.
 - A new file is named after the title; a namesake (in the index, claimed in this batch,
-  or someone's own file) gets the entry's id as a suffix; a file a killed run wrote
+  or someone's own file), even one that differs only in case, accents or punctuation
+  (``fold_path``: one page URL for Hugo, Hexo or Jekyll, one file on macOS or Windows),
+  gets the entry's id as a suffix; a file a killed run wrote
   before its index commit is adopted by the ``entry_id`` in its front matter.
 - A rebuild never writes back an entry a poll has changed (or pruned) since it read it,
   and never overwrites a file that is not the entry's own article.
@@ -28,7 +30,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from aggregator.content.convert import article_name, entry_uid, render_article, text_hash
+from aggregator.content.convert import (
+    article_name,
+    entry_uid,
+    fold_path,
+    render_article,
+    text_hash,
+)
 from aggregator.content.filter import verdict
 from aggregator.models import Article, Counts, WriteFailure
 from aggregator.poll.resolve import ResolvedSource
@@ -78,7 +86,8 @@ class Known:
 
     #: key → the index row, for the batch's keys the source has.
     entries: Mapping[str, StoredEntry] = field(default_factory=dict)
-    #: Those of the wanted new paths that an index row already owns.
+    #: The folds (``fold_path``) of the wanted new paths that are not free: the path of
+    #: an index row, or a file or folder in the source's folder, has them.
     taken: frozenset[str] = frozenset()
     #: entry_id → path of the article files in the source's folder that no row points at.
     orphans: Mapping[str, str] = field(default_factory=dict)
@@ -319,18 +328,20 @@ def _needs_write(
 def _new_paths(source: ResolvedSource, batch: Batch, known: Known) -> dict[str, str]:
     """Choose a file path for every kept entry that has none yet, unique and stable."""
     chosen: dict[str, str] = {}
-    claimed: set[str] = set()
+    claimed: set[str] = set()  # the folds of the names chosen so far
     for key, path in wanted_paths(source, batch, known.entries).items():
         uid = entry_uid(source.name, key)
         if uid in known.orphans:  # written before a crash, under the title it had then
             chosen[key] = known.orphans[uid]
-            claimed.add(known.orphans[uid])
+            claimed.add(fold_path(known.orphans[uid]))
             continue
+        fold = fold_path(path)
         on_disk = known.files.get(path)
         someone_elses = on_disk is not None and on_disk.entry_id != uid
-        if path in known.taken or path in claimed or someone_elses:
+        if fold in known.taken or fold in claimed or someone_elses:
             path = _suffixed(source, batch.articles[key], uid)
-        claimed.add(path)
+            fold = fold_path(path)
+        claimed.add(fold)
         chosen[key] = path
     return chosen
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from aggregator.content.convert import assign_keys
+from aggregator.content.convert import assign_keys, fold_path
 from aggregator.errors import LocalFaultError
 from aggregator.models import Article, Counts, WriteFailure
 from aggregator.poll.decide import (
@@ -112,10 +112,12 @@ class Ingest:
         entries = self.store.stored_entries(conn, source.name, batch.articles)
         wanted = wanted_paths(source, batch, entries)
         taken: set[str] = set()
-        orphans: dict[str, str] = {}
+        orphans: Mapping[str, str] = {}
         if wanted:  # only new files need these (a folder listing is not free)
-            taken = self.store.paths_taken(conn, wanted.values())
-            orphans = self.store.unindexed_files(conn, source.folder)
+            folds = {fold_path(p) for p in wanted.values()}
+            folder = self.store.scan_folder(conn, source.folder)
+            taken = (self.store.folds_taken(conn, folds) | folder.folds) & folds
+            orphans = folder.orphans
         looks = files_to_examine(source, batch, entries, wanted, orphans, rebuild=rebuild)
         return Known(
             entries=entries,

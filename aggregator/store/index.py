@@ -32,13 +32,20 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from aggregator.content.convert import fold_path
 from aggregator.errors import LocalFaultError, StoreError
 from aggregator.models import Status
 from aggregator.store.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.store.files import ArticleFiles
 from aggregator.store.logins import Logins
 from aggregator.store.queries import Queries, chunks
-from aggregator.store.records import EntryRow, PollRecord, SourceStateUpdate, StoredEntry
+from aggregator.store.records import (
+    EntryRow,
+    FolderContents,
+    PollRecord,
+    SourceStateUpdate,
+    StoredEntry,
+)
 from aggregator.store.schema import (
     SCHEMA_VERSION,
     add_missing_columns,
@@ -236,6 +243,16 @@ class Store(Queries, Logins):
             taken.update(conn.execute(sa.select(t.c.path).where(t.c.path.in_(chunk))).scalars())
         return taken
 
+    def folds_taken(self, conn: Connection, folds: Iterable[str]) -> set[str]:
+        """Those of ``folds`` (``fold_path``) that the path of an entry in the index has."""
+        wanted = sorted(set(folds))
+        t = entries_table
+        taken: set[str] = set()
+        for chunk in chunks(wanted):
+            query = sa.select(t.c.path_fold).where(t.c.path_fold.in_(chunk)).distinct()
+            taken.update(conn.execute(query).scalars())
+        return taken
+
     def entries_for_rebuild(self, conn: Connection, source: str) -> list[tuple[str, str]]:
         """(key, raw_json) of every entry of ``source`` not pruned (dropped ones too:
         changed rules may let them in)."""
@@ -388,35 +405,40 @@ class Store(Queries, Logins):
         values.pop("name")
         conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
 
-    def unindexed_files(self, conn: Connection, folder: str) -> dict[str, str]:
-        """Article files in ``folder`` that no index row points at: entry_id → path.
+    def scan_folder(self, conn: Connection, folder: str) -> FolderContents:
+        """What is in a source's folder: the article files no index row points at (by
+        entry_id), and the folds of every name in it.
 
-        Such a file was written by a run that was killed before its index commit (or put
-        there by hand, then it has no entry_id and is left alone). The next run adopts
-        it by its entry_id even when the entry's title, and so its would-be name, has
-        changed since.
+        An unindexed article file was written by a run that was killed before its index
+        commit (or put there by hand, then it has no entry_id and is left alone). The
+        next run adopts it by its entry_id even when the entry's title, and so its
+        would-be name, has changed since. Every other name counts too: a new article's
+        name must not fold (``fold_path``) to that of someone's page or folder.
         """
         directory = self.files.posts_dir / folder
+        articles: list[str] = []
+        folds: set[str] = set()
         try:
-            names = [
-                p.name
-                for p in directory.iterdir()
-                if p.suffix == ".md" and not p.name.startswith(".")
-            ]
+            with os.scandir(directory) as found:
+                for item in found:
+                    if item.name.startswith("."):  # hidden: Hexo, Hugo and Jekyll skip it
+                        continue
+                    relative = f"{folder}/{item.name}"
+                    folder_item = item.is_dir()
+                    folds.add(fold_path(relative, extension=not folder_item))
+                    if not folder_item and item.name.endswith(".md"):
+                        articles.append(relative)
         except OSError:
-            return {}
-        if not names:
-            return {}
-        relative = [f"{folder}/{n}" for n in names]
-        known = self.paths_taken(conn, relative)
-        found: dict[str, str] = {}
-        for path in relative:
+            return FolderContents({}, frozenset())
+        known = self.paths_taken(conn, articles) if articles else set()
+        orphans: dict[str, str] = {}
+        for path in articles:
             if path in known:
                 continue
             uid = self.files.entry_id_of(path)
             if uid is not None:
-                found[uid] = path
-        return found
+                orphans[uid] = path
+        return FolderContents(orphans, frozenset(folds))
 
     def prune(
         self,
@@ -463,6 +485,7 @@ class Store(Queries, Logins):
                 .values(
                     pruned_at=now,
                     path=None,
+                    path_fold=None,
                     body_html=None,
                     raw_json=None,
                     summary=None,
@@ -544,6 +567,7 @@ def _row_values(row: EntryRow) -> dict[str, Any]:
         "dropped_by": row.dropped_by,
         "dropped_at": row.dropped_at,
         "category_path": category_path(row.categories),
+        "path_fold": fold_path(row.path) if row.path else None,
     }
 
 

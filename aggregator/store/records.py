@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import Enum
@@ -133,3 +134,13 @@ class EntryRow:
     render_key: str
     dropped_by: str | None = None
     dropped_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FolderContents:
+    """What is in a source's folder, as far as choosing a new file's name needs to know."""
+
+    #: entry_id → path of the article files that no index row points at (a killed run's).
+    orphans: Mapping[str, str]
+    #: The folds (``convert.fold_path``) of every file and folder in it, ours or not.
+    folds: frozenset[str]

@@ -11,7 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 3
+from aggregator.content.convert import fold_path
+
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -87,10 +89,12 @@ entries_table = sa.Table(
     sa.Column("dropped_by", sa.Text),  # set: a rule dropped it (the audit); no file
     sa.Column("dropped_at", UTCDateTime),
     sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.Column("path_fold", sa.Text),  # convert.fold_path(path): a new name must not share it
     sa.UniqueConstraint("source", "key"),
     sa.Index("ix_entries_source_date", "source", "date"),
     sa.Index("ix_entries_category_date", "category_path", "date"),
     sa.Index("ix_entries_date", "date"),
+    sa.Index("ix_entries_path_fold", "path_fold"),
 )
 
 CATEGORY_SEPARATOR = "\x1f"
@@ -176,11 +180,26 @@ def add_missing_columns(conn: Connection) -> None:
                         "char(31)) FROM json_each(entries.categories))"
                     )
                 )
+            if (table.name, column.name) == ("entries", "path_fold"):
+                _fill_path_folds(conn)
+        for index in table.indexes:  # create_all makes those of new tables only
+            index.create(conn, checkfirst=True)
     conn.execute(
         sa.update(meta_table)
         .where(meta_table.c.key == "schema_version")
         .values(value=str(SCHEMA_VERSION))
     )
+
+
+def _fill_path_folds(conn: Connection) -> None:
+    # In Python: SQLite knows nothing of Unicode categories or case folding.
+    t = entries_table
+    rows = conn.execute(sa.select(t.c.id, t.c.path).where(t.c.path.is_not(None))).all()
+    if rows:
+        conn.execute(
+            sa.update(t).where(t.c.id == sa.bindparam("row_id")),
+            [{"row_id": r.id, "path_fold": fold_path(r.path)} for r in rows],
+        )
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
