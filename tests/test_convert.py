@@ -22,6 +22,8 @@ from aggregator.content.convert import (
     assign_keys,
     convert_entry,
     entry_key,
+    fold_name,
+    fold_path,
     format_date,
     pick_image,
     render_article,
@@ -197,6 +199,44 @@ def test_long_cjk_name_is_cut_on_a_character_boundary() -> None:
     suffixed = article_name("长" * 300, "0123456789abcdef")
     assert len(suffixed.encode("utf-8")) <= MAX_NAME_BYTES
     assert suffixed.endswith("-01234567.md")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("The Restful Web (Amazon's SQS)", "The Restful Web: Amazon's SQS"),  # one Hugo URL
+        ("Release Notes", "release-notes"),  # case; Hugo and Jekyll make spaces "-"
+        ("a.b c", "a_b-c"),  # Jekyll: any run of other characters is one "-"
+        ("Café", "Cafe\u0301"),  # NFC and NFD: one name on macOS
+        ("Résumé", "RESUME"),  # Hugo's removePathAccents
+        ("Straße", "STRASSE"),  # caseless: ß is ss
+        ("ＡＢＣ１２３", "abc123"),  # full width letters and digits
+        ("İstanbul", "istanbul"),
+        ("x ① Ⅻ ™", "x"),  # Hugo keeps letters and decimal digits only: these go
+        ("新浪 财经", "新浪·财经"),
+    ],
+)
+def test_names_one_generator_or_file_system_confuses_fold_together(one: str, other: str) -> None:
+    assert fold_name(one) == fold_name(other)
+    assert fold_name(article_name(one)) == fold_name(article_name(other))
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("Post 1", "Post 2"), ("ab", "ba"), ("新浪财经", "新浪財經"), ("Ελλάδα", "Ελλαδι")],
+)
+def test_names_that_differ_in_letters_or_digits_keep_their_folds_apart(
+    one: str, other: str
+) -> None:
+    assert fold_name(one) != fold_name(other)
+
+
+def test_a_path_folds_its_folders_and_its_name_without_the_extension() -> None:
+    assert fold_path("Tech/Example Blog/Post.md") == "tech/exampleblog/post"
+    assert fold_path("tech/example-blog/POST.html") == "tech/exampleblog/post"
+    assert fold_path("Tech/v1.2") == "tech/v1"  # a file: its extension goes
+    assert fold_path("Tech/v1.2", extension=False) == "tech/v12"  # a folder's name stays whole
+    assert fold_path("Tech/.md") == "tech/md"  # no stem: nothing to leave out
 
 
 def test_article_dir_keeps_cjk_and_full_width_names() -> None:

@@ -215,6 +215,10 @@ CASES = {
             writes=(f"A/{RESTFUL_NAMES[0]}", f"A/{RESTFUL_SUFFIXED}"),
         ),
     ),
+    "a name that folds to nothing (Hugo: the folder's own page): suffixed": (
+        Case((article("a", "!!!"),)),
+        expect({"a": ("new", f"A/!!!-{UID_A[:8]}.md")}, writes=(f"A/!!!-{UID_A[:8]}.md",)),
+    ),
     "an orphan adopted earlier in the batch claims its name's fold": (
         Case((article("b"), A), orphans={UID_B: "A/POST.md"}),
         expect(

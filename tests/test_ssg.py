@@ -21,6 +21,8 @@ import pytest
 import yaml
 from conftest import EXAMPLES, ROOT, HarnessFactory, MakeConfig, item, rss
 
+from aggregator.content.convert import article_name, fold_name
+
 SSG = ROOT / "tests" / "ssg"
 TITLES = [
     "He said \"don't\" — 'quoted': #1",
@@ -154,3 +156,98 @@ def test_hugo_builds_a_site_from_the_articles(posts: Path, tmp_path: Path) -> No
         assert "raw HTML omitted" not in page
         body = page.split("<main>", 1)[1]
         assert "{{" not in body and "{%" not in body, path  # braces in bodies stay entities
+
+
+# Titles Hugo may give one URL: punctuation, case, spacing, accents, NFC/NFD, width,
+# compatibility characters, several scripts.
+URL_TITLES = [
+    "The Restful Web (Amazon's SQS)",
+    "The Restful Web: Amazon's SQS",
+    "Hello, World!",
+    "hello world",
+    "HELLO_WORLD",
+    "hello.world",
+    "hello~world",
+    "hello+world",
+    "hello#world",
+    "hello%20world",
+    "hello%zz",
+    "C++ & C#",
+    "c  c",
+    "Ünïcödé",
+    "Unicode",
+    "Café",
+    "Cafe\u0301",
+    "ǅemal",
+    "DŽEMAL",
+    "ﬁle",
+    "file",
+    "Straße",
+    "STRASSE",
+    "ᾳ",
+    "α\u0345",
+    "ΑΙ",
+    "İstanbul",
+    "I\u0307stanbul",
+    "istanbul",
+    "１２３",
+    "123",
+    "①②③",
+    "Ⅻ",
+    "x™",
+    "x",
+    "新浪财经",
+    "新浪 财经",
+    "新浪·财经",
+    "한국어",
+    "한국 어",
+    "ﾊﾝｶｸ",
+    "ハンカク",
+    "emoji 🎉 party",
+    "emoji party",
+    "٣ digits",
+    "3 digits",
+    "!!!",
+    "???",
+]
+
+
+@pytest.mark.parametrize("accents", ["false", "true"], ids=["defaults", "removePathAccents"])
+def test_names_hugo_gives_one_url_have_one_fold(tmp_path: Path, accents: str) -> None:
+    """Hugo's own urlize (the sanitising its page URLs go through) over the titles and
+    the file names we make of them: whatever it maps together, the fold does too."""
+    hugo = shutil.which("hugo")
+    assert hugo is not None, "run tests/install-tools first (Debian's hugo)"
+    names = sorted({*URL_TITLES, *(article_name(t).removesuffix(".md") for t in URL_TITLES)})
+    site = tmp_path / "urls"
+    (site / "layouts").mkdir(parents=True)
+    (site / "data").mkdir()
+    (site / "hugo.toml").write_text(
+        'baseURL = "http://example.org/"\n'
+        'disableKinds = ["RSS", "sitemap", "robotsTXT", "404", "taxonomy", "term"]\n'
+        f"removePathAccents = {accents}\n",
+        encoding="utf-8",
+    )
+    (site / "data" / "names.json").write_text(json.dumps(names), encoding="utf-8")
+    (site / "layouts" / "index.html").write_text(
+        "{{ $out := slice }}{{ range site.Data.names }}"
+        '{{ $out = $out | append (dict "name" . "url" (urlize .)) }}{{ end }}{{ $out | jsonify }}',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [hugo, "--quiet"], cwd=site, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    urls = {
+        pair["name"]: pair["url"]
+        for pair in json.loads((site / "public" / "index.html").read_text(encoding="utf-8"))
+    }
+    assert set(urls) == set(names)
+    by_url: dict[str, set[str]] = {}
+    for name, url in urls.items():
+        by_url.setdefault(url, set()).add(name)
+    for url, group in by_url.items():
+        assert len({fold_name(n) for n in group}) == 1, (url, group)
+    # The issue's pair is one URL for Hugo: the check sees real collisions.
+    assert urls["The-Restful-Web-(Amazon's-SQS)"] == urls["The-Restful-Web-Amazon's-SQS"]
+    assert max(len(g) for g in by_url.values()) > 2

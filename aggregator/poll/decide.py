@@ -17,8 +17,9 @@ The rules the plan follows:
 - A new file is named after the title; a namesake (in the index, claimed in this batch,
   or someone's own file), even one that differs only in case, accents or punctuation
   (``fold_path``: one page URL for Hugo, Hexo or Jekyll, one file on macOS or Windows),
-  gets the entry's id as a suffix; a file a killed run wrote
-  before its index commit is adopted by the ``entry_id`` in its front matter.
+  gets the entry's id as a suffix, as does a name that folds to nothing; a file a
+  killed run wrote before its index commit is adopted by the ``entry_id`` in its front
+  matter. An entry's file keeps its name for good, whatever its title becomes.
 - A rebuild never writes back an entry a poll has changed (or pruned) since it read it,
   and never overwrites a file that is not the entry's own article.
 """
@@ -338,7 +339,10 @@ def _new_paths(source: ResolvedSource, batch: Batch, known: Known) -> dict[str, 
         fold = fold_path(path)
         on_disk = known.files.get(path)
         someone_elses = on_disk is not None and on_disk.entry_id != uid
-        if fold in known.taken or fold in claimed or someone_elses:
+        # A name that folds to nothing ("!!!") is its folder's own URL for Hugo, whose
+        # list page it would replace: it is never free.
+        nothing = fold.endswith("/")
+        if fold in known.taken or fold in claimed or someone_elses or nothing:
             path = _suffixed(source, batch.articles[key], uid)
             fold = fold_path(path)
         claimed.add(fold)
