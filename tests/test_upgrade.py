@@ -1,0 +1,182 @@
+"""Upgrading from 0.1: the last release's index and posts folder, polled by today's code.
+
+tests/data/upgrade/made-by-0.1 holds what aggregator 0.1.0 made of config.yaml's feeds
+(its index as SQL text, its article files), made by tests/data/upgrade/make. The feeds
+carry what this release reads differently: bylines, enclosures, untitled items, titles
+that differ only in case or punctuation (0.1 gave them names Hugo confuses).
+
+An existing article file keeps its name for good. The first poll after the upgrade parses
+every feed again (the stored raw entries' format changed) and may rewrite a file whose
+text changed, in place; from then on an unchanged feed writes nothing, and a rebuild
+leaves every name alone. Run as a user runs it: the command line, in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DATA
+
+from aggregator.content.convert import fold_path
+from aggregator.store.schema import SCHEMA_VERSION
+
+UPGRADE = DATA / "upgrade"
+MADE_BY_OLD = UPGRADE / "made-by-0.1"
+OLD_FILES = sorted(
+    p.relative_to(MADE_BY_OLD / "posts").as_posix() for p in (MADE_BY_OLD / "posts").rglob("*.md")
+)
+SOURCES = 3
+ENTRIES = len(OLD_FILES)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The 0.1 project: its config, feeds, posts folder and index (loaded from the SQL)."""
+    shutil.copy(UPGRADE / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(UPGRADE / "feeds", tmp_path / "feeds")
+    shutil.copytree(MADE_BY_OLD / "posts", tmp_path / "posts")
+    database = sqlite3.connect(tmp_path / "index.sqlite")
+    database.executescript((MADE_BY_OLD / "index.sql").read_text(encoding="utf-8"))
+    database.close()
+    return tmp_path
+
+
+def aggregator(command: str, project: Path) -> str:
+    """Run a command of today's code on the project; its summary line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "aggregator", command, "--config", "config.yaml", "--workers", "1"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.splitlines()[-1]
+
+
+def files(project: Path) -> dict[str, tuple[int, int]]:
+    """Every article file: (inode, mtime). A write replaces a file (temp file + rename), so
+    a file written again, even with the same bytes, has another inode."""
+    posts = project / "posts"
+    return {
+        p.relative_to(posts).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in posts.rglob("*.md")
+    }
+
+
+def rows(project: Path) -> list[tuple[str, str | None]]:
+    database = sqlite3.connect(project / "index.sqlite")
+    try:
+        return database.execute("SELECT path, path_fold FROM entries ORDER BY path").fetchall()
+    finally:
+        database.close()
+
+
+def schema_version(project: Path) -> str:
+    database = sqlite3.connect(project / "index.sqlite")
+    try:
+        [(value,)] = database.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        return str(value)
+    finally:
+        database.close()
+
+
+def touch_feeds(project: Path) -> None:
+    """Change every feed's bytes, not its entries: the next poll parses and decides again."""
+    for feed in (project / "feeds").iterdir():
+        with feed.open("a", encoding="utf-8") as f:
+            f.write("\n")
+
+
+def summary(new: int = 0, updated: int = 0, unchanged: int = 0, not_modified: int = 0) -> str:
+    return (
+        f"{SOURCES} sources, 0 failed, {not_modified} not modified, 0 paused; "
+        f"{new} new, {updated} updated, {unchanged} unchanged"
+    )
+
+
+def test_the_made_by_0_1_data_shows_what_this_release_changes() -> None:
+    # 0.1 gave titles that differ only in punctuation or case names Hugo confuses.
+    folds = [fold_path(f) for f in OLD_FILES]
+    assert len(set(folds)) < len(folds)
+    assert "News/Example-Paper/Front-Page/untitled.md" in OLD_FILES
+    sql = (MADE_BY_OLD / "index.sql").read_text(encoding="utf-8")
+    assert "INSERT INTO \"meta\" VALUES('schema_version','3');" in sql
+    assert "path_fold" not in sql
+
+
+def test_a_poll_after_upgrading_keeps_every_name_and_the_next_writes_nothing(
+    project: Path,
+) -> None:
+    first = aggregator("poll", project)
+    # Parsed again, nothing new: every old entry is recognised (some files rewritten in place).
+    assert re.fullmatch(
+        rf"{SOURCES} sources, 0 failed, 0 not modified, 0 paused; 0 new, \d+ updated, \d+ unchanged",
+        first,
+    ), first
+    written = files(project)
+    assert sorted(written) == OLD_FILES
+    # The migration brought the index up to date: every path's fold is recorded.
+    assert schema_version(project) == str(SCHEMA_VERSION)
+    assert [path for path, _ in rows(project)] == sorted(OLD_FILES)
+    assert all(fold == fold_path(path) for path, fold in rows(project))
+
+    assert aggregator("poll", project) == summary(not_modified=SOURCES)
+    assert files(project) == written
+    touch_feeds(project)  # parsed and decided again: every entry is the same
+    assert aggregator("poll", project) == summary(unchanged=ENTRIES)
+    assert files(project) == written
+    assert aggregator("rebuild", project) == summary(unchanged=ENTRIES)
+    assert files(project) == written
+
+
+def test_a_new_entry_after_upgrading_does_not_take_a_name_an_old_one_folds_to(
+    project: Path,
+) -> None:
+    aggregator("poll", project)
+    written = files(project)
+    news = project / "feeds" / "news.rss.xml"
+    text = news.read_text(encoding="utf-8")
+    news.write_text(
+        text.replace(
+            "<item>",
+            "<item><title>THE RESTFUL WEB — AMAZON'S SQS</title><guid>restful-3</guid>"
+            "<pubDate>Tue, 11 Jun 2024 08:00:00 GMT</pubDate>"
+            "<description>Part three.</description></item>\n    <item>",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    # The other two feeds are as they were; the news feed's six items are the same.
+    assert aggregator("poll", project) == summary(new=1, unchanged=6, not_modified=2)
+    now = files(project)
+    [added] = set(now) - set(written)
+    assert re.fullmatch(
+        r"News/Example-Paper/Front-Page/THE-RESTFUL-WEB-—-AMAZON'S-SQS-[0-9a-f]{8}\.md", added
+    ), added
+    assert {path: now[path] for path in written} == written
+
+
+def test_a_rebuild_first_after_upgrading_keeps_every_name(project: Path) -> None:
+    # The rebuild reads the raw entries 0.1 stored, in their older format.
+    first = aggregator("rebuild", project)
+    assert re.fullmatch(
+        rf"{SOURCES} sources, 0 failed, 0 not modified, 0 paused; 0 new, \d+ updated, \d+ unchanged",
+        first,
+    ), first
+    assert sorted(files(project)) == OLD_FILES
+    aggregator("poll", project)
+    written = files(project)
+    assert sorted(written) == OLD_FILES
+    touch_feeds(project)
+    assert aggregator("poll", project) == summary(unchanged=ENTRIES)
+    assert files(project) == written
