@@ -49,9 +49,10 @@ def project(tmp_path: Path) -> Path:
 
 
 def aggregator(command: str, project: Path) -> str:
-    """Run a command of today's code on the project; its summary line."""
+    """Run a command of today's code on the project; the last line it printed."""
+    workers = ["--workers", "1"] if command in ("poll", "rebuild") else []
     result = subprocess.run(
-        [sys.executable, "-m", "aggregator", command, "--config", "config.yaml", "--workers", "1"],
+        [sys.executable, "-m", "aggregator", command, "--config", "config.yaml", *workers],
         cwd=project,
         capture_output=True,
         text=True,
@@ -180,3 +181,21 @@ def test_a_rebuild_first_after_upgrading_keeps_every_name(project: Path) -> None
     touch_feeds(project)
     assert aggregator("poll", project) == summary(unchanged=ENTRIES)
     assert files(project) == written
+
+
+def test_folds_are_computed_again_after_an_older_version_used_the_index(project: Path) -> None:
+    aggregator("poll", project)
+    # What 0.1 does to an upgraded index: its rows carry no fold, its prune leaves the fold
+    # of a path it clears, and it sets its own schema version.
+    database = sqlite3.connect(project / "index.sqlite")
+    with database:
+        database.execute("UPDATE entries SET path_fold = NULL WHERE source = 'blog'")
+        database.execute(
+            "UPDATE entries SET path = NULL, pruned_at = last_seen WHERE source = 'podcast'"
+        )
+        database.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    database.close()
+    assert any(fold is None for path, fold in rows(project) if path is not None)
+    aggregator("prune", project)  # any command that opens the index
+    assert schema_version(project) == str(SCHEMA_VERSION)
+    assert all(fold == (fold_path(path) if path else None) for path, fold in rows(project))

@@ -5,6 +5,7 @@ Nothing here touches disk or the network; the store decides what to write.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -279,11 +280,26 @@ def article_name(title: str, suffix: str | None = None) -> str:
 _ASCII_OTHER = re.compile(r"[^a-z0-9]+")
 
 
-def _kept_by_every_generator(char: str) -> bool:
-    # Letters, decimal digits and marks: what Hugo keeps of a name (and Jekyll keeps the
-    # letters and digits); the marks go later, once case folding had its say on them.
-    category = unicodedata.category(char)
-    return category[0] in "LM" or category == "Nd"
+class _Keep(dict[int, int | None]):
+    """A ``str.translate`` table that keeps the characters of some Unicode categories and
+    drops the rest; each character's entry is made the first time it is met."""
+
+    def __init__(self, letters: str, categories: frozenset[str]) -> None:
+        super().__init__()
+        self.letters = letters  # first letters of the categories kept whole ("L", "M")
+        self.categories = categories  # and single categories kept ("Nd")
+
+    def __missing__(self, code: int) -> int | None:
+        category = unicodedata.category(chr(code))
+        kept = category[0] in self.letters or category in self.categories
+        self[code] = code if kept else None
+        return self[code]
+
+
+# Letters, decimal digits and marks: what Hugo keeps of a name, and Jekyll the letters and
+# digits. Marks go only at the end, once case folding had its say on them (ypogegrammeni).
+_KEPT_BY_EVERY_GENERATOR = _Keep("LM", frozenset({"Nd"}))
+_LETTERS_AND_DIGITS = _Keep("L", frozenset({"Nd"}))
 
 
 def fold_name(name: str) -> str:
@@ -301,12 +317,12 @@ def fold_name(name: str) -> str:
     """
     if name.isascii():  # the common case, the same result as below
         return _ASCII_OTHER.sub("", name.lower())
-    text = unicodedata.normalize("NFD", name)
-    text = "".join(c for c in text if _kept_by_every_generator(c))
+    text = unicodedata.normalize("NFD", name).translate(_KEPT_BY_EVERY_GENERATOR)
     text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text.casefold()).casefold())
-    return "".join(c for c in text if unicodedata.category(c)[0] == "L" or c.isdecimal())
+    return text.translate(_LETTERS_AND_DIGITS)
 
 
+@functools.lru_cache(maxsize=4096)  # a poll folds each new name when choosing and storing it
 def fold_path(path: str, *, extension: bool = True) -> str:
     """The fold of a path under the posts folder: each part folded (``fold_name``), the
     file's extension left out, so ``a.md``, someone's ``A.html`` and a folder ``a`` (a Hugo

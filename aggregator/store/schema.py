@@ -159,8 +159,13 @@ def category_path(categories: Sequence[str]) -> str:
 
 
 def add_missing_columns(conn: Connection) -> None:
-    """Bring an older database up to date: new columns are added, nullable or defaulted."""
+    """Bring an older database up to date: new columns are added, nullable or defaulted,
+    and the folds of the stored paths computed again."""
+    stored = conn.execute(
+        sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+    ).scalar()
     inspector = sa.inspect(conn)
+    refold = stored is not None and int(stored) < SCHEMA_VERSION
     for table in metadata.sorted_tables:
         present = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
@@ -180,10 +185,14 @@ def add_missing_columns(conn: Connection) -> None:
                         "char(31)) FROM json_each(entries.categories))"
                     )
                 )
-            if (table.name, column.name) == ("entries", "path_fold"):
-                _fill_path_folds(conn)
-        for index in table.indexes:  # create_all makes those of new tables only
-            index.create(conn, checkfirst=True)
+            refold = refold or (table.name, column.name) == ("entries", "path_fold")
+    if refold:
+        # Last opened by an older version: one before the folds were kept, or one that
+        # wrote rows without them after a downgrade (and set its own, lower, version).
+        _fill_path_folds(conn)
+    for table in metadata.sorted_tables:  # create_all makes the indexes of new tables only
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)  # after the fill: faster made at once
     conn.execute(
         sa.update(meta_table)
         .where(meta_table.c.key == "schema_version")
@@ -192,14 +201,16 @@ def add_missing_columns(conn: Connection) -> None:
 
 
 def _fill_path_folds(conn: Connection) -> None:
-    # In Python: SQLite knows nothing of Unicode categories or case folding.
-    t = entries_table
-    rows = conn.execute(sa.select(t.c.id, t.c.path).where(t.c.path.is_not(None))).all()
-    if rows:
-        conn.execute(
-            sa.update(t).where(t.c.id == sa.bindparam("row_id")),
-            [{"row_id": r.id, "path_fold": fold_path(r.path)} for r in rows],
-        )
+    # The fold is Python's (SQLite knows nothing of Unicode categories or case folding),
+    # called by SQLite: one statement, no row goes through SQLAlchemy.
+    sqlite = conn.connection.driver_connection
+    assert isinstance(sqlite, sqlite3.Connection)
+    sqlite.create_function("aggregator_fold_path", 1, _fold_or_none, deterministic=True)
+    conn.execute(sa.text("UPDATE entries SET path_fold = aggregator_fold_path(path)"))
+
+
+def _fold_or_none(path: str | None) -> str | None:
+    return None if path is None else fold_path(path)
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
