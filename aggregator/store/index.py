@@ -406,30 +406,26 @@ class Store(Queries, Logins):
         conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
 
     def scan_folder(self, conn: Connection, folder: str) -> FolderContents:
-        """What is in a source's folder: the article files no index row points at (by
-        entry_id), and the folds of every name in it.
+        """What is in a source's folder that no index row points at: the article files
+        (by entry_id), and the folds of all names.
 
         An unindexed article file was written by a run that was killed before its index
         commit (or put there by hand, then it has no entry_id and is left alone). The
         next run adopts it by its entry_id even when the entry's title, and so its
         would-be name, has changed since. Every other name counts too: a new article's
-        name must not fold (``fold_path``) to that of someone's page or folder.
+        name must not fold (``fold_path``) to that of someone's page or folder. (Those of
+        indexed files are the index's: ``folds_taken``.)
         """
         directory = self.files.posts_dir / folder
-        articles: list[str] = []
-        folds: set[str] = set()
+        names: list[tuple[str, bool]] = []  # (path, is a folder)
         try:
             with os.scandir(directory) as found:
                 for item in found:
-                    if item.name.startswith("."):  # hidden: Hexo, Hugo and Jekyll skip it
-                        continue
-                    relative = f"{folder}/{item.name}"
-                    folder_item = item.is_dir()
-                    folds.add(fold_path(relative, extension=not folder_item))
-                    if not folder_item and item.name.endswith(".md"):
-                        articles.append(relative)
+                    if not item.name.startswith("."):  # hidden: Hexo, Hugo and Jekyll skip it
+                        names.append((f"{folder}/{item.name}", item.is_dir()))
         except OSError:
             return FolderContents({}, frozenset())
+        articles = [path for path, is_dir in names if not is_dir and path.endswith(".md")]
         known = self.paths_taken(conn, articles) if articles else set()
         orphans: dict[str, str] = {}
         for path in articles:
@@ -438,6 +434,7 @@ class Store(Queries, Logins):
             uid = self.files.entry_id_of(path)
             if uid is not None:
                 orphans[uid] = path
+        folds = {fold_path(p, extension=not is_dir) for p, is_dir in names if p not in known}
         return FolderContents(orphans, frozenset(folds))
 
     def prune(

@@ -142,5 +142,6 @@ class FolderContents:
 
     #: entry_id → path of the article files that no index row points at (a killed run's).
     orphans: Mapping[str, str]
-    #: The folds (``convert.fold_path``) of every file and folder in it, ours or not.
+    #: The folds (``convert.fold_path``) of every file and folder in it that no index
+    #: row points at (ours left by a killed run, or someone else's).
     folds: frozenset[str]
