@@ -5,10 +5,11 @@ tests/data/upgrade/made-by-0.1 holds what aggregator 0.1.0 made of config.yaml's
 carry what this release reads differently: bylines, enclosures, untitled items, titles
 that differ only in case or punctuation (0.1 gave them names Hugo confuses).
 
-An existing article file keeps its name for good. The first poll after the upgrade parses
-every feed again (the stored raw entries' format changed) and may rewrite a file whose
-text changed, in place; from then on an unchanged feed writes nothing, and a rebuild
-leaves every name alone. Run as a user runs it: the command line, in a subprocess.
+An existing article file keeps its name for good. The first poll after the upgrade (here
+it parses every feed: they have no validators, and the copied config's paths differ)
+or a rebuild may rewrite a file whose text changed, in place; from then on an unchanged
+feed writes nothing, and a rebuild leaves every name alone. Run as a user runs it: the
+command line, in a subprocess.
 """
 
 from __future__ import annotations
