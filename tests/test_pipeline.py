@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from conftest import EXAMPLES, ROOT, FeedFile, HarnessFactory, MakeConfig, item, rss
+from conftest import DATA, EXAMPLES, ROOT, FeedFile, HarnessFactory, MakeConfig, item, rss
 
 from aggregator.poll.pipeline import utcnow
 
@@ -489,3 +489,18 @@ def test_rebuild_never_reverts_a_newer_poll(
         h.poller.ingest.write_rows(conn, applied)
     [file] = h.files()
     assert "Version two" in file.read_text(encoding="utf-8")
+
+
+def test_undeclared_shift_jis_feed_becomes_readable_articles_and_the_guess_is_recorded(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    path = feed_file("sjis.xml", (DATA / "parse" / "undeclared-shift-jis.xml").read_bytes())
+    h = harness(make_config([{"url": str(path), "categories": ["ニュース"], "name": "sjis"}]))
+    [outcome] = h.poll()
+    assert outcome.ok
+    assert outcome.new == 2
+    assert "encoding not declared; guessed Shift_JIS" in outcome.warnings
+    titles = sorted(str(front_and_body(p)[0]["title"]) for p in h.files())
+    assert titles == ["政府が新しい経済対策を発表", "東京の桜が満開になりました"]
+    [poll] = h.store.polls("sjis")
+    assert "encoding not declared; guessed Shift_JIS" in str(poll["warnings"])

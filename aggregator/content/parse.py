@@ -199,6 +199,7 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
         ttl=_text(feed.get("ttl")),
         update_period=_text(feed.get("sy_updateperiod")),
         update_frequency=_text(feed.get("sy_updatefrequency")),
+        encoding_warning=decoded.guessed,
     )
 
 
