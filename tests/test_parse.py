@@ -16,6 +16,7 @@ import pytest
 from conftest import DATA
 
 from aggregator.content.parse import parse_feed
+from aggregator.errors import ParseError
 from aggregator.models import ParsedFeed
 
 CASES = DATA / "parse"
@@ -81,3 +82,45 @@ def test_a_date_read_only_in_part_is_not_trusted(written: str) -> None:
     ).encode()
     [entry] = parse_feed("https://feeds.example/d.xml", body).entries
     assert entry.published in (None, datetime(2024, 1, 8, 9, 15, tzinfo=UTC))
+
+
+# -- documents cut short --------------------------------------------------------------
+
+CUT = (
+    '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0">\n<channel><title>T</title>\n'
+    '<item><title>Whole</title><guid isPermaLink="false">w1</guid><description>Kept.'
+    "</description></item>"
+)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["</channel></rss", "\n</channel>\n</rss", "</channel>", "\n</channel>\n", "", "\n", "<"],
+)
+def test_a_document_cut_after_its_last_entry_keeps_it(tail: str) -> None:
+    feed = parse_feed("https://cut.example/feed", (CUT + tail).encode())
+    assert [e.title for e in feed.entries] == ["Whole"]
+    assert feed.skipped == ()
+    assert feed.warning is not None  # the document is still not well-formed, and says so
+
+
+@pytest.mark.parametrize(
+    "tail", ["<item>", "<item><title>Half", '<atom:entry xmlns:atom="http://www.w3.org/2005/Atom">']
+)
+def test_a_document_cut_inside_an_entry_drops_that_entry_only(tail: str) -> None:
+    feed = parse_feed("https://cut.example/feed", (CUT + tail).encode())
+    assert [e.title for e in feed.entries] == ["Whole"]
+    assert feed.skipped == ("entry 2: dropped, the document is cut short",)
+
+
+def test_a_channel_without_entries_and_with_an_undefined_entity_is_a_feed() -> None:
+    body = b'<rss version="2.0"><channel><title>Caf&eacute;</title></channel></rss>'
+    feed = parse_feed("https://new.example/feed", body)
+    assert (feed.title, feed.entries) == ("Café", ())
+    assert feed.warning is not None
+    assert "undefined entity" in feed.warning
+
+
+def test_a_document_that_is_no_feed_is_still_refused() -> None:
+    with pytest.raises(ParseError, match="not a usable feed"):
+        parse_feed("https://x.example/page", b"<html><body>&nbsp;<p>Not a feed</p></body></html>")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import html
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -23,6 +24,10 @@ from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
+
+# An entry's start tag (whole, up to its '>') and end tag, with any namespace prefix.
+_ENTRY_START = re.compile(rb"<(?:[\w.-]+:)?(?:item|entry)(?:\s[^<>]*)?>")
+_ENTRY_END = re.compile(rb"</(?:[\w.-]+:)?(?:item|entry)\s*>")
 
 
 def _to_datetime(value: Any) -> datetime | None:
@@ -173,13 +178,16 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
     )
     problem = parsed.get("bozo_exception")
     version = parsed.get("version") or ""
-    if not parsed.entries and (not version or problem is not None):
+    # A channel with no entries yet whose title has an undefined entity (&nbsp; in RSS)
+    # is still a feed: feedparser's loose parser read it; only its complaint is kept.
+    titled = bool(version and parsed.get("feed", {}).get("title"))
+    if not parsed.entries and (not version or (problem is not None and not titled)):
         reason = f"{type(problem).__name__}: {problem}" if problem else "no feed found"
         raise ParseError(url, f"not a usable feed ({reason})")
     entries: list[ParsedEntry] = []
     skipped: list[str] = []
     raw_entries = list(parsed.entries)
-    if raw_entries and _cut_short(problem, decoded.body):
+    if raw_entries and _ends_mid_entry(problem, decoded.body):
         # The document ends mid-entry (a dropped connection, a full disk upstream): its
         # last entry is incomplete and would be stored as a bogus, id-less duplicate.
         raw_entries.pop()
@@ -203,13 +211,22 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
     )
 
 
-def _cut_short(problem: object, body: bytes) -> bool:
-    """True when the XML error is at the very end of the document: it was truncated."""
+def _ends_mid_entry(problem: object, body: bytes) -> bool:
+    """True when the document was cut short inside its last entry.
+
+    Cut short: the XML error is at the very end. Inside an entry: the last entry start
+    tag comes after the last entry end tag. A document cut after its last entry (only
+    ``</channel></rss>`` lost) keeps every entry.
+    """
     if not isinstance(problem, SAXParseException):
         return False
     lines = body.rstrip().split(b"\n")
     line, column = problem.getLineNumber() or 0, problem.getColumnNumber() or 0
-    return line > len(lines) or (line == len(lines) and column >= len(lines[-1].rstrip()) - 1)
+    if line < len(lines) or (line == len(lines) and column < len(lines[-1].rstrip()) - 1):
+        return False  # an error somewhere in the middle: not a truncation
+    starts = [m.start() for m in _ENTRY_START.finditer(body)]
+    ends = [m.start() for m in _ENTRY_END.finditer(body)]
+    return bool(starts) and (not ends or starts[-1] > ends[-1])
 
 
 def _text(value: Any) -> str | None:
