@@ -1,5 +1,7 @@
 """feedparser on bytes and headers, turned into our own types at this boundary.
 
+A JSON document (JSON Feed) goes to ``jsonfeed`` instead: feedparser does not read it.
+
 feedparser's string-keyed dicts never leave this module. It is given bytes we already
 decoded to UTF-8 (see ``encoding``), with its own HTML sanitiser and URI resolution off:
 ``clean`` does both, once, faster, and with rules feedparser does not know.
@@ -18,8 +20,9 @@ from xml.sax import SAXParseException
 
 import feedparser
 
-from aggregator.content.clean import TAG
+from aggregator.content.clean import TAG, text_to_html
 from aggregator.content.encoding import decode_document
+from aggregator.content.jsonfeed import is_json_feed, parse_json_feed
 from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person
 
@@ -48,9 +51,7 @@ def _as_html(detail: Mapping[str, Any] | None) -> str:
     kind = str(detail.get("type") or "text/html").lower()
     if kind in _HTML_TYPES or "html" in kind:
         return value
-    # Plain text: escape it, and keep its paragraphs.
-    paragraphs = [p.strip() for p in value.replace("\r\n", "\n").split("\n\n")]
-    return "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs if p)
+    return text_to_html(value)  # plain text: escaped, its paragraphs kept
 
 
 def _plain(detail: Mapping[str, Any] | None, value: Any) -> str:
@@ -154,7 +155,7 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
 
     Args:
         url: where it came from (for messages and relative links only; never fetched).
-        body: the document's bytes.
+        body: the document's bytes: RSS, Atom or JSON Feed.
         headers: the HTTP response headers, if any (``Content-Type`` matters).
 
     Returns:
@@ -166,6 +167,8 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
     if not body.strip():
         raise ParseError(url, "empty document")
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    if is_json_feed(body, lowered.get("content-type")):
+        return parse_json_feed(url, body, lowered.get("content-type"))
     decoded = decode_document(body, lowered.get("content-type"))
     response_headers = {**lowered, "content-type": decoded.content_type}
     response_headers.pop("content-encoding", None)  # already decoded by the fetcher
