@@ -16,6 +16,7 @@ from pytest_httpserver import HTTPServer
 
 from aggregator.content.parse import parse_feed
 from aggregator.errors import ParseError
+from aggregator.web import create_app
 
 V11 = "https://jsonfeed.org/version/1.1"
 
@@ -186,6 +187,13 @@ def test_json_feed_served_over_http_becomes_articles(
     _, text = articles["Plain text only"]
     assert "&lt;b&gt;angle brackets&lt;/b&gt;" in text  # text stays text
     assert "<b>" not in text
+    # Republished: the items come back out of our own JSON Feed.
+    response = create_app(h.config, h.store).test_client().get("/feeds/Notes.json")
+    assert response.status_code == 200
+    out = {i["title"]: i for i in json.loads(response.data)["items"]}
+    assert sorted(out) == sorted(articles)
+    assert out["Birds at dawn"]["url"] == "https://notes.example/2024/birds"
+    assert out["A link to elsewhere"]["url"] == "https://elsewhere.example/story"
     # A second poll of the same document writes nothing.
     before = {p: p.stat().st_mtime_ns for p in h.files()}
     [again] = h.poll()
