@@ -7,6 +7,8 @@ they never mutate them.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -47,6 +49,72 @@ class Person:
         return self.name or self.email or self.url or ""
 
 
+def byline(authors: Sequence[Person]) -> str:
+    """The entry's authors as one plain line ("Jane Doe, John Roe"); '' when none."""
+    return ", ".join(dict.fromkeys(p.label for p in authors if p.label))
+
+
+def people_to_json(authors: Sequence[Person]) -> str | None:
+    """The stored form of authors (as in ``ParsedEntry.to_json``); None when there are none."""
+    if not authors:
+        return None
+    return json.dumps([asdict(p) for p in authors], ensure_ascii=False, sort_keys=True)
+
+
+def people_from_json(text: str | None) -> tuple[Person, ...]:
+    """Inverse of ``people_to_json`` (None or '' give no one)."""
+    return tuple(Person(**p) for p in json.loads(text)) if text else ()
+
+
+# The validator's MIME type pattern (W3C feedvalidator, validators.mime_re).
+_MIME_TYPE = re.compile(
+    r'^[^\s()<>,;:\\"/\[\]?=]+/[^\s()<>,;:\\"/\[\]?=]+'
+    r'(\s*;\s*[^\s()<>,;:\\"/\[\]?=]+=("(\\"|[^"])*"|[^\s()<>,;:\\"/\[\]?=]+))*$'
+)
+# Media types by file extension, for files whose feed gave no usable type. A table of our
+# own, not ``mimetypes``: that module reads the system's mime.types files (I/O, and other
+# answers on another machine, e.g. audio/x-m4a or audio/mp4) and its built-in table
+# changes between Python versions; a guess must be the same everywhere.
+_BY_EXTENSION = {
+    "mp3": "audio/mpeg",
+    "m4a": "audio/mp4",
+    "m4b": "audio/mp4",
+    "aac": "audio/aac",
+    "oga": "audio/ogg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "weba": "audio/webm",
+    "mp4": "video/mp4",
+    "m4v": "video/mp4",
+    "mov": "video/quicktime",
+    "webm": "video/webm",
+    "ogv": "video/ogg",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "jpe": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "avif": "image/avif",
+    "bmp": "image/bmp",
+    "svg": "image/svg+xml",
+    "pdf": "application/pdf",
+    "epub": "application/epub+zip",
+}
+
+
+def guess_media_type(url: str) -> str:
+    """The media type a URL's file extension says (its query and fragment ignored); ''
+    when it says none we know."""
+    path = url.split("#", 1)[0].split("?", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    if "." not in name:
+        return ""
+    return _BY_EXTENSION.get(name.rsplit(".", 1)[1].lower(), "")
+
+
 @dataclass(frozen=True, slots=True)
 class Enclosure:
     """A file attached to an entry (a podcast's audio, a video, an image)."""
@@ -54,6 +122,26 @@ class Enclosure:
     url: str  # absolute
     type: str = ""  # the media type as declared, '' when none
     length: int | None = None  # bytes, as declared (often 0 or wrong; never trusted)
+
+    @property
+    def media_type(self) -> str:
+        """The declared type when it is a media type, else the one its URL's extension
+        says, else ''."""
+        if self.type and _MIME_TYPE.match(self.type):
+            return self.type
+        return guess_media_type(self.url)
+
+
+def enclosures_to_json(enclosures: Sequence[Enclosure]) -> str | None:
+    """The stored form of enclosures (as in ``ParsedEntry.to_json``); None when none."""
+    if not enclosures:
+        return None
+    return json.dumps([asdict(e) for e in enclosures], ensure_ascii=False, sort_keys=True)
+
+
+def enclosures_from_json(text: str | None) -> tuple[Enclosure, ...]:
+    """Inverse of ``enclosures_to_json`` (None or '' give none)."""
+    return tuple(Enclosure(**e) for e in json.loads(text)) if text else ()
 
 
 # Fields most entries leave empty: left out of the stored JSON while they are.
@@ -133,13 +221,20 @@ class Article:
     title: str
     link: str | None
     categories: tuple[str, ...]  # section › site › feed
-    author: str
+    author: str  # the site's name (the seed's `author`)
     published: datetime | None  # UTC; None when the feed gave no date at all
     updated: datetime | None  # UTC
     headimg: str  # the best image URL, '' when there is none
     tags: tuple[str, ...]
     summary: str  # plain-text summary (for republishing)
     body_html: str  # cleaned, sanitised HTML (no Hexo escaping)
+    authors: tuple[Person, ...] = ()  # the entry's own authors (its byline), in order
+    enclosures: tuple[Enclosure, ...] = ()  # every enclosure, as the feed gave it
+
+    @property
+    def byline(self) -> str:
+        """The entry's own authors as one line; '' when the feed named none."""
+        return byline(self.authors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +310,7 @@ class PublishedEntry:
     source: str
     title: str
     link: str | None
-    author: str
+    author: str  # the site's name: the author of an entry whose feed named none
     categories: tuple[str, ...]
     tags: tuple[str, ...]
     headimg: str
@@ -224,6 +319,13 @@ class PublishedEntry:
     published: datetime | None
     updated: datetime | None
     date: datetime  # published, else updated, else first seen
+    authors: tuple[Person, ...] = ()  # the entry's own authors
+    enclosures: tuple[Enclosure, ...] = ()  # its enclosures, as the feed gave them
+
+    @property
+    def byline(self) -> str:
+        """The entry's own authors as one line; '' when the feed named none."""
+        return byline(self.authors)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import feedparser
 from aggregator.content.clean import TAG
 from aggregator.content.encoding import decode_document
 from aggregator.errors import ParseError
-from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person
+from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person, guess_media_type
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
 
@@ -56,18 +56,31 @@ def _plain(detail: Mapping[str, Any] | None, value: Any) -> str:
     return text
 
 
+def _is_image(kind: str, medium: str, url: str) -> bool:
+    """Whether a media:content or enclosure is a picture: its type or medium says so;
+    when it has neither, the extension of its URL does (newspapers give
+    ``<media:content url="…/photo.jpg?width=140"/>`` and nothing else)."""
+    if kind.startswith("image/") or medium == "image":
+        return True
+    if kind or medium:  # a video, an audio file, a document
+        return False
+    return guess_media_type(url).startswith("image/")
+
+
 def _images(raw: Mapping[str, Any]) -> tuple[str, ...]:
     found: list[str] = []
     for thumb in raw.get("media_thumbnail") or ():
-        found.append(str(thumb.get("url") or ""))
+        found.append(str(thumb.get("url") or ""))  # a thumbnail is an image (MRSS)
     for media in raw.get("media_content") or ():
-        medium = str(media.get("medium") or "")
-        kind = str(media.get("type") or "")
-        if medium == "image" or kind.startswith("image/"):
-            found.append(str(media.get("url") or ""))
+        url = str(media.get("url") or "")
+        kind = str(media.get("type") or "").strip().lower()
+        if _is_image(kind, str(media.get("medium") or "").strip().lower(), url):
+            found.append(url)
     for link in raw.get("links") or ():
-        if link.get("rel") == "enclosure" and str(link.get("type") or "").startswith("image/"):
-            found.append(str(link.get("href") or ""))
+        if link.get("rel") == "enclosure":
+            url = str(link.get("href") or "")
+            if _is_image(str(link.get("type") or "").strip().lower(), "", url):
+                found.append(url)
     return tuple(u for u in dict.fromkeys(found) if u)
 
 

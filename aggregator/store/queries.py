@@ -17,7 +17,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StoreError
-from aggregator.models import PublishedEntry, Status
+from aggregator.models import (
+    PublishedEntry,
+    Status,
+    enclosures_from_json,
+    people_from_json,
+)
 from aggregator.store.records import SourceState
 from aggregator.store.schema import (
     CATEGORY_SEPARATOR,
@@ -234,6 +239,8 @@ _PUBLISHED = (
     entries_table.c.title,
     entries_table.c.link,
     entries_table.c.author,
+    entries_table.c.authors,
+    entries_table.c.enclosures,
     entries_table.c.categories,
     entries_table.c.tags,
     entries_table.c.headimg,
@@ -260,6 +267,8 @@ def _published(row: Any) -> PublishedEntry:
         published=row.published,
         updated=row.updated,
         date=row.date,
+        authors=people_from_json(row.authors),
+        enclosures=enclosures_from_json(row.enclosures),
     )
 
 
