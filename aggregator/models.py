@@ -46,12 +46,13 @@ class Person:
     @property
     def label(self) -> str:
         """What to show for them: the name, else the email, else the URL."""
-        return self.name or self.email or self.url or ""
+        return self.name.strip() or (self.email or "").strip() or (self.url or "").strip()
 
 
 def byline(authors: Sequence[Person]) -> str:
     """The entry's authors as one plain line ("Jane Doe, John Roe"); '' when none."""
-    return ", ".join(dict.fromkeys(p.label for p in authors if p.label))
+    labels = (" ".join(p.label.split()) for p in authors)  # no line breaks, no runs
+    return ", ".join(dict.fromkeys(label for label in labels if label))
 
 
 def people_to_json(authors: Sequence[Person]) -> str | None:

@@ -148,7 +148,8 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         summary=summary_text,
         body_html=cleaned.html,
         authors=entry.authors,
-        enclosures=entry.enclosures,
+        # Web addresses only, as for the link: front matter reaches a theme's templates.
+        enclosures=tuple(e for e in entry.enclosures if is_http(e.url)),
     )
 
 

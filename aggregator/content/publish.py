@@ -20,11 +20,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from feedgen.entry import FeedEntry
+from feedgen.ext.base import BaseEntryExtension
 from feedgen.feed import FeedGenerator
+from lxml import etree
 
 from aggregator import __version__
 from aggregator.models import Enclosure, Person, PublishedEntry
@@ -130,7 +132,7 @@ def _rss_authors(fe: FeedEntry, people: list[Person]) -> None:
     # author is a dc:creator.
     if len(people) == 1 and people[0].email and people[0].name != people[0].email:
         # The name is an RFC 822 comment: no parentheses or backslashes inside.
-        name = re.sub(r"[()\\]", "", people[0].name).strip()
+        name = " ".join(re.sub(r"[()\\]", " ", people[0].name).split())
         if name:
             fe.author({"name": name, "email": people[0].email})
             return
@@ -204,13 +206,34 @@ def _add_enclosures(fe: FeedEntry, entry: PublishedEntry, kind: Format) -> None:
                 fe.enclosure(url, length, enclosure.media_type or UNKNOWN_TYPE)
                 return
         return
+    if not enclosures:
+        return
+    fe.register_extension("enclosure_links", _EnclosureLinks, atom=True, rss=False)
     for enclosure, url in enclosures:
-        link: dict[str, Any] = {"href": url, "rel": "enclosure"}
+        link = {"rel": "enclosure", "href": url}
         if enclosure.media_type:
             link["type"] = enclosure.media_type
         if enclosure.length:  # Atom's length is advisory: left out when unknown
             link["length"] = str(enclosure.length)
-        fe.link(link)
+        fe.enclosure_links.links.append(link)
+
+
+class _EnclosureLinks(BaseEntryExtension):  # type: ignore[misc]
+    """An Atom entry's ``rel="enclosure"`` links.
+
+    Not through ``FeedEntry.link``: feedgen 1.0 writes an entry's links with their href
+    alone (``atom_entry`` reads rel, type and length from the element it has just made,
+    not from the link given), so an enclosure would come out as a second alternate link
+    (the validator's DuplicateAtomLink).
+    """
+
+    def __init__(self) -> None:
+        self.links: list[dict[str, str]] = []
+
+    def extend_atom(self, entry: etree._Element) -> etree._Element:
+        for attributes in self.links:
+            etree.SubElement(entry, "link", attributes)
+        return entry
 
 
 def render_rss(meta: FeedMeta, entries: Sequence[PublishedEntry]) -> bytes:
