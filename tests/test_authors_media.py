@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -403,3 +404,45 @@ def test_json_checks_catch_bad_attachments(attachment: dict[str, Any]) -> None:
     assert check("json", json.dumps(document).encode()) != []
     document["items"][0]["attachments"] = [{"url": "https://x.example/a", "mime_type": "a/b"}]
     assert check("json", json.dumps(document).encode()) == []
+
+
+# -- the index ---------------------------------------------------------------------------------
+
+
+def test_older_databases_get_the_columns_filled_from_the_raw_originals(
+    make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    """A database of schema 3 gains authors and enclosures at open, read from raw_json
+    (a pre-authors raw original names one author as "author"), so that feeds and
+    ?author= are right at once, before any poll or rebuild."""
+    h = poll_case("podcast.rss", make_config, harness)
+    database = h.config.settings.database
+    h.close()
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT uid, raw_json FROM entries ORDER BY uid").fetchall()
+        db.execute("ALTER TABLE entries DROP COLUMN authors")
+        db.execute("ALTER TABLE entries DROP COLUMN enclosures")
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        # One entry as an older version stored it: one author string, no enclosures key.
+        uid, raw = rows[0]
+        old = json.loads(raw)
+        old.pop("enclosures", None)
+        old.pop("authors", None)
+        old["author"] = "Old Style Host"
+        db.execute("UPDATE entries SET raw_json = ? WHERE uid = ?", (json.dumps(old), uid))
+    h.reload()
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "4",
+        )
+    stored = {e.uid: e for _, e in h.store.published(limit=10)}
+    assert stored[uid].authors == (Person("Old Style Host"),)
+    assert stored[uid].enclosures == ()
+    episode = next(e for e in stored.values() if e.title == "Episode 12: Trams")
+    assert episode.enclosures == (
+        Enclosure("https://media.cast.example/episodes/12.mp3", "audio/mpeg", 29884416),
+    )
+    assert episode.authors == ()
+    client = create_app(h.config, h.store).test_client()
+    document = client.get("/feeds/all.json?author=old+style").get_json()
+    assert [i["title"] for i in document["items"]] == [stored[uid].title]
