@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 
 def _time_to_json(value: datetime | None) -> str | None:
@@ -53,18 +53,6 @@ def byline(authors: Sequence[Person]) -> str:
     """The entry's authors as one plain line ("Jane Doe, John Roe"); '' when none."""
     labels = (" ".join(p.label.split()) for p in authors)  # no line breaks, no runs
     return ", ".join(dict.fromkeys(label for label in labels if label))
-
-
-def people_to_json(authors: Sequence[Person]) -> str | None:
-    """The stored form of authors (as in ``ParsedEntry.to_json``); None when there are none."""
-    if not authors:
-        return None
-    return json.dumps([asdict(p) for p in authors], ensure_ascii=False, sort_keys=True)
-
-
-def people_from_json(text: str | None) -> tuple[Person, ...]:
-    """Inverse of ``people_to_json`` (None or '' give no one)."""
-    return tuple(Person(**p) for p in json.loads(text)) if text else ()
 
 
 # The validator's MIME type pattern (W3C feedvalidator, validators.mime_re).
@@ -133,16 +121,20 @@ class Enclosure:
         return guess_media_type(self.url)
 
 
-def enclosures_to_json(enclosures: Sequence[Enclosure]) -> str | None:
-    """The stored form of enclosures (as in ``ParsedEntry.to_json``); None when none."""
-    if not enclosures:
+T = TypeVar("T", Person, Enclosure)
+
+
+def list_to_json(values: Sequence[Person | Enclosure]) -> str | None:
+    """The stored form of authors or enclosures (as in ``ParsedEntry.to_json``); None
+    when there are none."""
+    if not values:
         return None
-    return json.dumps([asdict(e) for e in enclosures], ensure_ascii=False, sort_keys=True)
+    return json.dumps([asdict(v) for v in values], ensure_ascii=False, sort_keys=True)
 
 
-def enclosures_from_json(text: str | None) -> tuple[Enclosure, ...]:
-    """Inverse of ``enclosures_to_json`` (None or '' give none)."""
-    return tuple(Enclosure(**e) for e in json.loads(text)) if text else ()
+def list_from_json(kind: type[T], text: str | None) -> tuple[T, ...]:
+    """Inverse of ``list_to_json``, for ``kind`` Person or Enclosure (None or '': none)."""
+    return tuple(kind(**v) for v in json.loads(text)) if text else ()
 
 
 # Fields most entries leave empty: left out of the stored JSON while they are.

@@ -17,12 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StoreError
-from aggregator.models import (
-    PublishedEntry,
-    Status,
-    enclosures_from_json,
-    people_from_json,
-)
+from aggregator.models import Enclosure, Person, PublishedEntry, Status, list_from_json
 from aggregator.store.records import SourceState
 from aggregator.store.schema import (
     CATEGORY_SEPARATOR,
@@ -267,8 +262,8 @@ def _published(row: Any) -> PublishedEntry:
         published=row.published,
         updated=row.updated,
         date=row.date,
-        authors=people_from_json(row.authors),
-        enclosures=enclosures_from_json(row.enclosures),
+        authors=list_from_json(Person, row.authors),
+        enclosures=list_from_json(Enclosure, row.enclosures),
     )
 
 

@@ -22,7 +22,7 @@ from flask import Flask, Response
 from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.errors import ConfigError
-from aggregator.models import byline, people_from_json
+from aggregator.models import Person, byline, list_from_json
 from aggregator.store import Store
 from aggregator.web.cache import FeedCache
 from aggregator.web.state import (
@@ -155,7 +155,7 @@ def _localtime_filter(zone: str) -> Any:
 
 def _byline_filter(row: Mapping[str, Any]) -> str:
     """An index row's byline: the entry's own authors, else the site."""
-    return byline(people_from_json(row.get("authors"))) or str(row.get("author") or "")
+    return byline(list_from_json(Person, row.get("authors"))) or str(row.get("author") or "")
 
 
 def _security_headers(config: Config) -> Any:
