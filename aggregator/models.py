@@ -116,8 +116,9 @@ class Enclosure:
     def media_type(self) -> str:
         """The declared type when it is a media type, else the one its URL's extension
         says, else ''."""
-        if self.type and _MIME_TYPE.match(self.type):
-            return self.type
+        kind = self.type
+        if kind and kind.isascii() and kind.isprintable() and _MIME_TYPE.match(kind):
+            return kind
         return guess_media_type(self.url)
 
 
@@ -314,11 +315,6 @@ class PublishedEntry:
     date: datetime  # published, else updated, else first seen
     authors: tuple[Person, ...] = ()  # the entry's own authors
     enclosures: tuple[Enclosure, ...] = ()  # its enclosures, as the feed gave them
-
-    @property
-    def byline(self) -> str:
-        """The entry's own authors as one line; '' when the feed named none."""
-        return byline(self.authors)
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,7 @@ HOSTILE_ENCLOSURES = (
     Enclosure("https://例え.jp/エピソード 1.m4a", "", None),
     Enclosure("https://cdn.example/ep.ogg", "not a type", 0),
     Enclosure("http://localhost/ep.mp3", "audio/mpeg", 7),
+    Enclosure("https://cdn.example/bell.mp3", "audio/\x07mpeg\n", 3),
 )
 
 
@@ -306,6 +307,13 @@ def test_atom_and_json_get_every_author_and_enclosure() -> None:
             "type": "audio/mpeg",
             "length": "7",
         },
+        # A declared type with a control character in it is none: the extension's.
+        {
+            "rel": "enclosure",
+            "href": "https://cdn.example/bell.mp3",
+            "type": "audio/mpeg",
+            "length": "3",
+        },
     ]
     [item] = json.loads(render("json", META, [entry]))["items"]
     assert item["attachments"] == [
@@ -315,6 +323,7 @@ def test_atom_and_json_get_every_author_and_enclosure() -> None:
         },
         {"url": "https://cdn.example/ep.ogg", "mime_type": "audio/ogg"},
         {"url": "http://localhost/ep.mp3", "mime_type": "audio/mpeg", "size_in_bytes": 7},
+        {"url": "https://cdn.example/bell.mp3", "mime_type": "audio/mpeg", "size_in_bytes": 3},
     ]
     assert [a.get("url") for a in item["authors"]] == [
         None,
