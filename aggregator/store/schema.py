@@ -70,7 +70,9 @@ entries_table = sa.Table(
     sa.Column("path", sa.String, unique=True),  # relative to posts_dir; NULL once pruned
     sa.Column("title", sa.Text),
     sa.Column("link", sa.Text),
-    sa.Column("author", sa.String),
+    sa.Column("author", sa.String),  # the site's name
+    sa.Column("authors", sa.Text),  # JSON list of {name, email, url}: the entry's own; NULL: none
+    sa.Column("enclosures", sa.Text),  # JSON list of {url, type, length}; NULL: none
     sa.Column("categories", sa.Text),  # JSON list
     sa.Column("tags", sa.Text),  # JSON list
     sa.Column("headimg", sa.Text),
@@ -158,6 +160,28 @@ def category_path(categories: Sequence[str]) -> str:
     return CATEGORY_SEPARATOR.join(categories)
 
 
+# How a column added to an older database is filled from ``raw_json``
+# (``ParsedEntry.to_json``; before schema 4 it had one author name, as "author").
+_FROM_RAW = {
+    ("entries", "authors"): (
+        "UPDATE entries SET authors = CASE "
+        "WHEN json_type(raw_json, '$.authors') = 'array' "
+        "AND json_array_length(raw_json, '$.authors') > 0 "
+        "THEN json_extract(raw_json, '$.authors') "
+        "WHEN json_type(raw_json, '$.author') = 'text' "
+        "AND json_extract(raw_json, '$.author') != '' "
+        "THEN json_array(json_object('email', NULL, 'name', json_extract(raw_json, '$.author'), "
+        "'url', NULL)) END "
+        "WHERE json_valid(raw_json)"
+    ),
+    ("entries", "enclosures"): (
+        "UPDATE entries SET enclosures = json_extract(raw_json, '$.enclosures') "
+        "WHERE json_valid(raw_json) AND json_type(raw_json, '$.enclosures') = 'array' "
+        "AND json_array_length(raw_json, '$.enclosures') > 0"
+    ),
+}
+
+
 def add_missing_columns(conn: Connection) -> None:
     """Bring an older database up to date: new columns are added, nullable or defaulted,
     and the folds of the stored paths computed again."""
@@ -185,6 +209,10 @@ def add_missing_columns(conn: Connection) -> None:
                         "char(31)) FROM json_each(entries.categories))"
                     )
                 )
+            if (table.name, column.name) in _FROM_RAW:
+                # From the raw original each row keeps, so that feeds and ?author= show
+                # them at once, without a rebuild (pruned rows have none, and need none).
+                conn.execute(sa.text(_FROM_RAW[table.name, column.name]))
             refold = refold or (table.name, column.name) == ("entries", "path_fold")
     if refold:
         # Last opened by an older version: one before the folds were kept, or one that
