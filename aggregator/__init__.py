@@ -1,3 +1,3 @@
 """aggregator: turn RSS/Atom sources into clean static-site articles and filtered feeds."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

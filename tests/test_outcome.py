@@ -27,6 +27,7 @@ ERRORING = SourceState(
     etag='"e0"',
     last_modified=None,
     body_hash="b0",
+    render_key="r0",
     status=Status.ERRORING,
     failures=1,
     next_poll_at=None,
@@ -35,7 +36,9 @@ ERRORING = SourceState(
 PAUSING = replace(ERRORING, failures=2)  # one more failure pauses it (max_failures 3)
 OK_ANSWER = Answer(http_status=200, bytes=1234, moved_to=None)
 MOVED = Answer(http_status=200, bytes=10, moved_to="https://new.example.com/feed.xml")
-VALIDATORS = Validators(etag='"e1"', last_modified="Fri, 02 Jan 2026 03:00:00 GMT", body_hash="b1")
+VALIDATORS = Validators(
+    etag='"e1"', last_modified="Fri, 02 Jan 2026 03:00:00 GMT", body_hash="b1", render_key="r1"
+)
 DISK_FULL = WriteFailure("A/a.md", "cannot write A/a.md: No space left on device", local=True)
 BAD_NAME = WriteFailure("A/b.md", "cannot write A/b.md: File name too long", local=False)
 AFTER = NOW + timedelta(seconds=1800)
@@ -90,6 +93,7 @@ CASES = {
             "etag": '"e1"',
             "last_modified": VALIDATORS.last_modified,
             "body_hash": "b1",
+            "render_key": "r1",
             "title": "The feed",
             "feed_hint": 3600.0,
         },

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -114,6 +115,28 @@ def test_200_then_304_after_etag(setup: Callable[..., tuple[Harness, Scripted]])
     assert state(h)["last_http_status"] == 304
     assert state(h)["etag"] == '"v1"'
     assert snapshot(h) == files
+
+
+def test_a_new_version_or_new_render_settings_read_the_body_again(
+    setup: Callable[..., tuple[Harness, Scripted]],
+) -> None:
+    """After an upgrade, a 304 would keep articles made the old way: no validators then."""
+    h, scripted = setup()
+    start_good(h, scripted)
+    h.poller.sources = {
+        name: replace(resolved, render_key="after an upgrade")
+        for name, resolved in h.poller.sources.items()
+    }
+    scripted.then(ok(GOOD, ETag='"v1"'), status(304))
+    outcome = poll(h)
+    assert "If-None-Match" not in scripted.requests[1]
+    assert "If-Modified-Since" not in scripted.requests[1]
+    assert not outcome.not_modified
+    assert outcome.unchanged == 1  # parsed again; the article's text had not changed
+    assert state(h)["render_key"] == "after an upgrade"
+    outcome = poll(h)  # from now on the validators apply again
+    assert scripted.requests[2]["If-None-Match"] == '"v1"'
+    assert outcome.not_modified
 
 
 def test_304_after_last_modified(setup: Callable[..., tuple[Harness, Scripted]]) -> None:

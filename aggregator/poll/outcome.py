@@ -37,6 +37,8 @@ class Validators:
     last_modified: str | None
     #: Of the body with the render key: an unchanged body under changed settings is read.
     body_hash: str
+    #: The render key it was processed with (its validators apply under that key only).
+    render_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +228,7 @@ def _state_update(
         etag=validators.etag if validators else KEEP,
         last_modified=validators.last_modified if validators else KEEP,
         body_hash=validators.body_hash if validators else KEEP,
+        render_key=validators.render_key if validators else KEEP,
         title=attempt.feed_title if parsed else KEEP,
         feed_hint=(
             (max(hints.ttl or 0.0, hints.update_period or 0.0) or None)

@@ -248,7 +248,9 @@ class Poller:
                 source=source.key, url=source.url, status=state.status, skipped=True
             )
         resolved = self.resolved(source)
-        conditional = state is not None and not changed  # the stored validators still apply
+        # The stored validators apply to the same settings, processed the same way: after
+        # an upgrade or a change of render settings, a 304 would keep the old articles.
+        conditional = state is not None and not changed and state.render_key == resolved.render_key
         try:
             fetched = self.fetcher.fetch(
                 source.url,
@@ -286,7 +288,10 @@ class Poller:
             hints=prepared.hints,
             feed_title=prepared.feed_title,
             validators=Validators(
-                fetched.headers.get("etag"), fetched.headers.get("last-modified"), body_hash
+                fetched.headers.get("etag"),
+                fetched.headers.get("last-modified"),
+                body_hash,
+                resolved.render_key,
             ),
         )
 

@@ -280,6 +280,7 @@ def _state(row: Mapping[str, Any]) -> SourceState:
         etag=row["etag"],
         last_modified=row["last_modified"],
         body_hash=row["body_hash"],
+        render_key=row.get("render_key"),
         status=Status(row["status"] or Status.NEW),
         failures=row["failures"] or 0,
         next_poll_at=row["next_poll_at"],

@@ -44,6 +44,9 @@ class SourceStateUpdate:
     etag: Update[str | None] = KEEP
     last_modified: Update[str | None] = KEEP
     body_hash: Update[str | None] = KEEP
+    #: The render key the last body was processed with: under another (a new version,
+    #: changed settings), the validators do not apply and the body is read again.
+    render_key: Update[str | None] = KEEP
     status: Update[Status] = KEEP
     #: Failures in a row.
     failures: Update[int] = KEEP
@@ -83,6 +86,7 @@ class SourceState:
     etag: str | None
     last_modified: str | None
     body_hash: str | None
+    render_key: str | None
     status: Status
     failures: int
     next_poll_at: datetime | None

@@ -48,6 +48,7 @@ sources_table = sa.Table(
     sa.Column("etag", sa.String),
     sa.Column("last_modified", sa.String),
     sa.Column("body_hash", sa.String),  # of the last body fully processed (with render key)
+    sa.Column("render_key", sa.String),  # the render settings and version it was processed with
     sa.Column("status", sa.String),  # models.Status
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # in a row
     sa.Column("next_poll_at", UTCDateTime),  # survives restarts
