@@ -476,7 +476,7 @@ def test_rebuild_never_reverts_a_newer_poll(
     feed_file("f.xml", rss(item("a", "Version two", "<p>two</p>")))
     h.poll()  # ... a poll stores a newer version meanwhile ...
     resolved = h.poller.resolved(source)
-    prepared = prepare_stored(resolved.view, [raw for _, raw in read_by_rebuild])
+    prepared = prepare_stored(resolved.view, [raw for _, raw in read_by_rebuild], h.now)
     with h.store.transaction() as conn:  # ... and the rebuild applies what it read
         applied = h.poller.ingest.write_files(
             conn,

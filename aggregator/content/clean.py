@@ -322,6 +322,11 @@ def _layout(html: str) -> str:
     return _NEWLINE_RUN.sub("\n", html).strip()
 
 
+# Elements whose URLs are resolved; of them, those whose only URL is ``cite``.
+_CITING = ("blockquote", "q", "del", "ins")
+_LINKING = ("a", "img", "iframe", "video", "audio", "source", *_CITING)
+
+
 def clean_html(
     html: str, base_url: str | None = None, options: CleanOptions | None = None
 ) -> Cleaned:
@@ -329,7 +334,7 @@ def clean_html(
 
     Args:
         html: the body as the feed gave it.
-        base_url: the entry's link, against which relative URLs are resolved.
+        base_url: the URL relative URLs are resolved against (the body's base).
         options: the source's removal selectors and iframe allow-list.
 
     Returns:
@@ -354,8 +359,13 @@ def clean_html(
             return url
 
     images: list[str] = []
-    for element in list(root.iter("a", "img", "iframe", "video", "audio", "source")):
+    for element in list(root.iter(*_LINKING)):
         tag = element.tag
+        if tag in _CITING:
+            cite = element.get("cite")
+            if cite:
+                element.set("cite", absolute(cite))
+            continue
         if tag == "a":
             href = element.get("href")
             if href:
