@@ -148,6 +148,19 @@ def test_golden(
     assert {p: p.read_bytes() for p in h.files()} == before
 
 
+def test_the_dashboard_shows_made_up_titles(
+    polled: Callable[[str], tuple[Harness, SourceOutcome]],
+) -> None:
+    h, _ = polled("untitled")
+    client = create_app(h.config, h.store, clock=ManualClock(h.now)).test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert "The council approved the new budget on Tuesday</a>" in page
+    assert "(untitled)</a>" in page  # the one entry with no text at all
+    [row] = [r for r in h.store.entries() if r["link"] == "https://notes.example/n1"]
+    article = client.get(f"/articles/{row['uid']}").get_data(as_text=True)
+    assert "<h1>The council approved the new budget on Tuesday</h1>" in article
+
+
 # Each element whose URLs the cleaner resolves (and keeps), with those attributes.
 RESOLVED = {
     "a": ("href",),

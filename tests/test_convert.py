@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pytest
@@ -21,11 +21,15 @@ from aggregator.content.convert import (
     article_name,
     assign_keys,
     convert_entry,
+    derive_title,
     entry_key,
     format_date,
+    keep_one_per_entry,
     pick_image,
     render_article,
     safe_segment,
+    trusted_date,
+    untrusted_dates,
 )
 from aggregator.models import Article, Enclosure, ParsedEntry, Person
 
@@ -286,3 +290,178 @@ def test_raw_entries_stored_by_older_versions_are_read() -> None:
     del data["authors"]
     assert ParsedEntry.from_json(json.dumps({**data, "author": "Jo"})) == new
     assert ParsedEntry.from_json(json.dumps({**data, "author": None})) == entry()
+
+
+# -- titles of untitled entries ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ""),
+        ("  \n ", ""),
+        ("Short note", "Short note"),
+        ("The first sentence. The second one.", "The first sentence"),
+        ("Is it a question? Yes.", "Is it a question?"),
+        ("Done!", "Done!"),
+        ("Version 2.0 is out. Upgrade now.", "Version 2.0 is out"),
+        ("Lower case after a dot, e.g. this. Then more.", "Lower case after a dot, e.g. this"),
+        ("今日は晴れ。明日は雨です。", "今日は晴れ"),
+        ("你好！世界", "你好！"),
+        # Too long: cut on a word boundary, before the 80th character, with an ellipsis.
+        (
+            "After months of public consultations and several heated meetings, the transport "
+            "committee agreed",
+            "After months of public consultations and several heated meetings, the transport…",
+        ),
+        ("word " * 30, " ".join(["word"] * 16) + "…"),
+        # No spaces in CJK text: cut between any two characters.
+        ("国" * 100, "国" * 79 + "…"),
+        # A long first sentence is cut like any long text.
+        ("a" * 10 + " " + "b" * 100 + ". Next.", "a" * 10 + " " + "b" * 68 + "…"),
+        # One word longer than a title (a URL): cut inside it.
+        ("x" * 120, "x" * 79 + "…"),
+        # Punctuation before the cut goes.
+        (
+            "Alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi, omicron pi",
+            "Alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi…",
+        ),
+    ],
+)
+def test_derive_title(text: str, expected: str) -> None:
+    title = derive_title(text)
+    assert title == expected
+    assert len(title) <= 80
+
+
+def test_untitled_entry_takes_its_first_words_everywhere_the_title_goes() -> None:
+    article = convert_entry(
+        entry(title="", content_html="<p>Hello <b>there</b>. More.</p>"), VIEW, NOW
+    )
+    assert article.title == "Hello there"
+    assert render(article)[0]["title"] == "Hello there"
+    assert article_name(article.title) == "Hello-there.md"
+    # Text only in the summary: the summary's words.
+    article = convert_entry(
+        entry(
+            title="",
+            content_html="<p><img src='https://x.example/a.png'></p>",
+            summary_html="<p>From the summary</p>",
+        ),
+        VIEW,
+        NOW,
+    )
+    assert article.title == "From the summary"
+    # No text at all: no title (the file is untitled.md, the feeds say "(untitled)").
+    article = convert_entry(entry(title="", content_html=""), VIEW, NOW)
+    assert article.title == ""
+    # The identity never depends on the made-up title.
+    assert alt_key(entry(title="")) == alt_key(entry(title="", content_html="<p>Other</p>"))
+
+
+# -- dates from the future ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ahead", "trusted"),
+    [
+        (timedelta(days=-3650), True),
+        (timedelta(0), True),
+        (timedelta(hours=23, minutes=59), True),
+        (timedelta(days=1), True),
+        (timedelta(days=1, seconds=1), False),
+        (timedelta(days=365 * 77), False),
+    ],
+)
+def test_trusted_date(ahead: timedelta, trusted: bool) -> None:
+    when = NOW + ahead
+    assert trusted_date(when, NOW) == (when if trusted else None)
+    assert trusted_date(None, NOW) is None
+
+
+def test_a_date_far_ahead_of_the_poll_is_dropped_and_reported() -> None:
+    future = datetime(2103, 1, 1, tzinfo=UTC)
+    parsed = entry(published=future, updated=WHEN)
+    article = convert_entry(parsed, VIEW, NOW)
+    assert (article.published, article.updated) == (None, WHEN)
+    assert untrusted_dates(parsed, NOW) == (
+        "dates more than a day after the poll (2026-01-02T03:04:05+00:00) not trusted: "
+        "published 2103-01-01T00:00:00+00:00"
+    )
+    assert untrusted_dates(entry(), NOW) is None
+    # The raw original keeps what the feed said: a later conversion may trust it.
+    assert ParsedEntry.from_json(article.raw_json).published == future
+    assert convert_entry(parsed, VIEW, future).published == future
+
+
+# -- one id repeated in a document -------------------------------------------------------
+
+
+def version(
+    title: str = "T",
+    link: str | None = "https://e.x/1",
+    body: str = "<p>b</p>",
+    guid: str = "g",
+    **changes: object,
+) -> Article:
+    """A converted entry, key "g" unless said (its alt key follows its link and title)."""
+    return convert_entry(
+        entry(guid=guid, title=title, link=link, content_html=body, **changes), VIEW, NOW
+    )
+
+
+DAY1 = datetime(2024, 3, 1, tzinfo=UTC)
+DAY2 = datetime(2024, 3, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("versions", "kept", "warnings"),
+    [
+        # Repeated to the letter: one, no twin.
+        ([version(), version()], [1], ["appears 2 times in the document; kept the last ('T')"]),
+        # Revisions (same link, other title): the newest, wherever it is.
+        (
+            [version(updated=DAY1), version("T2", updated=DAY2), version("T3", updated=DAY1)],
+            [1],
+            ["appears 3 times in the document; kept the newest ('T2')"],
+        ),
+        # Same title, another link: the same entry too.
+        ([version(), version(link="https://e.x/2")], [1], ["kept the last"]),
+        # The last has no body: the last with one.
+        ([version(), version(body="")], [0], ["kept the last with a body ('T')"]),
+        # Titles and links both differ: two items (a constant guid), kept apart.
+        (
+            [version("A", "https://e.x/a"), version("B", "https://e.x/b")],
+            [0, 1],
+            ["is given to 2 different items (their titles and links differ): kept apart"],
+        ),
+        # No links: titles tell items apart.
+        ([version("A", None), version("B", None)], [0, 1], ["kept apart"]),
+        # A third version that shares the first's link and the second's title: all one.
+        (
+            [
+                version("A", "https://e.x/a"),
+                version("B", "https://e.x/b"),
+                version("B", "https://e.x/a"),
+            ],
+            [2],
+            ["appears 3 times in the document; kept the last ('B')"],
+        ),
+    ],
+)
+def test_keep_one_per_entry(versions: list[Article], kept: list[int], warnings: list[str]) -> None:
+    result, said = keep_one_per_entry([version("other", "https://e.x/o", guid="o"), *versions])
+    assert result[0].article.key == "o"  # a lone entry is left as it is
+    assert [k.article for k in result[1:]] == [versions[i] for i in kept]
+    assert len(said) == len(warnings)
+    for message, expected in zip(said, warnings, strict=True):
+        assert message.startswith("id 'g' ") and expected in message
+    for k in result:
+        assert k.alt_keys[0] == k.article.alt_key
+
+
+def test_the_kept_version_carries_every_alt_key_of_its_entry() -> None:
+    first, second = version("A"), version("B")
+    [one] = keep_one_per_entry([first, second])[0]
+    assert one.alt_keys == (second.alt_key, first.alt_key)
+    assert one.article == second
