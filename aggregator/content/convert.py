@@ -122,8 +122,9 @@ def keep_one_per_entry(articles: Sequence[Article]) -> tuple[list[Kept], list[st
             )
         for group in groups:
             group.sort()
-            best = max(group, key=lambda i: _completeness(articles[i], i))
+            best = group[0]
             if len(group) > 1:
+                best = max(group, key=lambda i: _completeness(articles[i], i))
                 warnings.append(
                     f"id {key!r} appears {len(group)} times in the document; kept the "
                     f"{_which(articles, group, best)} ({articles[best].title[:60]!r})"
