@@ -120,6 +120,9 @@ class ParsedFeed:
     ttl: str | None = None  # RSS <ttl>, minutes, as written
     update_period: str | None = None  # sy:updatePeriod
     update_frequency: str | None = None  # sy:updateFrequency
+    #: Set when nothing declared fitted and the bytes are not UTF-8: the encoding is a
+    #: guess, and this says which (a warning on the poll).
+    encoding_warning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import codecs
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +93,134 @@ def test_latin1_document_keeps_its_accents() -> None:
     parsed = parse_feed("u", body)
     assert parsed.entries[0].title == "Café déjà vu"
     assert parsed.title == "Canal"
+
+
+# -- no BOM, no declaration ----------------------------------------------------------
+
+NEWS = {  # enough text in each for a detector to tell the encodings apart
+    "shift_jis": (
+        "東京の桜が満開",
+        "多くの人々が公園に集まり、花見を楽しんでいます。政府は新しい経済対策を発表しました。",
+    ),
+    "euc_jp": (
+        "東京の桜が満開",
+        "多くの人々が公園に集まり、花見を楽しんでいます。政府は新しい経済対策を発表しました。",
+    ),
+    "euc_kr": (
+        "서울의 벚꽃이 만개",
+        "많은 사람들이 공원에 모여 꽃구경을 즐기고 있습니다. 정부는 새로운 경제 대책을 발표했습니다.",
+    ),
+    "big5": (
+        "臺北的櫻花盛開了",
+        "許多人聚集在公園裡賞花。政府宣布了新的經濟措施，以支持中小企業的發展。",
+    ),
+    "koi8_r": (
+        "В Москве расцвели деревья",
+        "Многие люди гуляют в парках. Правительство объявило о новых экономических мерах.",
+    ),
+    "cp1251": (
+        "В Москве расцвели деревья",
+        "Многие люди гуляют в парках. Правительство объявило о новых экономических мерах.",
+    ),
+    "cp1252": (
+        "Les cerisiers de Paris",
+        "Aujourd’hui il fait beau ; beaucoup de gens se réunissent déjà dans les parcs. Le gouvernement a annoncé de nouvelles mesures économiques.",
+    ),
+}
+SAID = {
+    "shift_jis": "Shift_JIS",
+    "euc_jp": "EUC-JP",
+    "euc_kr": "EUC-KR",
+    "big5": "Big5",
+    "koi8_r": "KOI8-R",
+    "cp1251": "windows-1251",
+    "cp1252": "windows-1252",
+}
+
+
+def news(title: str, text: str, decl: str = "") -> str:
+    return (
+        f'<?xml version="1.0"{decl}?>\n<rss version="2.0"><channel><title>{title}</title>'
+        f"<item><title>{title}</title><guid>n1</guid><description>{text}</description></item>"
+        "</channel></rss>"
+    )
+
+
+@pytest.mark.parametrize("codec", NEWS)
+def test_undeclared_legacy_encoding_is_detected_and_said(codec: str) -> None:
+    title, text = NEWS[codec]
+    parsed = parse_feed("https://news.example/feed", news(title, text).encode(codec))
+    assert parsed.title == title
+    assert [(e.title, e.content_html) for e in parsed.entries] == [(title, text)]
+    assert parsed.encoding_warning == f"encoding not declared; guessed {SAID[codec]}"
+
+
+def test_a_declared_encoding_that_does_not_fit_is_said_too() -> None:
+    title, text = NEWS["shift_jis"]
+    body = news(title, text, ' encoding="utf-8"').encode("shift_jis")
+    parsed = parse_feed("https://news.example/feed", body, {"Content-Type": "text/xml"})
+    assert parsed.entries[0].title == title
+    assert parsed.encoding_warning == "declared encoding utf-8 does not fit; guessed Shift_JIS"
+
+
+@pytest.mark.parametrize("case", ["utf-8 declared", "utf-8 undeclared", "gbk", "big5"])
+def test_a_declared_or_utf8_document_is_not_a_guess(case: str) -> None:
+    [(_, body, _)] = [c for c in CASES if c[0] == case]
+    assert parse_feed("https://example.cn/feed", body).encoding_warning is None
+
+
+def test_short_gbk_text_keeps_the_gb18030_preference() -> None:
+    """Two characters are too few for any detector: where it cannot choose between
+    readings, GB18030 (what an undeclared Chinese page means on the Web) wins."""
+    parsed = parse_feed("u", feed(None, "北京", "新闻").encode("gbk"))
+    assert [e.title for e in parsed.entries] == ["北京"]
+    assert parsed.encoding_warning == "encoding not declared; guessed GB18030"
+
+
+def test_short_text_is_a_guess_that_may_be_wrong_and_says_so() -> None:
+    """One Russian word in KOI8-R is a handful of bytes that many code pages read as
+    plausible text: the document is still read (it may come out garbled) and the poll
+    says the encoding was guessed, so whoever reads the warning can look."""
+    body = news("Москва", "Новости").encode("koi8_r")
+    parsed = parse_feed("u", body)
+    assert len(parsed.entries) == 1
+    assert parsed.encoding_warning is not None
+    assert parsed.encoding_warning.startswith("encoding not declared; guessed ")
+
+
+@pytest.mark.parametrize("codec", ["utf-32-le", "utf-32-be", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("declared", [True, False])
+def test_utf16_and_utf32_without_bom_by_their_nul_pattern(codec: str, declared: bool) -> None:
+    """XML 1.0 appendix F: the first characters are ASCII, so the NULs give the encoding."""
+    body = feed(codec[:6] if declared else None)
+    parsed = parse_feed("u", body.encode(codec))
+    assert [e.title for e in parsed.entries] == [TITLE]
+    assert parsed.encoding_warning is None
+
+
+def test_only_a_guess_loads_the_detector() -> None:
+    """UTF-8 and declared documents never pay for charset-normalizer, not even its
+    import (a fresh interpreter, so no other test has loaded it)."""
+    script = """
+import sys
+from aggregator.content.parse import parse_feed
+for body in sys.argv[1:4]:
+    parse_feed("u", bytes.fromhex(body))
+print("charset_normalizer" in sys.modules)
+parse_feed("u", bytes.fromhex(sys.argv[4]))
+print("charset_normalizer" in sys.modules)
+"""
+    title, text = NEWS["shift_jis"]
+    bodies = [
+        feed(None).encode("utf-8"),
+        feed("gb2312").encode("gbk"),
+        news("Café", "déjà vu", ' encoding="iso-8859-1"').encode("latin-1"),
+        news(title, text).encode("shift_jis"),
+    ]
+    ran = subprocess.run(
+        [sys.executable, "-c", script, *(b.hex() for b in bodies)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ran.stdout.split() == ["False", "True"]

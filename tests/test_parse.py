@@ -1,4 +1,5 @@
-"""Parsing, golden files: tests/data/parse/NAME.xml must parse to NAME.json.
+"""Parsing, golden files: tests/data/parse/NAME.xml (RSS, Atom) or NAME.feed.json (JSON
+Feed) must parse to NAME.json.
 
 A golden is the ``ParsedFeed`` that ``parse_feed`` returns, as readable JSON. After a
 deliberate change to parsing, ``AGGREGATOR_REGOLD=1`` rewrites the goldens from the code;
@@ -17,10 +18,12 @@ import pytest
 from conftest import DATA
 
 from aggregator.content.parse import parse_feed
+from aggregator.errors import ParseError
 from aggregator.models import ParsedFeed
 
 CASES = DATA / "parse"
-NAMES = sorted(p.stem for p in CASES.glob("*.xml"))
+INPUTS = (".xml", ".feed.json")  # a document to parse; NAME.json is its golden
+FILES = sorted(p.name for p in CASES.iterdir() if p.name.endswith(INPUTS))
 REGOLD = os.environ.get("AGGREGATOR_REGOLD") == "1"
 
 
@@ -36,11 +39,18 @@ def to_json(feed: ParsedFeed) -> str:
     return json.dumps(data, default=encode, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_parse(name: str) -> None:
-    body = (CASES / f"{name}.xml").read_bytes()
-    actual = to_json(parse_feed(f"https://feeds.example/{name}.xml", body))
-    golden = CASES / f"{name}.json"
+def golden_name(file: str) -> str:
+    """NAME.json for NAME.xml and NAME.feed.json."""
+    for suffix in INPUTS:
+        file = file.removesuffix(suffix)
+    return f"{file}.json"
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_parse(file: str) -> None:
+    body = (CASES / file).read_bytes()
+    actual = to_json(parse_feed(f"https://feeds.example/{file}", body))
+    golden = CASES / golden_name(file)
     if REGOLD:
         golden.write_text(actual, encoding="utf-8")
     assert actual == golden.read_text(encoding="utf-8")
@@ -48,8 +58,10 @@ def test_parse(name: str) -> None:
 
 def test_every_input_has_its_golden_and_every_golden_its_input() -> None:
     """Runs after the cases, so a regold run writes the goldens before this checks them."""
-    assert NAMES
-    assert {p.stem for p in CASES.glob("*.json")} == set(NAMES)
+    assert FILES
+    goldens = {p.name for p in CASES.glob("*.json") if not p.name.endswith(INPUTS)}
+    assert goldens == {golden_name(f) for f in FILES}
+    assert len(goldens) == len(FILES)  # no NAME.xml beside a NAME.feed.json
 
 
 @pytest.mark.parametrize(
@@ -159,3 +171,45 @@ def test_a_date_read_only_in_part_is_not_trusted(written: str) -> None:
     ).encode()
     [entry] = parse_feed("https://feeds.example/d.xml", body).entries
     assert entry.published in (None, datetime(2024, 1, 8, 9, 15, tzinfo=UTC))
+
+
+# -- documents cut short --------------------------------------------------------------
+
+CUT = (
+    '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0">\n<channel><title>T</title>\n'
+    '<item><title>Whole</title><guid isPermaLink="false">w1</guid><description>Kept.'
+    "</description></item>"
+)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["</channel></rss", "\n</channel>\n</rss", "</channel>", "\n</channel>\n", "", "\n", "<"],
+)
+def test_a_document_cut_after_its_last_entry_keeps_it(tail: str) -> None:
+    feed = parse_feed("https://cut.example/feed", (CUT + tail).encode())
+    assert [e.title for e in feed.entries] == ["Whole"]
+    assert feed.skipped == ()
+    assert feed.warning is not None  # the document is still not well-formed, and says so
+
+
+@pytest.mark.parametrize(
+    "tail", ["<item>", "<item><title>Half", '<atom:entry xmlns:atom="http://www.w3.org/2005/Atom">']
+)
+def test_a_document_cut_inside_an_entry_drops_that_entry_only(tail: str) -> None:
+    feed = parse_feed("https://cut.example/feed", (CUT + tail).encode())
+    assert [e.title for e in feed.entries] == ["Whole"]
+    assert feed.skipped == ("entry 2: dropped, the document is cut short",)
+
+
+def test_a_channel_without_entries_and_with_an_undefined_entity_is_a_feed() -> None:
+    body = b'<rss version="2.0"><channel><title>Caf&eacute;</title></channel></rss>'
+    feed = parse_feed("https://new.example/feed", body)
+    assert (feed.title, feed.entries) == ("Café", ())
+    assert feed.warning is not None
+    assert "undefined entity" in feed.warning
+
+
+def test_a_document_that_is_no_feed_is_still_refused() -> None:
+    with pytest.raises(ParseError, match="not a usable feed"):
+        parse_feed("https://x.example/page", b"<html><body>&nbsp;<p>Not a feed</p></body></html>")

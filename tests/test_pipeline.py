@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from conftest import EXAMPLES, ROOT, FeedFile, HarnessFactory, MakeConfig, item, rss
+from conftest import DATA, EXAMPLES, ROOT, FeedFile, HarnessFactory, MakeConfig, item, rss
 
 from aggregator.poll.pipeline import utcnow
 
@@ -585,3 +585,40 @@ def test_an_untitled_entry_keeps_its_file_when_its_text_arrives(
     assert outcome.updated == 1
     assert h.files() == [file]  # the name is the entry's for life
     assert front_and_body(file)[0]["title"] == "Now it says something"
+
+
+def test_undeclared_shift_jis_feed_becomes_readable_articles_and_the_guess_is_recorded(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    path = feed_file("sjis.xml", (DATA / "parse" / "undeclared-shift-jis.xml").read_bytes())
+    h = harness(make_config([{"url": str(path), "categories": ["ニュース"], "name": "sjis"}]))
+    [outcome] = h.poll()
+    assert outcome.ok
+    assert outcome.new == 2
+    assert "encoding not declared; guessed Shift_JIS" in outcome.warnings
+    titles = sorted(str(front_and_body(p)[0]["title"]) for p in h.files())
+    assert titles == ["政府が新しい経済対策を発表", "東京の桜が満開になりました"]
+    [poll] = h.store.polls("sjis")
+    assert "encoding not declared; guessed Shift_JIS" in str(poll["warnings"])
+
+
+def test_cut_and_channel_only_feeds_poll_ok(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    """A feed cut after its last entry keeps it; a new feed with no items yet and an
+    HTML entity in its title is "ok, 0 entries", not a failure."""
+    cut = feed_file("cut.xml", (DATA / "parse" / "cut-after-last-item.xml").read_bytes())
+    empty = DATA / "parse" / "channel-only-undefined-entity.xml"
+    h = harness(
+        make_config(
+            [
+                {"url": str(cut), "categories": ["A"], "name": "cut"},
+                {"url": str(feed_file("new.xml", empty.read_bytes())), "categories": ["B"]},
+            ]
+        )
+    )
+    cut_outcome, empty_outcome = h.poll()
+    assert (cut_outcome.ok, cut_outcome.new, cut_outcome.failed) == (True, 1, 0)
+    assert [front_and_body(p)[0]["title"] for p in h.files()] == ["Complete entry"]
+    assert (empty_outcome.ok, empty_outcome.new, empty_outcome.error) == (True, 0, None)
+    assert any("undefined entity" in w for w in empty_outcome.warnings)

@@ -16,6 +16,7 @@ HTML block and never turns indentation into a code block (CommonMark §4.6, §4.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
@@ -207,6 +208,12 @@ def _host(url: str) -> str:
 
 
 TAG = re.compile(r"<[^>]*>")  # an HTML tag, for quick text extraction
+
+
+def text_to_html(text: str) -> str:
+    """Plain text as HTML: escaped, its blank-line paragraphs as ``<p>``, lines as ``<br>``."""
+    paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
+    return "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs if p)
 
 
 def is_http(url: str) -> bool:

@@ -2,12 +2,17 @@
 
 Pure functions, no I/O. The rules, in order:
 
-1. A byte-order mark wins (UTF-8, UTF-16, UTF-32): it cannot be there by accident.
+1. A byte-order mark wins (UTF-8, UTF-16, UTF-32): it cannot be there by accident. Without
+   one, UTF-16 and UTF-32 show in the NULs around the first two (ASCII) characters.
 2. Otherwise the labels from the HTTP ``charset`` and the XML declaration are tried, and
    the first that decodes the bytes *strictly* wins.
 3. Then UTF-8 (a server that wrongly says ISO-8859-1 for a UTF-8 document is common),
-   then any declared label that decodes every byte (Latin-1, windows-1252), then — only
-   for documents that declare nothing usable — GB18030, then windows-1252.
+   then any declared label that decodes every byte (Latin-1, windows-1252).
+4. Only a document that declares nothing usable and is not UTF-8 gets here, and pays for
+   it: charset-normalizer guesses (Shift_JIS, EUC-KR, Big5, KOI8-R...), and the guess is
+   recorded (``guessed``). Where it reads the same language from GB18030 or windows-1252
+   about as well as from its favourite, those win (the Web's defaults for undeclared
+   Chinese and Western pages); with no guess at all, GB18030, then windows-1252.
 
 Chinese labels are widened to their supersets, because publishers routinely declare
 ``gb2312`` for text that uses GBK-only characters (e.g. 镕, 喆) and ``big5`` for text with
@@ -49,6 +54,60 @@ _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)
 _XML_DECL_TEXT = re.compile(r"^(\s*<\?xml[^>]*?encoding\s*=\s*)([\"'])[A-Za-z0-9._:-]+\2", re.I)
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.I)
 
+# XML 1.0 appendix F and RFC 4627 §3: a feed's first two characters are ASCII, so which
+# of its first four bytes are NUL tells UTF-16 and UTF-32 (and their byte order) apart.
+_NUL_PATTERNS = {
+    (False, True, True, True): "utf-32-le",
+    (True, True, True, False): "utf-32-be",
+    (False, True, False, True): "utf-16-le",
+    (True, False, True, False): "utf-16-be",
+}
+
+# Guessing: what the Web assumes for undeclared pages (WHATWG), preferred to the
+# detector's favourite when it reads the same language from them about as well.
+_PREFERRED = ("gb18030", "cp1252")
+_TIE = 0.1  # chaos (charset-normalizer's 0-1 "mess" ratio) within which one language ties
+
+# The legacy encodings of the WHATWG Encoding Standard: what browsers read, so what Web
+# publishers write. The detector guesses among these only (no hp-roman8, no cp1125).
+_WEB_ENCODINGS = [
+    *("cp866", "koi8_r", "koi8_u", "mac_cyrillic", "mac_roman", "cp874"),
+    *(f"iso8859_{n}" for n in (2, 3, 4, 5, 6, 7, 8, 10, 13, 14, 15, 16)),
+    *(f"cp{n}" for n in range(1250, 1259)),
+    *("gb18030", "big5", "big5hkscs", "euc_jp", "cp932", "cp949"),
+]
+
+# How a guess is named in the poll's warning: the label a publisher would write.
+_DISPLAY = {
+    "cp932": "Shift_JIS",
+    "shift_jis": "Shift_JIS",
+    "shift_jis_2004": "Shift_JIS",
+    "euc_jp": "EUC-JP",
+    "euc_jis_2004": "EUC-JP",
+    "cp949": "EUC-KR",
+    "euc_kr": "EUC-KR",
+    "big5hkscs": "Big5",
+    "gb18030": "GB18030",
+    "koi8-r": "KOI8-R",
+    "koi8-u": "KOI8-U",
+    "latin-1": "ISO-8859-1",
+}
+
+
+def _display(name: str) -> str:
+    return _DISPLAY.get(name) or re.sub(r"^cp(12\d\d)$", r"windows-\1", name)
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A document's bytes decoded, and how."""
+
+    text: str
+    encoding: str  # Python codec name that decoded the bytes
+    #: Set when the encoding was guessed (nothing usable declared, not UTF-8): what was
+    #: declared and what was guessed, worded for the poll's warnings.
+    guessed: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
@@ -57,6 +116,7 @@ class Decoded:
     body: bytes  # UTF-8, XML declaration (if any) rewritten to say so
     encoding: str  # Python codec name that decoded the original bytes
     content_type: str  # media type to hand feedparser, with charset=utf-8
+    guessed: str | None = None  # as ``Text.guessed``
 
 
 def normalise_label(label: str | None) -> str | None:
@@ -70,33 +130,79 @@ def normalise_label(label: str | None) -> str | None:
     return _SUPERSETS.get(name, name)
 
 
-def _candidates(body: bytes, content_type: str | None) -> list[str]:
+def _declared(body: bytes, content_type: str | None) -> list[str]:
     declared: list[str] = []
     if content_type:
         match = _CHARSET.search(content_type)
         if match:
             declared.append(match.group(1))
-    head = body[:1024]
-    xml_match = _XML_DECL.match(head)
+    xml_match = _XML_DECL.match(body[:1024])
     if xml_match:
         declared.append(xml_match.group(1).decode("ascii"))
-    labels = [normalise_label(d) for d in declared]
-    strict = [n for n in labels if n is not None and n not in _PERMISSIVE]
-    loose = [n for n in labels if n is not None and n in _PERMISSIVE]
-    ordered = [*strict, "utf-8", *loose, "gb18030", "cp1252"]
-    return list(dict.fromkeys(ordered))
+    return declared
 
 
-def _decode(body: bytes, content_type: str | None) -> tuple[str, str]:
+def _unicode_without_bom(body: bytes) -> str | None:
+    if len(body) < 4:
+        return None
+    return _NUL_PATTERNS.get((body[0] == 0, body[1] == 0, body[2] == 0, body[3] == 0))
+
+
+def decode_text(body: bytes, content_type: str | None = None) -> Text:
+    """Decode a feed document (XML or JSON) by the rules above.
+
+    Args:
+        body: the bytes as fetched.
+        content_type: the HTTP ``Content-Type`` header, if there was one.
+    """
     for bom, name in _BOMS:
         if body.startswith(bom):
-            return body[len(bom) :].decode(name, errors="replace"), name
-    # UTF-16/32 without a BOM, recognised by the XML declaration's NUL pattern.
-    if body.startswith(b"<\x00?\x00x\x00"):
-        return body.decode("utf-16-le", errors="replace"), "utf-16-le"
-    if body.startswith(b"\x00<\x00?\x00x"):
-        return body.decode("utf-16-be", errors="replace"), "utf-16-be"
-    for name in _candidates(body, content_type):
+            return Text(body[len(bom) :].decode(name, errors="replace"), name)
+    unicode = _unicode_without_bom(body)
+    if unicode:
+        return Text(body.decode(unicode, errors="replace"), unicode)
+    declared = _declared(body, content_type)
+    labels = [n for n in map(normalise_label, declared) if n is not None]
+    strict = [n for n in labels if n not in _PERMISSIVE]
+    loose = [n for n in labels if n in _PERMISSIVE]
+    for name in dict.fromkeys([*strict, "utf-8", *loose]):
+        try:
+            return Text(body.decode(name), name)
+        except UnicodeDecodeError:
+            continue
+    text, name = _guess(body)
+    said = (
+        f"declared encoding {', '.join(dict.fromkeys(declared))} does not fit"
+        if declared
+        else "encoding not declared"
+    )
+    return Text(text, name, f"{said}; guessed {_display(name)}")
+
+
+def _guess(body: bytes) -> tuple[str, str]:
+    """Read bytes that nothing declared fits, as the detector says.
+
+    charset-normalizer is imported here: a document that never needs it does not even
+    load it. Where GB18030 or windows-1252 reads as well as its favourite (a tie: too
+    little text to tell), or nearly as well in the same language (it often ranks
+    windows-1257 over windows-1252 for French), the Web's default wins.
+    """
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(body, cp_isolation=_WEB_ENCODINGS)
+    best = matches.best()
+    names: list[str] = []
+    if best is not None:
+        for match in matches:
+            name = normalise_label(match.encoding)
+            margin = match.chaos - best.chaos
+            tie = margin < 0.01 or (match.language == best.language and margin <= _TIE)
+            if name in _PREFERRED and tie:
+                names.append(name)
+                break
+        names.extend(n for n in map(normalise_label, (m.encoding for m in matches)) if n)
+    # No reading at all (or none that decodes every byte): the Web's defaults.
+    for name in dict.fromkeys([*names, "gb18030", "cp1252"]):
         try:
             return body.decode(name), name
         except UnicodeDecodeError:
@@ -116,11 +222,12 @@ def decode_document(body: bytes, content_type: str | None = None) -> Decoded:
         The UTF-8 body with its XML declaration corrected, the encoding used, and a
         content type for feedparser that says ``charset=utf-8``.
     """
-    text, name = _decode(body, content_type)
-    text = _XML_DECL_TEXT.sub(r"\1\2utf-8\2", text, count=1)
+    decoded = decode_text(body, content_type)
+    text = _XML_DECL_TEXT.sub(r"\1\2utf-8\2", decoded.text, count=1)
     media_type = (content_type or "").split(";", 1)[0].strip().lower() or "application/xml"
     return Decoded(
         body=text.encode("utf-8"),
-        encoding=name,
+        encoding=decoded.encoding,
         content_type=f"{media_type}; charset=utf-8",
+        guessed=decoded.guessed,
     )

@@ -1,5 +1,7 @@
 """feedparser on bytes and headers, turned into our own types at this boundary.
 
+A JSON document (JSON Feed) goes to ``jsonfeed`` instead: feedparser does not read it.
+
 feedparser's string-keyed dicts never leave this module. It is given bytes we already
 decoded to UTF-8 (see ``encoding``), with its own HTML sanitiser and URI resolution off:
 ``clean`` does both, once, faster, and with rules feedparser does not know.
@@ -20,12 +22,17 @@ from xml.sax import SAXParseException
 
 import feedparser
 
-from aggregator.content.clean import TAG, is_http
+from aggregator.content.clean import TAG, is_http, text_to_html
 from aggregator.content.encoding import decode_document
+from aggregator.content.jsonfeed import is_json_feed, parse_json_feed
 from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
+
+# An entry's start tag (whole, up to its '>') and end tag, with any namespace prefix.
+_ENTRY_START = re.compile(rb"<(?:[\w.-]+:)?(?:item|entry)(?:\s[^<>]*)?>")
+_ENTRY_END = re.compile(rb"</(?:[\w.-]+:)?(?:item|entry)\s*>")
 
 
 def _to_datetime(value: Any) -> datetime | None:
@@ -46,9 +53,7 @@ def _as_html(detail: Mapping[str, Any] | None) -> str:
     kind = str(detail.get("type") or "text/html").lower()
     if kind in _HTML_TYPES or "html" in kind:
         return value
-    # Plain text: escape it, and keep its paragraphs.
-    paragraphs = [p.strip() for p in value.replace("\r\n", "\n").split("\n\n")]
-    return "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs if p)
+    return text_to_html(value)  # plain text: escaped, its paragraphs kept
 
 
 # Elements whose text is never a title's: a title's markup is dropped, these with it.
@@ -177,7 +182,7 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
 
     Args:
         url: where it came from (for messages and relative links only; never fetched).
-        body: the document's bytes.
+        body: the document's bytes: RSS, Atom or JSON Feed.
         headers: the HTTP response headers, if any (``Content-Type`` matters).
 
     Returns:
@@ -189,6 +194,8 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
     if not body.strip():
         raise ParseError(url, "empty document")
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    if is_json_feed(body, lowered.get("content-type")):
+        return parse_json_feed(url, body, lowered.get("content-type"))
     decoded = decode_document(body, lowered.get("content-type"))
     response_headers = {**lowered, "content-type": decoded.content_type}
     response_headers.pop("content-encoding", None)  # already decoded by the fetcher
@@ -204,13 +211,16 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
     )
     problem = parsed.get("bozo_exception")
     version = parsed.get("version") or ""
-    if not parsed.entries and (not version or problem is not None):
+    # A channel with no entries yet whose title has an undefined entity (&nbsp; in RSS)
+    # is still a feed: feedparser's loose parser read it; only its complaint is kept.
+    titled = bool(version and parsed.get("feed", {}).get("title"))
+    if not parsed.entries and (not version or (problem is not None and not titled)):
         reason = f"{type(problem).__name__}: {problem}" if problem else "no feed found"
         raise ParseError(url, f"not a usable feed ({reason})")
     entries: list[ParsedEntry] = []
     skipped: list[str] = []
     raw_entries = list(parsed.entries)
-    if raw_entries and _cut_short(problem, decoded.body):
+    if raw_entries and _ends_mid_entry(problem, decoded.body):
         # The document ends mid-entry (a dropped connection, a full disk upstream): its
         # last entry is incomplete and would be stored as a bogus, id-less duplicate.
         raw_entries.pop()
@@ -232,16 +242,26 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
         ttl=_text(feed.get("ttl")),
         update_period=_text(feed.get("sy_updateperiod")),
         update_frequency=_text(feed.get("sy_updatefrequency")),
+        encoding_warning=decoded.guessed,
     )
 
 
-def _cut_short(problem: object, body: bytes) -> bool:
-    """True when the XML error is at the very end of the document: it was truncated."""
+def _ends_mid_entry(problem: object, body: bytes) -> bool:
+    """True when the document was cut short inside its last entry.
+
+    Cut short: the XML error is at the very end. Inside an entry: the last entry start
+    tag comes after the last entry end tag. A document cut after its last entry (only
+    ``</channel></rss>`` lost) keeps every entry.
+    """
     if not isinstance(problem, SAXParseException):
         return False
     lines = body.rstrip().split(b"\n")
     line, column = problem.getLineNumber() or 0, problem.getColumnNumber() or 0
-    return line > len(lines) or (line == len(lines) and column >= len(lines[-1].rstrip()) - 1)
+    if line < len(lines) or (line == len(lines) and column < len(lines[-1].rstrip()) - 1):
+        return False  # an error somewhere in the middle: not a truncation
+    starts = [m.start() for m in _ENTRY_START.finditer(body)]
+    ends = [m.start() for m in _ENTRY_END.finditer(body)]
+    return bool(starts) and (not ends or starts[-1] > ends[-1])
 
 
 def _text(value: Any) -> str | None:

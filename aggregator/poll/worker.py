@@ -67,7 +67,7 @@ def prepare(
         feed = parse_feed(url, body, headers)
     except AggregatorError as exc:
         return Prepared(source=view.name, error=str(exc))
-    warnings = [feed.warning] if feed.warning else []
+    warnings = [w for w in (feed.encoding_warning, feed.warning) if w]
     entries = feed.entries
     if len(entries) > view.max_entries:
         warnings.append(
