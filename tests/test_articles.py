@@ -1,6 +1,6 @@
 """Feed in, articles and republished items out: golden files, over real HTTP and disk.
 
-Each tests/data/articles/NAME.xml is served by a local HTTP server as its row of
+Each tests/data/articles/NAME.xml (or NAME.json) is served by a local HTTP server as its row of
 ``CASES`` says, polled into a fresh store, and must give NAME.golden: the poll's
 warnings, every article file, and the republished items (JSON Feed items, RSS titles).
 The server's address is written ``http://feeds.test`` in the goldens. A rebuild must give
@@ -61,13 +61,15 @@ CASES = {
     "repeated-ids": Case("/revisions.atom"),
     "constant-guid": Case("/constant.rss"),
     "future-dates": Case("/future.atom"),
+    "microblog": Case("/u/feed.json", "application/feed+json"),
 }
-NAMES = sorted(p.stem for p in CASES_DIR.glob("*.xml"))
+INPUTS = {p.stem: p for p in sorted(CASES_DIR.glob("*.xml")) + sorted(CASES_DIR.glob("*.json"))}
+NAMES = sorted(INPUTS)
 
 
 def serve(server: HTTPServer, name: str, case: Case) -> str:
     """Serve a case's document as its row says; returns the source's URL."""
-    body = (CASES_DIR / f"{name}.xml").read_bytes()
+    body = INPUTS[name].read_bytes()
     headers = {"Content-Type": case.content_type, **case.headers}
     server.expect_request(case.path).respond_with_response(Response(body, headers=headers))
     if case.redirect_from is not None:
@@ -195,7 +197,7 @@ def test_relative_urls_resolve_as_feedparser_does(name: str) -> None:
     oracle for every link and image of the bodies; the entry links are its own."""
     case = CASES[name]
     url = "https://feeds.example" + case.path  # where the document was, after redirects
-    body = (CASES_DIR / f"{name}.xml").read_bytes()
+    body = INPUTS[name].read_bytes()
     headers = {k.lower(): v for k, v in case.headers.items()}
     ours = parse_feed(url, body, headers)
     location = urljoin(url, headers.get("content-location", url))
