@@ -304,6 +304,9 @@ def test_raw_entries_stored_by_older_versions_are_read() -> None:
         ("The first sentence. The second one.", "The first sentence"),
         ("Is it a question? Yes.", "Is it a question?"),
         ("Done!", "Done!"),
+        ("… And then. More.", "… And then"),
+        # A sentence that would end just past the limit is not a sentence that fits.
+        ("w" * 80 + ". More", "w" * 79 + "…"),
         ("Version 2.0 is out. Upgrade now.", "Version 2.0 is out"),
         ("Lower case after a dot, e.g. this. Then more.", "Lower case after a dot, e.g. this"),
         ("今日は晴れ。明日は雨です。", "今日は晴れ"),

@@ -303,10 +303,13 @@ def derive_title(text: str) -> str:
     The first sentence when it fits in ``DERIVED_TITLE_CHARS``; else the text cut to
     fit, on a word boundary or between CJK characters, with an ellipsis. '' for no text.
     """
-    text = " ".join(text.split())
-    end = _SENTENCE_END.search(text)
-    if end is not None and end.end() <= DERIVED_TITLE_CHARS:
-        return text[: end.end()].rstrip(".。")
+    text = " ".join(text[: DERIVED_TITLE_CHARS * 4].split())  # the start is enough
+    for end in _SENTENCE_END.finditer(text):
+        if end.end() > DERIVED_TITLE_CHARS:
+            break
+        sentence = text[: end.end()]
+        if any(c.isalnum() for c in sentence):  # not a lone "!" or "…" first
+            return sentence.rstrip(".。")
     if len(text) <= DERIVED_TITLE_CHARS:
         return text
     limit = DERIVED_TITLE_CHARS - 1  # room for the ellipsis
