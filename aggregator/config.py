@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from aggregator.content.clean import compile_selector
-from aggregator.content.convert import DateStyle
+from aggregator.content.convert import AuthorStyle, DateStyle
 from aggregator.content.filter import Action, Match, Rule, RuleField
 from aggregator.errors import ConfigError
 
@@ -187,6 +187,7 @@ class FrontMatter(_Model):
     timezone: str = "UTC"
     escape_braces: bool = True
     comments: bool = False
+    author: AuthorStyle = "site"  # `author:` is the site (the seed's), or the entry's byline
 
     _zone = field_validator("timezone")(_known_zone)
 

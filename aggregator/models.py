@@ -7,10 +7,12 @@ they never mutate them.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 
 def _time_to_json(value: datetime | None) -> str | None:
@@ -44,7 +46,62 @@ class Person:
     @property
     def label(self) -> str:
         """What to show for them: the name, else the email, else the URL."""
-        return self.name or self.email or self.url or ""
+        return self.name.strip() or (self.email or "").strip() or (self.url or "").strip()
+
+
+def byline(authors: Sequence[Person]) -> str:
+    """The entry's authors as one plain line ("Jane Doe, John Roe"); '' when none."""
+    labels = (" ".join(p.label.split()) for p in authors)  # no line breaks, no runs
+    return ", ".join(dict.fromkeys(label for label in labels if label))
+
+
+# The validator's MIME type pattern (W3C feedvalidator, validators.mime_re).
+_MIME_TYPE = re.compile(
+    r'^[^\s()<>,;:\\"/\[\]?=]+/[^\s()<>,;:\\"/\[\]?=]+'
+    r'(\s*;\s*[^\s()<>,;:\\"/\[\]?=]+=("(\\"|[^"])*"|[^\s()<>,;:\\"/\[\]?=]+))*$'
+)
+# Media types by file extension, for files whose feed gave no usable type. A table of our
+# own, not ``mimetypes``: that module reads the system's mime.types files (I/O, and other
+# answers on another machine, e.g. audio/x-m4a or audio/mp4) and its built-in table
+# changes between Python versions; a guess must be the same everywhere.
+_BY_EXTENSION = {
+    "mp3": "audio/mpeg",
+    "m4a": "audio/mp4",
+    "m4b": "audio/mp4",
+    "aac": "audio/aac",
+    "oga": "audio/ogg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "weba": "audio/webm",
+    "mp4": "video/mp4",
+    "m4v": "video/mp4",
+    "mov": "video/quicktime",
+    "webm": "video/webm",
+    "ogv": "video/ogg",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "jpe": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "avif": "image/avif",
+    "bmp": "image/bmp",
+    "svg": "image/svg+xml",
+    "pdf": "application/pdf",
+    "epub": "application/epub+zip",
+}
+
+
+def guess_media_type(url: str) -> str:
+    """The media type a URL's file extension says (its query and fragment ignored); ''
+    when it says none we know."""
+    path = url.split("#", 1)[0].split("?", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    if "." not in name:
+        return ""
+    return _BY_EXTENSION.get(name.rsplit(".", 1)[1].lower(), "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +111,31 @@ class Enclosure:
     url: str  # absolute
     type: str = ""  # the media type as declared, '' when none
     length: int | None = None  # bytes, as declared (often 0 or wrong; never trusted)
+
+    @property
+    def media_type(self) -> str:
+        """The declared type when it is a media type, else the one its URL's extension
+        says, else ''."""
+        kind = self.type
+        if kind and kind.isascii() and kind.isprintable() and _MIME_TYPE.match(kind):
+            return kind
+        return guess_media_type(self.url)
+
+
+T = TypeVar("T", Person, Enclosure)
+
+
+def list_to_json(values: Sequence[Person | Enclosure]) -> str | None:
+    """The stored form of authors or enclosures (as in ``ParsedEntry.to_json``); None
+    when there are none."""
+    if not values:
+        return None
+    return json.dumps([asdict(v) for v in values], ensure_ascii=False, sort_keys=True)
+
+
+def list_from_json(kind: type[T], text: str | None) -> tuple[T, ...]:
+    """Inverse of ``list_to_json``, for ``kind`` Person or Enclosure (None or '': none)."""
+    return tuple(kind(**v) for v in json.loads(text)) if text else ()
 
 
 # Fields most entries leave empty: left out of the stored JSON while they are.
@@ -136,13 +218,20 @@ class Article:
     title: str
     link: str | None
     categories: tuple[str, ...]  # section › site › feed
-    author: str
+    author: str  # the site's name (the seed's `author`)
     published: datetime | None  # UTC; None when the feed gave no date at all
     updated: datetime | None  # UTC
     headimg: str  # the best image URL, '' when there is none
     tags: tuple[str, ...]
     summary: str  # plain-text summary (for republishing)
     body_html: str  # cleaned, sanitised HTML (no Hexo escaping)
+    authors: tuple[Person, ...] = ()  # the entry's own authors (its byline), in order
+    enclosures: tuple[Enclosure, ...] = ()  # every enclosure, as the feed gave it
+
+    @property
+    def byline(self) -> str:
+        """The entry's own authors as one line; '' when the feed named none."""
+        return byline(self.authors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +307,7 @@ class PublishedEntry:
     source: str
     title: str
     link: str | None
-    author: str
+    author: str  # the site's name: the author of an entry whose feed named none
     categories: tuple[str, ...]
     tags: tuple[str, ...]
     headimg: str
@@ -227,6 +316,8 @@ class PublishedEntry:
     published: datetime | None
     updated: datetime | None
     date: datetime  # published, else updated, else first seen
+    authors: tuple[Person, ...] = ()  # the entry's own authors
+    enclosures: tuple[Enclosure, ...] = ()  # its enclosures, as the feed gave them
 
 
 @dataclass(frozen=True, slots=True)

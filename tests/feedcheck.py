@@ -4,15 +4,20 @@ The W3C Feed Validator cannot be installed here (it is not packaged for Python 3
 Debian), so this module checks the rules it enforces that our output could break: the
 elements each format requires, date syntax (RFC 822 with a four-digit year for RSS,
 RFC 3339 for Atom and JSON Feed), absolute URLs, unique ids, the self link, declared
-namespaces, no characters XML forbids, and the JSON Feed 1.1 schema. Each function
-returns a list of problems (empty: valid).
+namespaces, no characters XML forbids, authors (RSS: one ``<author>``, "email (Name)",
+not beside dc:creator; Atom: a name, an addr-spec email, an IRI), enclosures (RSS: one,
+with an http URL, a length that is a non-negative integer and a MIME type; Atom
+enclosure links: a MIME type and a non-negative length when given), and the JSON Feed 1.1
+schema (attachments included). The patterns are the validator's own (feedvalidator's
+validators.py: mime_re, addr_spec, httpURL). Each function returns a list of problems
+(empty: valid).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from email.utils import parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import feedparser
@@ -29,6 +34,15 @@ RFC822 = re.compile(
 )
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 INVALID_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# The validator's patterns (feedvalidator/validators.py).
+MIME_TYPE = re.compile(
+    r'[^\s()<>,;:\\"/\[\]?=]+/[^\s()<>,;:\\"/\[\]?=]+'
+    r'(\s*;\s*[^\s()<>,;:\\"/\[\]?=]+=("(\\"|[^"])*"|[^\s()<>,;:\\"/\[\]?=]+))*$'
+)
+DOMAIN = r"(([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.)|(([A-Z0-9\-]+\.)+))([A-Z0-9][-A-Z0-9]*)"
+ADDR_SPEC = re.compile(r"([A-Z0-9_\-+.']+)@" + DOMAIN + "$", re.I)
+HTTP_URL = re.compile(r"(http|https)://" + DOMAIN + r"(?::\d+)?(/|$)", re.I)
+FULL_URI = re.compile(r"[a-zA-Z][0-9a-zA-Z+\-.]*:(//)?[0-9a-zA-Z;/?:@&=+$.\-_!~*'()%,#]+$")
 
 JSON_FEED_SCHEMA = {
     "type": "object",
@@ -57,6 +71,7 @@ JSON_FEED_SCHEMA = {
                     "date_modified": {"type": "string", "pattern": RFC3339.pattern},
                     "authors": {"type": "array", "items": {"$ref": "#/$defs/author"}},
                     "tags": {"type": "array", "items": {"type": "string"}},
+                    "attachments": {"type": "array", "items": {"$ref": "#/$defs/attachment"}},
                 },
             },
         },
@@ -66,7 +81,18 @@ JSON_FEED_SCHEMA = {
             "type": "object",
             "anyOf": [{"required": ["name"]}, {"required": ["url"]}, {"required": ["avatar"]}],
             "properties": {"name": {"type": "string"}, "url": {"type": "string"}},
-        }
+        },
+        "attachment": {
+            "type": "object",
+            "required": ["url", "mime_type"],
+            "properties": {
+                "url": {"type": "string", "minLength": 1},
+                "mime_type": {"type": "string", "pattern": MIME_TYPE.pattern},
+                "title": {"type": "string"},
+                "size_in_bytes": {"type": "integer", "minimum": 0},
+                "duration_in_seconds": {"type": "number", "minimum": 0},
+            },
+        },
     },
 }
 
@@ -128,8 +154,8 @@ def check_rss(body: bytes, self_url: str | None = None) -> list[str]:
                 problems.append(f"{where}: pubDate is not RFC 822: {_text(date)!r}")
             else:
                 parsedate_to_datetime(_text(date))
-        if item.find("author") is not None and "@" not in _text(item.find("author")):
-            problems.append(f"{where}: <author> must be an email address (use dc:creator)")
+        problems += [f"{where}: {p}" for p in _rss_author_problems(item)]
+        problems += [f"{where}: {p}" for p in _rss_enclosure_problems(item)]
         for thumb in item.findall(f"{{{MEDIA}}}thumbnail"):
             if not _absolute(thumb.get("url")):
                 problems.append(f"{where}: media:thumbnail url is not absolute")
@@ -190,7 +216,82 @@ def check_atom(body: bytes, self_url: str | None = None) -> list[str]:
         for link in entry.findall("a:link", ns):
             if not _absolute(link.get("href")):
                 problems.append(f"{where}: link href is not absolute")
+            kind = link.get("type")
+            if kind is not None and not MIME_TYPE.match(kind):
+                problems.append(f"{where}: link type {kind!r} is not a MIME type")
+            length = link.get("length")
+            if length is not None and not _non_negative(length):
+                problems.append(f"{where}: link length {length!r} is not a non-negative integer")
+        alternates = [
+            (link.get("type"), link.get("hreflang"))
+            for link in entry.findall("a:link", ns)
+            if link.get("rel", "alternate") == "alternate"
+        ]
+        if len(alternates) != len(set(alternates)):
+            problems.append(f"{where}: two alternate links of one type and language")
+        for author in entry.findall("a:author", ns):
+            problems += [f"{where}: {p}" for p in _atom_person_problems(author)]
     return problems + _feedparser_problems(body)
+
+
+def _non_negative(value: str) -> bool:
+    return value.strip().isdigit()
+
+
+def _rss_author_problems(item: etree._Element) -> list[str]:
+    """The validator's rules for an item's <author> (an "email (Name)") and dc:creator."""
+    problems: list[str] = []
+    authors = item.findall("author")
+    if len(authors) > 1:
+        problems.append("more than one <author>")
+    if authors and item.find(f"{{{DC}}}creator") is not None:
+        problems.append("both <author> and dc:creator")
+    for author in authors:
+        value = _text(author).strip()
+        if "@" not in value:
+            problems.append("<author> must be an email address (use dc:creator)")
+            continue
+        if not value.endswith(")"):
+            problems.append(f"<author> {value!r} is not 'email (Real Name)'")
+            continue
+        addresses = getaddresses([value])
+        if len(addresses) != 1 or not ADDR_SPEC.match(addresses[0][1]) or not addresses[0][0]:
+            problems.append(f"<author> {value!r} is not 'email (Real Name)'")
+    for creator in item.findall(f"{{{DC}}}creator"):
+        if not _text(creator).strip():
+            problems.append("empty dc:creator")
+    return problems
+
+
+def _rss_enclosure_problems(item: etree._Element) -> list[str]:
+    """The validator's rules for <enclosure>: one per item, url, length and type."""
+    enclosures = item.findall("enclosure")
+    problems = ["more than one <enclosure>"] if len(enclosures) > 1 else []
+    for enclosure in enclosures:
+        url, length, kind = (enclosure.get(a) for a in ("url", "length", "type"))
+        if url is None or not HTTP_URL.match(url) or not FULL_URI.match(url):
+            problems.append(f"enclosure url {url!r} is not an http URL")
+        if length is None or not re.fullmatch(r"-?\d+", length.strip()):
+            problems.append(f"enclosure length {length!r} is not an integer")
+        elif int(length) < 0:
+            problems.append(f"enclosure length {length} is negative (use 0 for unknown)")
+        if kind is None or not MIME_TYPE.match(kind):
+            problems.append(f"enclosure type {kind!r} is not a MIME type")
+    return problems
+
+
+def _atom_person_problems(person: etree._Element) -> list[str]:
+    ns = {"a": ATOM}
+    problems: list[str] = []
+    if not _text(person.find("a:name", ns)).strip():
+        problems.append("author without a name")
+    email = person.find("a:email", ns)
+    if email is not None and not ADDR_SPEC.match(_text(email)):
+        problems.append(f"author email {_text(email)!r} is not an addr-spec")
+    uri = person.find("a:uri", ns)
+    if uri is not None and not _absolute(_text(uri)):
+        problems.append(f"author uri {_text(uri)!r} is not an absolute URL")
+    return problems
 
 
 def check_json(body: bytes, self_url: str | None = None) -> list[str]:

@@ -28,6 +28,7 @@ IMAGES = {
     "hostile-attributes": ("https://example.com/blog/2024/x",),
     "layout": (),
     "sina-promo": (),
+    "media-players": (),
 }
 NAMES = sorted(p.name.removesuffix(".in.html") for p in CASES.glob("*.in.html"))
 

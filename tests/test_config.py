@@ -91,6 +91,10 @@ def test_yaml_syntax_error_names_its_line() -> None:
             "c.yaml:3: settings.fetch.timeout: Input should be greater than 0",
         ),
         (
+            "settings:\n  front_matter:\n    author: byline\n",
+            "c.yaml:3: settings.front_matter.author: Input should be 'site' or 'entry'",
+        ),
+        (
             "sources:\n  - url: x\n    categories: [a]\n    enabled: maybe\n",
             "c.yaml:4: sources[0].enabled: Input should be a valid boolean, unable to interpret input",
         ),

@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from aggregator.content.clean import CleanOptions
+from aggregator.content.clean import CleanOptions, clean_html, sanitise
 from aggregator.content.convert import (
     MAX_NAME_BYTES,
     TITLE_CHARS,
@@ -25,6 +25,7 @@ from aggregator.content.convert import (
     entry_key,
     format_date,
     keep_one_per_entry,
+    media_players,
     pick_image,
     render_article,
     safe_segment,
@@ -468,3 +469,123 @@ def test_the_kept_version_carries_every_alt_key_of_its_entry() -> None:
     [one] = keep_one_per_entry([first, second])[0]
     assert one.alt_keys == (second.alt_key, first.alt_key)
     assert one.article == second
+
+
+# -- authors, enclosures, players ----------------------------------------------------------
+
+PODCAST = (
+    Enclosure("https://cdn.example/ep/12.mp3", "audio/mpeg", 29884416),
+    Enclosure("https://cdn.example/ep/12.pdf", "", None),
+)
+
+
+def test_byline_and_enclosures_come_after_the_seeds_keys() -> None:
+    article = convert_entry(
+        entry(
+            authors=(Person("Jane Doe", "jane@x.example"), Person("John Roe")), enclosures=PODCAST
+        ),
+        VIEW,
+        NOW,
+    )
+    front, _ = render(article)
+    assert list(front) == [*SEED_KEYS, "link", "tags", "byline", "enclosures", "entry_id"]
+    assert front["author"] == "新浪财经"  # the default: the seed's contract, the site
+    assert front["byline"] == "Jane Doe, John Roe"
+    assert front["enclosures"] == [
+        {"url": "https://cdn.example/ep/12.mp3", "type": "audio/mpeg", "length": 29884416},
+        {"url": "https://cdn.example/ep/12.pdf"},  # no type or length made up
+    ]
+
+
+def test_front_matter_author_entry_uses_the_byline_else_the_site() -> None:
+    options = RenderOptions(author="entry")
+    front, _ = render(
+        convert_entry(entry(authors=(Person("", "desk@x.example"),)), VIEW, NOW), options
+    )
+    assert front["author"] == front["byline"] == "desk@x.example"
+    front, _ = render(convert_entry(entry(), VIEW, NOW), options)
+    assert front["author"] == "新浪财经"
+    assert "byline" not in front and "enclosures" not in front
+    assert list(front) == [*SEED_KEYS, "link", "tags", "entry_id"]
+
+
+@pytest.mark.parametrize("name", [*HOSTILE_TITLES[:-1], "a" * 3000, "bell\x07 and c1\x85"])
+def test_hostile_bylines_are_plain_yaml_strings(name: str) -> None:
+    article = convert_entry(entry(authors=(Person(name), Person("Second"))), VIEW, NOW)
+    for options in (RenderOptions(), RenderOptions(author="entry")):
+        front, _ = render(article, options)
+        # One line: whitespace runs (line breaks, NEL) are one space; controls go.
+        expected = ", ".join(" ".join(n.split()) for n in (name, "Second") if n.split())
+        expected = expected.replace("\x07", "")
+        if len(expected) > TITLE_CHARS:
+            expected = expected[: TITLE_CHARS - 1] + "…"
+        assert front["byline"] == expected
+        assert isinstance(front["byline"], str)
+        assert front["author"] == (expected if options.author == "entry" else "新浪财经")
+
+
+def test_players_for_audio_and_video_enclosures_only() -> None:
+    enclosures = (
+        Enclosure("https://cdn.example/ep/12.mp3", "audio/mpeg", 1),
+        Enclosure("https://cdn.example/v/12.webm"),  # the type from the extension
+        Enclosure("https://cdn.example/cover.jpg", "image/jpeg"),  # an image: no player
+        Enclosure("https://cdn.example/notes.pdf", "application/pdf"),
+        Enclosure("http://cdn.example/old.mp3?a=1&b=2", "audio/mpeg"),
+    )
+    html = media_players(enclosures, poster="https://cdn.example/still.jpg")
+    assert html == (
+        '<p><audio controls="" preload="none"><source src="https://cdn.example/ep/12.mp3" '
+        'type="audio/mpeg"></audio></p>'
+        '<p><video controls="" preload="none" poster="https://cdn.example/still.jpg">'
+        '<source src="https://cdn.example/v/12.webm" type="video/webm"></video></p>'
+        '<p><audio controls="" preload="none"><source src="http://cdn.example/old.mp3?a=1&amp;b=2" '
+        'type="audio/mpeg"></audio></p>'
+    )
+    assert media_players(()) == ""
+    assert media_players((Enclosure("https://cdn.example/a"),)) == ""  # type unknown
+
+
+def test_players_pass_our_own_sanitiser_unchanged() -> None:
+    """What we build needs no exception in the allow-list: cleaning it changes nothing."""
+    enclosures = (
+        Enclosure("https://cdn.example/a b\"c'<d>.mp3", "audio/mpeg"),
+        Enclosure("https://cdn.example/v.mp4", 'video/mp4; codecs="avc1"'),
+    )
+    for poster in ("", "https://cdn.example/p.jpg", "javascript:alert(1)"):
+        html = media_players(enclosures, poster)
+        assert sanitise(html) == html
+        assert "javascript" not in html
+    # The whole cleaning too (lxml percent-encodes a space in a src, nothing else changes).
+    html = media_players((Enclosure("https://cdn.example/e.mp3"),), "https://cdn.example/p.jpg")
+    assert clean_html(html).html == f"<div>{html}</div>"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "data:audio/mpeg;base64,SUQz",
+        "mailto:x@example.com",
+        "/relative/ep.mp3",
+        "ftp://files.example/ep.mp3",
+        " javascript:alert(2)",
+    ],
+)
+def test_players_and_front_matter_take_web_addresses_only(url: str) -> None:
+    article = convert_entry(entry(enclosures=(Enclosure(url, "audio/mpeg"),)), VIEW, NOW)
+    front, body = render(article)
+    assert "enclosures" not in front
+    assert "<audio" not in body
+    assert media_players((Enclosure(url, "audio/mpeg"),)) == ""
+
+
+def test_the_player_goes_inside_the_bodys_one_html_block() -> None:
+    article = convert_entry(
+        entry(enclosures=PODCAST, images=("https://x.example/i.png",)), VIEW, NOW
+    )
+    _, body = render(article)
+    lines = body.strip().split("\n")
+    assert lines[0].startswith("<div>") and lines[-1] == "</div>"
+    assert any(line.startswith("<p><audio controls") for line in lines)
+    assert all(line.strip() and not line.startswith((" ", "\t")) for line in lines)
+    assert "&#123;&#123; x &#125;&#125;" in body  # braces still escaped

@@ -450,3 +450,30 @@ def test_the_app_follows_the_services_config_reloads(
     assert dash.client.get("/feeds/Later.rss").status_code == 200
     assert dash.client.get("/feeds/Tech.rss").status_code == 404
     assert 'href="/feeds/Later.rss"' in dash.client.get("/").get_data(as_text=True)
+
+
+def test_pages_show_the_byline_else_the_site(make_config: MakeConfig, tmp_path: Path) -> None:
+    feed = tmp_path / "bylines.xml"
+    feed.write_text(
+        rss(
+            item("b1", "Signed", "<p>x</p>").replace(
+                "<item>", "<item><author>jo@paper.example (Jo &lt;b&gt;Bold&lt;/b&gt;)</author>"
+            )
+            + item("b2", "Unsigned", "<p>y</p>", date="Sun, 31 Dec 2023 10:00:00 GMT")
+        ),
+        encoding="utf-8",
+    )
+    config = make_config([{"url": str(feed), "categories": ["News", "The Paper"], "name": "p"}])
+    dash = Dash(config)
+    try:
+        overview = dash.client.get("/").get_data(as_text=True)
+        source = dash.client.get("/sources/p").get_data(as_text=True)
+        signed = dash.client.get(f"/articles/{uid_of(dash, 'Signed')}").get_data(as_text=True)
+        unsigned = dash.client.get(f"/articles/{uid_of(dash, 'Unsigned')}").get_data(as_text=True)
+    finally:
+        dash.close()
+    for page in (overview, source, signed):
+        assert "Jo &lt;b&gt;Bold&lt;/b&gt;" in page  # escaped, never markup
+        assert "<b>Bold" not in page
+    assert re.search(r"<small>The Paper · ", overview)  # the unsigned one is the site's
+    assert '<p class="muted">The Paper · ' in unsigned

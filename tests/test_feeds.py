@@ -233,7 +233,10 @@ def test_items_carry_body_summary_author_categories_image_link_dates(site: Site)
     [post] = [i for i in root.iter("item") if i.findtext("title", "").startswith("Parsing")]
     assert "<strong>messy</strong>" in post.findtext("content:encoded", "", ns)
     assert post.findtext("description", "").startswith("Feeds are messy.")
-    assert post.findtext("dc:creator", "", ns) == "Example Blog"
+    # The entry's own author; the site for an entry whose feed names none.
+    assert post.findtext("dc:creator", "", ns) == "Ada"
+    [bare] = [i for i in root.iter("item") if i.findtext("title", "").startswith("A post")]
+    assert bare.findtext("dc:creator", "", ns) == "Example Blog"
     thumbnail = post.find("media:thumbnail", ns)
     assert thumbnail is not None
     assert thumbnail.get("url") == "https://blog.example.org/images/cover-1.png"
@@ -261,7 +264,9 @@ def test_items_carry_body_summary_author_categories_image_link_dates(site: Site)
         ("q=镕", {"朱镕基与陶喆：“全角”标点，和 'quotes' 都要保留"}),
         ("q=ＰＡＲＳＩＮＧ", {'Parsing feeds: fast & "safe" — part 1'}),  # full-width, any case
         ("q=数字化转型", {"政企合作促数字化转型 上海虹口区首推转型创新基地"}),  # in the body
-        ("exclude=post&author=example", {'Parsing feeds: fast & "safe" — part 1'}),
+        # ?author= is the byline: the entry's own author, else the site.
+        ("exclude=post&author=ada", {'Parsing feeds: fast & "safe" — part 1'}),
+        ("author=example", {"A post with no date and a plain-text body", "Misc \u2028post"}),
         (
             "author=示例日报",
             {"朱镕基与陶喆：“全角”标点，和 'quotes' 都要保留", "第二条：没有图片的短讯"},

@@ -13,6 +13,7 @@ from aggregator.cli import cli
 from aggregator.config import parse_config
 from aggregator.content.filter import Rule, verdict
 from aggregator.errors import ConfigError
+from aggregator.models import Person
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class Item:
     title: str = "Python 3.13 发布：更快的解释器"
     summary: str = "摘要 summary"
     body_html: str = "<p>Body with <b>ＦＵＬＬ</b>-width text and 广告</p>"
-    author: str = "Example Blog"
+    author: str = "Example Blog"  # the site
+    authors: tuple[Person, ...] = ()  # the entry's own: none
     link: str | None = "https://blog.example.org/python?utm=x"
     tags: tuple[str, ...] = ("python", "Release")
     categories: tuple[str, ...] = ("Tech", "Example Blog", "Engineering")
@@ -53,6 +55,23 @@ class Item:
 )
 def test_rule_matches(rule: Rule, matches: bool) -> None:
     assert rule.matches(Item()) is matches
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matches"),
+    [
+        ("jane", True),  # any of the entry's authors
+        ("roe", True),
+        ("doe, john", False),  # each name on its own, not the joined line
+        ("tips@paper.example", True),  # one named only by an email
+        ("example blog", False),  # the site is not the byline of an entry that has one
+    ],
+)
+def test_author_rules_match_the_byline(pattern: str, matches: bool) -> None:
+    item = Item(authors=(Person("Jane Doe"), Person("John Roe"), Person("", "tips@paper.example")))
+    assert Rule("block", pattern, field="author").matches(item) is matches
+    # An entry whose feed names no author is the site's.
+    assert Rule("block", "example blog", field="author").matches(Item())
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLES, ROOT, HarnessFactory, MakeConfig, item, rss
+from conftest import DATA, EXAMPLES, ROOT, HarnessFactory, MakeConfig, item, rss
 
 SSG = ROOT / "tests" / "ssg"
+MEDIA = DATA / "authors-media"
 TITLES = [
     "He said \"don't\" — 'quoted': #1",
     "[bracket] - dash --- {{ braces }} {% tag %}",
@@ -66,7 +67,13 @@ def posts(make_config: MakeConfig, harness: HarnessFactory, tmp_path: Path) -> P
                     "name": "blog",
                 },
                 {"url": str(tricky), "categories": ["Tests", "Tricky"], "name": "tricky"},
-            ]
+                # Bylines (a CJK name among them) and enclosures with their players.
+                *(
+                    {"url": str(MEDIA / f"{name}.xml"), "categories": ["Media", name]}
+                    for name in ("newspaper.rss", "several-authors.atom", "podcast.rss")
+                ),
+            ],
+            fetch={"file_roots": [str(tmp_path), str(EXAMPLES), str(MEDIA)]},
         )
     )
     assert all(o.ok for o in h.poll())
@@ -120,6 +127,9 @@ def test_hexo_reads_every_article_as_written(posts: Path, tmp_path: Path) -> Non
         assert not post["templateLeft"], path  # {{ }} and {% %} did not reach the template engine
         assert post["link"] == front.get("link"), path
         assert post["headimg"] == front["headimg"], path
+        assert post["author"] == front["author"], path
+        assert post["byline"] == front.get("byline"), path
+        assert post["enclosures"] == front.get("enclosures"), path
 
 
 def test_hugo_builds_a_site_from_the_articles(posts: Path, tmp_path: Path) -> None:
@@ -149,6 +159,16 @@ def test_hugo_builds_a_site_from_the_articles(posts: Path, tmp_path: Path) -> No
         assert f"<time>{iso(front['date'])}Z</time>" in page, path
         for category in front["categories"]:
             assert f"<li>{category}</li>" in page, path
+        head = page.split("<h1>", 1)[0]
+
+        def meta(name: str, head: str = head) -> list[str]:
+            return [
+                unescape(v) for v in re.findall(rf'<meta name="{name}" content="([^"]*)">', head)
+            ]
+
+        assert meta("author") == [str(front["author"])], path
+        assert meta("byline") == ([front["byline"]] if "byline" in front else []), path
+        assert meta("enclosure") == [e["url"] for e in front.get("enclosures", [])], path
         assert page.count("<p>") == front["paragraphs"], path
         assert page.count("<pre>") == front["pres"], path
         assert "raw HTML omitted" not in page

@@ -69,8 +69,10 @@ ALLOWED_ATTRIBUTES = {
     "a": {"href"},
     "img": {"src", "alt", "width", "height"},
     "iframe": {"src", "width", "height", "allowfullscreen"},
-    "video": {"src", "poster", "controls", "width", "height"},
-    "audio": {"src", "controls"},
+    # Players: what one needs and no more (no autoplay, no event handlers); their
+    # src and poster must be http(s) (see MEDIA_TAGS).
+    "video": {"src", "poster", "controls", "preload", "width", "height"},
+    "audio": {"src", "controls", "preload"},
     "source": {"src", "type"},
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan", "scope"},
@@ -122,6 +124,10 @@ _TRACKER_URL = re.compile(
     r"/track(ing)?/open|/beacon(\.gif)?(\?|$)|feedsportal\.com|feedblitz\.com/.*\.gif",
     re.I,
 )
+
+# Their src (and a video's poster) must be an absolute http(s) URL: nh3's URL schemes
+# also let mailto: and relative URLs through, which a player cannot play.
+MEDIA_TAGS = ("audio", "video", "source")
 
 _NEWLINE_RUN = re.compile(r"[ \t\r\f]*\n[ \t\r\n\f]*")
 _PRE = re.compile(r"<pre\b.*?</pre>", re.S | re.I)
@@ -280,6 +286,35 @@ def _drop(element: Element) -> None:
     parent.remove(element)
 
 
+def _unwrap(element: Element) -> None:
+    """Remove an element, keeping what it holds (text, children, tail) in its place.
+
+    For a void element HTML 4's parser does not know (``<source>``): libxml2 nests what
+    follows an unclosed one inside it, so dropping it would drop its next siblings too.
+    """
+    parent = element.getparent()
+    if parent is None:
+        return
+    index = parent.index(element)
+    previous = element.getprevious()
+    if element.text:
+        if previous is not None:
+            previous.tail = (previous.tail or "") + element.text
+        else:
+            parent.text = (parent.text or "") + element.text
+    children = list(element)
+    tail, element.tail = element.tail, None
+    parent.remove(element)
+    for offset, child in enumerate(children):
+        parent.insert(index + offset, child)
+    if tail:
+        last = children[-1] if children else previous
+        if last is not None:
+            last.tail = (last.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+
+
 # Plain lxml.etree elements: lxml.html's element classes cost a Python call per element.
 _PARSER = lxml.etree.HTMLParser(remove_comments=True, remove_pis=True, no_network=True)
 
@@ -327,6 +362,13 @@ def _layout(html: str) -> str:
     # block stays on one line and no line of it can end the HTML block.
     html = _PRE.sub(lambda m: m.group(0).replace("\r\n", "\n").replace("\n", "&#10;"), html)
     return _NEWLINE_RUN.sub("\n", html).strip()
+
+
+def sanitise(html: str) -> str:
+    """Only the allow-list's tags, attributes and URL schemes of an HTML fragment: the
+    last pass of ``clean_html``, for HTML we build ourselves (it must pass it too)."""
+    result: str = _SANITISER.clean(html)
+    return result
 
 
 # Elements whose URLs are resolved; of them, those whose only URL is ``cite``.
@@ -392,10 +434,20 @@ def clean_html(
             src = strip_tracking(src)
             if is_http(src):
                 images.append(src)
+        elif tag in MEDIA_TAGS and not is_http(src):
+            if tag == "source":
+                _unwrap(element)  # a source is nothing but its src
+                continue
+            src = ""
+            element.attrib.pop("src", "")
         if src:
             element.set("src", src)
-        if tag == "video" and element.get("poster"):
-            element.set("poster", absolute(element.get("poster") or ""))
+        if tag == "video" and element.get("poster") is not None:
+            poster = absolute(element.get("poster") or "")
+            if is_http(poster):
+                element.set("poster", poster)
+            else:
+                del element.attrib["poster"]
 
     text = " ".join(_visible_text(root).split())
     serialised = lxml.etree.tostring(root, method="html", encoding="unicode")

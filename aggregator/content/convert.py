@@ -6,6 +6,7 @@ Nothing here touches disk or the network; the store decides what to write.
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -23,9 +24,10 @@ from aggregator.content.clean import (
     clean_html,
     is_http,
     is_tracker,
+    sanitise,
     strip_tracking,
 )
-from aggregator.models import Article, ParsedEntry
+from aggregator.models import Article, Enclosure, ParsedEntry
 
 SUMMARY_CHARS = 280
 TITLE_CHARS = 1000  # a longer title is cut (a 1 MB title is an attack, not a headline)
@@ -35,6 +37,7 @@ MAX_NAME_BYTES = 200  # a whole file name, ".md" included: safe on ext4, NTFS, A
 _SUFFIX_BYTES = 9  # "-" and eight hex digits
 
 DateStyle = Literal["rfc822", "iso8601"]  # how front matter dates are written
+AuthorStyle = Literal["site", "entry"]  # what front matter's `author` is
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,7 @@ class RenderOptions:
     timezone: str = "UTC"  # zone for iso8601 dates; rfc822 is always GMT
     escape_braces: bool = True  # { } as &#123; &#125; in the body, for Hexo/Jekyll templates
     comments: bool = False  # the seed's `comments: false`
+    author: AuthorStyle = "site"  # `author:` is the site (the seed), or the entry's byline
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +249,9 @@ def convert_entry(entry: ParsedEntry, source: SourceView, now: datetime) -> Arti
         tags=entry.tags,
         summary=summary_text,
         body_html=cleaned.html,
+        authors=entry.authors,
+        # Web addresses only, as for the link: front matter reaches a theme's templates.
+        enclosures=tuple(e for e in entry.enclosures if is_http(e.url)),
     )
 
 
@@ -383,11 +390,13 @@ def format_date(value: datetime, options: RenderOptions) -> str:
 
 def front_matter(article: Article, uid: str, date: datetime, options: RenderOptions) -> str:
     """Render the YAML front matter, keys in the seed's order, extras after them."""
+    byline = _yaml_text(_cut_title(article.byline))
+    author = byline if options.author == "entry" and byline else article.author
     data: dict[str, Any] = {
         "title": _Quoted(_yaml_text(article.title)),
         "categories": [_yaml_text(c) for c in article.categories],
         "headimg": _Quoted(article.headimg),
-        "author": _yaml_text(article.author),
+        "author": _yaml_text(author),
         "comments": options.comments,
         "date": format_date(date, options),
         "thumbnail": _Quoted(article.headimg),
@@ -398,6 +407,14 @@ def front_matter(article: Article, uid: str, date: datetime, options: RenderOpti
         data["link"] = _yaml_text(article.link)
     if article.tags:
         data["tags"] = [_yaml_text(t) for t in article.tags]
+    if byline:
+        # Not "authors": Jekyll's jekyll-feed and jekyll-seo-tag read `author`/`authors`
+        # as keys into site.data.authors, and Hugo sites often make `authors` a
+        # taxonomy (a page per name). No generator gives `byline` a meaning: themes
+        # read it as plain page data.
+        data["byline"] = byline
+    if article.enclosures:
+        data["enclosures"] = [_enclosure_data(e) for e in article.enclosures]
     data["entry_id"] = uid
     text: str = yaml.dump(
         data,
@@ -410,14 +427,49 @@ def front_matter(article: Article, uid: str, date: datetime, options: RenderOpti
     return text
 
 
+def _enclosure_data(enclosure: Enclosure) -> dict[str, Any]:
+    # As the feed gave it: no type or length made up.
+    data: dict[str, Any] = {"url": _yaml_text(enclosure.url)}
+    if enclosure.type:
+        data["type"] = _yaml_text(enclosure.type)
+    if enclosure.length is not None:
+        data["length"] = enclosure.length
+    return data
+
+
 def text_hash(text: str) -> str:
     """The hash recorded for an article file's content (did the file change?)."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def media_players(enclosures: Sequence[Enclosure], poster: str = "") -> str:
+    """An ``<audio>`` or ``<video>`` player for each audio or video enclosure ('' when
+    there is none), as the sanitiser lets it through: http(s) sources only, no autoplay.
+
+    Args:
+        poster: the image a video shows before it plays (the header image), if any.
+    """
+    players: list[str] = []
+    for enclosure in enclosures:
+        kind = enclosure.media_type
+        tag = kind.split("/", 1)[0]
+        if tag not in ("audio", "video") or not is_http(enclosure.url):
+            continue
+        source = f'<source src="{html.escape(enclosure.url)}" type="{html.escape(kind)}">'
+        still = f' poster="{html.escape(poster)}"' if tag == "video" and is_http(poster) else ""
+        # preload="none": a page of episodes must not start downloading every one.
+        players.append(f'<p><{tag} controls preload="none"{still}>{source}</{tag}></p>')
+    return sanitise("".join(players)) if players else ""
+
+
 def render_article(article: Article, uid: str, date: datetime, options: RenderOptions) -> str:
-    """The whole article file: front matter, then the cleaned body."""
+    """The whole article file: front matter, then the cleaned body and its players."""
     body = article.body_html
+    player = media_players(article.enclosures, article.headimg)
+    if player:
+        # Inside the body's one <div>, on lines of their own: still one raw HTML block.
+        inner = body.removesuffix("</div>")
+        body = f"{inner}\n{player}\n</div>" if inner != body else f"{body}\n{player}"
     if options.escape_braces:
         body = body.replace("{", "&#123;").replace("}", "&#125;")
     return f"---\n{front_matter(article, uid, date, options)}---\n\n{body}\n"

@@ -4,6 +4,7 @@ A rule is written in YAML as::
 
     - block: 广告              # or `keep:`; the keyword or the regular expression
       field: title            # title, summary, content, author, link, tags, category, any
+                              # (author: any of the entry's authors, else the site)
       match: keyword          # keyword (substring) or regex
       case: false             # true: case-sensitive
 
@@ -33,6 +34,7 @@ from urllib.parse import quote, urlencode
 import re2
 
 from aggregator.content.clean import TAG
+from aggregator.models import Person
 
 # The rule language's words, written once: the config validates against these.
 Action = Literal["keep", "block"]
@@ -61,6 +63,8 @@ class Filterable(Protocol):
     def body_html(self) -> str: ...
     @property
     def author(self) -> str: ...
+    @property
+    def authors(self) -> tuple[Person, ...]: ...
     @property
     def link(self) -> str | None: ...
     @property
@@ -178,7 +182,8 @@ def _values(item: Filterable, field: str) -> Sequence[str]:
     if field == "content":
         return (_text_of(item.body_html),)
     if field == "author":
-        return (item.author,)
+        # The entry's byline: any of its authors; the site for an entry that names none.
+        return tuple(p.label for p in item.authors) or (item.author,)
     if field == "link":
         return (item.link or "",)
     if field == "tags":
@@ -207,7 +212,7 @@ class Query:
 
     q: str | None = None  # keyword that must appear (title, summary or content)
     exclude: str | None = None  # keyword that must not appear
-    author: str | None = None  # keyword that must appear in the author
+    author: str | None = None  # keyword that must appear in the byline (else the site)
     since: datetime | None = None  # only entries dated at or after this time
     limit: int = 50
 

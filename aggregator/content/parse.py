@@ -26,7 +26,7 @@ from aggregator.content.clean import TAG, is_http, text_to_html
 from aggregator.content.encoding import decode_document
 from aggregator.content.jsonfeed import is_json_feed, parse_json_feed
 from aggregator.errors import ParseError
-from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person
+from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person, guess_media_type
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
 
@@ -72,34 +72,111 @@ def _plain(detail: Mapping[str, Any] | None, value: Any, atom: bool = False) -> 
     return text
 
 
+def _is_image(kind: str, medium: str, url: str) -> bool:
+    """Whether a media:content or enclosure is a picture: its type or medium says so;
+    when it has neither, the extension of its URL does (newspapers give
+    ``<media:content url="…/photo.jpg?width=140"/>`` and nothing else)."""
+    if kind.startswith("image/") or medium == "image":
+        return True
+    if kind or medium:  # a video, an audio file, a document
+        return False
+    return guess_media_type(url).startswith("image/")
+
+
 def _images(raw: Mapping[str, Any]) -> tuple[str, ...]:
     found: list[str] = []
     for thumb in raw.get("media_thumbnail") or ():
-        found.append(str(thumb.get("url") or ""))
+        found.append(str(thumb.get("url") or ""))  # a thumbnail is an image (MRSS)
     for media in raw.get("media_content") or ():
-        medium = str(media.get("medium") or "")
-        kind = str(media.get("type") or "")
-        if medium == "image" or kind.startswith("image/"):
-            found.append(str(media.get("url") or ""))
+        url = str(media.get("url") or "")
+        kind = str(media.get("type") or "").strip().lower()
+        if _is_image(kind, str(media.get("medium") or "").strip().lower(), url):
+            found.append(url)
     for link in raw.get("links") or ():
-        if link.get("rel") == "enclosure" and str(link.get("type") or "").startswith("image/"):
-            found.append(str(link.get("href") or ""))
+        if link.get("rel") == "enclosure":
+            url = str(link.get("href") or "")
+            if _is_image(_enclosure_type(link), "", url):
+                found.append(url)
     return tuple(u for u in dict.fromkeys(found) if u)
 
 
-def _authors(raw: Mapping[str, Any]) -> tuple[Person, ...]:
+def _authors(raw: Mapping[str, Any], atom: bool) -> tuple[Person, ...]:
     found: list[Person] = []
-    for detail in raw.get("authors") or ():
-        person = Person(
-            name=str(detail.get("name") or "").strip(),
-            email=str(detail.get("email") or "").strip() or None,
-            url=str(detail.get("href") or "").strip() or None,
-        )
+    details = list(raw.get("authors") or ())
+    previous: Mapping[str, Any] = {}
+    for index, detail in enumerate(details):
+        name = str(detail.get("name") or "").strip()
+        email = str(detail.get("email") or "").strip()
+        if atom and index:
+            name, email = _own(name, email, previous)
+        if index == len(details) - 1 and email:
+            # raw["author"] is the text of the last author element, as written.
+            name, email = _whole_email(name, email, str(raw.get("author") or ""))
+        url = str(detail.get("href") or "").strip() or None
+        person = Person(name=name, email=email or None, url=url)
         if person.label:
             found.append(person)
+        previous = detail
     if not found and raw.get("author"):  # a bare dc:creator or RSS author string
         found.append(Person(str(raw["author"]).strip()))
     return tuple(dict.fromkeys(found))
+
+
+def _own(name: str, email: str, previous: Mapping[str, Any]) -> tuple[str, str]:
+    """An Atom author's own name and email, without what feedparser copied from the one
+    before it.
+
+    feedparser starts each new author from the text it made of the previous one ("A
+    (a@x.org)", mixin._sync_author_detail) when the new one's first child is read: its
+    own elements replace the copies, but a nameless author keeps the previous name, one
+    without an email the previous email. A value equal to the copy is dropped (two
+    authors sharing one address lose it on the second: rare; the byline keeps names).
+    """
+    copied_name, copied_email = _copied(previous)
+    return (
+        "" if name and name == copied_name else name,
+        "" if email and email == copied_email else email,
+    )
+
+
+# feedparser's email pattern, faults included (a top-level domain of 2 to 4 letters).
+_FEEDPARSER_EMAIL = re.compile(
+    r"(([a-zA-Z0-9_\-.+]+)@((\[[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.)|(([a-zA-Z0-9\-]+\.)+))"
+    r"([a-zA-Z]{2,4}|[0-9]{1,3})(\]?))(\?subject=\S+)?"
+)
+
+
+def _copied(previous: Mapping[str, Any]) -> tuple[str, str]:
+    """The (name, email) feedparser gives an author from the text of the one before."""
+    name = str(previous.get("name") or "")
+    email = str(previous.get("email") or "")
+    text = f"{name} ({email})" if name and email else name or email
+    match = _FEEDPARSER_EMAIL.search(text)
+    if match is None:
+        return text.strip(), ""
+    text = text.replace(match.group(0), "").replace("()", "").replace("<>", "")
+    text = text.replace("&lt;&gt;", "").strip()
+    text = text.removeprefix("(").removesuffix(")")
+    return text.strip(), match.group(0)
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9_.+'-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+")
+
+
+def _whole_email(name: str, email: str, written: str) -> tuple[str, str]:
+    """Undo feedparser's cut of an RSS ``<author>``'s email address.
+
+    feedparser finds the address with a pattern that ends the domain after at most four
+    letters: "letters@paper.example (Letters Editor)" gives the email "letters@paper.exam"
+    and the name "ple (Letters Editor". Read from the text as written, it is whole.
+    """
+    match = _EMAIL.search(written)
+    if match is None or match.group(0) == email or not match.group(0).startswith(email):
+        return name, email
+    rest = written.replace(match.group(0), "").replace("()", "").replace("<>", "").strip()
+    if rest.startswith("(") and rest.endswith(")"):
+        rest = rest[1:-1].strip()
+    return rest, match.group(0)
 
 
 def _length(value: Any) -> int | None:
@@ -110,14 +187,19 @@ def _length(value: Any) -> int | None:
     return length if length >= 0 else None
 
 
+def _enclosure_type(link: Mapping[str, Any]) -> str:
+    kind = str(link.get("type") or "").strip().lower()
+    # feedparser gives an Atom link without a type the type text/html: for an enclosure
+    # (a file, "potentially large") that says nothing, and it would hide an audio file.
+    return "" if kind == "text/html" else kind
+
+
 def _enclosures(raw: Mapping[str, Any]) -> tuple[Enclosure, ...]:
     found: dict[str, Enclosure] = {}
     for link in raw.get("enclosures") or ():
         url = str(link.get("href") or "").strip()
         if url and url not in found:
-            found[url] = Enclosure(
-                url, str(link.get("type") or "").strip().lower(), _length(link.get("length"))
-            )
+            found[url] = Enclosure(url, _enclosure_type(link), _length(link.get("length")))
     return tuple(found.values())
 
 
@@ -168,7 +250,7 @@ def _entry(raw: dict[str, Any], atom: bool, document_base: str | None) -> Parsed
         # to published_parsed with a DeprecationWarning (feedparser issue 310).
         published=_to_datetime(dict.get(raw, "published_parsed")),
         updated=_to_datetime(dict.get(raw, "updated_parsed")),
-        authors=_authors(raw),
+        authors=_authors(raw, atom),
         tags=tuple(t for t in tags if t),
         images=tuple(_absolute(url, base) for url in _images(raw)),
         enclosures=tuple(replace(e, url=_absolute(e.url, base)) for e in _enclosures(raw)),

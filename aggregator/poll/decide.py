@@ -377,4 +377,6 @@ def _row(
         render_key=source.render_key,
         dropped_by=dropped_by,
         dropped_at=now if dropped_by is not None else None,
+        authors=article.authors,
+        enclosures=article.enclosures,
     )

@@ -57,6 +57,7 @@ def render_options(config: Config) -> RenderOptions:
         timezone=front.timezone,
         escape_braces=front.escape_braces,
         comments=front.comments,
+        author=front.author,
     )
 
 
@@ -99,6 +100,7 @@ def _render_key(view: SourceView, options: RenderOptions, rules: tuple[Rule, ...
         options.timezone,
         options.escape_braces,
         options.comments,
+        options.author,
         view.categories,
         view.author,
         view.cleaning.remove,

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import LocalFaultError, StoreError
-from aggregator.models import Status
+from aggregator.models import Status, list_to_json
 from aggregator.store.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.store.files import ArticleFiles
 from aggregator.store.logins import Logins
@@ -526,6 +526,8 @@ def _row_values(row: EntryRow) -> dict[str, Any]:
         "title": row.title,
         "link": row.link,
         "author": row.author,
+        "authors": list_to_json(row.authors),
+        "enclosures": list_to_json(row.enclosures),
         "categories": json.dumps(list(row.categories), ensure_ascii=False),
         "tags": json.dumps(list(row.tags), ensure_ascii=False),
         "headimg": row.headimg,

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StoreError
-from aggregator.models import PublishedEntry, Status
+from aggregator.models import Enclosure, Person, PublishedEntry, Status, list_from_json
 from aggregator.store.records import SourceState
 from aggregator.store.schema import (
     CATEGORY_SEPARATOR,
@@ -234,6 +234,8 @@ _PUBLISHED = (
     entries_table.c.title,
     entries_table.c.link,
     entries_table.c.author,
+    entries_table.c.authors,
+    entries_table.c.enclosures,
     entries_table.c.categories,
     entries_table.c.tags,
     entries_table.c.headimg,
@@ -260,6 +262,8 @@ def _published(row: Any) -> PublishedEntry:
         published=row.published,
         updated=row.updated,
         date=row.date,
+        authors=list_from_json(Person, row.authors),
+        enclosures=list_from_json(Enclosure, row.enclosures),
     )
 
 

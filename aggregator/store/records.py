@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TypeAlias, TypeVar
 
-from aggregator.models import SourceOutcome, Status
+from aggregator.models import Enclosure, Person, SourceOutcome, Status
 
 T = TypeVar("T")
 
@@ -133,3 +133,5 @@ class EntryRow:
     render_key: str
     dropped_by: str | None = None
     dropped_at: datetime | None = None
+    authors: tuple[Person, ...] = ()  # the entry's own
+    enclosures: tuple[Enclosure, ...] = ()

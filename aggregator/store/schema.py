@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -68,7 +68,9 @@ entries_table = sa.Table(
     sa.Column("path", sa.String, unique=True),  # relative to posts_dir; NULL once pruned
     sa.Column("title", sa.Text),
     sa.Column("link", sa.Text),
-    sa.Column("author", sa.String),
+    sa.Column("author", sa.String),  # the site's name
+    sa.Column("authors", sa.Text),  # JSON list of {name, email, url}: the entry's own; NULL: none
+    sa.Column("enclosures", sa.Text),  # JSON list of {url, type, length}; NULL: none
     sa.Column("categories", sa.Text),  # JSON list
     sa.Column("tags", sa.Text),  # JSON list
     sa.Column("headimg", sa.Text),
@@ -154,6 +156,28 @@ def category_path(categories: Sequence[str]) -> str:
     return CATEGORY_SEPARATOR.join(categories)
 
 
+# How a column added to an older database is filled from ``raw_json``
+# (``ParsedEntry.to_json``; before schema 4 it had one author name, as "author").
+_FROM_RAW = {
+    ("entries", "authors"): (
+        "UPDATE entries SET authors = CASE "
+        "WHEN json_type(raw_json, '$.authors') = 'array' "
+        "AND json_array_length(raw_json, '$.authors') > 0 "
+        "THEN json_extract(raw_json, '$.authors') "
+        "WHEN json_type(raw_json, '$.author') = 'text' "
+        "AND json_extract(raw_json, '$.author') != '' "
+        "THEN json_array(json_object('email', NULL, 'name', json_extract(raw_json, '$.author'), "
+        "'url', NULL)) END "
+        "WHERE json_valid(raw_json)"
+    ),
+    ("entries", "enclosures"): (
+        "UPDATE entries SET enclosures = json_extract(raw_json, '$.enclosures') "
+        "WHERE json_valid(raw_json) AND json_type(raw_json, '$.enclosures') = 'array' "
+        "AND json_array_length(raw_json, '$.enclosures') > 0"
+    ),
+}
+
+
 def add_missing_columns(conn: Connection) -> None:
     """Bring an older database up to date: new columns are added, nullable or defaulted."""
     inspector = sa.inspect(conn)
@@ -176,6 +200,10 @@ def add_missing_columns(conn: Connection) -> None:
                         "char(31)) FROM json_each(entries.categories))"
                     )
                 )
+            if (table.name, column.name) in _FROM_RAW:
+                # From the raw original each row keeps, so that feeds and ?author= show
+                # them at once, without a rebuild (pruned rows have none, and need none).
+                conn.execute(sa.text(_FROM_RAW[table.name, column.name]))
     conn.execute(
         sa.update(meta_table)
         .where(meta_table.c.key == "schema_version")

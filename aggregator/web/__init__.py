@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from flask import Flask, Response
 from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.errors import ConfigError
+from aggregator.models import Person, byline, list_from_json
 from aggregator.store import Store
 from aggregator.web.cache import FeedCache
 from aggregator.web.state import (
@@ -117,6 +119,7 @@ def create_app(
     )
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["localtime"] = _localtime_filter(config.settings.server.timezone)
+    app.jinja_env.filters["byline"] = _byline_filter
 
     from aggregator.web.admin import bp as admin
     from aggregator.web.dashboard import bp as dashboard
@@ -148,6 +151,11 @@ def _localtime_filter(zone: str) -> Any:
         return value.astimezone(tz).strftime(fmt)
 
     return localtime
+
+
+def _byline_filter(row: Mapping[str, Any]) -> str:
+    """An index row's byline: the entry's own authors, else the site."""
+    return byline(list_from_json(Person, row.get("authors"))) or str(row.get("author") or "")
 
 
 def _security_headers(config: Config) -> Any:

@@ -20,6 +20,9 @@ hexo.init()
         templateLeft: /\{\{|\{%/.test(html),
         link: post.link || null,
         headimg: post.headimg,
+        author: post.author,
+        byline: post.byline === undefined ? null : post.byline,
+        enclosures: post.enclosures === undefined ? null : post.enclosures,
       }));
     }
     return hexo.exit();
