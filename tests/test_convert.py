@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pytest
@@ -21,18 +21,23 @@ from aggregator.content.convert import (
     article_name,
     assign_keys,
     convert_entry,
+    derive_title,
     entry_key,
     fold_name,
     fold_path,
     format_date,
+    keep_one_per_entry,
     media_players,
     pick_image,
     render_article,
     safe_segment,
+    trusted_date,
+    untrusted_dates,
 )
 from aggregator.models import Article, Enclosure, ParsedEntry, Person
 
 WHEN = datetime(2021, 10, 12, 9, 0, 27, tzinfo=UTC)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # the time of the poll
 SEED_KEYS = ["title", "categories", "headimg", "author", "comments", "date", "thumbnail"]
 # hexo-front-matter's split (lib/split.js): the block between the first two --- lines.
 HEXO_SPLIT = re.compile(
@@ -97,9 +102,9 @@ HOSTILE_TITLES = [
 
 @pytest.mark.parametrize("title", HOSTILE_TITLES, ids=range(len(HOSTILE_TITLES)))
 def test_hostile_titles_round_trip(title: str) -> None:
-    article = convert_entry(entry(title=title), VIEW)
+    article = convert_entry(entry(title=title), VIEW, NOW)
     front, _body = render(article)
-    expected = title.strip()
+    expected = title.strip() or "Body {{ x }}"  # a blank title: the body's first words
     if len(expected) > TITLE_CHARS:  # a huge title is cut, with an ellipsis
         expected = expected[: TITLE_CHARS - 1] + "…"
     assert front["title"] == expected
@@ -107,13 +112,13 @@ def test_hostile_titles_round_trip(title: str) -> None:
 
 
 def test_control_characters_never_reach_yaml() -> None:
-    article = convert_entry(entry(title="bell\x07 nul\x00 esc\x1b c1\x85 ok"), VIEW)
+    article = convert_entry(entry(title="bell\x07 nul\x00 esc\x1b c1\x85 ok"), VIEW, NOW)
     front, _ = render(article)
     assert front["title"] == "bell nul esc c1 ok"
 
 
 def test_front_matter_keys_order_and_values() -> None:
-    article = convert_entry(entry(images=("https://img.example.com/cover.jpg",)), VIEW)
+    article = convert_entry(entry(images=("https://img.example.com/cover.jpg",)), VIEW, NOW)
     text = render_article(article, "uid123", WHEN, RenderOptions())
     front, body = render(article)
     assert list(front) == [*SEED_KEYS, "link", "tags", "entry_id"]
@@ -132,7 +137,7 @@ def test_front_matter_keys_order_and_values() -> None:
 
 
 def test_braces_are_escaped_in_the_body_only() -> None:
-    article = convert_entry(entry(title="{{ t }}"), VIEW)
+    article = convert_entry(entry(title="{{ t }}"), VIEW, NOW)
     front, body = render(article)
     assert front["title"] == "{{ t }}"
     assert "&#123;&#123; x &#125;&#125;" in body
@@ -152,7 +157,7 @@ def test_braces_are_escaped_in_the_body_only() -> None:
 def test_date_styles(style: Literal["rfc822", "iso8601"], zone: str, expected: str) -> None:
     options = RenderOptions(date_style=style, timezone=zone)
     assert format_date(WHEN, options) == expected
-    front, _ = render(convert_entry(entry(), VIEW), options)
+    front, _ = render(convert_entry(entry(), VIEW, NOW), options)
     assert str(front["date"]) == expected
 
 
@@ -260,24 +265,32 @@ def test_entry_key_prefers_guid_then_link_then_hash() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pairs", "stored", "expected"),
+    ("entries", "stored", "expected"),
     [
         # Unique keys: plain keys.
-        ([("a", "a#1"), ("b", "b#1")], {}, ["a", "b"]),
-        # A repeated key, nothing stored: the first takes the plain key.
-        ([("g", "g#1"), ("g", "g#2")], {}, ["g", "g#2"]),
-        # A repeated key, the second item is the one stored under the plain key.
-        ([("g", "g#1"), ("g", "g#2")], {"g": "g#2"}, ["g#1", "g"]),
+        ([("a", ("a#1",)), ("b", ("b#1",))], {}, ["a", "b"]),
+        # One key for two different items, nothing stored: the first takes the plain key.
+        ([("g", ("g#1",)), ("g", ("g#2",))], {}, ["g", "g#2"]),
+        # The second item is the one stored under the plain key.
+        ([("g", ("g#1",)), ("g", ("g#2",))], {"g": "g#2"}, ["g#1", "g"]),
         # Later poll: an item once stored under its alt key keeps it, even alone.
-        ([("g", "g#2")], {"g": "g#1", "g#2": "g#2"}, ["g#2"]),
+        ([("g", ("g#2",))], {"g": "g#1", "g#2": "g#2"}, ["g#2"]),
         # Alone, and the plain key's stored item changed its title: still the plain key.
-        ([("g", "g#9")], {"g": "g#1"}, ["g"]),
+        ([("g", ("g#9",))], {"g": "g#1"}, ["g"]),
+        # Two versions of one entry, stored apart by an older version (its first under
+        # the plain key, the rest under the last's alt key): the one kept updates the
+        # alt key's article, and no third one is made.
+        ([("g", ("g#2", "g#1"))], {"g": "g#1", "g#2": "g#2"}, ["g#2"]),
+        # ... and when the kept version is the first one: still that article.
+        ([("g", ("g#1", "g#2"))], {"g": "g#1", "g#2": "g#2"}, ["g#2"]),
+        # The plain key's item, known by any of its versions' alt keys.
+        ([("g", ("g#3", "g#1")), ("g", ("g#2",))], {"g": "g#1"}, ["g", "g#2"]),
     ],
 )
 def test_assign_keys(
-    pairs: list[tuple[str, str]], stored: dict[str, str], expected: list[str]
+    entries: list[tuple[str, tuple[str, ...]]], stored: dict[str, str], expected: list[str]
 ) -> None:
-    assert assign_keys(pairs, stored) == expected
+    assert assign_keys(entries, stored) == expected
 
 
 @pytest.mark.parametrize(
@@ -320,6 +333,184 @@ def test_raw_entries_stored_by_older_versions_are_read() -> None:
     assert ParsedEntry.from_json(json.dumps({**data, "author": None})) == entry()
 
 
+# -- titles of untitled entries ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ""),
+        ("  \n ", ""),
+        ("Short note", "Short note"),
+        ("The first sentence. The second one.", "The first sentence"),
+        ("Is it a question? Yes.", "Is it a question?"),
+        ("Done!", "Done!"),
+        ("… And then. More.", "… And then"),
+        # A sentence that would end just past the limit is not a sentence that fits.
+        ("w" * 80 + ". More", "w" * 79 + "…"),
+        ("Version 2.0 is out. Upgrade now.", "Version 2.0 is out"),
+        ("Lower case after a dot, e.g. this. Then more.", "Lower case after a dot, e.g. this"),
+        ("今日は晴れ。明日は雨です。", "今日は晴れ"),
+        ("你好！世界", "你好！"),
+        # Too long: cut on a word boundary, before the 80th character, with an ellipsis.
+        (
+            "After months of public consultations and several heated meetings, the transport "
+            "committee agreed",
+            "After months of public consultations and several heated meetings, the transport…",
+        ),
+        ("word " * 30, " ".join(["word"] * 16) + "…"),
+        # No spaces in CJK text: cut between any two characters.
+        ("国" * 100, "国" * 79 + "…"),
+        # A long first sentence is cut like any long text.
+        ("a" * 10 + " " + "b" * 100 + ". Next.", "a" * 10 + " " + "b" * 68 + "…"),
+        # One word longer than a title (a URL): cut inside it.
+        ("x" * 120, "x" * 79 + "…"),
+        # Punctuation before the cut goes.
+        (
+            "Alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi, omicron pi",
+            "Alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi…",
+        ),
+    ],
+)
+def test_derive_title(text: str, expected: str) -> None:
+    title = derive_title(text)
+    assert title == expected
+    assert len(title) <= 80
+
+
+def test_untitled_entry_takes_its_first_words_everywhere_the_title_goes() -> None:
+    article = convert_entry(
+        entry(title="", content_html="<p>Hello <b>there</b>. More.</p>"), VIEW, NOW
+    )
+    assert article.title == "Hello there"
+    assert render(article)[0]["title"] == "Hello there"
+    assert article_name(article.title) == "Hello-there.md"
+    # Text only in the summary: the summary's words.
+    article = convert_entry(
+        entry(
+            title="",
+            content_html="<p><img src='https://x.example/a.png'></p>",
+            summary_html="<p>From the summary</p>",
+        ),
+        VIEW,
+        NOW,
+    )
+    assert article.title == "From the summary"
+    # No text at all: no title (the file is untitled.md, the feeds say "(untitled)").
+    article = convert_entry(entry(title="", content_html=""), VIEW, NOW)
+    assert article.title == ""
+    # The identity never depends on the made-up title.
+    assert alt_key(entry(title="")) == alt_key(entry(title="", content_html="<p>Other</p>"))
+
+
+# -- dates from the future ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ahead", "trusted"),
+    [
+        (timedelta(days=-3650), True),
+        (timedelta(0), True),
+        (timedelta(hours=23, minutes=59), True),
+        (timedelta(days=1), True),
+        (timedelta(days=1, seconds=1), False),
+        (timedelta(days=365 * 77), False),
+    ],
+)
+def test_trusted_date(ahead: timedelta, trusted: bool) -> None:
+    when = NOW + ahead
+    assert trusted_date(when, NOW) == (when if trusted else None)
+    assert trusted_date(None, NOW) is None
+
+
+def test_a_date_far_ahead_of_the_poll_is_dropped_and_reported() -> None:
+    future = datetime(2103, 1, 1, tzinfo=UTC)
+    parsed = entry(published=future, updated=WHEN)
+    article = convert_entry(parsed, VIEW, NOW)
+    assert (article.published, article.updated) == (None, WHEN)
+    assert untrusted_dates(parsed, NOW) == (
+        "dates more than a day after the poll (2026-01-02T03:04:05+00:00) not trusted: "
+        "published 2103-01-01T00:00:00+00:00"
+    )
+    assert untrusted_dates(entry(), NOW) is None
+    # The raw original keeps what the feed said: a later conversion may trust it.
+    assert ParsedEntry.from_json(article.raw_json).published == future
+    assert convert_entry(parsed, VIEW, future).published == future
+
+
+# -- one id repeated in a document -------------------------------------------------------
+
+
+def version(
+    title: str = "T",
+    link: str | None = "https://e.x/1",
+    body: str = "<p>b</p>",
+    guid: str = "g",
+    **changes: object,
+) -> Article:
+    """A converted entry, key "g" unless said (its alt key follows its link and title)."""
+    return convert_entry(
+        entry(guid=guid, title=title, link=link, content_html=body, **changes), VIEW, NOW
+    )
+
+
+DAY1 = datetime(2024, 3, 1, tzinfo=UTC)
+DAY2 = datetime(2024, 3, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("versions", "kept", "warnings"),
+    [
+        # Repeated to the letter: one, no twin.
+        ([version(), version()], [1], ["appears 2 times in the document; kept the last ('T')"]),
+        # Revisions (same link, other title): the newest, wherever it is.
+        (
+            [version(updated=DAY1), version("T2", updated=DAY2), version("T3", updated=DAY1)],
+            [1],
+            ["appears 3 times in the document; kept the newest ('T2')"],
+        ),
+        # Same title, another link: the same entry too.
+        ([version(), version(link="https://e.x/2")], [1], ["kept the last"]),
+        # The last has no body: the last with one.
+        ([version(), version(body="")], [0], ["kept the last with a body ('T')"]),
+        # Titles and links both differ: two items (a constant guid), kept apart.
+        (
+            [version("A", "https://e.x/a"), version("B", "https://e.x/b")],
+            [0, 1],
+            ["is given to 2 different items (their titles and links differ): kept apart"],
+        ),
+        # No links: titles tell items apart.
+        ([version("A", None), version("B", None)], [0, 1], ["kept apart"]),
+        # A third version that shares the first's link and the second's title: all one.
+        (
+            [
+                version("A", "https://e.x/a"),
+                version("B", "https://e.x/b"),
+                version("B", "https://e.x/a"),
+            ],
+            [2],
+            ["appears 3 times in the document; kept the last ('B')"],
+        ),
+    ],
+)
+def test_keep_one_per_entry(versions: list[Article], kept: list[int], warnings: list[str]) -> None:
+    result, said = keep_one_per_entry([version("other", "https://e.x/o", guid="o"), *versions])
+    assert result[0].article.key == "o"  # a lone entry is left as it is
+    assert [k.article for k in result[1:]] == [versions[i] for i in kept]
+    assert len(said) == len(warnings)
+    for message, expected in zip(said, warnings, strict=True):
+        assert message.startswith("id 'g' ") and expected in message
+    for k in result:
+        assert k.alt_keys[0] == k.article.alt_key
+
+
+def test_the_kept_version_carries_every_alt_key_of_its_entry() -> None:
+    first, second = version("A"), version("B")
+    [one] = keep_one_per_entry([first, second])[0]
+    assert one.alt_keys == (second.alt_key, first.alt_key)
+    assert one.article == second
+
+
 # -- authors, enclosures, players ----------------------------------------------------------
 
 PODCAST = (
@@ -334,6 +525,7 @@ def test_byline_and_enclosures_come_after_the_seeds_keys() -> None:
             authors=(Person("Jane Doe", "jane@x.example"), Person("John Roe")), enclosures=PODCAST
         ),
         VIEW,
+        NOW,
     )
     front, _ = render(article)
     assert list(front) == [*SEED_KEYS, "link", "tags", "byline", "enclosures", "entry_id"]
@@ -347,9 +539,11 @@ def test_byline_and_enclosures_come_after_the_seeds_keys() -> None:
 
 def test_front_matter_author_entry_uses_the_byline_else_the_site() -> None:
     options = RenderOptions(author="entry")
-    front, _ = render(convert_entry(entry(authors=(Person("", "desk@x.example"),)), VIEW), options)
+    front, _ = render(
+        convert_entry(entry(authors=(Person("", "desk@x.example"),)), VIEW, NOW), options
+    )
     assert front["author"] == front["byline"] == "desk@x.example"
-    front, _ = render(convert_entry(entry(), VIEW), options)
+    front, _ = render(convert_entry(entry(), VIEW, NOW), options)
     assert front["author"] == "新浪财经"
     assert "byline" not in front and "enclosures" not in front
     assert list(front) == [*SEED_KEYS, "link", "tags", "entry_id"]
@@ -357,7 +551,7 @@ def test_front_matter_author_entry_uses_the_byline_else_the_site() -> None:
 
 @pytest.mark.parametrize("name", [*HOSTILE_TITLES[:-1], "a" * 3000, "bell\x07 and c1\x85"])
 def test_hostile_bylines_are_plain_yaml_strings(name: str) -> None:
-    article = convert_entry(entry(authors=(Person(name), Person("Second"))), VIEW)
+    article = convert_entry(entry(authors=(Person(name), Person("Second"))), VIEW, NOW)
     for options in (RenderOptions(), RenderOptions(author="entry")):
         front, _ = render(article, options)
         # One line: whitespace runs (line breaks, NEL) are one space; controls go.
@@ -418,7 +612,7 @@ def test_players_pass_our_own_sanitiser_unchanged() -> None:
     ],
 )
 def test_players_and_front_matter_take_web_addresses_only(url: str) -> None:
-    article = convert_entry(entry(enclosures=(Enclosure(url, "audio/mpeg"),)), VIEW)
+    article = convert_entry(entry(enclosures=(Enclosure(url, "audio/mpeg"),)), VIEW, NOW)
     front, body = render(article)
     assert "enclosures" not in front
     assert "<audio" not in body
@@ -426,7 +620,9 @@ def test_players_and_front_matter_take_web_addresses_only(url: str) -> None:
 
 
 def test_the_player_goes_inside_the_bodys_one_html_block() -> None:
-    article = convert_entry(entry(enclosures=PODCAST, images=("https://x.example/i.png",)), VIEW)
+    article = convert_entry(
+        entry(enclosures=PODCAST, images=("https://x.example/i.png",)), VIEW, NOW
+    )
     _, body = render(article)
     lines = body.strip().split("\n")
     assert lines[0].startswith("<div>") and lines[-1] == "</div>"

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict
 from datetime import UTC, datetime
+from urllib.parse import urljoin
 
 import pytest
 from conftest import DATA
@@ -61,6 +62,83 @@ def test_every_input_has_its_golden_and_every_golden_its_input() -> None:
     goldens = {p.name for p in CASES.glob("*.json") if not p.name.endswith(INPUTS)}
     assert goldens == {golden_name(f) for f in FILES}
     assert len(goldens) == len(FILES)  # no NAME.xml beside a NAME.feed.json
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        # RSS: markup (escaped or in CDATA) is dropped, scripts and styles with their text.
+        ("<![CDATA[<b>Bold</b> news<script>alert(1)</script><style>b{}</style>]]>", "Bold news"),
+        ("&lt;i&gt;Escaped&lt;/i&gt;&lt;script&gt;x()&lt;/script&gt; too", "Escaped too"),
+        ("<![CDATA[<b>Cut</b> <script>never closed]]>", "Cut"),
+        # No end tag: the words are the title.
+        ("Plain &lt;script&gt; talk", "Plain <script> talk"),
+        ("Fish &amp; chips", "Fish & chips"),
+    ],
+)
+def test_rss_titles_with_markup_keep_no_script_or_style(title: str, expected: str) -> None:
+    body = (
+        '<rss version="2.0"><channel><title>t</title><item><guid isPermaLink="false">1</guid>'
+        f"<title>{title}</title></item></channel></rss>"
+    ).encode()
+    [entry] = parse_feed("https://feeds.example/t.xml", body).entries
+    assert entry.title.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "title", "expected"),
+    [
+        ("html", "&lt;em&gt;A&lt;/em&gt;&lt;script&gt;x()&lt;/script&gt; B", "A B"),
+        ("html", "&lt;style&gt;p{}&lt;/style&gt;C &amp;amp; D", "C & D"),
+        ("xhtml", '<div xmlns="http://www.w3.org/1999/xhtml">E<script>y()</script></div>', "E"),
+        # A text title is what it says, angle brackets and all.
+        ("text", "Why &lt;script&gt; &lt;/script&gt; matters", "Why <script> </script> matters"),
+    ],
+)
+def test_atom_titles_follow_their_type(kind: str, title: str, expected: str) -> None:
+    body = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><id>1</id>'
+        f'<title type="{kind}">{title}</title></entry></feed>'
+    ).encode()
+    [entry] = parse_feed("https://feeds.example/t.xml", body).entries
+    assert entry.title == expected
+
+
+RELATIVE = b"""<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"><channel>
+<title>t</title><item><guid isPermaLink="false">1</guid><link>p/1.html</link>
+<description>&lt;a href="x.html"&gt;x&lt;/a&gt;</description>
+<enclosure url="media/1.mp3" type="audio/mpeg" length="1"/>
+<media:thumbnail url="/thumbs/1.jpg"/><media:content url="../big/1.jpg" medium="image"/>
+<media:content url="https://cdn.example/2.jpg" medium="image"/>
+</item></channel></rss>"""
+
+
+@pytest.mark.parametrize(
+    ("headers", "base"),
+    [
+        ({}, "https://feeds.example/dir/feed.xml"),
+        ({"Content-Location": "/other/all.xml"}, "https://feeds.example/other/all.xml"),
+        ({"content-location": "https://elsewhere.example/x/"}, "https://elsewhere.example/x/"),
+    ],
+)
+def test_relative_urls_have_the_documents_base(headers: dict[str, str], base: str) -> None:
+    """The base is the Content-Location (relative to the URL), else the URL; feedparser
+    resolves links itself, and we resolve media and RSS enclosure URLs the same way."""
+    [entry] = parse_feed("https://feeds.example/dir/feed.xml", RELATIVE, headers).entries
+    assert entry.content_base == entry.summary_base == base
+    assert entry.link == urljoin(base, "p/1.html")
+    assert entry.images == (
+        urljoin(base, "/thumbs/1.jpg"),
+        urljoin(base, "../big/1.jpg"),
+        "https://cdn.example/2.jpg",
+    )
+    assert [e.url for e in entry.enclosures] == [urljoin(base, "media/1.mp3")]
+
+
+def test_a_local_file_leaves_relative_urls_alone() -> None:
+    [entry] = parse_feed("/srv/feeds/feed.xml", RELATIVE).entries
+    assert entry.enclosures[0].url == "media/1.mp3"
+    assert entry.images[0] == "/thumbs/1.jpg"
 
 
 # -- known bugs (feedparser's readings that content/parse.py does not yet correct) -----

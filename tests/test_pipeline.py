@@ -476,7 +476,7 @@ def test_rebuild_never_reverts_a_newer_poll(
     feed_file("f.xml", rss(item("a", "Version two", "<p>two</p>")))
     h.poll()  # ... a poll stores a newer version meanwhile ...
     resolved = h.poller.resolved(source)
-    prepared = prepare_stored(resolved.view, [raw for _, raw in read_by_rebuild])
+    prepared = prepare_stored(resolved.view, [raw for _, raw in read_by_rebuild], h.now)
     with h.store.transaction() as conn:  # ... and the rebuild applies what it read
         applied = h.poller.ingest.write_files(
             conn,
@@ -489,6 +489,102 @@ def test_rebuild_never_reverts_a_newer_poll(
         h.poller.ingest.write_rows(conn, applied)
     [file] = h.files()
     assert "Version two" in file.read_text(encoding="utf-8")
+
+
+def test_twins_stored_by_earlier_versions_keep_their_identity(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    """Before, a document repeating an id stored its first version under the id and the
+    rest under the alt key: two articles, identical ones too. Now the document gives
+    one article, and that old pair gets neither a third article nor a lost one."""
+    from aggregator.content.convert import convert_entry
+    from aggregator.content.parse import parse_feed
+    from aggregator.poll.decide import Known, decide, make_batch
+
+    twice = item("g", "Same", "<p>v1</p>", link="https://e.com/g") + item(
+        "g", "Same", "<p>v2</p>", link="https://e.com/g"
+    )
+    path = feed_file("f.xml", rss(twice))
+    h = harness(make_config([{"url": str(path), "categories": ["A"], "name": "s"}]))
+    source = h.poller.resolved(h.config.sources[0])
+    # What the earlier version stored for this document: "g" and its alt key.
+    entries = parse_feed(str(path), path.read_bytes()).entries
+    first, second = (convert_entry(e, source.view, h.now) for e in entries)
+    assert first.alt_key == second.alt_key
+    plan = decide(source, make_batch(source, ["g", first.alt_key], [first, second]), Known(), h.now)
+    assert not h.store.files.write_files(plan.writes)
+    rows, _ = plan.settle({})
+    with h.store.transaction() as conn:
+        h.store.upsert_entries(conn, rows)
+    before = {p: p.read_bytes() for p in h.files()}
+    assert len(before) == 2
+
+    [outcome] = h.poll()
+    assert (outcome.new, outcome.updated, outcome.unchanged) == (0, 0, 1)
+    assert any("appears 2 times in the document; kept the last" in w for w in outcome.warnings)
+    assert {p: p.read_bytes() for p in h.files()} == before
+    # The feed moves on: the kept version's article is updated, still no third one.
+    feed_file("f.xml", rss(item("g", "Same", "<p>v3</p>", link="https://e.com/g")))
+    [outcome] = h.poll()
+    assert (outcome.new, outcome.updated) == (0, 1)
+    assert len(h.files()) == 2
+    assert sum("v3" in p.read_text(encoding="utf-8") for p in h.files()) == 1
+
+
+def test_a_repeated_id_never_writes_twins(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    twice = item("g", "Same", "<p>Body</p>") * 2 + item("g", "Same", "<p>Body</p>")
+    path = feed_file("f.xml", rss(twice))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
+    [outcome] = h.poll()
+    assert (outcome.new, len(h.files())) == (1, 1)
+    assert outcome.warnings == ("id 'g' appears 3 times in the document; kept the last ('Same')",)
+    assert h.store.polls(h.config.sources[0].key)[0]["warnings"]
+
+
+def test_a_future_date_is_trusted_once_it_has_come(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    """Polled two days early, an entry is dated when first seen; polls leave it so while
+    it is unchanged (nothing is rewritten); a rebuild after the date trusts it (the
+    choice README.md documents)."""
+    soon = item("g", "Soon", date="Sun, 04 Jan 2026 00:00:00 GMT")
+    path = feed_file("f.xml", rss(soon))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))  # now: 2 Jan 2026
+    [outcome] = h.poll()
+    assert outcome.new == 1
+    assert any("not trusted: published 2026-01-04" in w for w in outcome.warnings)
+    [file] = h.files()
+    assert front_and_body(file)[0]["date"] == "Fri, 02 Jan 2026 03:04:05 GMT"
+    before = file.read_bytes()
+    h.now += timedelta(days=3)
+    feed_file("f.xml", rss(item("h", "Later") + soon))
+    [outcome] = h.poll()  # parsed again: the entry is unchanged, its file left alone
+    assert (outcome.new, outcome.unchanged) == (1, 1)
+    assert not outcome.warnings
+    assert file.read_bytes() == before
+    [rebuilt] = h.poller.rebuild(h.config.sources)
+    assert rebuilt.updated == 1
+    assert front_and_body(file)[0]["date"] == "Sun, 04 Jan 2026 00:00:00 GMT"
+
+
+def test_an_untitled_entry_keeps_its_file_when_its_text_arrives(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    no_text = '<item><guid isPermaLink="false">g</guid><description></description></item>'
+    path = feed_file("f.xml", rss(no_text))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
+    h.poll()
+    [file] = h.files()
+    assert file.name == "untitled.md"
+    feed_file(
+        "f.xml", rss(no_text.replace("</description>", "Now it says something.</description>"))
+    )
+    [outcome] = h.poll()
+    assert outcome.updated == 1
+    assert h.files() == [file]  # the name is the entry's for life
+    assert front_and_body(file)[0]["title"] == "Now it says something"
 
 
 def test_undeclared_shift_jis_feed_becomes_readable_articles_and_the_guess_is_recorded(

@@ -153,7 +153,8 @@ def test_a_login_in_the_source_url_never_reaches_articles_or_feeds(
     text = article.read_text(encoding="utf-8")
     host = httpserver.url_for("/").rstrip("/")
     assert f"link: {host}/posts/1" in text
-    assert f"{host}/posts/2" in text and f"{host}/posts/img/a.png" in text
+    # (An RSS body's base is the document's URL: "img/a.png" is under /feeds/.)
+    assert f"{host}/posts/2" in text and f"{host}/feeds/img/a.png" in text
     app = create_app(h.config, h.store)
     published = [
         app.test_client().get(f"/feeds/all.{kind}").get_data(as_text=True)

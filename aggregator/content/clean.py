@@ -371,6 +371,11 @@ def sanitise(html: str) -> str:
     return result
 
 
+# Elements whose URLs are resolved; of them, those whose only URL is ``cite``.
+_CITING = ("blockquote", "q", "del", "ins")
+_LINKING = ("a", "img", "iframe", "video", "audio", "source", *_CITING)
+
+
 def clean_html(
     html: str, base_url: str | None = None, options: CleanOptions | None = None
 ) -> Cleaned:
@@ -378,7 +383,7 @@ def clean_html(
 
     Args:
         html: the body as the feed gave it.
-        base_url: the entry's link, against which relative URLs are resolved.
+        base_url: the URL relative URLs are resolved against (the body's base).
         options: the source's removal selectors and iframe allow-list.
 
     Returns:
@@ -403,8 +408,13 @@ def clean_html(
             return url
 
     images: list[str] = []
-    for element in list(root.iter("a", "img", "iframe", "video", "audio", "source")):
+    for element in list(root.iter(*_LINKING)):
         tag = element.tag
+        if tag in _CITING:
+            cite = element.get("cite")
+            if cite:
+                element.set("cite", absolute(cite))
+            continue
         if tag == "a":
             href = element.get("href")
             if href:

@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from aggregator.content.clean import (
+    TAG,
     CleanOptions,
     clean_html,
     is_http,
@@ -31,6 +32,8 @@ from aggregator.models import Article, Enclosure, ParsedEntry
 
 SUMMARY_CHARS = 280
 TITLE_CHARS = 1000  # a longer title is cut (a 1 MB title is an attack, not a headline)
+DERIVED_TITLE_CHARS = 80  # a title made from an untitled entry's text, ellipsis included
+FUTURE_SLACK = timedelta(days=1)  # how far ahead of the poll a feed's date may be
 MAX_NAME_BYTES = 200  # a whole file name, ".md" included: safe on ext4, NTFS, APFS
 _SUFFIX_BYTES = 9  # "-" and eight hex digits
 
@@ -80,16 +83,107 @@ def alt_key(entry: ParsedEntry) -> str:
     return entry_key(entry) + "#" + _digest(entry.link or "", entry.title)[:12]
 
 
-def assign_keys(pairs: Sequence[tuple[str, str]], stored: Mapping[str, str]) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """One entry of a document, the version kept when the feed repeats it."""
+
+    article: Article  # the version kept
+    #: The alt keys of every version the document gives, the kept one's first: an
+    #: earlier poll may have stored the entry under any of them.
+    alt_keys: tuple[str, ...]
+
+
+def keep_one_per_entry(articles: Sequence[Article]) -> tuple[list[Kept], list[str]]:
+    """One article per entry of a document, and a warning per repeated key.
+
+    The same key is the same entry (Atom §4.2.6: revisions of an entry share its id),
+    except in feeds that give one key to different items (a constant RSS guid): versions
+    of a key whose titles differ and whose links differ (or are missing) are different
+    items, kept apart (``assign_keys`` gives them their alt keys). Of the versions of an
+    entry, the one kept is the newest (``updated``, else ``published``) among those with
+    a body, and of equals the last in the document.
+
+    Returns:
+        The entries, in the order they first appear; the warnings.
+    """
+    items: dict[str, list[list[int]]] = {}  # key → its items → their versions' positions
+    for position, article in enumerate(articles):
+        groups = items.setdefault(article.key, [])
+        joined = [g for g in groups if any(_same_item(article, articles[i]) for i in g)]
+        for group in joined[1:]:  # it links two items seen apart so far: they are one
+            joined[0].extend(group)
+            groups.remove(group)
+        if joined:
+            joined[0].append(position)
+        else:
+            groups.append([position])
+    kept: list[tuple[int, Kept]] = []
+    warnings: list[str] = []
+    for key, groups in items.items():
+        if len(groups) > 1:
+            warnings.append(
+                f"id {key!r} is given to {len(groups)} different items (their titles and "
+                "links differ): kept apart"
+            )
+        for group in groups:
+            group.sort()
+            best = group[0]
+            if len(group) > 1:
+                best = max(group, key=lambda i: _completeness(articles[i], i))
+                warnings.append(
+                    f"id {key!r} appears {len(group)} times in the document; kept the "
+                    f"{_which(articles, group, best)} ({articles[best].title[:60]!r})"
+                )
+            alts = dict.fromkeys([articles[best].alt_key, *(articles[i].alt_key for i in group)])
+            kept.append((group[0], Kept(articles[best], tuple(alts))))
+    kept.sort(key=lambda pair: pair[0])
+    return [k for _, k in kept], warnings
+
+
+def _same_item(a: Article, b: Article) -> bool:
+    return a.title == b.title or (a.link is not None and a.link == b.link)
+
+
+_NO_DATE = datetime.min.replace(tzinfo=UTC)
+
+
+def has_body(article: Article) -> bool:
+    """True when an article shows something: text, an image, a player or a frame."""
+    html = article.body_html
+    return bool(TAG.sub("", html).strip()) or any(
+        f"<{tag}" in html for tag in ("img", "video", "audio", "iframe")
+    )
+
+
+def _completeness(article: Article, position: int) -> tuple[bool, datetime, int]:
+    return (has_body(article), article.updated or article.published or _NO_DATE, position)
+
+
+def _which(articles: Sequence[Article], group: Sequence[int], best: int) -> str:
+    """How the kept version was chosen, in words."""
+    if best == group[-1]:
+        return "last"
+    later = [articles[i] for i in group if i > best]
+    if not any(has_body(a) for a in later):
+        return "last with a body"
+    return "newest"
+
+
+def assign_keys(
+    entries: Sequence[tuple[str, Sequence[str]]], stored: Mapping[str, str]
+) -> list[str]:
     """Choose each entry's key so that ids stay apart and never change.
 
-    An entry keeps its plain key unless the feed repeats that key for several items in
-    one document, or the entry was once stored under its alternative key (it was part of
-    such a repeat before). Within a repeat, the item stored under the plain key keeps it
-    (recognised by its recorded alt key); if none is stored, the first item takes it.
+    An entry keeps its plain key unless the feed gives that key to several different
+    items in one document (see ``keep_one_per_entry``), or the entry was once stored
+    under one of its alternative keys (it was part of such a repeat before, or an
+    earlier version stored each repeat of one entry apart). Among items sharing a key,
+    the one stored under the plain key keeps it (recognised by its recorded alt key); if
+    none is stored, the first item takes it.
 
     Args:
-        pairs: (key, alt key) per entry, in document order.
+        entries: (key, alt keys) per entry, in document order; the first alt key is the
+            one a new alternative identity takes.
         stored: for each of those keys and alt keys already in the store, the alt key
             recorded for the entry stored under it.
 
@@ -97,19 +191,20 @@ def assign_keys(pairs: Sequence[tuple[str, str]], stored: Mapping[str, str]) -> 
         The key to store each entry under, in the same order.
     """
     counts: dict[str, int] = {}
-    for key, _ in pairs:
+    for key, _ in entries:
         counts[key] = counts.get(key, 0) + 1
     taken: set[str] = set()
     chosen: list[str] = []
-    for key, alt in pairs:
-        if alt in stored:
-            choice = alt
+    for key, alts in entries:
+        recorded = next((alt for alt in alts if alt in stored), None)
+        if recorded is not None:
+            choice = recorded
         elif counts[key] == 1:
             choice = key
         elif key in taken:
-            choice = alt
+            choice = alts[0]
         elif key in stored:
-            choice = key if stored[key] == alt else alt
+            choice = key if stored[key] in alts else alts[0]
         else:
             choice = key
         taken.add(choice)
@@ -122,13 +217,20 @@ def entry_uid(source_name: str, key: str) -> str:
     return _digest(source_name, key)[:24]
 
 
-def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
-    """Clean an entry and gather everything its article file and feeds need."""
-    cleaned = clean_html(entry.content_html, entry.link, source.cleaning)
+def convert_entry(entry: ParsedEntry, source: SourceView, now: datetime) -> Article:
+    """Clean an entry and gather everything its article file and feeds need.
+
+    ``now`` is the time of the poll (or rebuild): a date more than a day ahead of it is
+    not trusted (``trusted_date``).
+    """
+    cleaned = clean_html(entry.content_html, _base(entry.content_base, entry.link), source.cleaning)
     if entry.summary_html and entry.summary_html != entry.content_html:
-        summary_text = clean_html(entry.summary_html, entry.link, source.cleaning).text
+        summary_text = clean_html(
+            entry.summary_html, _base(entry.summary_base, entry.link), source.cleaning
+        ).text
     else:
         summary_text = cleaned.text
+    title = entry.title.strip() or derive_title(cleaned.text or summary_text)
     if len(summary_text) > SUMMARY_CHARS:
         summary_text = summary_text[: SUMMARY_CHARS - 1].rstrip() + "…"
     raw_json = entry.to_json()
@@ -138,12 +240,12 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         alt_key=alt_key(entry),
         raw_json=raw_json,
         raw_hash=_digest(raw_json),
-        title=_cut_title(entry.title.strip()),
+        title=_cut_title(title),
         link=_web_link(entry.link),
         categories=source.categories,
         author=source.author,
-        published=entry.published,
-        updated=entry.updated,
+        published=trusted_date(entry.published, now),
+        updated=trusted_date(entry.updated, now),
         headimg=pick_image(entry.images, cleaned.images),
         tags=entry.tags,
         summary=summary_text,
@@ -152,6 +254,85 @@ def convert_entry(entry: ParsedEntry, source: SourceView) -> Article:
         # Web addresses only, as for the link: front matter reaches a theme's templates.
         enclosures=tuple(e for e in entry.enclosures if is_http(e.url)),
     )
+
+
+def _base(own: str | None, link: str | None) -> str | None:
+    """The URL relative references in a body are resolved against.
+
+    The body's own base as feedparser computed it (the innermost ``xml:base`` around it,
+    else the document's ``Content-Location`` or URL: XML Base §4.2, RFC 3986 §5.1, Atom
+    §2); else, for raw entries stored before bases were kept, the entry's link.
+    """
+    for candidate in (own, link):
+        if candidate and is_http(candidate):
+            return candidate
+    return None
+
+
+def trusted_date(value: datetime | None, now: datetime) -> datetime | None:
+    """A feed's date, or None when it is more than a day ahead of ``now``.
+
+    A date in the future (a wrong clock, a year 2103 placeholder) would otherwise sit at
+    the top of every feed until then; without one, the entry is dated when first seen.
+    A day of slack allows for a publisher whose clock or time zone is a little off.
+    """
+    if value is None or value > now + FUTURE_SLACK:
+        return None
+    return value
+
+
+def untrusted_dates(entry: ParsedEntry, now: datetime) -> str | None:
+    """What ``trusted_date`` refuses of an entry's dates, as a warning for the poll."""
+    refused = [
+        f"{name} {value.isoformat()}"
+        for name, value in (("published", entry.published), ("updated", entry.updated))
+        if value is not None and trusted_date(value, now) is None
+    ]
+    if not refused:
+        return None
+    poll = now.isoformat(timespec="seconds")
+    return f"dates more than a day after the poll ({poll}) not trusted: {', '.join(refused)}"
+
+
+# Han, kana, CJK punctuation and full-width forms: text in these scripts has no spaces,
+# so a title may be cut between any two of their characters. (Hangul has spaces.)
+_CJK = re.compile(
+    r"[\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf"
+    r"\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003134f]"
+)
+# The end of the first sentence: Western punctuation before a space and no lower-case
+# letter (not "e.g. this"), or CJK punctuation anywhere.
+_SENTENCE_END = re.compile(r"[.!?…](?=\s+[^\sa-z]|$)|[。！？]")
+
+
+def derive_title(text: str) -> str:
+    """A title for an entry that has none, from the first words of its text.
+
+    The first sentence when it fits in ``DERIVED_TITLE_CHARS``; else the text cut to
+    fit, on a word boundary or between CJK characters, with an ellipsis. '' for no text.
+    """
+    text = " ".join(text[: DERIVED_TITLE_CHARS * 4].split())  # the start is enough
+    for end in _SENTENCE_END.finditer(text):
+        if end.end() > DERIVED_TITLE_CHARS:
+            break
+        sentence = text[: end.end()]
+        if any(c.isalnum() for c in sentence):  # not a lone "!" or "…" first
+            return sentence.rstrip(".。")
+    if len(text) <= DERIVED_TITLE_CHARS:
+        return text
+    limit = DERIVED_TITLE_CHARS - 1  # room for the ellipsis
+    cut = limit
+    while cut > limit // 2 and not _boundary(text, cut):
+        cut -= 1
+    if cut == limit // 2:  # one very long word (a URL): cut it
+        cut = limit
+    return text[:cut].rstrip(" ,;:-–—、，；：") + "…"
+
+
+def _boundary(text: str, at: int) -> bool:
+    """True when ``text`` may be cut before ``text[at]``: a space, or a CJK character."""
+    before, after = text[at - 1], text[at]
+    return after == " " or before == " " or bool(_CJK.match(before) or _CJK.match(after))
 
 
 def _cut_title(title: str) -> str:

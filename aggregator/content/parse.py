@@ -14,13 +14,15 @@ import html
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin
 from xml.sax import SAXParseException
 
 import feedparser
 
-from aggregator.content.clean import TAG, text_to_html
+from aggregator.content.clean import TAG, is_http, text_to_html
 from aggregator.content.encoding import decode_document
 from aggregator.content.jsonfeed import is_json_feed, parse_json_feed
 from aggregator.errors import ParseError
@@ -54,11 +56,19 @@ def _as_html(detail: Mapping[str, Any] | None) -> str:
     return text_to_html(value)  # plain text: escaped, its paragraphs kept
 
 
-def _plain(detail: Mapping[str, Any] | None, value: Any) -> str:
+# Elements whose text is never a title's: a title's markup is dropped, these with it.
+_UNSEEN = re.compile(r"<(script|style)\b[^>]*>.*?(?:</\1\s*>|$)", re.S | re.I)
+_END_TAG = re.compile(r"</[a-zA-Z][\w-]*\s*>")
+
+
+def _plain(detail: Mapping[str, Any] | None, value: Any, atom: bool = False) -> str:
     text = str(value or "")
     kind = str((detail or {}).get("type") or "text/plain").lower()
-    if "html" in kind:
-        text = html.unescape(TAG.sub("", text))
+    # RSS says nothing of a title's type: feedparser calls it HTML when it has an end
+    # tag, unless it holds an element it dislikes (a script): that is HTML all the more.
+    # Atom declares its type, so there "<script>" in a text title is the word.
+    if "html" in kind or (not atom and _END_TAG.search(text)):
+        text = html.unescape(TAG.sub("", _UNSEEN.sub("", text)))
     return text
 
 
@@ -197,7 +207,20 @@ def _base(detail: Mapping[str, Any] | None) -> str | None:
     return str(detail.get("base") or "") or None if detail else None
 
 
-def _entry(raw: dict[str, Any], atom: bool = False) -> ParsedEntry:
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def _absolute(url: str, base: str | None) -> str:
+    """``url`` resolved against ``base`` when it is relative (RFC 3986 §5.2)."""
+    if not base or not is_http(base) or _SCHEME.match(url):
+        return url
+    try:
+        return urljoin(base, url)
+    except ValueError:  # e.g. a broken IPv6 host: left as it is, never used
+        return url
+
+
+def _entry(raw: dict[str, Any], atom: bool, document_base: str | None) -> ParsedEntry:
     contents = raw.get("content") or []
     # Atom may carry several content elements; prefer the HTML one, then the longest.
     best = max(
@@ -213,10 +236,14 @@ def _entry(raw: dict[str, Any], atom: bool = False) -> ParsedEntry:
         )
     )
     summary_detail = raw.get("summary_detail")
+    content_base = _base(best) if best is not None else _base(summary_detail)
+    # feedparser resolves links, but not media: or RSS enclosure URLs; the entry's base
+    # is that of its title (or body), else the document's.
+    base = _base(raw.get("title_detail")) or _base(summary_detail) or content_base or document_base
     return ParsedEntry(
         guid=str(raw["id"]) if raw.get("id") else None,
         link=str(raw["link"]) if raw.get("link") else None,
-        title=_plain(raw.get("title_detail"), raw.get("title")),
+        title=_plain(raw.get("title_detail"), raw.get("title"), atom),
         content_html=content_html,
         summary_html=summary_html,
         # dict.get, not raw.get: feedparser's own get() maps a missing updated_parsed
@@ -225,9 +252,9 @@ def _entry(raw: dict[str, Any], atom: bool = False) -> ParsedEntry:
         updated=_to_datetime(dict.get(raw, "updated_parsed")),
         authors=_authors(raw, atom),
         tags=tuple(t for t in tags if t),
-        images=_images(raw),
-        enclosures=_enclosures(raw),
-        content_base=_base(best) if best is not None else _base(summary_detail),
+        images=tuple(_absolute(url, base) for url in _images(raw)),
+        enclosures=tuple(replace(e, url=_absolute(e.url, base)) for e in _enclosures(raw)),
+        content_base=content_base,
         summary_base=_base(summary_detail),
     )
 
@@ -254,7 +281,10 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
     decoded = decode_document(body, lowered.get("content-type"))
     response_headers = {**lowered, "content-type": decoded.content_type}
     response_headers.pop("content-encoding", None)  # already decoded by the fetcher
-    response_headers.setdefault("content-location", url)
+    # The base of relative links: the document's Content-Location, itself relative to
+    # the URL it came from (RFC 9110 §8.7), else that URL (RFC 3986 §5.1.3).
+    location = response_headers.get("content-location", "").strip()
+    response_headers["content-location"] = _absolute(location, url) if location else url
     parsed = feedparser.parse(
         decoded.body,
         response_headers=response_headers,
@@ -277,15 +307,16 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
         # last entry is incomplete and would be stored as a bogus, id-less duplicate.
         raw_entries.pop()
         skipped.append(f"entry {len(raw_entries) + 1}: dropped, the document is cut short")
+    feed = parsed.get("feed", {})
     atom = version.startswith("atom")
+    document_base = _base(feed.get("title_detail")) or response_headers["content-location"]
     for index, raw in enumerate(raw_entries):
         try:
-            entries.append(_entry(raw, atom))
+            entries.append(_entry(raw, atom, document_base))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             skipped.append(f"entry {index + 1}: {type(exc).__name__}: {exc}")
-    feed = parsed.get("feed", {})
     return ParsedFeed(
-        title=_plain(feed.get("title_detail"), feed.get("title")),
+        title=_plain(feed.get("title_detail"), feed.get("title"), atom),
         link=str(feed["link"]) if feed.get("link") else None,
         entries=tuple(entries),
         skipped=tuple(skipped),

@@ -40,6 +40,7 @@ def dry_run(
     if output is not None:
         chosen = config.output(output)
         output_rules = tuple(r.rule() for r in chosen.rules) if chosen else ()
+    now = poller.clock()
     for source in sources:
         resolved = poller.resolved(source)
         view = resolved.view
@@ -47,7 +48,7 @@ def dry_run(
         for _, raw, dropped_by in poller.store.raw_entries(source.key):
             if output_rules is not None and dropped_by is not None:
                 continue  # outputs only ever see kept entries
-            article = convert_entry(ParsedEntry.from_json(raw), view)
+            article = convert_entry(ParsedEntry.from_json(raw), view, now)
             # An output's rules decide at publish time: nothing stored to compare with.
             before = "-" if output_rules is not None else ("dropped" if dropped_by else "kept")
             results.append(
@@ -61,7 +62,7 @@ def dry_run(
                 results.append(DryRun(source.key, f"(cannot fetch: {exc})", None, "fetched", "-"))
                 continue
             for entry in feed.entries:
-                article = convert_entry(entry, view)
+                article = convert_entry(entry, view, now)
                 results.append(
                     DryRun(source.key, article.title, verdict(rules, article), "fetched", "-")
                 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from aggregator.content.convert import assign_keys, fold_path
+from aggregator.content.convert import assign_keys, fold_path, keep_one_per_entry
 from aggregator.errors import LocalFaultError
 from aggregator.models import Article, Counts, WriteFailure
 from aggregator.poll.decide import (
@@ -80,9 +80,16 @@ class Ingest:
         """
         articles = list(articles)
         rebuild = keys is not None
+        repeats: list[str] = []
         if keys is None:
-            pairs = [(a.key, a.alt_key) for a in articles]
-            recorded = self.store.alt_keys(conn, source.name, [k for pair in pairs for k in pair])
+            # A document's repeats of one entry become one article; the rebuild's
+            # stored entries are one each already.
+            kept, repeats = keep_one_per_entry(articles)
+            articles = [k.article for k in kept]
+            pairs = [(k.article.key, k.alt_keys) for k in kept]
+            recorded = self.store.alt_keys(
+                conn, source.name, [k for key, alts in pairs for k in (key, *alts)]
+            )
             keys = assign_keys(pairs, recorded)
         batch = make_batch(source, keys, articles)
         known = self._gather(conn, source, batch, rebuild)
@@ -98,7 +105,9 @@ class Ingest:
                 for path, exc in failures.items()
             }
         )
-        return Applied(source.name, rows, plan.seen_again, now, counts)
+        return Applied(
+            source.name, rows, plan.seen_again, now, Counts(warnings=tuple(repeats)) + counts
+        )
 
     def write_rows(self, conn: Connection, applied: Applied) -> None:
         """Write the index rows of a batch whose files ``write_files`` wrote."""

@@ -275,7 +275,12 @@ class Poller:
                 ),
             )
         job = (pool or InlineExecutor()).submit(
-            prepare, resolved.view, without_credentials(fetched.url), fetched.body, fetched.headers
+            prepare,
+            resolved.view,
+            without_credentials(fetched.url),  # the final URL: the base of relative links
+            fetched.body,
+            fetched.headers,
+            now=started,
         )
         prepared = job.result()
         stored, error, fault = self._store(resolved, prepared, started)
@@ -345,13 +350,14 @@ class Poller:
         """
         resolved = [self.resolved(s) for s in sources]
         outcomes: list[SourceOutcome] = []
+        now = self.clock()
         with make_executor(self.workers, len(resolved)) as pool:
             jobs: list[tuple[ResolvedSource, list[str], Future[Prepared]]] = []
             for source in resolved:
                 with self.store.transaction() as conn:
                     stored = self.store.entries_for_rebuild(conn, source.name)
                 keys = [k for k, _ in stored]
-                future = pool.submit(prepare_stored, source.view, [r for _, r in stored])
+                future = pool.submit(prepare_stored, source.view, [r for _, r in stored], now)
                 jobs.append((source, keys, future))
             for source, keys, future in jobs:
                 prepared = future.result()
@@ -363,7 +369,7 @@ class Poller:
                             conn,
                             source,
                             prepared.articles,
-                            self.clock(),
+                            now,
                             keys=[keys[i] for i in prepared.indices],
                             force=True,
                         )

@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import TracebackType
 from typing import ParamSpec, TypeVar
 
-from aggregator.content.convert import SourceView, convert_entry
+from aggregator.content.convert import SourceView, convert_entry, untrusted_dates
 from aggregator.content.parse import parse_feed
 from aggregator.errors import AggregatorError
 from aggregator.models import Article, ParsedEntry
@@ -50,9 +51,18 @@ class Prepared:
 
 
 def prepare(
-    view: SourceView, url: str, body: bytes, headers: dict[str, str] | None = None
+    view: SourceView,
+    url: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    now: datetime,
 ) -> Prepared:
-    """Parse a feed document and convert its entries; never raises for bad input."""
+    """Parse a feed document and convert its entries; never raises for bad input.
+
+    ``url`` is where the document was found, after redirects: relative links resolve
+    against it. ``now`` is the time of the poll (a date far ahead of it is not trusted).
+    """
     try:
         feed = parse_feed(url, body, headers)
     except AggregatorError as exc:
@@ -65,19 +75,23 @@ def prepare(
             "ignored (settings.fetch.max_entries)"
         )
         entries = entries[: view.max_entries]
-    prepared = _convert_all(view, entries, feed.title, [*feed.skipped], warnings)
+    prepared = _convert_all(view, entries, now, feed.title, [*feed.skipped], warnings)
     hints = feed_hints(feed.ttl, feed.update_period, feed.update_frequency, headers)
     return replace(prepared, hints=hints)
 
 
-def prepare_stored(view: SourceView, raws: list[str]) -> Prepared:
-    """Convert stored raw entries again (for ``rebuild``)."""
-    return _convert_all(view, [ParsedEntry.from_json(r) for r in raws], None, [], [])
+def prepare_stored(view: SourceView, raws: list[str], now: datetime) -> Prepared:
+    """Convert stored raw entries again (for ``rebuild``), as if polled at ``now``.
+
+    A date that was too far ahead when the entry was polled may be trusted now.
+    """
+    return _convert_all(view, [ParsedEntry.from_json(r) for r in raws], now, None, [], [])
 
 
 def _convert_all(
     view: SourceView,
     entries: Iterable[ParsedEntry],
+    now: datetime,
     title: str | None,
     problems: list[str],
     warnings: list[str],
@@ -87,13 +101,17 @@ def _convert_all(
     failed = len(problems)
     for index, entry in enumerate(entries):
         try:
-            articles.append(convert_entry(entry, view))
+            articles.append(convert_entry(entry, view, now))
             indices.append(index)
         except Exception as exc:  # one hostile entry must not stop its feed
             failed += 1
             problems.append(
                 f"entry {index + 1} ({entry.title[:60]!r}): {type(exc).__name__}: {exc}"
             )
+            continue
+        refused = untrusted_dates(entry, now)
+        if refused is not None:
+            warnings.append(f"entry {index + 1} ({articles[-1].title[:60]!r}): {refused}")
     return Prepared(
         source=view.name,
         articles=tuple(articles),
