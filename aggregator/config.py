@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -24,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -315,6 +318,57 @@ class Settings(_Model):
     _selectors = field_validator("remove")(_check_selectors)
 
 
+# -- per-source fetch options (README: "Fetching: credentials, headers, proxies") ----------
+
+#: The SourceConfig fields that change how a source is fetched, not what its articles are.
+FETCH_OPTIONS = ("headers", "username", "password", "user_agent", "proxy")
+#: The ones whose values are secrets: never shown, logged or stored in clear.
+SECRET_OPTIONS = ("headers", "username", "password", "proxy")
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
+# Headers the fetcher owns: framing and connection handling (a wrong one breaks the
+# request or smuggles another), the conditional GET, decoding, and those a setting of its
+# own sets (user_agent, username/password, proxy).
+_OWN_HEADERS = {
+    "host": "the URL's host is sent",
+    "content-length": "a GET has no body",
+    "transfer-encoding": "a GET has no body",
+    "connection": "the fetcher manages connections",
+    "keep-alive": "the fetcher manages connections",
+    "upgrade": "the fetcher manages connections",
+    "te": "the fetcher manages connections",
+    "trailer": "a GET has no body",
+    "expect": "a GET has no body",
+    "proxy-connection": "the fetcher manages connections",
+    "proxy-authorization": "give the proxy's login in `proxy:` (http://user:pass@host:port)",
+    "if-none-match": "the conditional GET sets it",
+    "if-modified-since": "the conditional GET sets it",
+    "accept-encoding": "the fetcher decodes only what it asks for",
+    "user-agent": "use `user_agent:`",
+}
+
+
+def _header_items(value: object) -> object:
+    """``headers:`` as a mapping in YAML, kept as (name, value) pairs (hashable)."""
+    if isinstance(value, Mapping):
+        return tuple((str(k), v) for k, v in value.items())
+    if value is None:
+        return ()
+    raise ValueError("headers must be a mapping of header names to values")
+
+
+def _sendable(value: str, what: str) -> None:
+    """Refuse what http.client would refuse at poll time, without quoting the value (an
+    error text is shown and stored: it must never carry a secret)."""
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise ValueError(f"{what} has a control character (a line break?)")
+    if any(ord(c) > 255 for c in value):
+        raise ValueError(f"{what} has characters that HTTP cannot send (outside Latin-1)")
+
+
+Headers = Annotated[tuple[tuple[str, SecretStr], ...], BeforeValidator(_header_items)]
+
+
 class SourceConfig(_Model):
     """One feed (an item of ``sources:``)."""
 
@@ -328,8 +382,97 @@ class SourceConfig(_Model):
     rules: tuple[RuleConfig, ...] = ()  # ingest rules, after the global ones
     keep_days: Positive | None = None
     keep_max: Positive | None = None
+    # Fetch options (http(s) sources). Values may be ${VAR}, read from the environment at
+    # load; the secret ones are SecretStr, so no repr, dump or error message shows them.
+    headers: Headers = ()
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    user_agent: str | None = None  # default: settings.fetch.user_agent, else the project's
+    proxy: SecretStr | None = None  # http, https, socks4(a) or socks5(h) URL
 
     _selectors = field_validator("remove")(_check_selectors)
+
+    @field_validator("headers")
+    @classmethod
+    def _allowed_headers(
+        cls, value: tuple[tuple[str, SecretStr], ...]
+    ) -> tuple[tuple[str, SecretStr], ...]:
+        seen: set[str] = set()
+        for name, secret in value:
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            lower = name.lower()
+            if lower in _OWN_HEADERS:
+                raise ValueError(f"header {name} cannot be set here: {_OWN_HEADERS[lower]}")
+            if lower in seen:
+                raise ValueError(f"header {name} is given twice (names ignore case)")
+            seen.add(lower)
+            _sendable(secret.get_secret_value(), f"header {name}'s value")
+        return value
+
+    @field_validator("username", "password", "proxy")
+    @classmethod
+    def _sendable_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            _sendable(value.get_secret_value(), str(info.field_name))
+        return value
+
+    @field_validator("user_agent")
+    @classmethod
+    def _sendable_agent(cls, value: str | None) -> str | None:
+        if value is not None:
+            _sendable(value, "user_agent")
+            if not value.strip():
+                raise ValueError("user_agent is empty")
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.get_secret_value())
+            parts.port  # noqa: B018 (a bad port raises here)
+        except ValueError:
+            raise ValueError("proxy is not a URL (scheme://[user:pass@]host:port)") from None
+        scheme = parts.scheme.lower()
+        if scheme not in PROXY_SCHEMES or not parts.hostname:
+            raise ValueError(
+                f"proxy must be a URL with a host and one of the schemes {', '.join(PROXY_SCHEMES)}"
+            )
+        if scheme.startswith("socks") and find_spec("socks") is None:
+            raise ValueError("a socks proxy needs PySocks (pip install PySocks)")
+        return value
+
+    @model_validator(mode="after")
+    def _fetch_options_apply(self) -> SourceConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("`password:` needs a `username:`")
+        if self.username is not None and ":" in self.username.get_secret_value():
+            raise ValueError("username cannot contain ':' (HTTP basic auth splits on it)")
+        if self.username is not None and any(n.lower() == "authorization" for n, _ in self.headers):
+            raise ValueError("give either `username:`/`password:` or an Authorization header")
+        if self.is_local and self.fetch_options_set():
+            raise ValueError(
+                f"{', '.join(self.fetch_options_set())}: only for http(s) sources, "
+                "not for a local file"
+            )
+        return self
+
+    def fetch_options_set(self) -> tuple[str, ...]:
+        """The names of the fetch options this source sets (for messages and the admin)."""
+        return tuple(name for name in FETCH_OPTIONS if getattr(self, name) not in (None, ()))
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret this source sends: masked wherever a text might quote one."""
+        values = [v.get_secret_value() for _, v in self.headers]
+        values += [s.get_secret_value() for s in (self.username, self.password) if s]
+        if self.proxy is not None:
+            proxy = urlsplit(self.proxy.get_secret_value())
+            values += [p for p in (proxy.username, proxy.password) if p]
+            values.append(self.proxy.get_secret_value())
+        return tuple(v for v in values if v)
 
     @field_validator("url")
     @classmethod
@@ -372,8 +515,36 @@ class SourceConfig(_Model):
 
     @functools.cached_property
     def _fingerprint(self) -> str:
-        # Once per configuration: every poll compares it and records it.
-        return hashlib.sha1(self.model_dump_json().encode()).hexdigest()[:16]
+        # Once per configuration: every poll compares it and records it. A source without
+        # fetch options hashes as before they existed (an upgrade changes nothing).
+        text = self.model_dump_json(exclude=set(FETCH_OPTIONS))
+        if self.fetch_options_set():
+            text += "\0" + json.dumps([self.user_agent, self._secrets_digest()])
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def _secrets_digest(self) -> str | None:
+        """The secret options through scrypt, salted with the URL (docs/RELIABILITY.md).
+
+        The fingerprint is stored in the index: a plain hash of a password in it could be
+        guessed offline by anyone with a copy of the database at billions of tries a
+        second; scrypt makes each try cost ~30 ms and 16 MB. A change still shows.
+        """
+        secrets = {name: getattr(self, name) for name in SECRET_OPTIONS}
+        if all(value in (None, ()) for value in secrets.values()):
+            return None
+        material = json.dumps(
+            {
+                "headers": [[n, v.get_secret_value()] for n, v in self.headers],
+                **{
+                    name: value.get_secret_value() if value is not None else None
+                    for name in ("username", "password", "proxy")
+                    for value in [getattr(self, name)]
+                },
+            },
+            sort_keys=True,
+        )
+        salt = f"aggregator fetch options\0{self.url}".encode()
+        return hashlib.scrypt(material.encode(), salt=salt, n=2**14, r=8, p=1, dklen=16).hex()
 
     @property
     def is_local(self) -> bool:
@@ -471,13 +642,19 @@ def _pydantic_loc(loc: tuple[Any, ...]) -> Loc:
     return tuple(p for p in loc if isinstance(p, int) or not str(p).startswith("function-"))
 
 
-def parse_config(text: str, path: str = "config.yaml", base_dir: Path | None = None) -> Config:
+def parse_config(
+    text: str,
+    path: str = "config.yaml",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     """Validate configuration text.
 
     Args:
         text: the YAML.
         path: the file's name, used in messages.
         base_dir: relative paths in the config are resolved against it.
+        environ: where ``${VAR}`` in fetch options is looked up (default: os.environ).
 
     Raises:
         ConfigError: with every problem found, each with its line.
@@ -503,6 +680,7 @@ def parse_config(text: str, path: str = "config.yaml", base_dir: Path | None = N
     if not isinstance(data, dict):
         raise ConfigError(path, [f"{path}:1: the top level must be a mapping"])
 
+    found.extend(_expand_environment(data, lines, os.environ if environ is None else environ))
     context = {"base_dir": str(base_dir or Path.cwd())}
     config: Config | None = None
     try:
@@ -520,6 +698,68 @@ def parse_config(text: str, path: str = "config.yaml", base_dir: Path | None = N
     if problems or config is None:
         raise ConfigError(path, problems)
     return config
+
+
+# $${ is a literal "${"; ${NAME} is the variable; any other "${" is a mistake. A lone "$"
+# is itself (a password may well contain one).
+_VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+
+
+def expand_variables(text: str, environ: Mapping[str, str]) -> str:
+    """``text`` with each ``${NAME}`` replaced by that environment variable.
+
+    Raises:
+        ValueError: a variable is not set, or a ``${`` is not followed by ``NAME}``; the
+            message names the variable, never a value.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        if match[0] == "$${":
+            return "${"
+        name = match[1]
+        if name is None:
+            raise ValueError(
+                "`${` must be followed by a variable name and `}` (`$${` is a literal `${`)"
+            )
+        if name not in environ:
+            raise ValueError(f"environment variable {name} is not set")
+        return environ[name]
+
+    return _VARIABLE.sub(value, text)
+
+
+def _expand_environment(
+    data: Mapping[str, Any], lines: Mapping[Loc, int], environ: Mapping[str, str]
+) -> list[tuple[int, str]]:
+    """Replace ``${VAR}`` in every source's fetch options, in place; the problems found.
+
+    Only there: they are what holds secrets, and nowhere else did ``${`` mean anything
+    before (a title or a rule may contain it as text).
+    """
+    sources = data.get("sources")
+    if not isinstance(sources, list):
+        return []
+    found: list[tuple[int, str]] = []
+
+    def expand(container: dict[Any, Any], key: Any, loc: Loc) -> None:
+        value = container[key]
+        if not isinstance(value, str):
+            return
+        try:
+            container[key] = expand_variables(value, environ)
+        except ValueError as exc:
+            found.append((_line_of(loc, lines), f"{_dotted(loc)}: {exc}"))
+
+    for index, item in enumerate(sources):
+        if not isinstance(item, dict):
+            continue
+        for name in FETCH_OPTIONS:
+            if name == "headers" and isinstance(item.get(name), dict):
+                for header in item[name]:
+                    expand(item[name], header, ("sources", index, name, str(header)))
+            elif name != "headers" and name in item:
+                expand(item, name, ("sources", index, name))
+    return found
 
 
 def _file_problems(config: Config, lines: Mapping[Loc, int]) -> list[tuple[int, str]]:
@@ -617,8 +857,9 @@ def _duplicate_names(data: Mapping[str, Any], lines: Mapping[Loc, int]) -> list[
     return found
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a config file; relative paths in it are relative to its folder.
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; relative paths in it are relative to its folder;
+    ``${VAR}`` in fetch options is read from ``environ`` (default: os.environ).
 
     Raises:
         ConfigError: the file cannot be read, or with every problem found in it.
@@ -628,4 +869,4 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(file), [f"{file}: cannot read: {exc}"]) from exc
-    return parse_config(text, str(file), file.resolve().parent)
+    return parse_config(text, str(file), file.resolve().parent, environ)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
@@ -32,13 +33,19 @@ _PARAMETER = re.compile(r"([?&#][^=&#?\s]*=)[^&#\s'\"<>]+?(?=:?(?:[&#\s'\"<>]|$)
 _BARE = re.compile(r"([?&])[^=&#?\s'\"<>:]+(?=:?(?:[&#\s'\"<>]|$))")
 
 
-def redact(text: str) -> str:
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with the userinfo and the query (and fragment) values of URLs masked
-    (a query part without a name is masked whole).
+    (a query part without a name is masked whole), and every one of ``secrets`` (a
+    source's header values, login, proxy: known, so masked wherever they appear).
 
     >>> redact("https://user:pass@host/feed?token=abc&page=2")
     'https://***@host/feed?token=***&page=***'
+    >>> redact("cookie sid=s3cret refused", ["sid=s3cret"])
+    'cookie *** refused'
     """
+    # Longest first: a secret that contains another is masked whole.
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
     text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
     return _BARE.sub(rf"\g<1>{MASK}", _PARAMETER.sub(rf"\g<1>{MASK}", text))
 

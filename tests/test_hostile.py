@@ -26,7 +26,7 @@ from werkzeug import Request, Response
 
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError, FetchError
-from aggregator.poll.fetch import Fetched, Fetcher, is_private_address
+from aggregator.poll.fetch import NO_OPTIONS, Fetched, Fetcher, FetchOptions, is_private_address
 from aggregator.poll.policy import LOCAL_FAULT_RETRY
 from aggregator.store.faults import is_local_os_fault
 from aggregator.web import create_app
@@ -634,12 +634,18 @@ def test_an_unexpected_error_is_recorded_not_raised(
 
     calls = 0
 
-    def flaky(url: str, *, etag: str | None = None, last_modified: str | None = None) -> Fetched:
+    def flaky(
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        options: FetchOptions = NO_OPTIONS,
+    ) -> Fetched:
         nonlocal calls
         if calls == 1:
             raise RuntimeError("a bug")
         calls += 1
-        return real(url, etag=etag, last_modified=last_modified)
+        return real(url, etag=etag, last_modified=last_modified, options=options)
 
     h.poller.fetcher.fetch = flaky  # type: ignore[method-assign]  # fault injection: a bug
     h.poller.config.settings.schedule.__dict__["concurrency"] = 1  # one after the other

@@ -56,7 +56,7 @@ def dry_run(
             )
         if fetch and source.enabled:
             try:
-                fetched = poller.fetcher.fetch(source.url)
+                fetched = poller.fetcher.fetch(source.url, options=resolved.fetch)
                 feed = parse_feed(fetched.url, fetched.body, fetched.headers)
             except AggregatorError as exc:
                 results.append(DryRun(source.key, f"(cannot fetch: {exc})", None, "fetched", "-"))

@@ -3,8 +3,9 @@
 Timeouts (connect, read, and a total deadline), a body size cap enforced while
 streaming, gzip/deflate (and brotli when installed), a User-Agent that names the project,
 conditional GET (ETag / Last-Modified), redirects followed with a cap and reported, and a
-per-host limit on requests at once. Decoding the *text* is ``encoding``'s job: this module
-hands on bytes and headers.
+per-host limit on requests at once. A source's own ``FetchOptions`` (headers, basic auth,
+User-Agent, proxy) apply to its requests only; its credentials go to its own origin only.
+Decoding the *text* is ``encoding``'s job: this module hands on bytes and headers.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from importlib.util import find_spec
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.util import make_headers
 
 from aggregator import __version__
 from aggregator.errors import FetchError
-from aggregator.redact import redact_log_record
+from aggregator.redact import redact, redact_log_record
 
 USER_AGENT = f"aggregator/{__version__} (+self-hosted feed aggregator)"
 MAX_REDIRECTS = 5
@@ -85,6 +88,68 @@ class Fetched:
         return next((r.target for r in reversed(self.redirects) if r.permanent), None)
 
 
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """How one source is fetched, besides the global settings (its config's fetch options).
+
+    The secret fields are left out of the repr: an options object in a traceback or a log
+    line shows that they are set, not what they are.
+    """
+
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    user_agent: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # its URL, login included
+
+    def credentials(self) -> dict[str, str]:
+        """The headers that go to the source's own origin only: all of ``headers`` (a
+        custom header is a credential more often than not: Cookie, Authorization,
+        X-Api-Key...) and the basic auth."""
+        sent = dict(self.headers)
+        if self.username is not None:
+            login = f"{self.username}:{self.password or ''}"
+            sent.update(make_headers(basic_auth=login))
+        return sent
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these options hold or send, to mask in error texts."""
+        values = [value for _, value in self.headers]
+        values += [v for v in (self.username, self.password) if v]
+        if self.username is not None:
+            values.append(self.credentials()["authorization"].removeprefix("Basic "))
+        if self.proxy:
+            parts = urlsplit(self.proxy)
+            values += [self.proxy, *(v for v in (parts.username, parts.password) if v)]
+        return tuple(v for v in values if v)
+
+
+NO_OPTIONS = FetchOptions()
+
+
+def same_origin(configured: str, target: str) -> bool:
+    """True when the credentials for ``configured`` may go to ``target``.
+
+    The same host and port under the same scheme, or the step from http on port 80 up to
+    https on port 443 of the same host; never another host, another port, or a step down
+    from https to http (the credentials would cross the network in clear).
+    """
+    try:
+        first, then = urlsplit(configured), urlsplit(target)
+        first_port, then_port = first.port, then.port
+    except ValueError:
+        return False
+    if (first.hostname or "").lower() != (then.hostname or "").lower():
+        return False
+    ports = {"http": 80, "https": 443}
+    first_port = first_port or ports.get(first.scheme.lower())
+    then_port = then_port or ports.get(then.scheme.lower())
+    schemes = (first.scheme.lower(), then.scheme.lower())
+    if schemes[0] == schemes[1]:
+        return first_port == then_port
+    return schemes == ("http", "https") and (first_port, then_port) == (80, 443)
+
+
 class Fetcher:
     """Fetches sources; one instance shares its connection pools across threads.
 
@@ -124,16 +189,18 @@ class Fetcher:
         self._slots_lock = threading.Lock()
         for name in URLLIB3_LOGGERS:
             logging.getLogger(name).addFilter(redact_log_record)  # added once: a set
-        self.pool = urllib3.PoolManager(
-            num_pools=256,
-            maxsize=max(per_host, 1),
-            headers={
+        self._pool_options: dict[str, Any] = {
+            "maxsize": max(per_host, 1),
+            "headers": {
                 "User-Agent": user_agent or USER_AGENT,
                 "Accept-Encoding": ACCEPT_ENCODING,
                 "Accept": ACCEPT,
             },
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
-        )
+            "timeout": urllib3.Timeout(connect=timeout, read=timeout),
+        }
+        self.pool = urllib3.PoolManager(num_pools=256, **self._pool_options)
+        # One manager per proxy URL, made on first use: a proxy is some sources' only.
+        self._proxied: dict[str, urllib3.PoolManager] = {}
 
     def _host_slot(self, url: str) -> threading.BoundedSemaphore:
         """The semaphore that limits requests at once to the URL's host."""
@@ -147,19 +214,50 @@ class Fetcher:
                 slot = self._slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
         return slot
 
+    def _manager(self, proxy: str | None) -> urllib3.PoolManager:
+        """The connection manager for requests through ``proxy`` (None: direct)."""
+        if proxy is None:
+            return self.pool
+        with self._slots_lock:
+            manager = self._proxied.get(proxy)
+            if manager is None:
+                manager = self._proxied[proxy] = proxy_manager(proxy, self._pool_options)
+            return manager
+
     def fetch(
-        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        options: FetchOptions = NO_OPTIONS,
     ) -> Fetched:
         """Fetch an http(s) URL (conditionally, when validators are given) or read a file.
 
+        Args:
+            options: the source's own headers, login, User-Agent and proxy.
+
         Raises:
             FetchError: unreachable, timed out, an HTTP error status (with ``status`` and
-                ``retry_after`` set), too large, or a missing or unreadable file.
+                ``retry_after`` set), too large, or a missing or unreadable file. Its text
+                never holds one of the options' secrets.
         """
-        if url.startswith(("http://", "https://")):
+        if not url.startswith(("http://", "https://")):
+            return self._read_file(url)
+        try:
             with self._host_slot(url):
-                return self._fetch_http(url, etag, last_modified)
-        return self._read_file(url)
+                return self._fetch_http(url, etag, last_modified, options)
+        except FetchError as exc:
+            secrets = options.secrets()
+            if not secrets:
+                raise
+            # Whatever a library put in its message (a proxy URL, an echoed header).
+            raise FetchError(
+                exc.url,
+                redact(exc.message, secrets),
+                status=exc.status,
+                retry_after=exc.retry_after,
+            ) from None
 
     def _read_file(self, path: str) -> Fetched:
         start = time.perf_counter()
@@ -176,24 +274,31 @@ class Fetcher:
             raise FetchError(path, f"file is larger than the {self.max_bytes}-byte limit")
         return Fetched(url=path, body=body, duration=time.perf_counter() - start)
 
-    def _fetch_http(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
+    def _fetch_http(
+        self, url: str, etag: str | None, last_modified: str | None, options: FetchOptions
+    ) -> Fetched:
         start = time.perf_counter()
+        manager = self._manager(options.proxy)
         headers = dict(self.pool.headers)
+        if options.user_agent:
+            headers["User-Agent"] = options.user_agent
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        credentials = options.credentials()
         redirects: list[Redirect] = []
         current = url
         # Redirects are followed here, not by urllib3, so every hop is checked (private
-        # addresses, schemes) and recorded.
+        # addresses, schemes) and recorded, and the credentials go only where they belong.
         while True:
             self._check_target(current)
+            sent = {**headers, **credentials} if same_origin(url, current) else headers
             try:
-                response = self.pool.request(
+                response = manager.request(
                     "GET",
                     current,
-                    headers=headers,
+                    headers=sent,
                     preload_content=False,
                     decode_content=True,
                     retries=False,
@@ -297,6 +402,30 @@ class Fetcher:
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.clear()
+        with self._slots_lock:
+            for manager in self._proxied.values():
+                manager.clear()
+
+
+def proxy_manager(proxy: str, pool_options: dict[str, Any]) -> urllib3.PoolManager:
+    """A connection manager that sends every request through ``proxy``.
+
+    An http(s) proxy's login goes in a Proxy-Authorization header (urllib3 does not read it
+    from the URL), and the URL it keeps is without it; a socks proxy (PySocks) takes it
+    from the URL.
+    """
+    parts = urlsplit(proxy)
+    scheme = parts.scheme.lower()
+    if scheme.startswith("socks"):
+        from urllib3.contrib.socks import SOCKSProxyManager  # needs PySocks
+
+        return SOCKSProxyManager(proxy, num_pools=64, **pool_options)
+    proxy_headers: dict[str, str] = {}
+    if parts.username is not None:
+        login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        proxy_headers = make_headers(proxy_basic_auth=login)
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return urllib3.ProxyManager(bare, num_pools=64, proxy_headers=proxy_headers, **pool_options)
 
 
 def open_within(path: str, roots: Sequence[Path] | None) -> int:

@@ -256,6 +256,7 @@ class Poller:
                 source.url,
                 etag=state.etag if state and conditional else None,
                 last_modified=state.last_modified if state and conditional else None,
+                options=resolved.fetch,
             )
         except FetchError as exc:
             return Attempt(

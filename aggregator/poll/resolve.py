@@ -20,6 +20,7 @@ from aggregator.config import Config, SourceConfig
 from aggregator.content.clean import CleanOptions
 from aggregator.content.convert import RenderOptions, SourceView, article_dir
 from aggregator.content.filter import Rule
+from aggregator.poll.fetch import NO_OPTIONS, FetchOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class ResolvedSource:
     render_key: str
     #: The folder of its article files, relative to the posts folder.
     folder: str
+    #: Its own headers, login, User-Agent and proxy (none: the global fetch settings).
+    fetch: FetchOptions = NO_OPTIONS
 
     @property
     def name(self) -> str:
@@ -84,6 +87,18 @@ def resolve_source(
         keep_max=source.keep_max or settings.keep_max,
         render_key=_render_key(view, options, rules),
         folder="/".join(article_dir(view.categories)),
+        fetch=fetch_options(source),
+    )
+
+
+def fetch_options(source: SourceConfig) -> FetchOptions:
+    """The fetcher's view of a source's fetch options, secrets in clear (only it sends them)."""
+    return FetchOptions(
+        headers=tuple((name, value.get_secret_value()) for name, value in source.headers),
+        username=source.username.get_secret_value() if source.username else None,
+        password=source.password.get_secret_value() if source.password else None,
+        user_agent=source.user_agent,
+        proxy=source.proxy.get_secret_value() if source.proxy else None,
     )
 
 
