@@ -325,6 +325,9 @@ class Fetcher:
         response_headers = {k.lower(): v for k, v in response.headers.items()}
         try:
             if response.status >= 400:
+                # The error page is not read, so its connection cannot be reused: closed
+                # now, not when the traceback that holds the response is collected.
+                response.close()
                 raise FetchError(
                     url,
                     f"HTTP {response.status} {response.reason or ''}".strip(),
