@@ -464,15 +464,19 @@ class SourceConfig(_Model):
         """The names of the fetch options this source sets (for messages and the admin)."""
         return tuple(name for name in FETCH_OPTIONS if getattr(self, name) not in (None, ()))
 
-    def secret_values(self) -> tuple[str, ...]:
-        """Every secret this source sends: masked wherever a text might quote one."""
-        values = [v.get_secret_value() for _, v in self.headers]
-        values += [s.get_secret_value() for s in (self.username, self.password) if s]
+    def fetch_summary(self) -> tuple[str, ...]:
+        """What the admin may see of the fetch options: which are set, never a value."""
+        shown = []
+        if self.headers:
+            shown.append(f"headers {', '.join(name for name, _ in self.headers)}")
+        if self.username is not None:
+            shown.append("basic auth")
+        if self.user_agent is not None:
+            shown.append("own User-Agent")
         if self.proxy is not None:
-            proxy = urlsplit(self.proxy.get_secret_value())
-            values += [p for p in (proxy.username, proxy.password) if p]
-            values.append(self.proxy.get_secret_value())
-        return tuple(v for v in values if v)
+            scheme = urlsplit(self.proxy.get_secret_value()).scheme.lower()
+            shown.append(f"{scheme} proxy")
+        return tuple(shown)
 
     @field_validator("url")
     @classmethod

@@ -652,6 +652,11 @@ def test_fetch_secrets_never_reach_pages_opml_logs_errors_or_the_index(
         dash.login()
         pages |= {f"{path} (admin)": dash.client.get(path).get_data(as_text=True) for path in paths}
         assert "Private" in pages["/opml (admin)"] and "Behind the login" in pages["/ (admin)"]
+        # The admin sees which options a source has, not their values.
+        shown = "Fetched with: headers Cookie, X-Api-Key (values in the config only)"
+        assert shown in pages["/sources/Echo (admin)"]
+        assert "basic auth · own User-Agent · http proxy" in pages["/sources/Ok (admin)"]
+        assert "Fetched with" not in pages["/sources/Echo (anonymous)"]
         exported = CliRunner().invoke(cli, ["export-opml", "--config", str(config)])
         assert exported.exit_code == 0 and "ok.xml" in exported.output
         dry = CliRunner().invoke(cli, ["test-rules", "--config", str(config), "--fetch", "--all"])
