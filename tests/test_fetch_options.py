@@ -390,6 +390,20 @@ def test_a_wrong_proxy_login_is_a_failure_without_the_login(
     assert PROXY_PASSWORD not in str(failed.value) and PROXY_USER not in str(failed.value)
 
 
+def test_an_unreachable_proxy_is_named_without_its_address_or_login(fetcher: Fetcher) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    options = FetchOptions(proxy=f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}")
+    with pytest.raises(FetchError) as failed:
+        fetcher.fetch("http://feeds.example/feed.xml", options=options)
+    text = str(failed.value)
+    assert text.startswith("http://feeds.example/feed.xml: cannot fetch: ")
+    assert "Unable to connect to proxy" in text
+    for secret in ("127.0.0.1", PROXY_USER, PROXY_PASSWORD):
+        assert secret not in text
+
+
 def test_a_socks5_proxy_with_a_login(
     httpserver: HTTPServer, fetcher: Fetcher, socks_proxy: SocksProxy
 ) -> None:

@@ -118,9 +118,10 @@ class FetchOptions:
         values += [v for v in (self.username, self.password) if v]
         if self.username is not None:
             values.append(self.credentials()["authorization"].removeprefix("Basic "))
-        if self.proxy:
+        if self.proxy:  # its address too: where a source is fetched from is the owner's
             parts = urlsplit(self.proxy)
             values += [self.proxy, *(v for v in (parts.username, parts.password) if v)]
+            values += [parts.netloc.rpartition("@")[2], parts.hostname or ""]
         return tuple(v for v in values if v)
 
 
