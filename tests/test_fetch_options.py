@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import FIXED_NOW, HarnessFactory, MakeConfig, rss
+from conftest import FIXED_NOW, HarnessFactory, MakeConfig, rss, start_aggregator
 from conftest import item as feed_item
 from pytest_httpserver import HTTPServer
 from test_dashboard import SECRET, Dash
@@ -692,3 +692,43 @@ def test_fetch_secrets_never_reach_pages_opml_logs_errors_or_the_index(
                 assert secret not in text, f"{secret!r} in {where}"
     finally:
         dash.close()
+
+
+def test_the_poll_command_logs_no_secret(
+    httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    httpserver.expect_request("/ok.xml").respond_with_handler(
+        guarded(lambda r: r.headers.get("Authorization") == basic(USER, PASSWORD))
+    )
+    httpserver.expect_request("/echo.xml").respond_with_handler(
+        lambda r: Response("", status=302, headers={"Location": f"ftp://x/{r.headers['Cookie']}"})
+    )
+    config = make_config(
+        [
+            {
+                "url": httpserver.url_for("/ok.xml"),
+                "categories": ["Ok"],
+                "username": "${FEED_USER}",
+                "password": "${FEED_PASSWORD}",
+                "user_agent": AGENT,
+            },
+            {
+                "url": httpserver.url_for("/echo.xml"),
+                "categories": ["Echo"],
+                "headers": {"Cookie": "${FEED_COOKIE}"},
+            },
+        ]
+    )
+    log = tmp_path / "poll.log"
+    process = start_aggregator(
+        ["-v", "poll", "--config", str(config), "--workers", "1"],
+        tmp_path,
+        log,
+        env={"FEED_USER": USER, "FEED_PASSWORD": PASSWORD, "FEED_COOKIE": COOKIE},
+    )
+    assert process.wait(timeout=120) == 1  # one source failed
+    text = log.read_text(encoding="utf-8")
+    assert "poll source=Ok status=ok" in text, text
+    assert "poll source=Echo status=erroring" in text and "ftp://x/***" in text, text
+    for secret in (USER, PASSWORD, COOKIE, AGENT):
+        assert secret not in text, secret
