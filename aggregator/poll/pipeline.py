@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import FetchError, LocalFaultError, StoreError
-from aggregator.models import Counts, SourceOutcome, Status
+from aggregator.models import Changes, Counts, SourceOutcome, Status
 from aggregator.poll.fetch import Fetcher
 from aggregator.poll.ingest import Applied, Ingest
 from aggregator.poll.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
@@ -313,18 +313,25 @@ class Poller:
             return Counts(), prepared.error, None
         applied: Applied | None = None
         pruned = 0
+        deleted: list[str] = []
         error = fault = None
         try:
             with self.store.transaction() as conn:
                 applied = self.ingest.write_files(conn, source, prepared.articles, now)
                 self.ingest.write_rows(conn, applied)
-                pruned = self.store.prune(conn, source.name, source.keep_days, source.keep_max, now)
+                pruned = self.store.prune(
+                    conn, source.name, source.keep_days, source.keep_max, now, deleted
+                )
         except LocalFaultError as exc:
             fault = str(exc)
         except StoreError as exc:
             error = str(exc)
         counts = applied.counts if applied is not None else Counts()
-        return counts + Counts(dropped=pruned), error, fault
+        return (
+            counts + Counts(dropped=pruned, changes=Changes(deleted=tuple(deleted))),
+            error,
+            fault,
+        )
 
     def _record(self, records: list[PollRecord]) -> None:
         """Write polls and states in one transaction, and log one line per poll."""
