@@ -315,7 +315,7 @@ class Hooks:
                 self._pending = self._pending + changes
             if settings.webhooks and changes.entries:
                 self._entries.extend(changes.entries)
-            if not self._threads:
+            if not self._threads and (self._pending.files or self._entries):
                 self._start_threads()
             self._cond.notify_all()
 

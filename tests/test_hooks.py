@@ -45,6 +45,14 @@ def two_items(body: str = "<p>Body</p>") -> str:
     )
 
 
+def read_when_there(path: Path) -> str | None:
+    """The file's text once it is there and not empty (None until then)."""
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def pid_gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (gone, or a zombie nobody reaped yet)."""
     try:
@@ -246,13 +254,13 @@ def test_a_hanging_hook_is_killed_at_its_timeout_with_its_children(
     )
     service = make_service(config, services)
     assert service._run("s") is not None
-    shell, sleeper = map(int, wait_for(lambda: pids.exists() and pids.read_text(), "pids").split())
+    shell, sleeper = map(int, wait_for(lambda: read_when_there(pids), "pids").split())
     # Polling goes on while the hook hangs: this poll returns and is recorded.
     second = service._run("s")
     assert second is not None and second.ok and second.updated == 1
     run = wait_for(lambda: next(iter(service.store.hook_runs()), None), "the hook's record")
     assert (run["ok"], run["error"]) == (False, "timed out after 1 s: killed")
-    assert pid_gone(shell) and pid_gone(sleeper)
+    wait_for(lambda: pid_gone(shell) and pid_gone(sleeper), "the hook's processes to end")
 
 
 def test_sigterm_kills_a_running_hook_and_stops(
@@ -271,9 +279,7 @@ def test_sigterm_kills_a_running_hook_and_stops(
     log = tmp_path / "run.log"
     process, _ = start_run(config, log)
     try:
-        shell, sleeper = map(
-            int, wait_for(lambda: pids.exists() and pids.read_text(), "the hook").split()
-        )
+        shell, sleeper = map(int, wait_for(lambda: read_when_there(pids), "the hook").split())
         process.send_signal(signal.SIGTERM)
         assert process.wait(DEADLINE) == 0
     finally:
@@ -421,9 +427,9 @@ def test_a_stop_ends_a_run_at_once(make_config: MakeConfig, tmp_path: Path) -> N
     try:
         hooks = Hooks(config.settings.hooks, store)
         hooks.notify(Changes(written=("a.md",)))
-        pid = int(wait_for(lambda: pids.exists() and pids.read_text().strip(), "the hook"))
+        pid = int(wait_for(lambda: read_when_there(pids), "the hook"))
         hooks.close()
-        assert pid_gone(pid)
+        wait_for(lambda: pid_gone(pid), "the hook to end")
         [run] = store.hook_runs()
         assert (run["ok"], run["error"]) == (False, "stopped: the service is shutting down")
     finally:
@@ -433,9 +439,53 @@ def test_a_stop_ends_a_run_at_once(make_config: MakeConfig, tmp_path: Path) -> N
 def test_hooks_settings_are_checked(make_config: MakeConfig) -> None:
     from aggregator.errors import ConfigError
 
+    bad: dict[str, Any]
     for bad in ({"on_change": [""]}, {"on_change": [[]]}, {"webhooks": [{"url": "ftp://x/"}]}):
         with pytest.raises(ConfigError):
             load_config(make_config([], hooks=bad))
     assert Path(
         load_config(make_config([], hooks={"cwd": "site"})).settings.hooks.cwd
     ).is_absolute()
+
+
+SSG = Path(__file__).parent / "ssg"
+
+
+def test_worked_example_a_hexo_site_rebuilds_itself(
+    make_config: MakeConfig, httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    """README's worked example, with a real Hexo: each `aggregator poll` that changes
+    articles runs `hexo generate` in the site, whose pages then hold the new text."""
+    assert (SSG / "hexo" / "node_modules" / "hexo").is_dir(), "run tests/install-tools first"
+    site = tmp_path / "blog"
+    (site / "themes" / "bare" / "layout").mkdir(parents=True)
+    (site / "package.json").write_bytes((SSG / "hexo" / "package.json").read_bytes())
+    hexo_config = (SSG / "hexo" / "_config.yml").read_text()
+    (site / "_config.yml").write_text(hexo_config.replace("theme: false", "theme: bare"))
+    layout = "<article><h1>{{ page.title }}</h1>{{ page.content | safe }}</article>\n"
+    (site / "themes" / "bare" / "layout" / "post.njk").write_text(layout)
+    (site / "node_modules").symlink_to(SSG / "hexo" / "node_modules")
+    url = served_feed(
+        httpserver,
+        [
+            rss(item("a", "Hello", "<p>The first version.</p>")),
+            rss(item("a", "Hello", "<p>The second version.</p>")),
+        ],
+    )
+    config = make_config(
+        [{"url": url, "categories": ["News", "Example"], "name": "s"}],
+        posts_dir="blog/source/_posts",
+        hooks={"cwd": "blog", "on_change": [["node_modules/.bin/hexo", "generate"]]},
+    )
+
+    def page() -> str:
+        [built] = list((site / "public").rglob("index.html"))
+        return built.read_text()
+
+    log = tmp_path / "poll.log"
+    args = ["poll", "--config", str(config)]
+    assert start_aggregator(args, tmp_path, log).wait(DEADLINE * 5) == 0, log.read_text()
+    assert "<h1>Hello</h1>" in page() and "The first version." in page()
+    assert start_aggregator(args, tmp_path, log).wait(DEADLINE * 5) == 0, log.read_text()
+    assert "The second version." in page() and "first" not in page()
+    assert ": ok (" in log.read_text()
