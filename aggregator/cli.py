@@ -216,7 +216,8 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
 
 
 def _run_hooks(config: Config, store: Store, outcomes: Sequence[SourceOutcome]) -> None:
-    """Once, after the pass: the on_change commands and webhooks, if it changed anything.
+    """Once, after a pass (or a rebuild): the on_change commands and webhooks, if it
+    changed anything (a rebuild tells no webhook: no entry changed upstream).
 
     Their failures are printed and recorded, and do not change the exit status (that
     says how the sources went).
@@ -249,6 +250,7 @@ def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
         )
         known = {s.key for s in config.sources}
         orphans = [n for n in poller.store.source_names() if n not in known]
+        _run_hooks(config, poller.store, outcomes)  # the files it rewrote, if any
     for name in orphans:
         click.echo(f"note: {name!r} has stored entries but is not in the config; left as is")
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))

@@ -489,3 +489,40 @@ def test_worked_example_a_hexo_site_rebuilds_itself(
     assert start_aggregator(args, tmp_path, log).wait(DEADLINE * 5) == 0, log.read_text()
     assert "The second version." in page() and "first" not in page()
     assert ": ok (" in log.read_text()
+
+
+def test_a_dashboard_rebuild_that_rewrites_files_runs_the_hooks(
+    make_config: MakeConfig, httpserver: HTTPServer, tmp_path: Path, services: list[Service]
+) -> None:
+    url = served_feed(httpserver, [two_items()])
+    record = tmp_path / "changed.txt"
+    config = make_config(
+        [{"url": url, "categories": ["A"], "name": "s"}],
+        hooks={"on_change": [f'cp "$AGGREGATOR_CHANGED_FILE" "{record}"'], "debounce": 0},
+        workers=1,
+    )
+    service = make_service(config, services)
+    assert service._run("s") is not None
+    assert service.hooks.wait_idle(DEADLINE)
+    article = tmp_path / "posts" / "A" / "First-post.md"
+    article.write_text(article.read_text() + "\nedited by hand\n")  # rebuild writes it back
+    assert service.rebuild()
+    assert service.rebuilder.wait(DEADLINE)
+    assert service.hooks.wait_idle(DEADLINE)
+    assert record.read_text() == "A/First-post.md\n"
+    assert len(service.store.hook_runs()) == 2
+
+
+def test_hook_texts_are_redacted_for_visitors(make_config: MakeConfig) -> None:
+    from aggregator.web import create_app
+
+    command = "echo https://bot:hunter2@git.example.com/site.git?token=abc; exit 1"
+    config = load_config(make_config([], hooks={"on_change": [command]}))
+    store = Store(config.settings.database, config.settings.posts_dir)
+    try:
+        Hooks(config.settings.hooks, store).run_now(Changes(written=("a.md",)))
+        page = create_app(config, store).test_client().get("/").get_data(as_text=True)
+        assert "git.example.com" in page
+        assert "hunter2" not in page and "token=abc" not in page
+    finally:
+        store.close()
