@@ -293,8 +293,8 @@ class Hooks:
         self._cond = threading.Condition()  # guards the fields below
         self._pending = Changes()  # files for the next command run
         self._entries: list[EntryChange] = []  # entries for the next deliveries
-        self._running = False  # a command run (or deliveries) is going on
-        self._delivering = False
+        self._running = False  # a command run is going on
+        self._delivering = False  # webhook deliveries are going on
         self._last_start = float("-inf")  # monotonic time the last command run started
         self._threads: list[threading.Thread] = []
 
@@ -362,7 +362,7 @@ class Hooks:
                 log.exception("hooks: webhook delivery failed")
             finally:
                 with self._cond:
-                    self._delivering = False
+                    self._delivering = False  # webhook deliveries are going on
                     self._cond.notify_all()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
