@@ -32,6 +32,7 @@ from aggregator.web.state import (
     Clock,
     PollService,
     Rebuilds,
+    SourceAdder,
     SystemClock,
 )
 from aggregator.web.throttle import LoginThrottle
@@ -70,6 +71,7 @@ def create_app(
     *,
     rebuilds: Rebuilds | None = None,
     clock: Clock | None = None,
+    adder: SourceAdder | None = None,
 ) -> Flask:
     """Build the web app.
 
@@ -82,6 +84,8 @@ def create_app(
         rebuilds: who runs the dashboard's rebuilds without a service; with neither,
             the dashboard cannot start one.
         clock: the app's time; the system's when not given.
+        adder: who adds sources to the config file for the admin's "Add source" form;
+            without one, the form says to edit the file or use ``aggregator add``.
     """
     if config is None:
         config = load_config(os.environ.get("AGGREGATOR_CONFIG", "config.yaml"))
@@ -116,6 +120,7 @@ def create_app(
         clock=clock,
         started_config=config,
         views=CurrentView(config),
+        adder=adder,
     )
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["localtime"] = _localtime_filter(config.settings.server.timezone)
