@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import DATA, EXAMPLES, MakeConfig, item, rss
+from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from aggregator.config import load_config
@@ -21,7 +24,10 @@ from aggregator.content.discover import (
     looks_like_html,
     read_page,
 )
+from aggregator.poll.discovery import SourceAdder
+from aggregator.poll.scheduler import Service
 from aggregator.store import Store
+from aggregator.web import create_app
 
 PAGES = DATA / "discover"
 
@@ -334,3 +340,161 @@ def test_sources_lists_state_articles_and_redacted_urls(
         store.close()
     assert rows[0]["last_poll"] == polled.isoformat()
     assert rows[1]["last_poll"] is None
+
+
+# -- the dashboard's "Add source" form --------------------------------------------------
+
+SECRET = "add source test secret"
+
+
+class AdminClient:
+    """The web app beside a (paused) service, with the adder `aggregator run` gives it."""
+
+    def __init__(self, config_path: Path, *, adder: bool = True) -> None:
+        config = load_config(config_path)
+        self.config_path = config_path
+        self.store = Store(config.settings.database, config.settings.posts_dir)
+        self.service = Service(config_path, config, self.store)
+        self.service.start(paused=True)
+        service = self.service
+        made = SourceAdder(config_path, lambda: service.config, service.check_config)
+        self.app = create_app(config, self.store, self.service, adder=made if adder else None)
+        self.client: FlaskClient = self.app.test_client()
+
+    def csrf(self, path: str = "/login") -> str:
+        page = self.client.get(path).get_data(as_text=True)
+        match = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert match is not None, page[:500]
+        return match.group(1)
+
+    def login(self) -> None:
+        answer = self.client.post("/login", data={"secret": SECRET, "csrf": self.csrf()})
+        assert answer.status_code == 302
+
+    def close(self) -> None:
+        self.service.shutdown()
+        self.store.close()
+
+
+@pytest.fixture
+def admin(commented: Path) -> Iterator[Callable[..., AdminClient]]:
+    text = commented.read_text(encoding="utf-8")
+    commented.write_text(
+        text.replace("settings:\n", f"settings:\n  server:\n    admin_secret: {SECRET}\n"),
+        encoding="utf-8",
+    )
+    made: list[AdminClient] = []
+
+    def make(**kwargs: bool) -> AdminClient:
+        made.append(AdminClient(commented, **kwargs))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def test_the_add_source_form_needs_a_login_and_the_csrf_token(
+    httpserver: HTTPServer, admin: Callable[..., AdminClient]
+) -> None:
+    url = serve_blog(httpserver)
+    dash = admin()
+    before = dash.config_path.read_text(encoding="utf-8")
+    assert 'id="add-source-link"' not in dash.client.get("/").get_data(as_text=True)
+    answer = dash.client.get("/admin/sources/new")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/login")
+    token = dash.csrf()
+    assert dash.client.post("/admin/sources/new", data={"url": url}).status_code == 400
+    assert (
+        dash.client.post("/admin/sources/new", data={"url": url, "csrf": token}).status_code == 403
+    )
+    chosen = {"feed": httpserver.url_for("/blog/atom.xml"), "csrf": token}
+    assert dash.client.post("/admin/sources/add", data=chosen).status_code == 403
+    dash.login()
+    assert dash.client.post("/admin/sources/new", data={"url": url}).status_code == 400
+    assert dash.config_path.read_text(encoding="utf-8") == before
+    assert httpserver.log == []  # nothing was fetched for a refused request
+
+
+def test_add_source_from_a_page_with_two_feeds_choose_one_and_the_service_reloads(
+    httpserver: HTTPServer, admin: Callable[..., AdminClient]
+) -> None:
+    url = serve_blog(httpserver)
+    dash = admin()
+    dash.login()
+    before = dash.config_path.read_text(encoding="utf-8")
+    overview = dash.client.get("/").get_data(as_text=True)
+    assert 'id="add-source-link" href="/admin/sources/new"' in overview
+    form = dash.client.get("/admin/sources/new")
+    assert form.status_code == 200 and 'id="add-source"' in form.get_data(as_text=True)
+
+    token = dash.csrf("/admin/sources/new")
+    fields = {"url": url, "categories": "技术 / 博客", "name": "", "csrf": token}
+    choice = dash.client.post("/admin/sources/new", data=fields)
+    assert choice.status_code == 200
+    page = choice.get_data(as_text=True)
+    feeds = re.findall(r'name="feed" value="([^"]+)"', page)
+    assert feeds == [
+        httpserver.url_for("/blog/atom.xml"),
+        httpserver.url_for("/blog/comments/feed.json"),
+    ]
+    assert "阮一峰的网络日志 – 评论 / 回复" in page
+    assert dash.config_path.read_text(encoding="utf-8") == before  # nothing added yet
+
+    hidden = dict(re.findall(r'type="hidden" name="([a-z_]+)" value="([^"]*)"', page))
+    added = dash.client.post("/admin/sources/add", data={**hidden, "feed": feeds[1]})
+    assert added.status_code == 302, added.get_data(as_text=True)
+    assert added.headers["Location"] == "/sources/%E5%8D%9A%E5%AE%A2"
+    text = dash.config_path.read_text(encoding="utf-8")
+    assert text.startswith(before)  # comments and order kept
+    assert yaml.safe_load(text)["sources"][-1] == {"url": feeds[1], "categories": ["技术", "博客"]}
+    # The service reloaded the file at once: the source is known, scheduled, on its page.
+    assert dash.service.config.source("博客") is not None
+    assert dash.service.next_run("博客") is not None
+    shown = dash.client.get(added.headers["Location"])
+    assert shown.status_code == 200
+    assert "Added 博客 (技术 › 博客)." in shown.get_data(as_text=True)
+
+
+def test_add_source_errors_are_shown_and_leave_the_config_alone(
+    httpserver: HTTPServer, admin: Callable[..., AdminClient]
+) -> None:
+    serve(httpserver, "/", "no-feed.html", "text/html")
+    httpserver.expect_request("/hn").respond_with_data(
+        rss(item("1", "One"), title="Example Blog"), content_type="application/rss+xml"
+    )
+    dash = admin()
+    dash.login()
+    before = dash.config_path.read_text(encoding="utf-8")
+    token = dash.csrf("/admin/sources/new")
+    none = dash.client.post(
+        "/admin/sources/new", data={"url": httpserver.url_for("/"), "csrf": token}
+    )
+    assert none.status_code == 400
+    assert "no feed found at " + httpserver.url_for("/") in none.get_data(as_text=True)
+    # One feed, named like an existing source: refused, with the way out.
+    taken = dash.client.post(
+        "/admin/sources/new",
+        data={"url": httpserver.url_for("/hn"), "name": "example-blog", "csrf": token},
+    )
+    assert taken.status_code == 400
+    page = taken.get_data(as_text=True)
+    assert "a source named &#39;example-blog&#39; is already in" in page
+    assert f'value="{httpserver.url_for("/hn")}"' in page  # the form keeps what was typed
+    # A chosen URL that is no feed (a form can say anything) is checked.
+    bogus = dash.client.post(
+        "/admin/sources/add", data={"feed": httpserver.url_for("/"), "csrf": token}
+    )
+    assert bogus.status_code == 400
+    assert "an HTML page, not a feed" in bogus.get_data(as_text=True)
+    assert dash.config_path.read_text(encoding="utf-8") == before
+
+
+def test_without_an_adder_the_form_says_what_to_do(
+    admin: Callable[..., AdminClient],
+) -> None:
+    dash = admin(adder=False)
+    dash.login()
+    answer = dash.client.get("/admin/sources/new")
+    assert answer.status_code == 409
+    assert "aggregator add URL" in answer.get_data(as_text=True)
