@@ -3,7 +3,8 @@
 Run it inside ``aggregator run`` (with the polling service), by ``aggregator serve``, or
 alone for a WSGI server: ``gunicorn 'aggregator.web:create_app()'`` with
 ``AGGREGATOR_CONFIG`` pointing at the configuration. It imports no poll module: the
-service and the rebuild runner are handed in by ``cli``, typed by protocols in ``state``.
+service, the rebuild runner and the source adder (the Add source form's fetching and
+config edit) are handed in by ``cli``, typed by protocols in ``state``.
 """
 
 from __future__ import annotations
