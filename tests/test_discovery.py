@@ -278,6 +278,52 @@ def test_a_config_the_addition_would_make_invalid_is_left_untouched(
     assert not list(commented.parent.glob(".config.*"))  # no temporary file left
 
 
+def test_on_a_terminal_add_asks_which_feed(httpserver: HTTPServer, commented: Path) -> None:
+    url = serve_blog(httpserver)
+    controller, terminal = os.openpty()
+    try:
+        os.write(controller, b"2\n")  # the answer, waiting for the prompt
+        process = subprocess.run(
+            [sys.executable, "-m", "aggregator", "add", url, "--config", str(commented)],
+            cwd=commented.parent,
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert process.returncode == 0, process.stderr
+    assert "Add which feed [1]: " in process.stderr
+    assert load_config(commented).sources[-1].url == httpserver.url_for("/blog/comments/feed.json")
+
+
+def test_add_follows_the_fetch_settings_and_a_permanent_redirect(
+    httpserver: HTTPServer, commented: Path
+) -> None:
+    httpserver.expect_request("/old").respond_with_data(
+        "", status=301, headers={"Location": httpserver.url_for("/blog/atom.xml")}
+    )
+    serve(httpserver, "/blog/atom.xml", "atom.xml", "application/atom+xml")
+    moved = run("add", httpserver.url_for("/old"), "--config", str(commented), cwd=commented.parent)
+    assert moved.returncode == 0, moved.stderr
+    # Subscribed where the feed moved to, as a poll would suggest.
+    assert load_config(commented).sources[-1].url == httpserver.url_for("/blog/atom.xml")
+
+    text = commented.read_text(encoding="utf-8")
+    commented.write_text(
+        text.replace("  fetch:\n", "  fetch:\n    block_private_addresses: true\n"),
+        encoding="utf-8",
+    )
+    before = commented.read_text(encoding="utf-8")
+    refused = run("add", serve_blog(httpserver), "--config", str(commented), cwd=commented.parent)
+    assert refused.returncode == 1
+    assert "a private or local address" in refused.stderr
+    assert commented.read_text(encoding="utf-8") == before
+
+
 def test_add_refuses_what_is_not_an_http_url(commented: Path) -> None:
     result = run("add", "ftp://example.com/feed", "--config", str(commented), cwd=commented.parent)
     assert result.returncode == 1
@@ -495,6 +541,7 @@ def test_without_an_adder_the_form_says_what_to_do(
 ) -> None:
     dash = admin(adder=False)
     dash.login()
+    assert 'id="add-source-link"' not in dash.client.get("/").get_data(as_text=True)
     answer = dash.client.get("/admin/sources/new")
     assert answer.status_code == 409
     assert "aggregator add URL" in answer.get_data(as_text=True)

@@ -68,13 +68,14 @@ def normalise_url(url: str) -> str:
 
 
 def _as_feed(fetched: Fetched, url: str, via: Via) -> FoundFeed:
-    """The fetched document as a feed (``url`` is what to subscribe to).
+    """The fetched document as a feed, to subscribe to at ``url``, or where a permanent
+    redirect on the way said it has moved (a poll would only suggest that edit later).
 
     Raises:
         ParseError: it is not one.
     """
     feed = parse_feed(fetched.url, fetched.body, fetched.headers)
-    return FoundFeed(url, feed.title, feed.link, len(feed.entries), via)
+    return FoundFeed(fetched.moved_to or url, feed.title, feed.link, len(feed.entries), via)
 
 
 def check_feed(fetcher: Fetcher, url: str, via: Via = "url") -> FoundFeed:
