@@ -24,7 +24,7 @@ from aggregator.content.discover import (
     looks_like_html,
     read_page,
 )
-from aggregator.poll.discovery import SourceAdder
+from aggregator.poll.discovery import SourceAdder, normalise_url
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
 from aggregator.web import create_app
@@ -144,6 +144,18 @@ def test_common_feed_urls_try_the_pages_folder_then_the_root() -> None:
 )
 def test_default_categories(feed: str, site: str, expected: tuple[str, ...]) -> None:
     assert default_categories(feed, site, "https://example.com/feed") == expected
+
+
+@pytest.mark.parametrize(
+    ("typed", "url"),
+    [
+        ("example.com", "https://example.com/"),
+        (" http://example.com?feed=rss2 ", "http://example.com/?feed=rss2"),
+        ("https://example.com/blog/", "https://example.com/blog/"),
+    ],
+)
+def test_a_typed_url_is_made_absolute(typed: str, url: str) -> None:
+    assert normalise_url(typed) == url
 
 
 def test_looks_like_html() -> None:

@@ -14,7 +14,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from aggregator.config import Config, Settings
 from aggregator.content.discover import (
@@ -64,7 +64,7 @@ def normalise_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DiscoveryError(f"not an http(s) URL: {redact(url)!r}")
-    return url if parts.path else url + "/"
+    return url if parts.path else urlunsplit(parts._replace(path="/"))
 
 
 def _as_feed(fetched: Fetched, url: str, via: Via) -> FoundFeed:
