@@ -47,6 +47,7 @@ from aggregator.poll.policy import first_runs
 from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
 from aggregator.store import Store
+from aggregator.store.static import StaticFeeds
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,18 @@ class Rebuilder:
         make_poller: a poller for one rebuild (closed after it), over the configuration
             in force when the rebuild starts.
         clock: the current UTC time, for the status.
+        after: called when a rebuild has ended (its files may have changed).
     """
 
-    def __init__(self, make_poller: Callable[[], Poller], clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        make_poller: Callable[[], Poller],
+        clock: Clock = utcnow,
+        after: Callable[[], None] = lambda: None,
+    ) -> None:
         self.make_poller = make_poller
         self.clock = clock
+        self.after = after
         self._status = RebuildStatus()
         self._lock = threading.Lock()
         self._idle = threading.Event()
@@ -119,6 +127,8 @@ class Rebuilder:
             done = replace(started, error=str(exc) or type(exc).__name__)
         with self._lock:
             self._status = replace(done, finished_at=self.clock())
+        self.after()
+        with self._lock:
             self._idle.set()
 
 
@@ -165,8 +175,13 @@ class Service:
         self.last_reload_error: str | None = None
         self.on_poll: Callable[[SourceOutcome], None] | None = None
         # One worker: a rebuild must not take the processes the scheduled polls parse in.
+        # The static feeds (settings.publish.static_dir) follow every change, off the
+        # poll's thread.
+        self.static = StaticFeeds(store, lambda: self.config, clock)
         self.rebuilder = Rebuilder(
-            lambda: Poller(self.config, store, clock=clock, rng=self.rng, workers=1), clock
+            lambda: Poller(self.config, store, clock=clock, rng=self.rng, workers=1),
+            clock,
+            after=self._pass_ended,
         )
 
     @property
@@ -187,6 +202,7 @@ class Service:
             self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
         )
         self.scheduler.start(paused=paused)
+        self._pass_ended()  # the config or the entries may have changed while stopped
 
     @property
     def stop_grace(self) -> float:
@@ -211,6 +227,7 @@ class Service:
             self.scheduler.shutdown(wait=False)  # waiting in there deadlocks (see above)
         finished = not wait or self._wait_idle(self.stop_grace)
         self.pool.shutdown(wait=finished, cancel_futures=True)
+        self.static.close()
         self.poller.close()
         return finished
 
@@ -341,9 +358,15 @@ class Service:
             self.schedule(name, outcome.next_poll_at)
         elif not outcome.skipped:
             self.unschedule(name)  # paused or gone: it waits for a refresh
+        self._pass_ended()
         if self.on_poll is not None:
             self.on_poll(outcome)
         return outcome
+
+    def _pass_ended(self) -> None:
+        """After a poll, a rebuild or a reload: what follows a change of the entries (the
+        static feeds; each does nothing when nothing changed since its last run)."""
+        self.static.changed()
 
     # -- configuration changes -----------------------------------------------------------
 
@@ -397,6 +420,7 @@ class Service:
                 if name not in old_sources or old_sources[name] != s
             ]
             self._schedule_all(changed, fresh=True)
+            self._pass_ended()  # titles, outputs or the static folder may have changed
             log.info(
                 "config reloaded: %d sources (%d added or changed, %d removed)",
                 len(new_sources),
