@@ -9,7 +9,10 @@ The documents are made by the web app's own code (``Store.selected``, ``feed_met
 ``publish.render``) with ``publish.base_url`` as the base of self links, so a file holds
 the bytes the web app serves for the same path under the same base URL. Each file is
 written atomically (temp file, rename) and only when its bytes change: a site generator
-or rsync sees unchanged feeds unchanged (mtime kept). Files of feeds that are gone are
+or rsync sees unchanged feeds unchanged (mtime kept). Rendering is most of the cost, so a
+feed is not even rendered when a digest of what it is made from (its entries as read,
+titles, URL) is the one its file was made from; an export with the entries, config and
+base URL of the last one does nothing at all. Files of feeds that are gone are
 removed, but only files this module wrote (the manifest says which): a file of the user's
 in the folder is never replaced nor removed.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from urllib.parse import quote
 from xml.etree import ElementTree
 
+from aggregator import __version__
 from aggregator.config import Config
 from aggregator.content.filter import parse_query
 from aggregator.content.publish import FORMATS, Format, clean_text, render
@@ -74,24 +78,40 @@ class ExportReport:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What the manifest knows of one file we wrote."""
+
+    written: str  # when its bytes last changed (ISO 8601)
+    size: int  # its size then: a file changed or lost since is made again
+    key: str = ""  # a digest of all its bytes depend on (entries, titles, URL, version)
+
+
 @dataclass(slots=True)
 class _Manifest:
-    """The hidden record of what we wrote: file → when its bytes last changed."""
+    """The hidden record of what we wrote: the files, and what each was made from."""
 
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, _Written] = field(default_factory=dict)
     state: str = ""  # content version, config and base URL of the last export
 
     @classmethod
     def read(cls, folder: Path) -> _Manifest:
         try:
             data = json.loads((folder / MANIFEST).read_bytes())
-            files = {str(k): str(v) for k, v in data["files"].items()}
+            files = {
+                str(path): _Written(str(v["written"]), int(v["size"]), str(v.get("key", "")))
+                for path, v in data["files"].items()
+            }
             return cls(files, str(data.get("state", "")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return cls()  # none (or damaged): we know of no file of ours
 
     def data(self) -> bytes:
-        document = {"files": dict(sorted(self.files.items())), "state": self.state}
+        files = {
+            path: {"written": w.written, "size": w.size, "key": w.key}
+            for path, w in sorted(self.files.items())
+        }
+        document = {"files": files, "state": self.state}
         return json.dumps(document, ensure_ascii=False, indent=0).encode("utf-8")
 
 
@@ -115,8 +135,10 @@ def export_feeds(
     Args:
         base_url: the absolute URL the folder is served at, ending in "/".
         now: the time of the export (the updated time of a feed that became empty).
-        force: render everything even when the entries, config and base URL are those of
-            the last export here (``False``: such an export does nothing).
+        force: render every feed and compare its bytes with the file's (``False``: an
+            export whose entries, config and base URL are those of the last one does
+            nothing, and a feed whose entries, titles and URL are those its file was
+            made from, and whose file has its size still, is not rendered again).
 
     Raises:
         StoreError: the folder or a file in it cannot be written.
@@ -132,37 +154,50 @@ def export_feeds(
     query = parse_query((), settings.default_limit, settings.max_limit)
     written: list[str] = []
     unchanged = 0
-    kept: dict[str, str] = {}
+    kept: dict[str, _Written] = {}
     found = list(notes)
 
-    def put(path: str, make: Callable[[datetime], bytes], empty: bool = False) -> None:
+    def put(
+        path: str, make: Callable[[datetime], bytes], key: str = "", empty: bool = False
+    ) -> None:
         nonlocal unchanged
         target = root / path
-        ours = path in manifest.files
-        if not ours and target.exists():
+        mine = manifest.files.get(path)
+        if mine is None and target.exists():
             found.append(f"{path} is not written: a file that is not ours is there")
+            return
+        if (
+            not force
+            and mine is not None
+            and key
+            and mine.key == key
+            and _size(target) == mine.size
+        ):
+            unchanged += 1  # made from the same as its file: the same bytes
+            kept[path] = mine
             return
         # An empty feed's updated time is the time it was made: the file's last change
         # keeps its bytes (and mtime) while it stays empty; else it is made now.
-        previous = _time(manifest.files.get(path)) if empty and ours else None
+        previous = _time(mine.written) if empty and mine is not None else None
         data = make(previous or now)
-        old = _read(target) if ours else None
+        old = _read(target) if mine is not None else None
         if old is not None and old != data and previous is not None:
             data = make(now)
-        if old == data:
+        if mine is not None and old == data:
             unchanged += 1
-            kept[path] = manifest.files[path]
+            kept[path] = _Written(mine.written, len(data), key)
             return
         write_atomic(target, data)
         written.append(path)
-        kept[path] = now.isoformat()
+        kept[path] = _Written(now.isoformat(), len(data), key)
 
     for feed in feeds:
         entries = store.selected(feed.selection, query)
+        made_from = _digest(feed, entries, base_url)
         for kind in KINDS:
             path = f"{feed.path}.{kind}"
             make = partial(_document, feed, kind, entries, base_url, path)
-            put(path, make, empty=not entries)
+            put(path, make, key=f"{made_from}:{kind}", empty=not entries)
     put(INDEX, lambda _now: index_page(config, feeds))
     put(OPML, lambda _now: opml_list(config, feeds, base_url))
     removed = _remove_gone(root, manifest.files.keys() - kept.keys())
@@ -188,6 +223,22 @@ def _document(
     """A feed's document at ``base_url`` + ``path``: what the web app serves there."""
     meta = feed_meta(feed.selection, base=base_url, path=path, generated=generated)
     return render(kind, meta, entries)
+
+
+def _digest(feed: StaticFeed, entries: list[PublishedEntry], base_url: str) -> str:
+    """A digest of everything a feed's documents are made from but the time: its
+    entries as read (every field), its titles and paths, the base URL, our version
+    (a new version may render differently). Hashing is ten times cheaper than rendering."""
+    s = feed.selection
+    made_from = (__version__, base_url, feed.path, s.key, s.title, s.description, s.home)
+    return hashlib.sha1(repr((made_from, entries)).encode()).hexdigest()
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _time(text: str | None) -> datetime | None:
