@@ -8,6 +8,7 @@ import json
 import random
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -369,3 +370,43 @@ def test_run_writes_the_static_feeds(tmp_path: Path) -> None:
     output = log.read_text()
     assert code == 0, output
     assert "Traceback" not in output
+
+
+def test_hexo_publishes_the_static_feeds_as_written(site: Site, tmp_path: Path) -> None:
+    hexo = Path(__file__).parent / "ssg" / "hexo"
+    assert (hexo / "node_modules" / "hexo").is_dir(), "run tests/install-tools first"
+    blog = tmp_path / "blog"
+    blog.mkdir()
+    shutil.copy(hexo / "package.json", blog / "package.json")
+    config = (hexo / "_config.yml").read_text(encoding="utf-8")
+    (blog / "_config.yml").write_text(config + 'skip_render: "aggregator/**"\n', "utf-8")
+    (blog / "node_modules").symlink_to(hexo / "node_modules")
+    folder = blog / "source" / "aggregator"
+    export_feeds(site.store, site.config, folder, base_url=BASE, now=site.now)
+    result = subprocess.run(
+        ["node", "node_modules/hexo/bin/hexo", "generate"],
+        cwd=blog,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    ours = {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
+    public = blog / "public" / "aggregator"
+    published = {p.relative_to(public) for p in public.rglob("*") if p.is_file()}
+    assert published == ours - {Path(MANIFEST)}  # hidden: left out, as it should be
+    assert Path("feeds/金融/新浪财经.json") in published
+    for path in published:
+        assert (public / path).read_bytes() == (folder / path).read_bytes(), path
+
+
+def test_a_folder_that_cannot_be_written_does_not_fail_the_poll(site: Site) -> None:
+    site.close()
+    (site.folder / "site").write_text("a file where the folder should be", encoding="utf-8")
+    site.misc.write_text(rss(item("m7", "Still polled")), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["poll", "--config", str(site.config_path)])
+    assert result.exit_code == 0, result.output
+    assert "static feeds not written: cannot write " in result.stderr
+    assert " 0 failed, " in result.stdout and "; 1 new, " in result.stdout
+    site.open()

@@ -402,7 +402,11 @@ class StaticFeeds:
                 now=self.clock(),
                 force=False,
             )
-        except Exception as exc:  # a full disk must not stop polling; the next try may work
+        except StoreError as exc:  # a full disk must not stop polling; the next try may
+            self.error = str(exc)
+            log.error("static feeds not written: %s", exc)
+            return None
+        except Exception as exc:  # a bug: logged in full, and polling goes on
             self.error = str(exc) or type(exc).__name__
             log.exception("static feeds: export failed")
             return None
