@@ -13,7 +13,7 @@ from flask import Blueprint, Response, abort, request
 from flask.typing import ResponseReturnValue
 
 from aggregator.config import split_host
-from aggregator.content.filter import Query, QueryError, parse_query
+from aggregator.content.filter import QueryError, parse_query
 from aggregator.content.publish import FORMATS, Format, feed_updated, render
 from aggregator.content.selection import (
     Selection,
@@ -21,8 +21,6 @@ from aggregator.content.selection import (
     feed_meta,
     output_selection,
 )
-from aggregator.models import PublishedEntry
-from aggregator.store import Store
 from aggregator.web.cache import Rendered
 from aggregator.web.state import AppState, app_state
 from aggregator.web.view import WebView, bind_name
@@ -36,11 +34,6 @@ def split_spec(spec: str) -> tuple[str, Format]:
     if not dot or kind not in FORMATS or not path:
         abort(404)
     return path, kind  # type: ignore[return-value]
-
-
-def select(store: Store, selection: Selection, query: Query) -> list[PublishedEntry]:
-    """The entries of a feed: the selection, then rules and query filters, newest first."""
-    return store.selected(selection, query)
 
 
 def base_url(view: WebView) -> str:
@@ -90,7 +83,7 @@ def serve(
     version = store.content_version()
     rendered = cache.get(key, version)
     if rendered is None:
-        entries = select(store, selection, query)
+        entries = store.selected(selection, query)  # as the static feeds read them
         meta = feed_meta(
             selection,
             base=base,
