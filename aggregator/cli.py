@@ -218,6 +218,7 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
             lambda done: poller.poll_sources(sources, done, manual=only is not None),
         )
         status = _summarise(outcomes, ctx.obj["verbose"])
+        _pass_ended(config, poller.store)  # the static feeds first: a hook may publish them
         _run_hooks(config, poller.store, outcomes)
     ctx.exit(status)
 
@@ -257,10 +258,67 @@ def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
         )
         known = {s.key for s in config.sources}
         orphans = [n for n in poller.store.source_names() if n not in known]
+        _pass_ended(config, poller.store)
         _run_hooks(config, poller.store, outcomes)  # the files it rewrote, if any
     for name in orphans:
         click.echo(f"note: {name!r} has stored entries but is not in the config; left as is")
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
+
+
+def _pass_ended(config: Config, store: Store) -> None:
+    """After a pass of ``poll`` or ``rebuild``: bring the static feeds up to date (only
+    when entries, config or base URL changed since their last export)."""
+    from aggregator.poll.pipeline import utcnow
+    from aggregator.store.static import StaticFeeds
+
+    static = StaticFeeds(store, lambda: config, utcnow)
+    report = static.export()
+    if static.error is not None:
+        click.echo(f"static feeds not written: {static.error}", err=True)
+    elif report is not None and report.changed:
+        click.echo(report.summary(), err=True)
+
+
+@cli.command("export-feeds")
+@config_option
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "--base-url",
+    default=None,
+    metavar="URL",
+    help="The absolute URL DIRECTORY is served at (default: settings.publish.base_url).",
+)
+def export_feeds_command(config_path: str, directory: str, base_url: str | None) -> None:
+    """Write every category feed and output (RSS, Atom, JSON Feed) as static files."""
+    from pydantic import ValidationError
+
+    from aggregator.config import PublishSettings
+    from aggregator.poll.pipeline import utcnow
+    from aggregator.store.static import export_feeds
+
+    config = _load(config_path)
+    if base_url is not None:
+        try:
+            base_url = PublishSettings(base_url=base_url).base_url
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise click.BadParameter(message, param_hint="--base-url") from exc
+    base_url = base_url or config.settings.publish.base_url
+    if base_url is None:
+        raise click.UsageError(
+            "self links need the URL DIRECTORY is served at: give --base-url or set "
+            "settings.publish.base_url"
+        )
+    store = _open_store(config)
+    try:
+        report = export_feeds(store, config, directory, base_url=base_url, now=utcnow())
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(report.summary())
 
 
 @cli.command()

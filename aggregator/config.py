@@ -281,6 +281,23 @@ class PublishSettings(_Model):
     max_limit: Annotated[int, Field(ge=1, le=10000)] = 200
     cache_entries: Annotated[int, Field(ge=0, le=100000)] = 256  # rendered feeds kept
     cache_mb: Annotated[float, Field(ge=0, le=4096)] = 64.0  # and their total size
+    # Every feed also written as static files here, after each pass that changed entries
+    # (relative to the config's folder); their self links need base_url.
+    static_dir: str | None = None
+
+    @field_validator("static_dir")
+    @classmethod
+    def _static_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _static_needs_base(self) -> PublishSettings:
+        if self.static_dir is not None and self.base_url is None:
+            raise ValueError(
+                "static_dir needs base_url: the absolute URL the folder is served at "
+                "(the static feeds' self links start with it)"
+            )
+        return self
 
     @field_validator("base_url")
     @classmethod

@@ -51,6 +51,7 @@ from aggregator.poll.policy import first_runs
 from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
 from aggregator.store import Store
+from aggregator.store.static import StaticFeeds
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Rebuilder:
             in force when the rebuild starts.
         clock: the current UTC time, for the status.
         on_change: told what a rebuild changed (the service's hooks).
+        after: called when a rebuild has ended (its files may have changed).
     """
 
     def __init__(
@@ -82,10 +84,12 @@ class Rebuilder:
         make_poller: Callable[[], Poller],
         clock: Clock = utcnow,
         on_change: Callable[[Changes], None] | None = None,
+        after: Callable[[], None] = lambda: None,
     ) -> None:
         self.make_poller = make_poller
         self.clock = clock
         self.on_change = on_change
+        self.after = after
         self._status = RebuildStatus()
         self._lock = threading.Lock()
         self._idle = threading.Event()
@@ -132,6 +136,8 @@ class Rebuilder:
             done = replace(started, error=str(exc) or type(exc).__name__)
         with self._lock:
             self._status = replace(done, finished_at=self.clock())
+        self.after()
+        with self._lock:
             self._idle.set()
 
 
@@ -181,10 +187,14 @@ class Service:
         # Told of every poll and rebuild that changed files or entries (the one place).
         self.change_listeners: list[Callable[[Changes], None]] = [self.hooks.notify]
         # One worker: a rebuild must not take the processes the scheduled polls parse in.
+        # The static feeds (settings.publish.static_dir) follow every change, off the
+        # poll's thread.
+        self.static = StaticFeeds(store, lambda: self.config, clock)
         self.rebuilder = Rebuilder(
             lambda: Poller(self.config, store, clock=clock, rng=self.rng, workers=1),
             clock,
             on_change=self._changed,
+            after=self._pass_ended,
         )
 
     @property
@@ -205,6 +215,7 @@ class Service:
             self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
         )
         self.scheduler.start(paused=paused)
+        self._pass_ended()  # the config or the entries may have changed while stopped
 
     @property
     def stop_grace(self) -> float:
@@ -230,6 +241,7 @@ class Service:
             self.scheduler.shutdown(wait=False)  # waiting in there deadlocks (see above)
         finished = not wait or self._wait_idle(self.stop_grace)
         self.pool.shutdown(wait=finished, cancel_futures=True)
+        self.static.close()
         self.poller.close()
         return finished
 
@@ -360,6 +372,7 @@ class Service:
             self.schedule(name, outcome.next_poll_at)
         elif not outcome.skipped:
             self.unschedule(name)  # paused or gone: it waits for a refresh
+        self._pass_ended()  # the static feeds before the hooks (which wait their debounce)
         self._changed(outcome.changes)
         if self.on_poll is not None:
             self.on_poll(outcome)
@@ -374,6 +387,11 @@ class Service:
                 listener(changes)
             except Exception:  # a listener's bug must not cost the poll its schedule
                 log.exception("a change listener failed")
+
+    def _pass_ended(self) -> None:
+        """After a poll, a rebuild or a reload: what follows a change of the entries (the
+        static feeds; each does nothing when nothing changed since its last run)."""
+        self.static.changed()
 
     # -- configuration changes -----------------------------------------------------------
 
@@ -428,6 +446,7 @@ class Service:
                 if name not in old_sources or old_sources[name] != s
             ]
             self._schedule_all(changed, fresh=True)
+            self._pass_ended()  # titles, outputs or the static folder may have changed
             log.info(
                 "config reloaded: %d sources (%d added or changed, %d removed)",
                 len(new_sources),

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from aggregator.content.filter import Query
+from aggregator.content.selection import Selection, pick
 from aggregator.errors import StoreError
 from aggregator.models import Enclosure, Person, PublishedEntry, Status, list_from_json
 from aggregator.store.records import SourceState
@@ -129,6 +131,29 @@ class Queries:
         query = query.order_by(t.c.date.desc(), t.c.id.desc()).limit(limit)
         with self.reading() as conn:
             return [(r.id, _published(r)) for r in conn.execute(query)]
+
+    def selected(self, selection: Selection, query: Query) -> list[PublishedEntry]:
+        """The entries of a feed: the selection, then rules and query filters, newest
+        first (what the web app serves and the static feeds write)."""
+        return pick(selection, query, self._pages(selection, query))
+
+    def _pages(self, selection: Selection, query: Query) -> Iterator[PublishedEntry]:
+        before = None
+        page = selection.page_size(query)
+        while True:
+            rows = self.published(
+                categories=selection.categories,
+                sources=selection.sources,
+                since=query.since,
+                before=before,
+                limit=page,
+            )
+            for _, entry in rows:
+                yield entry
+            if len(rows) < page:
+                return
+            last_id, last = rows[-1]
+            before = (last.date, last_id)
 
     def dropped(self, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """The audit: entries that rules dropped, newest drop first."""
