@@ -343,6 +343,10 @@ class Service:
             self.unschedule(name)  # paused or gone: it waits for a refresh
         if self.on_poll is not None:
             self.on_poll(outcome)
+        if not outcome.skipped and self.poller.resolved(source).full_text:
+            # Full text: after the poll is recorded and the next one scheduled, on this
+            # job thread (bounded by the job pool); a stop ends it between two pages.
+            self.poller.update_pages(source, self.pool, should_stop=lambda: self._stopping)
         return outcome
 
     # -- configuration changes -----------------------------------------------------------
