@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import codecs
 import logging
+import re
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,6 +28,7 @@ from aggregator.content.clean import Element, compile_selector
 #: the extractor misread).
 MIN_SHARE = 0.5
 
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
 # Content types read as HTML; anything else (a PDF, an image, JSON) is not a page.
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "")
 
@@ -72,26 +75,22 @@ def extract_page(page: Page, selector: str | None = None) -> Extraction:
 
 
 def _decode(page: Page) -> str:
-    """The page as text: the header's charset, else the one its <meta> names, else UTF-8."""
+    """The page as text: the header's charset; else UTF-8 when the bytes are valid UTF-8
+    (a saved or re-served page often keeps a <meta> naming the encoding it once had);
+    else the charset its <meta> names; else UTF-8 with replacement characters."""
+    body = page.body.removeprefix(b"\xef\xbb\xbf")
     for part in page.content_type.split(";")[1:]:
         name, _, value = part.partition("=")
         if name.strip().lower() == "charset":
-            try:
-                return page.body.decode(codecs.lookup(value.strip(" \"'")).name, "replace")
-            except LookupError:
-                break
-    head = page.body[:2048].decode("ascii", "replace").lower()
-    at = head.find("charset=")
-    if at >= 0:
-        value = head[at + 8 :].lstrip("\"' ")
-        name = value[
-            : next((i for i, c in enumerate(value) if not (c.isalnum() or c in "-_")), len(value))
-        ]
-        try:
-            return page.body.decode(codecs.lookup(name).name, "replace")
-        except LookupError:
-            pass
-    return page.body.decode("utf-8", "replace")
+            with suppress(LookupError):
+                return body.decode(codecs.lookup(value.strip(" \"'")).name, "replace")
+    with suppress(UnicodeDecodeError):
+        return body.decode("utf-8")
+    declared = _META_CHARSET.search(body[:4096])
+    if declared:
+        with suppress(LookupError):
+            return body.decode(codecs.lookup(declared.group(1).decode("ascii")).name, "replace")
+    return body.decode("utf-8", "replace")
 
 
 def _select(url: str, text: str, selector: str) -> Extraction:
