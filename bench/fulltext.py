@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import lxml.html
 import yaml
@@ -60,7 +60,7 @@ def text_of(html: str) -> str:
     if not html.strip():
         return ""
     try:
-        return str(lxml.html.document_fromstring(html).text_content())
+        return str(cast(lxml.html.HtmlElement, lxml.html.fromstring(html)).text_content())
     except (lxml.etree.ParserError, ValueError):
         return ""
 
