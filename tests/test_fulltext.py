@@ -7,13 +7,15 @@ tests/data/fulltext/).
 
 from __future__ import annotations
 
+import random
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import Harness, HarnessFactory, MakeConfig, item, rss
+from conftest import FIXED_NOW, Gate, Harness, HarnessFactory, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -21,6 +23,8 @@ from aggregator.cli import cli
 from aggregator.config import load_config
 from aggregator.content.fulltext import Page, extract_page
 from aggregator.poll.resolve import resolve_sources
+from aggregator.poll.scheduler import Service
+from aggregator.store import Store
 from aggregator.store.pages import page_notes
 from aggregator.web import create_app
 
@@ -327,3 +331,51 @@ def test_extraction_reads_the_declared_encoding(charset: str) -> None:
         Page("https://example.com/a", html.encode(charset), f"text/html; charset={charset}")
     )
     assert header.html is not None and text in header.html
+
+
+def test_the_service_records_the_poll_before_the_pages_arrive(
+    make_config: MakeConfig, threaded_httpserver: HTTPServer
+) -> None:
+    """Under `run`, a held page never holds the feed's poll: the poll is recorded and the
+    next one scheduled, with the feed's body in the article, while the page is in flight."""
+    gate = Gate()
+    article = (DATA / "article.html").read_bytes()
+    threaded_httpserver.expect_request("/a/1").respond_with_handler(
+        gate.held(lambda _request: Response(article, content_type="text/html"))
+    )
+    link = threaded_httpserver.url_for("/a/1")
+    threaded_httpserver.expect_request("/feed.xml").respond_with_data(
+        rss(item("g1", "Story 1", "<p>A two-line teaser.</p>", link=link)),
+        content_type="application/rss+xml",
+    )
+    path = make_config(
+        [
+            {
+                "url": threaded_httpserver.url_for("/feed.xml"),
+                "categories": ["news", "coast", "gazette"],
+                "full_text": True,
+            }
+        ],
+        workers=1,
+    )
+    config = load_config(path)
+    store = Store(config.settings.database, config.settings.posts_dir)
+    service = Service(path, config, store, clock=lambda: FIXED_NOW, rng=random.Random(5))
+    try:
+        service.start(paused=True)
+        job = threading.Thread(target=service._run, args=("gazette",))
+        job.start()
+        gate.wait(lambda g: g.active == 1, "the page request")
+        [poll] = store.polls("gazette")
+        assert poll["new"] == 1 and poll["error"] is None
+        assert service.next_run("gazette") is not None
+        [entry] = store.entries("gazette")
+        assert "A two-line teaser." in entry["body_html"]
+        gate.open()
+        job.join()
+        [entry] = store.entries("gazette")
+        assert "one hundred and twelve steps" in entry["body_html"]
+    finally:
+        gate.open()
+        service.shutdown(wait=True)
+        store.close()
