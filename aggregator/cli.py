@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from aggregator.poll.scheduler import Rebuilder, Service
+    from aggregator.store.records import HookRun
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -209,7 +210,31 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
             len(sources),
             lambda done: poller.poll_sources(sources, done, manual=only is not None),
         )
-    ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
+        status = _summarise(outcomes, ctx.obj["verbose"])
+        _run_hooks(config, poller.store, outcomes)
+    ctx.exit(status)
+
+
+def _run_hooks(config: Config, store: Store, outcomes: Sequence[SourceOutcome]) -> None:
+    """Once, after a pass (or a rebuild): the on_change commands and webhooks, if it
+    changed anything (a rebuild tells no webhook: no entry changed upstream).
+
+    Their failures are printed and recorded, and do not change the exit status (that
+    says how the sources went).
+    """
+    from aggregator.hooks import Hooks
+    from aggregator.models import Changes
+
+    def show(run: HookRun) -> None:
+        verdict = "ok" if run.ok else f"FAILED: {run.error}"
+        click.echo(f"{run.kind} {run.target}: {verdict} ({run.duration:.1f} s)", err=True)
+
+    hooks = Hooks(config.settings.hooks, store, on_run=show)
+    if hooks.configured:
+        try:
+            hooks.run_now(sum((o.changes for o in outcomes), Changes()))
+        finally:
+            hooks.close()
 
 
 @cli.command()
@@ -225,6 +250,7 @@ def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
         )
         known = {s.key for s in config.sources}
         orphans = [n for n in poller.store.source_names() if n not in known]
+        _run_hooks(config, poller.store, outcomes)  # the files it rewrote, if any
     for name in orphans:
         click.echo(f"note: {name!r} has stored entries but is not in the config; left as is")
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))

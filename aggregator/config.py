@@ -293,6 +293,50 @@ class PublishSettings(_Model):
         return value.rstrip("/") + "/"
 
 
+class WebhookConfig(_Model):
+    """A URL told of new and updated entries (an item of ``settings.hooks.webhooks``)."""
+
+    url: str
+    # HMAC-SHA256 key of the X-Aggregator-Signature header; none: no signature.
+    secret: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a webhook needs an absolute http(s) URL, not {value!r}")
+        return value.strip()
+
+
+def _command(value: object) -> object:
+    """A hook command: a non-empty string (run by the shell) or argv list."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("a command cannot be empty")
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("a command's argument list cannot be empty")
+    return value
+
+
+Command = Annotated[str | tuple[str, ...], BeforeValidator(_command)]
+
+
+class HooksSettings(_Model):
+    """What tells the site that articles changed (``aggregator/hooks.py``)."""
+
+    # Run after a pass that wrote or deleted article files: a string goes to /bin/sh -c,
+    # a list is the program and its arguments. In order; one failing does not stop the next.
+    on_change: tuple[Command, ...] = ()
+    cwd: str = Field(".", validate_default=True)  # their working folder (config-relative)
+    debounce: Annotated[float, BeforeValidator(_seconds), Field(ge=0)] = 30.0  # s between runs
+    timeout: Duration = 600.0  # a command still running then is killed (its process group)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    retries: Annotated[int, Field(ge=0, le=20)] = 5  # further attempts of a failed POST
+    backoff: Duration = 5.0  # s before the first retry; doubled each time
+
+    _cwd = field_validator("cwd")(_resolve_path)
+
+
 class Settings(_Model):
     """Global defaults (the ``settings:`` block)."""
 
@@ -304,6 +348,7 @@ class Settings(_Model):
     schedule: ScheduleSettings = ScheduleSettings()
     server: ServerSettings = ServerSettings()
     publish: PublishSettings = PublishSettings()
+    hooks: HooksSettings = Field(default_factory=dict, validate_default=True)
     rules: tuple[RuleConfig, ...] = ()  # ingest rules for every source
     remove: tuple[str, ...] = ()
     iframe_hosts: tuple[str, ...] = DEFAULT_IFRAME_HOSTS

@@ -22,6 +22,7 @@ from werkzeug import Request, Response
 from aggregator.cli import cli
 from aggregator.config import load_config
 from aggregator.content.fulltext import Page, extract_page
+from aggregator.models import Changes
 from aggregator.poll.resolve import resolve_sources
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
@@ -123,6 +124,11 @@ def test_summary_only_feed_gets_the_full_text_without_boilerplate(
     h = setup(make_config, harness, site, remove=[".share-box"])
     [outcome] = h.poll()
     assert outcome.ok and outcome.new == 1
+    # The pass's changes (for the hooks) hold the file as the poll wrote it and as the
+    # page pass rewrote it.
+    [path] = h.files()
+    relative = str(path.relative_to(h.posts))
+    assert outcome.changes.written == (relative, relative)
     text = body_of(h, "Story 1")
     for sentence in ARTICLE_TEXT:
         assert sentence in text
@@ -361,6 +367,8 @@ def test_the_service_records_the_poll_before_the_pages_arrive(
     config = load_config(path)
     store = Store(config.settings.database, config.settings.posts_dir)
     service = Service(path, config, store, clock=lambda: FIXED_NOW, rng=random.Random(5))
+    told: list[Changes] = []
+    service.change_listeners.append(told.append)
     try:
         service.start(paused=True)
         job = threading.Thread(target=service._run, args=("gazette",))
@@ -371,10 +379,13 @@ def test_the_service_records_the_poll_before_the_pages_arrive(
         assert service.next_run("gazette") is not None
         [entry] = store.entries("gazette")
         assert "A two-line teaser." in entry["body_html"]
+        assert [len(c.written) for c in told] == [1]  # the poll's news, already out
         gate.open()
         job.join()
         [entry] = store.entries("gazette")
         assert "one hundred and twelve steps" in entry["body_html"]
+        # The page pass's rewrite is news for the hooks too.
+        assert [c.written for c in told] == [(entry["path"],), (entry["path"],)]
     finally:
         gate.open()
         service.shutdown(wait=True)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aggregator.content.clean import is_http
 from aggregator.content.fulltext import Page
 from aggregator.errors import FetchError, StoreError
+from aggregator.models import Changes
 from aggregator.poll.fetch import Fetcher
 from aggregator.poll.ingest import Ingest
 from aggregator.poll.resolve import ResolvedSource
@@ -56,6 +57,7 @@ class PagesDone:
     from_page: int = 0  # articles whose body is now the page's main content
     from_feed: int = 0  # articles that keep the feed's body (with a recorded reason)
     error: str | None = None  # the index could not be written
+    changes: Changes = field(default_factory=Changes)  # the article files it rewrote (hooks)
 
 
 def update_pages(
@@ -141,7 +143,9 @@ def update_pages(
     except StoreError as exc:
         return PagesDone(source.name, fetched=len(fetched), error=str(exc))
     used = sum(r.body_from == "page" for r in results)
-    done = PagesDone(source.name, len(fetched), used, len(results) - used)
+    done = PagesDone(
+        source.name, len(fetched), used, len(results) - used, None, applied.counts.changes
+    )
     log.info(
         "pages source=%s fetched=%d from_page=%d from_feed=%d",
         done.source,

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from aggregator.config import Config, SourceConfig
 from aggregator.content.fulltext import Page
 from aggregator.errors import FetchError, LocalFaultError, StoreError
-from aggregator.models import Counts, SourceOutcome, Status
+from aggregator.models import Changes, Counts, SourceOutcome, Status
 from aggregator.poll.fetch import Fetcher
 from aggregator.poll.ingest import Applied, Ingest
 from aggregator.poll.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
@@ -191,7 +191,12 @@ class Poller:
                     if len(pending) >= RECORD_BATCH or done == len(futures):
                         flush()
                 for page_pass in page_passes:
-                    page_pass.result()
+                    # The files a page pass rewrote are this pass's changes too (hooks).
+                    pages = page_pass.result()
+                    outcome = outcomes[pages.source]
+                    outcomes[pages.source] = replace(
+                        outcome, changes=outcome.changes + pages.changes
+                    )
             except BaseException:
                 # Interrupted (a signal, Ctrl-C): start no more polls, let those in flight
                 # end (their fetch timeouts bound it), and record every poll that ended.
@@ -357,6 +362,7 @@ class Poller:
                 total.from_page + done.from_page,
                 total.from_feed + done.from_feed,
                 done.error,
+                total.changes + done.changes,
             )
             # Every pass stores a row for each page it asked for: the work shrinks.
             if done.error is not None or done.fetched == 0:
@@ -375,18 +381,25 @@ class Poller:
             return Counts(), prepared.error, None
         applied: Applied | None = None
         pruned = 0
+        deleted: list[str] = []
         error = fault = None
         try:
             with self.store.transaction() as conn:
                 applied = self.ingest.write_files(conn, source, prepared.articles, now)
                 self.ingest.write_rows(conn, applied)
-                pruned = self.store.prune(conn, source.name, source.keep_days, source.keep_max, now)
+                pruned = self.store.prune(
+                    conn, source.name, source.keep_days, source.keep_max, now, deleted
+                )
         except LocalFaultError as exc:
             fault = str(exc)
         except StoreError as exc:
             error = str(exc)
         counts = applied.counts if applied is not None else Counts()
-        return counts + Counts(dropped=pruned), error, fault
+        return (
+            counts + Counts(dropped=pruned, changes=Changes(deleted=tuple(deleted))),
+            error,
+            fault,
+        )
 
     def _record(self, records: list[PollRecord]) -> None:
         """Write polls and states in one transaction, and log one line per poll."""

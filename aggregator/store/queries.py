@@ -23,6 +23,7 @@ from aggregator.store.schema import (
     CATEGORY_SEPARATOR,
     category_path,
     entries_table,
+    hook_runs_table,
     kept,
     meta_table,
     polls_table,
@@ -162,6 +163,13 @@ class Queries:
         query = sa.select(t).where(t.c.source == source).order_by(t.c.id.desc())
         with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    def hook_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest hook runs and webhook deliveries, newest first."""
+        t = hook_runs_table
+        with self.reading() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.id.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
 
     def source_states(self) -> dict[str, dict[str, Any]]:
         """Every source's recorded state, by name (one query, for the dashboard)."""

@@ -123,6 +123,24 @@ polls_table = sa.Table(
     sa.Column("moved_to", sa.Text),
 )
 
+# What the hooks did (``aggregator/hooks.py``): one row per command run or webhook
+# delivery, the last ``HOOK_HISTORY`` kept, for the dashboard.
+hook_runs_table = sa.Table(
+    "hook_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),  # "command" or "webhook"
+    sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),  # seconds
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("exit_code", sa.Integer),  # a command's; a webhook's last HTTP status
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("files", sa.Integer, nullable=False, server_default="0"),  # or entries sent
+    sa.Column("error", sa.Text),  # timed out, could not start, connection refused...
+    sa.Column("output", sa.Text),  # a command's stdout and stderr, its last bytes
+)
+
 meta_table = sa.Table(
     "meta",
     metadata,

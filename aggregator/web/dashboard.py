@@ -111,7 +111,26 @@ def index() -> ResponseReturnValue:
         admin=admin,
         admin_enabled=state.admin is not None,
         rebuild=state.rebuilds.rebuild_status if state.rebuilds is not None else None,
+        hooks=hook_rows(admin),
+        hooks_configured=bool(
+            state.config.settings.hooks.on_change or state.config.settings.hooks.webhooks
+        ),
     )
+
+
+def hook_rows(reveal: bool, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest hook runs and webhook deliveries; what they quote of URLs is redacted
+    unless ``reveal`` (a command's output may print a remote with its token)."""
+    rows = app_state().store.hook_runs(limit)
+    if reveal:
+        return rows
+    return [
+        {
+            k: redact(v) if k in ("target", "error", "output") and isinstance(v, str) else v
+            for k, v in row.items()
+        }
+        for row in rows
+    ]
 
 
 @bp.get("/sources/<path:name>")
