@@ -155,7 +155,8 @@ def source_page(name: str) -> ResponseReturnValue:
         articles=articles,
         origins=origins,
         pages=[shown(p, admin) for p in pages],
-        full_text=pages or source.full_text or state.config.settings.full_text,
+        full_text=pages
+        or (state.config.settings.full_text if source.full_text is None else source.full_text),
         dropped=store.dropped(name, limit=100),
         feed_path="/feeds/" + quote("/".join(source.categories)),
         admin=admin,
