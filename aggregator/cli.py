@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -20,12 +24,15 @@ from aggregator.config import Config, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import SourceOutcome
 from aggregator.poll.pipeline import Poller, iter_enabled
+from aggregator.redact import redact
 from aggregator.signals import Interrupted, install_stop_handlers
 from aggregator.store import Store
 
 if TYPE_CHECKING:
     from flask import Flask
 
+    from aggregator.content.discover import FoundFeed
+    from aggregator.poll.discovery import SourceAdder
     from aggregator.poll.scheduler import Rebuilder, Service
     from aggregator.store.records import HookRun
 
@@ -390,6 +397,140 @@ def import_opml_command(config_path: str, file: str) -> None:
     click.echo(f"{len(added)} sources added, {skipped} already in {config_path}")
 
 
+# -- adding and listing sources ---------------------------------------------------------
+
+
+def _choose(feeds: Sequence[FoundFeed], pick: int | None) -> FoundFeed:
+    """The feed to add: ``--pick``, else the only one, else asked for on a terminal."""
+    if pick is not None:
+        if not 1 <= pick <= len(feeds):
+            raise click.BadParameter(
+                f"{pick} is not between 1 and {len(feeds)}", param_hint="--pick"
+            )
+        return feeds[pick - 1]
+    if len(feeds) == 1:
+        return feeds[0]
+    if not sys.stdin.isatty():
+        raise click.ClickException(
+            f"{len(feeds)} feeds found: choose one with --pick N (1 to {len(feeds)})"
+        )
+    number: int = click.prompt(
+        "Add which feed", type=click.IntRange(1, len(feeds)), default=1, err=True
+    )
+    return feeds[number - 1]
+
+
+@cli.command("add")
+@config_option
+@click.argument("url")
+@click.option(
+    "--categories",
+    "categories",
+    metavar="PATH",
+    help="Category path, levels separated by \"/\" (default: the site's and feed's titles).",
+)
+@click.option("--name", metavar="NAME", help="The source's name (default: its last category).")
+@click.option(
+    "--pick",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="When the page has several feeds, add the N-th one listed.",
+)
+def add_command(
+    config_path: str, url: str, categories: str | None, name: str | None, pick: int | None
+) -> None:
+    """Add a feed, or find a web page's feeds and add one (the config keeps its comments)."""
+    from aggregator.poll.discovery import SourceAdder
+
+    config = _load(config_path)
+    path: tuple[str, ...] | None = None
+    if categories is not None:
+        path = tuple(p.strip() for p in categories.split("/") if p.strip())
+        if not path:
+            raise click.BadParameter("no category given", param_hint="--categories")
+    adder = SourceAdder(config_path, lambda: config)
+    try:
+        found = adder.discover(url)
+        if len(found.feeds) > 1 or found.feeds[0].via != "url":
+            click.echo(f"feeds of {redact(found.url)}:", err=True)
+            for number, feed in enumerate(found.feeds, 1):
+                title = feed.title or "(untitled)"
+                click.echo(
+                    f"  {number}. {title} ({feed.entries} entries): {redact(feed.url)}", err=True
+                )
+        chosen = _choose(found.feeds, pick)
+        added = adder.add(chosen, site_title=found.site_title, categories=path, name=name)
+    except ConfigError as exc:
+        click.echo(exc.report(), err=True)
+        raise SystemExit(EXIT_CONFIG) from exc
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"added {added.name}: {redact(added.url)} [{' › '.join(added.categories)}]")
+    click.echo(
+        f"`aggregator run` picks it up on its own; or poll it now: "
+        f"aggregator poll --source {shlex.quote(added.name)}",
+        err=True,
+    )
+
+
+def _source_listing(config: Config, store: Store) -> list[dict[str, Any]]:
+    """Every configured source with its state, URL redacted (``aggregator sources``)."""
+    states = store.source_states()
+    counts = store.entry_counts(datetime.now(UTC))
+    rows: list[dict[str, Any]] = []
+    for source in config.sources:
+        state = states.get(source.key, {})
+        polled = state.get("last_polled_at")
+        rows.append(
+            {
+                "name": source.key,
+                "state": str(state.get("status") or "new") if source.enabled else "disabled",
+                "last_poll": polled.astimezone(UTC).isoformat() if polled else None,
+                "articles": counts.get(source.key, (0, 0))[0],
+                "url": redact(source.url),
+                "categories": list(source.categories),
+                "last_error": redact(state["last_error"]) if state.get("last_error") else None,
+            }
+        )
+    return rows
+
+
+@cli.command("sources")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def sources_command(config_path: str, as_json: bool) -> None:
+    """List every source: name, state, last poll, articles, URL (secrets masked)."""
+    config = _load(config_path)
+    store = _open_store(config)
+    try:
+        rows = _source_listing(config, store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    zone = ZoneInfo(config.settings.server.timezone)
+    table = [
+        (
+            r["name"],
+            r["state"],
+            datetime.fromisoformat(r["last_poll"]).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+            if r["last_poll"]
+            else "never",
+            str(r["articles"]),
+            r["url"],
+        )
+        for r in rows
+    ]
+    head = ("name", "state", "last poll", "articles", "url")
+    widths = [max(_display_width(row[i]) for row in [head, *table]) for i in range(4)]
+    for row in [head, *table]:
+        cells = [_pad(row[i], widths[i]) for i in range(3)]
+        cells.append(" " * (widths[3] - len(row[3])) + row[3])
+        click.echo("  ".join([*cells, row[4]]))
+
+
 def _serve(
     app: Any,
     config: Config,
@@ -449,6 +590,7 @@ def _serve(
 @listen_options
 def run(config_path: str, host: str | None, port: int | None) -> None:
     """The main job: poll every source on its schedule and serve the web app."""
+    from aggregator.poll.discovery import SourceAdder
     from aggregator.poll.scheduler import Service
 
     config = _load(config_path)
@@ -456,7 +598,9 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
     store = _open_store(config)
     store.files.sweep_temp_files()
     service = Service(config_path, config, store)
-    app = _web_app(config, store, service)
+    # The dashboard's "Add source" edits the file, then the service reloads it at once.
+    adder = SourceAdder(config_path, lambda: service.config, after_write=service.check_config)
+    app = _web_app(config, store, service, adder=adder)
     try:
         _serve(app, config, host, port, service.start, on_hangup=service.reload)
     finally:
@@ -494,12 +638,13 @@ def _web_app(
     store: Store,
     service: Service | None = None,
     rebuilds: Rebuilder | None = None,
+    adder: SourceAdder | None = None,
 ) -> Flask:
     """The web app, or exit with the report when its settings are invalid."""
     from aggregator.web import create_app
 
     try:
-        return create_app(config, store, service, rebuilds=rebuilds)
+        return create_app(config, store, service, rebuilds=rebuilds, adder=adder)
     except ConfigError as exc:
         if service is not None:
             service.shutdown(wait=False)

@@ -110,6 +110,7 @@ def index() -> ResponseReturnValue:
         new_today=sum(s["recent"] for s in sources),
         admin=admin,
         admin_enabled=state.admin is not None,
+        can_add=state.adder is not None,
         rebuild=state.rebuilds.rebuild_status if state.rebuilds is not None else None,
         hooks=hook_rows(admin),
         hooks_configured=bool(
