@@ -333,6 +333,34 @@ def prune(config_path: str) -> None:
     click.echo(f"{sum(pruned.values())} entries pruned")
 
 
+@cli.command()
+@config_option
+@click.option("--source", "only", metavar="NAME", required=True, help="The full-text source.")
+@click.pass_context
+def refetch(ctx: click.Context, config_path: str, only: str) -> None:
+    """Fetch a full-text source's article pages again and re-extract their bodies."""
+    config = _load(config_path)
+    source = config.source(only)
+    if source is None:
+        raise click.BadParameter(
+            f"no source named {only!r} in {config_path}", param_hint="--source"
+        )
+    with _poller(config) as poller:
+        if not poller.resolved(source).full_text:
+            raise click.BadParameter(
+                f"source {only!r} does not have full_text on", param_hint="--source"
+            )
+        done = poller.refetch(source)
+        _pass_ended(config, poller.store)
+    click.echo(
+        f"{only}: {done.fetched} pages fetched, {done.from_page} bodies from the page, "
+        f"{done.from_feed} from the feed"
+    )
+    if done.error is not None:
+        click.echo(f"error: {done.error}", err=True)
+        ctx.exit(1)
+
+
 @cli.command("test-rules")
 @config_option
 @click.option("--source", "only", metavar="NAME", help="Only this source's entries.")

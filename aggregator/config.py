@@ -372,6 +372,7 @@ class Settings(_Model):
     keep_days: Positive | None = None
     keep_max: Positive | None = None
     workers: Annotated[int, Field(ge=0, le=64)] = 0  # 0: one per CPU
+    full_text: bool = False  # fetch each new entry's page for its full text (per source too)
 
     _paths = field_validator("posts_dir", "database")(_resolve_path)
     _selectors = field_validator("remove")(_check_selectors)
@@ -390,8 +391,19 @@ class SourceConfig(_Model):
     rules: tuple[RuleConfig, ...] = ()  # ingest rules, after the global ones
     keep_days: Positive | None = None
     keep_max: Positive | None = None
+    # Full text: None takes settings.full_text; the selector names the page's body
+    # element exactly (no guessing), as Miniflux's scraper rules do.
+    full_text: bool | None = None
+    full_text_selector: str | None = None
 
     _selectors = field_validator("remove")(_check_selectors)
+
+    @field_validator("full_text_selector")
+    @classmethod
+    def _valid_body_selector(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_selector(value)  # raises ValueError with the reason
+        return value
 
     @field_validator("url")
     @classmethod

@@ -227,6 +227,8 @@ class Article:
     body_html: str  # cleaned, sanitised HTML (no Hexo escaping)
     authors: tuple[Person, ...] = ()  # the entry's own authors (its byline), in order
     enclosures: tuple[Enclosure, ...] = ()  # every enclosure, as the feed gave it
+    body_from: str = "feed"  # where ``body_html`` came from: "feed", or "page" (full text)
+    body_note: str | None = None  # why the page's full text was not used, when it was not
 
     @property
     def byline(self) -> str:

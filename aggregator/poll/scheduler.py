@@ -376,6 +376,13 @@ class Service:
         self._changed(outcome.changes)
         if self.on_poll is not None:
             self.on_poll(outcome)
+        if not outcome.skipped and self.poller.resolved(source).full_text:
+            # Full text: after the poll is recorded and the next one scheduled, on this
+            # job thread (bounded by the job pool); a stop ends it between two pages.
+            pages = self.poller.update_pages(source, self.pool, should_stop=lambda: self._stopping)
+            if pages.changes.files or pages.changes.entries:
+                self._pass_ended()  # the static feeds show the page's body
+            self._changed(pages.changes)  # the articles it rewrote: the site rebuilds again
         return outcome
 
     def _changed(self, changes: Changes) -> None:

@@ -168,6 +168,27 @@ admin_sessions_table = sa.Table(
 )
 
 
+# Full text: the web page of each entry of a `full_text` source, fetched once and kept raw
+# (zlib), so that a rebuild extracts again without fetching; and what the last extraction
+# did with it. A row, even one whose fetch failed, means "fetched": only a refetch asks again.
+pages_table = sa.Table(
+    "pages",
+    metadata,
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("key", sa.String, nullable=False),  # the entry's key in its source
+    sa.Column("url", sa.Text),  # the final URL, after redirects (the base of relative links)
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("content_type", sa.Text),
+    sa.Column("body", sa.LargeBinary),  # zlib-compressed page; NULL: the fetch failed
+    sa.Column("error", sa.Text),  # why the fetch failed
+    sa.Column("body_from", sa.String),  # "page" or "feed": where the article's body came from
+    sa.Column("reason", sa.Text),  # why the feed's own body was kept
+    sa.Column("applied_hash", sa.String),  # the entry's raw_hash when that was decided
+    sa.PrimaryKeyConstraint("source", "key"),
+)
+
+
 def kept() -> sa.ColumnElement[bool]:
     """The entries that are published: not pruned, not dropped by a rule."""
     t = entries_table
