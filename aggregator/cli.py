@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -20,13 +24,17 @@ from aggregator.config import Config, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import SourceOutcome
 from aggregator.poll.pipeline import Poller, iter_enabled
+from aggregator.redact import redact
 from aggregator.signals import Interrupted, install_stop_handlers
 from aggregator.store import Store
 
 if TYPE_CHECKING:
     from flask import Flask
 
+    from aggregator.content.discover import FoundFeed
+    from aggregator.poll.discovery import SourceAdder
     from aggregator.poll.scheduler import Rebuilder, Service
+    from aggregator.store.records import HookRun
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -209,7 +217,32 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
             len(sources),
             lambda done: poller.poll_sources(sources, done, manual=only is not None),
         )
-    ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
+        status = _summarise(outcomes, ctx.obj["verbose"])
+        _pass_ended(config, poller.store)  # the static feeds first: a hook may publish them
+        _run_hooks(config, poller.store, outcomes)
+    ctx.exit(status)
+
+
+def _run_hooks(config: Config, store: Store, outcomes: Sequence[SourceOutcome]) -> None:
+    """Once, after a pass (or a rebuild): the on_change commands and webhooks, if it
+    changed anything (a rebuild tells no webhook: no entry changed upstream).
+
+    Their failures are printed and recorded, and do not change the exit status (that
+    says how the sources went).
+    """
+    from aggregator.hooks import Hooks
+    from aggregator.models import Changes
+
+    def show(run: HookRun) -> None:
+        verdict = "ok" if run.ok else f"FAILED: {run.error}"
+        click.echo(f"{run.kind} {run.target}: {verdict} ({run.duration:.1f} s)", err=True)
+
+    hooks = Hooks(config.settings.hooks, store, on_run=show)
+    if hooks.configured:
+        try:
+            hooks.run_now(sum((o.changes for o in outcomes), Changes()))
+        finally:
+            hooks.close()
 
 
 @cli.command()
@@ -225,9 +258,67 @@ def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
         )
         known = {s.key for s in config.sources}
         orphans = [n for n in poller.store.source_names() if n not in known]
+        _pass_ended(config, poller.store)
+        _run_hooks(config, poller.store, outcomes)  # the files it rewrote, if any
     for name in orphans:
         click.echo(f"note: {name!r} has stored entries but is not in the config; left as is")
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
+
+
+def _pass_ended(config: Config, store: Store) -> None:
+    """After a pass of ``poll`` or ``rebuild``: bring the static feeds up to date (only
+    when entries, config or base URL changed since their last export)."""
+    from aggregator.poll.pipeline import utcnow
+    from aggregator.store.static import StaticFeeds
+
+    static = StaticFeeds(store, lambda: config, utcnow)
+    report = static.export()
+    if static.error is not None:
+        click.echo(f"static feeds not written: {static.error}", err=True)
+    elif report is not None and report.changed:
+        click.echo(report.summary(), err=True)
+
+
+@cli.command("export-feeds")
+@config_option
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "--base-url",
+    default=None,
+    metavar="URL",
+    help="The absolute URL DIRECTORY is served at (default: settings.publish.base_url).",
+)
+def export_feeds_command(config_path: str, directory: str, base_url: str | None) -> None:
+    """Write every category feed and output (RSS, Atom, JSON Feed) as static files."""
+    from pydantic import ValidationError
+
+    from aggregator.config import PublishSettings
+    from aggregator.poll.pipeline import utcnow
+    from aggregator.store.static import export_feeds
+
+    config = _load(config_path)
+    if base_url is not None:
+        try:
+            base_url = PublishSettings(base_url=base_url).base_url
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise click.BadParameter(message, param_hint="--base-url") from exc
+    base_url = base_url or config.settings.publish.base_url
+    if base_url is None:
+        raise click.UsageError(
+            "self links need the URL DIRECTORY is served at: give --base-url or set "
+            "settings.publish.base_url"
+        )
+    store = _open_store(config)
+    try:
+        report = export_feeds(store, config, directory, base_url=base_url, now=utcnow())
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(report.summary())
 
 
 @cli.command()
@@ -240,6 +331,34 @@ def prune(config_path: str) -> None:
     for name, count in pruned.items():
         click.echo(f"{name}: {count} pruned")
     click.echo(f"{sum(pruned.values())} entries pruned")
+
+
+@cli.command()
+@config_option
+@click.option("--source", "only", metavar="NAME", required=True, help="The full-text source.")
+@click.pass_context
+def refetch(ctx: click.Context, config_path: str, only: str) -> None:
+    """Fetch a full-text source's article pages again and re-extract their bodies."""
+    config = _load(config_path)
+    source = config.source(only)
+    if source is None:
+        raise click.BadParameter(
+            f"no source named {only!r} in {config_path}", param_hint="--source"
+        )
+    with _poller(config) as poller:
+        if not poller.resolved(source).full_text:
+            raise click.BadParameter(
+                f"source {only!r} does not have full_text on", param_hint="--source"
+            )
+        done = poller.refetch(source)
+        _pass_ended(config, poller.store)
+    click.echo(
+        f"{only}: {done.fetched} pages fetched, {done.from_page} bodies from the page, "
+        f"{done.from_feed} from the feed"
+    )
+    if done.error is not None:
+        click.echo(f"error: {done.error}", err=True)
+        ctx.exit(1)
 
 
 @cli.command("test-rules")
@@ -337,6 +456,140 @@ def import_opml_command(config_path: str, file: str) -> None:
     click.echo(f"{len(added)} sources added, {skipped} already in {config_path}")
 
 
+# -- adding and listing sources ---------------------------------------------------------
+
+
+def _choose(feeds: Sequence[FoundFeed], pick: int | None) -> FoundFeed:
+    """The feed to add: ``--pick``, else the only one, else asked for on a terminal."""
+    if pick is not None:
+        if not 1 <= pick <= len(feeds):
+            raise click.BadParameter(
+                f"{pick} is not between 1 and {len(feeds)}", param_hint="--pick"
+            )
+        return feeds[pick - 1]
+    if len(feeds) == 1:
+        return feeds[0]
+    if not sys.stdin.isatty():
+        raise click.ClickException(
+            f"{len(feeds)} feeds found: choose one with --pick N (1 to {len(feeds)})"
+        )
+    number: int = click.prompt(
+        "Add which feed", type=click.IntRange(1, len(feeds)), default=1, err=True
+    )
+    return feeds[number - 1]
+
+
+@cli.command("add")
+@config_option
+@click.argument("url")
+@click.option(
+    "--categories",
+    "categories",
+    metavar="PATH",
+    help="Category path, levels separated by \"/\" (default: the site's and feed's titles).",
+)
+@click.option("--name", metavar="NAME", help="The source's name (default: its last category).")
+@click.option(
+    "--pick",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="When the page has several feeds, add the N-th one listed.",
+)
+def add_command(
+    config_path: str, url: str, categories: str | None, name: str | None, pick: int | None
+) -> None:
+    """Add a feed, or find a web page's feeds and add one (the config keeps its comments)."""
+    from aggregator.poll.discovery import SourceAdder
+
+    config = _load(config_path)
+    path: tuple[str, ...] | None = None
+    if categories is not None:
+        path = tuple(p.strip() for p in categories.split("/") if p.strip())
+        if not path:
+            raise click.BadParameter("no category given", param_hint="--categories")
+    adder = SourceAdder(config_path, lambda: config)
+    try:
+        found = adder.discover(url)
+        if len(found.feeds) > 1 or found.feeds[0].via != "url":
+            click.echo(f"feeds of {redact(found.url)}:", err=True)
+            for number, feed in enumerate(found.feeds, 1):
+                title = feed.title or "(untitled)"
+                click.echo(
+                    f"  {number}. {title} ({feed.entries} entries): {redact(feed.url)}", err=True
+                )
+        chosen = _choose(found.feeds, pick)
+        added = adder.add(chosen, site_title=found.site_title, categories=path, name=name)
+    except ConfigError as exc:
+        click.echo(exc.report(), err=True)
+        raise SystemExit(EXIT_CONFIG) from exc
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"added {added.name}: {redact(added.url)} [{' › '.join(added.categories)}]")
+    click.echo(
+        f"`aggregator run` picks it up on its own; or poll it now: "
+        f"aggregator poll --source {shlex.quote(added.name)}",
+        err=True,
+    )
+
+
+def _source_listing(config: Config, store: Store) -> list[dict[str, Any]]:
+    """Every configured source with its state, URL redacted (``aggregator sources``)."""
+    states = store.source_states()
+    counts = store.entry_counts(datetime.now(UTC))
+    rows: list[dict[str, Any]] = []
+    for source in config.sources:
+        state = states.get(source.key, {})
+        polled = state.get("last_polled_at")
+        rows.append(
+            {
+                "name": source.key,
+                "state": str(state.get("status") or "new") if source.enabled else "disabled",
+                "last_poll": polled.astimezone(UTC).isoformat() if polled else None,
+                "articles": counts.get(source.key, (0, 0))[0],
+                "url": redact(source.url),
+                "categories": list(source.categories),
+                "last_error": redact(state["last_error"]) if state.get("last_error") else None,
+            }
+        )
+    return rows
+
+
+@cli.command("sources")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def sources_command(config_path: str, as_json: bool) -> None:
+    """List every source: name, state, last poll, articles, URL (secrets masked)."""
+    config = _load(config_path)
+    store = _open_store(config)
+    try:
+        rows = _source_listing(config, store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    zone = ZoneInfo(config.settings.server.timezone)
+    table = [
+        (
+            r["name"],
+            r["state"],
+            datetime.fromisoformat(r["last_poll"]).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+            if r["last_poll"]
+            else "never",
+            str(r["articles"]),
+            r["url"],
+        )
+        for r in rows
+    ]
+    head = ("name", "state", "last poll", "articles", "url")
+    widths = [max(_display_width(row[i]) for row in [head, *table]) for i in range(4)]
+    for row in [head, *table]:
+        cells = [_pad(row[i], widths[i]) for i in range(3)]
+        cells.append(" " * (widths[3] - len(row[3])) + row[3])
+        click.echo("  ".join([*cells, row[4]]))
+
+
 def _serve(
     app: Any,
     config: Config,
@@ -396,6 +649,7 @@ def _serve(
 @listen_options
 def run(config_path: str, host: str | None, port: int | None) -> None:
     """The main job: poll every source on its schedule and serve the web app."""
+    from aggregator.poll.discovery import SourceAdder
     from aggregator.poll.scheduler import Service
 
     config = _load(config_path)
@@ -403,7 +657,9 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
     store = _open_store(config)
     store.files.sweep_temp_files()
     service = Service(config_path, config, store)
-    app = _web_app(config, store, service)
+    # The dashboard's "Add source" edits the file, then the service reloads it at once.
+    adder = SourceAdder(config_path, lambda: service.config, after_write=service.check_config)
+    app = _web_app(config, store, service, adder=adder)
     try:
         _serve(app, config, host, port, service.start, on_hangup=service.reload)
     finally:
@@ -441,12 +697,13 @@ def _web_app(
     store: Store,
     service: Service | None = None,
     rebuilds: Rebuilder | None = None,
+    adder: SourceAdder | None = None,
 ) -> Flask:
     """The web app, or exit with the report when its settings are invalid."""
     from aggregator.web import create_app
 
     try:
-        return create_app(config, store, service, rebuilds=rebuilds)
+        return create_app(config, store, service, rebuilds=rebuilds, adder=adder)
     except ConfigError as exc:
         if service is not None:
             service.shutdown(wait=False)

@@ -284,6 +284,23 @@ class PublishSettings(_Model):
     max_limit: Annotated[int, Field(ge=1, le=10000)] = 200
     cache_entries: Annotated[int, Field(ge=0, le=100000)] = 256  # rendered feeds kept
     cache_mb: Annotated[float, Field(ge=0, le=4096)] = 64.0  # and their total size
+    # Every feed also written as static files here, after each pass that changed entries
+    # (relative to the config's folder); their self links need base_url.
+    static_dir: str | None = None
+
+    @field_validator("static_dir")
+    @classmethod
+    def _static_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _static_needs_base(self) -> PublishSettings:
+        if self.static_dir is not None and self.base_url is None:
+            raise ValueError(
+                "static_dir needs base_url: the absolute URL the folder is served at "
+                "(the static feeds' self links start with it)"
+            )
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -294,6 +311,50 @@ class PublishSettings(_Model):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be an absolute http(s) URL, not {value!r}")
         return value.rstrip("/") + "/"
+
+
+class WebhookConfig(_Model):
+    """A URL told of new and updated entries (an item of ``settings.hooks.webhooks``)."""
+
+    url: str
+    # HMAC-SHA256 key of the X-Aggregator-Signature header; none: no signature.
+    secret: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a webhook needs an absolute http(s) URL, not {value!r}")
+        return value.strip()
+
+
+def _command(value: object) -> object:
+    """A hook command: a non-empty string (run by the shell) or argv list."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("a command cannot be empty")
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("a command's argument list cannot be empty")
+    return value
+
+
+Command = Annotated[str | tuple[str, ...], BeforeValidator(_command)]
+
+
+class HooksSettings(_Model):
+    """What tells the site that articles changed (``aggregator/hooks.py``)."""
+
+    # Run after a pass that wrote or deleted article files: a string goes to /bin/sh -c,
+    # a list is the program and its arguments. In order; one failing does not stop the next.
+    on_change: tuple[Command, ...] = ()
+    cwd: str = Field(".", validate_default=True)  # their working folder (config-relative)
+    debounce: Annotated[float, BeforeValidator(_seconds), Field(ge=0)] = 30.0  # s between runs
+    timeout: Duration = 600.0  # a command still running then is killed (its process group)
+    webhooks: tuple[WebhookConfig, ...] = ()
+    retries: Annotated[int, Field(ge=0, le=20)] = 5  # further attempts of a failed POST
+    backoff: Duration = 5.0  # s before the first retry; doubled each time
+
+    _cwd = field_validator("cwd")(_resolve_path)
 
 
 class Settings(_Model):
@@ -307,12 +368,14 @@ class Settings(_Model):
     schedule: ScheduleSettings = ScheduleSettings()
     server: ServerSettings = ServerSettings()
     publish: PublishSettings = PublishSettings()
+    hooks: HooksSettings = Field(default_factory=dict, validate_default=True)
     rules: tuple[RuleConfig, ...] = ()  # ingest rules for every source
     remove: tuple[str, ...] = ()
     iframe_hosts: tuple[str, ...] = DEFAULT_IFRAME_HOSTS
     keep_days: Positive | None = None
     keep_max: Positive | None = None
     workers: Annotated[int, Field(ge=0, le=64)] = 0  # 0: one per CPU
+    full_text: bool = False  # fetch each new entry's page for its full text (per source too)
 
     _paths = field_validator("posts_dir", "database")(_resolve_path)
     _selectors = field_validator("remove")(_check_selectors)
@@ -382,6 +445,10 @@ class SourceConfig(_Model):
     rules: tuple[RuleConfig, ...] = ()  # ingest rules, after the global ones
     keep_days: Positive | None = None
     keep_max: Positive | None = None
+    # Full text: None takes settings.full_text; the selector names the page's body
+    # element exactly (no guessing), as Miniflux's scraper rules do.
+    full_text: bool | None = None
+    full_text_selector: str | None = None
     # Fetch options (http(s) sources). Values may be ${VAR}, read from the environment at
     # load; the secret ones are SecretStr, so no repr, dump or error message shows them.
     headers: Headers = ()
@@ -391,6 +458,13 @@ class SourceConfig(_Model):
     proxy: SecretStr | None = None  # http, https, socks4(a) or socks5(h) URL
 
     _selectors = field_validator("remove")(_check_selectors)
+
+    @field_validator("full_text_selector")
+    @classmethod
+    def _valid_body_selector(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_selector(value)  # raises ValueError with the reason
+        return value
 
     @field_validator("headers")
     @classmethod

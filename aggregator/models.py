@@ -227,6 +227,8 @@ class Article:
     body_html: str  # cleaned, sanitised HTML (no Hexo escaping)
     authors: tuple[Person, ...] = ()  # the entry's own authors (its byline), in order
     enclosures: tuple[Enclosure, ...] = ()  # every enclosure, as the feed gave it
+    body_from: str = "feed"  # where ``body_html`` came from: "feed", or "page" (full text)
+    body_note: str | None = None  # why the page's full text was not used, when it was not
 
     @property
     def byline(self) -> str:
@@ -247,6 +249,49 @@ class WriteFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryChange:
+    """A new or updated entry, as the webhooks tell it (``hooks.py``)."""
+
+    kind: str  # "new" or "updated"
+    source: str
+    uid: str
+    title: str
+    link: str | None
+    authors: tuple[Person, ...]
+    categories: tuple[str, ...]
+    tags: tuple[str, ...]
+    date: datetime
+    path: str | None  # its article file, relative to the posts folder
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a poll or rebuild changed: the news the hooks pass on to the site.
+
+    Parts add up (a pass is the sum of its polls).
+    """
+
+    #: Article files written (created or rewritten), relative to the posts folder.
+    written: tuple[str, ...] = ()
+    #: Article files deleted (a rule now drops the entry, or retention pruned it).
+    deleted: tuple[str, ...] = ()
+    #: The entries that are new or updated upstream (empty for a rebuild).
+    entries: tuple[EntryChange, ...] = ()
+
+    def __add__(self, other: Changes) -> Changes:
+        return Changes(
+            self.written + other.written,
+            self.deleted + other.deleted,
+            self.entries + other.entries,
+        )
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file written or deleted, once each, in order."""
+        return tuple(dict.fromkeys(self.written + self.deleted))
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
     """What became of a source's entries in one poll or rebuild; parts add up."""
 
@@ -259,6 +304,8 @@ class Counts:
     warnings: tuple[str, ...] = ()
     #: The article files that could not be written, in the order tried.
     write_failures: tuple[WriteFailure, ...] = ()
+    #: The files and entries changed (for the hooks).
+    changes: Changes = Changes()
 
     def __add__(self, other: Counts) -> Counts:
         # Field by field (numbers add, tuples concatenate): a new field cannot be forgotten.
@@ -292,6 +339,7 @@ class SourceOutcome:
     next_poll_at: datetime | None = None  # when ``aggregator run`` polls it next
     skipped: bool = False  # not polled at all (paused or gone)
     local_fault: bool = False  # the error is our storage's (full disk...), not the source's
+    changes: Changes = Changes()  # the files and entries it changed (for the hooks)
 
     @property
     def ok(self) -> bool:

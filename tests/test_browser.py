@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT, MakeConfig, item, rss, start_run, wait_for
+from conftest import DATA, EXAMPLES, ROOT, MakeConfig, item, rss, start_run, wait_for
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from pytest_httpserver import HTTPServer
 
@@ -82,6 +82,16 @@ def running(httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path) -> 
         server={"port": 0, "timezone": "Asia/Shanghai"},
     )
     httpserver.expect_request("/gone").respond_with_data("gone", status=410)
+    # A site whose home page names two feeds, for the "Add source" form.
+    pages = DATA / "discover"
+    for path, name, kind in (
+        ("/", "two-alternates.html", "text/html; charset=utf-8"),
+        ("/blog/atom.xml", "atom.xml", "application/atom+xml"),
+        ("/blog/comments/feed.json", "comments.json", "application/feed+json"),
+    ):
+        httpserver.expect_request(path).respond_with_data(
+            (pages / name).read_bytes(), content_type=kind
+        )
     httpserver.expect_request("/sina").respond_with_data(
         (EXAMPLES / "sina-finance-china.rss.xml").read_bytes(), content_type="application/rss+xml"
     )
@@ -105,7 +115,8 @@ def shoot(page: Page, name: str, tmp_path: Path) -> None:
         page.screenshot(path=str(ROOT / "docs" / f"{name}.png"), full_page=True)
 
 
-def test_dashboard_in_chromium(running: str, tmp_path: Path) -> None:
+def test_dashboard_in_chromium(running: str, httpserver: HTTPServer, tmp_path: Path) -> None:
+    site = httpserver.url_for("/")  # a home page with two feeds (see `running`)
     assert Path(CHROMIUM).exists(), "run tests/install-tools first (Debian's chromium)"
     problems: list[str] = []
     with sync_playwright() as playwright:
@@ -185,6 +196,21 @@ def test_dashboard_in_chromium(running: str, tmp_path: Path) -> None:
             assert small.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
             shoot(small, "overview-phone", tmp_path)
             phone.close()
+            # Add a source: a web page with two feeds, the second one chosen; `run`
+            # reloads the edited config and the overview lists it.
+            page.goto(running)
+            page.click("#add-source-link")
+            page.fill("input[name=url]", site)
+            page.fill("input[name=categories]", "技术 / 阮一峰 / 评论")
+            page.click("#add-source button[type=submit]")
+            page.wait_for_selector("#choose-feed")
+            assert page.locator("input[name=feed]").count() == 2
+            page.check("input[name=feed] >> nth=1")
+            page.click("#choose-feed button[type=submit]")
+            page.wait_for_selector("text=Added 评论 (技术 › 阮一峰 › 评论).")
+            page.goto(running)
+            assert page.locator("#sources tbody tr").count() == 4
+            assert "技术 › 阮一峰 › 评论" in page.locator("#sources").inner_text()
             context.close()
         finally:
             browser.close()

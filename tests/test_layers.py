@@ -14,7 +14,7 @@ from conftest import ROOT
 WEB = ROOT / "aggregator" / "web"
 POLL_MODULES = frozenset(
     f"aggregator.poll.{name}"
-    for name in ("pipeline", "policy", "scheduler", "worker", "fetch", "ingest")
+    for name in ("pipeline", "policy", "scheduler", "worker", "fetch", "ingest", "discovery")
 )
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from aggregator.content.clean import (
     TAG,
+    Cleaned,
     CleanOptions,
     clean_html,
     is_http,
@@ -28,6 +29,7 @@ from aggregator.content.clean import (
     sanitise,
     strip_tracking,
 )
+from aggregator.content.fulltext import MIN_SHARE, Extraction
 from aggregator.models import Article, Enclosure, ParsedEntry
 
 SUMMARY_CHARS = 280
@@ -217,20 +219,28 @@ def entry_uid(source_name: str, key: str) -> str:
     return _digest(source_name, key)[:24]
 
 
-def convert_entry(entry: ParsedEntry, source: SourceView, now: datetime) -> Article:
+def convert_entry(
+    entry: ParsedEntry, source: SourceView, now: datetime, page: Extraction | None = None
+) -> Article:
     """Clean an entry and gather everything its article file and feeds need.
 
     ``now`` is the time of the poll (or rebuild): a date more than a day ahead of it is
-    not trusted (``trusted_date``).
+    not trusted (``trusted_date``). ``page`` is the main content of the entry's web page
+    (full text): its cleaned HTML becomes the body unless it is empty or much shorter than
+    the feed's own (``fulltext.MIN_SHARE``); the raw original stays the feed's entry.
     """
     cleaned = clean_html(entry.content_html, _base(entry.content_base, entry.link), source.cleaning)
+    feed_text = cleaned.text
+    body_from, body_note = "feed", None
+    if page is not None:
+        cleaned, body_from, body_note = _page_or_feed(cleaned, page, source)
     if entry.summary_html and entry.summary_html != entry.content_html:
         summary_text = clean_html(
             entry.summary_html, _base(entry.summary_base, entry.link), source.cleaning
         ).text
     else:
-        summary_text = cleaned.text
-    title = entry.title.strip() or derive_title(cleaned.text or summary_text)
+        summary_text = feed_text or cleaned.text
+    title = entry.title.strip() or derive_title(feed_text or cleaned.text or summary_text)
     if len(summary_text) > SUMMARY_CHARS:
         summary_text = summary_text[: SUMMARY_CHARS - 1].rstrip() + "…"
     raw_json = entry.to_json()
@@ -253,7 +263,30 @@ def convert_entry(entry: ParsedEntry, source: SourceView, now: datetime) -> Arti
         authors=entry.authors,
         # Web addresses only, as for the link: front matter reaches a theme's templates.
         enclosures=tuple(e for e in entry.enclosures if is_http(e.url)),
+        body_from=body_from,
+        body_note=body_note,
     )
+
+
+def _page_or_feed(
+    feed: Cleaned, page: Extraction, source: SourceView
+) -> tuple[Cleaned, str, str | None]:
+    """The body to keep, where it came from, and why the page's was not taken."""
+    if page.html is None:
+        return feed, "feed", page.reason or "no main content found on the page"
+    from_page = clean_html(page.html, page.url if is_http(page.url) else None, source.cleaning)
+    if not from_page.text:
+        return feed, "feed", "the page's main content is empty once cleaned"
+    if len(from_page.text) < MIN_SHARE * len(feed.text):
+        return (
+            feed,
+            "feed",
+            (
+                f"the page's main content ({len(from_page.text)} characters) is much shorter "
+                f"than the feed's own ({len(feed.text)})"
+            ),
+        )
+    return from_page, "page", None
 
 
 def _base(own: str | None, link: str | None) -> str | None:

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 
 from aggregator.content.convert import assign_keys, fold_path, keep_one_per_entry
 from aggregator.errors import LocalFaultError
-from aggregator.models import Article, Counts, WriteFailure
+from aggregator.models import Article, Changes, Counts, EntryChange, WriteFailure
 from aggregator.poll.decide import (
     Batch,
+    Change,
     Known,
     Look,
     OnDisk,
+    PlannedRow,
     decide,
     files_to_examine,
     make_batch,
@@ -105,8 +107,13 @@ class Ingest:
                 for path, exc in failures.items()
             }
         )
+        changes = _changes(plan.rows, plan.writes, plan.deletes, failures, rebuild=rebuild)
         return Applied(
-            source.name, rows, plan.seen_again, now, Counts(warnings=tuple(repeats)) + counts
+            source.name,
+            rows,
+            plan.seen_again,
+            now,
+            Counts(warnings=tuple(repeats), changes=changes) + counts,
         )
 
     def write_rows(self, conn: Connection, applied: Applied) -> None:
@@ -148,3 +155,40 @@ class Ingest:
                 content = files.read_file(path) if look is Look.CONTENT else None
                 found[path] = OnDisk(entry_id=files.entry_id_of(path), content=content)
         return found
+
+
+def _changes(
+    planned: Iterable[PlannedRow],
+    writes: Mapping[str, str],
+    deletes: Iterable[str],
+    failures: Mapping[str, object],
+    *,
+    rebuild: bool,
+) -> Changes:
+    """What a carried-out plan changed, for the hooks: files written and deleted, and
+    (for a poll, not a rebuild) the entries new or updated upstream."""
+    entries = (
+        ()
+        if rebuild
+        else tuple(
+            EntryChange(
+                kind=str(p.change),
+                source=p.row.source,
+                uid=p.row.uid,
+                title=p.row.title,
+                link=p.row.link,
+                authors=p.row.authors,
+                categories=p.row.categories,
+                tags=p.row.tags,
+                date=p.row.date,
+                path=p.row.path,
+            )
+            for p in planned
+            if p.change in (Change.NEW, Change.UPDATED) and p.row.path not in failures
+        )
+    )
+    return Changes(
+        written=tuple(path for path in writes if path not in failures),
+        deleted=tuple(deletes),
+        entries=entries,
+    )

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TypedDict
 
 from aggregator.config import SourceConfig
-from aggregator.models import Counts, SourceOutcome, Status
+from aggregator.models import Changes, Counts, SourceOutcome, Status
 from aggregator.poll.policy import (
     Decision,
     Hints,
@@ -104,6 +104,7 @@ class _Counted(TypedDict):
     failed: int
     dropped: int
     warnings: tuple[str, ...]
+    changes: Changes
 
 
 def _counted(counts: Counts) -> _Counted:
@@ -115,6 +116,7 @@ def _counted(counts: Counts) -> _Counted:
         dropped=counts.dropped,
         # As shown: entry problems, then the files not written.
         warnings=counts.warnings + tuple(f"write: {f.message}" for f in counts.write_failures),
+        changes=counts.changes,
     )
 
 

@@ -19,11 +19,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from aggregator.config import Config, SourceConfig
+from aggregator.content.fulltext import Page
 from aggregator.errors import FetchError, LocalFaultError, StoreError
-from aggregator.models import Counts, SourceOutcome, Status
+from aggregator.models import Changes, Counts, SourceOutcome, Status
 from aggregator.poll.fetch import Fetcher
 from aggregator.poll.ingest import Applied, Ingest
 from aggregator.poll.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
+from aggregator.poll.pages import PagesDone, update_pages
 from aggregator.poll.policy import Policy, feed_hints
 from aggregator.poll.resolve import ResolvedSource, resolve_source, resolve_sources
 from aggregator.poll.worker import (
@@ -36,6 +38,13 @@ from aggregator.poll.worker import (
 )
 from aggregator.redact import redact, without_credentials
 from aggregator.store import Store
+from aggregator.store.pages import (
+    PageResult,
+    StoredPage,
+    forget_pages,
+    load_pages,
+    record_results,
+)
 from aggregator.store.records import PollRecord, SourceState
 
 log = logging.getLogger(__name__)
@@ -144,6 +153,8 @@ class Poller:
         ):
             futures: list[Future[PollRecord | SourceOutcome]] = []
             pending: list[PollRecord] = []
+            page_passes: list[Future[PagesDone]] = []
+            by_name = {s.key: s for s in sources}
 
             def flush() -> None:
                 if not pending:
@@ -165,6 +176,12 @@ class Poller:
                     result = future.result()
                     if isinstance(result, PollRecord):
                         pending.append(result)
+                        # Full text: the source's pages, now that its entries are stored,
+                        # beside the other sources' polls (the same bounded threads); its
+                        # record is written without waiting for them.
+                        source = by_name[result.outcome.source]
+                        if self.resolved(source).full_text:
+                            page_passes.append(threads.submit(self.update_pages, source, pool))
                     else:
                         outcomes[result.source] = result
                         if on_done is not None:
@@ -173,6 +190,13 @@ class Poller:
                     # hundreds of 304s is otherwise all transaction overhead).
                     if len(pending) >= RECORD_BATCH or done == len(futures):
                         flush()
+                for page_pass in page_passes:
+                    # The files a page pass rewrote are this pass's changes too (hooks).
+                    pages = page_pass.result()
+                    outcome = outcomes[pages.source]
+                    outcomes[pages.source] = replace(
+                        outcome, changes=outcome.changes + pages.changes
+                    )
             except BaseException:
                 # Interrupted (a signal, Ctrl-C): start no more polls, let those in flight
                 # end (their fetch timeouts bound it), and record every poll that ended.
@@ -301,6 +325,50 @@ class Poller:
             ),
         )
 
+    # -- full text -----------------------------------------------------------------------
+
+    def update_pages(
+        self,
+        source: SourceConfig,
+        pool: Executor | None = None,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> PagesDone:
+        """Fetch the pages a full-text source's entries still need and use them
+        (``poll/pages.py``); a failure is logged and reported, never raised."""
+        try:
+            return update_pages(
+                self.store,
+                self.ingest,
+                self.fetcher,
+                self.resolved(source),
+                self.clock(),
+                pool,
+                should_stop=should_stop,
+            )
+        except Exception as exc:  # a bug must not stop the other sources' passes
+            log.exception("pages source=%s failed unexpectedly", source.key)
+            return PagesDone(source.key, error=f"internal error: {type(exc).__name__}: {exc}")
+
+    def refetch(self, source: SourceConfig, pool: Executor | None = None) -> PagesDone:
+        """Forget a source's stored pages and fetch every kept entry's page again."""
+        with self.store.transaction() as conn:
+            forget_pages(conn, source.key)
+        total = PagesDone(source.key)
+        while True:
+            done = self.update_pages(source, pool)
+            total = PagesDone(
+                source.key,
+                total.fetched + done.fetched,
+                total.from_page + done.from_page,
+                total.from_feed + done.from_feed,
+                done.error,
+                total.changes + done.changes,
+            )
+            # Every pass stores a row for each page it asked for: the work shrinks.
+            if done.error is not None or done.fetched == 0:
+                return total
+
     def _store(
         self, source: ResolvedSource, prepared: Prepared, now: datetime
     ) -> tuple[Counts, str | None, str | None]:
@@ -314,18 +382,25 @@ class Poller:
             return Counts(), prepared.error, None
         applied: Applied | None = None
         pruned = 0
+        deleted: list[str] = []
         error = fault = None
         try:
             with self.store.transaction() as conn:
                 applied = self.ingest.write_files(conn, source, prepared.articles, now)
                 self.ingest.write_rows(conn, applied)
-                pruned = self.store.prune(conn, source.name, source.keep_days, source.keep_max, now)
+                pruned = self.store.prune(
+                    conn, source.name, source.keep_days, source.keep_max, now, deleted
+                )
         except LocalFaultError as exc:
             fault = str(exc)
         except StoreError as exc:
             error = str(exc)
         counts = applied.counts if applied is not None else Counts()
-        return counts + Counts(dropped=pruned), error, fault
+        return (
+            counts + Counts(dropped=pruned, changes=Changes(deleted=tuple(deleted))),
+            error,
+            fault,
+        )
 
     def _record(self, records: list[PollRecord]) -> None:
         """Write polls and states in one transaction, and log one line per poll."""
@@ -357,11 +432,25 @@ class Poller:
             for source in resolved:
                 with self.store.transaction() as conn:
                     stored = self.store.entries_for_rebuild(conn, source.name)
+                    kept = load_pages(conn, source.name, [k for k, _ in stored])
                 keys = [k for k, _ in stored]
-                future = pool.submit(prepare_stored, source.view, [r for _, r in stored], now)
+                # Full text: the stored pages are extracted again, never fetched.
+                pages = [_stored_page(kept.get(k)) if source.full_text else None for k in keys]
+                future = pool.submit(
+                    prepare_stored,
+                    source.view,
+                    [r for _, r in stored],
+                    now,
+                    pages,
+                    source.full_text_selector,
+                )
                 jobs.append((source, keys, future))
             for source, keys, future in jobs:
                 prepared = future.result()
+                results = [
+                    PageResult(keys[i], a.body_from, a.body_note, a.raw_hash)
+                    for i, a in zip(prepared.indices, prepared.articles, strict=True)
+                ]
                 applied: Applied | None = None
                 error = None
                 try:
@@ -375,6 +464,8 @@ class Poller:
                             force=True,
                         )
                         self.ingest.write_rows(conn, applied)
+                        if source.full_text:
+                            record_results(conn, source.name, results)
                 except StoreError as exc:
                     error = str(exc)
                 counts = prepared_counts(prepared)
@@ -396,6 +487,14 @@ class Poller:
                     conn, source.name, source.keep_days, source.keep_max, now
                 )
         return pruned
+
+
+def _stored_page(stored: StoredPage | None) -> Page | str | None:
+    """A stored page as ``prepare_stored`` takes it: the page, why there is none, or None
+    (no page fetched yet: the feed's body)."""
+    if stored is None:
+        return None
+    return stored.page or stored.error or "fetch failed"
 
 
 def prepared_counts(prepared: Prepared) -> Counts:

@@ -43,6 +43,10 @@ class ResolvedSource:
     render_key: str
     #: The folder of its article files, relative to the posts folder.
     folder: str
+    #: Fetch each new entry's page and take its body from there (``full_text``).
+    full_text: bool = False
+    #: The CSS selector of the page's body element; None: the extractor finds it.
+    full_text_selector: str | None = None
     #: Its own headers, login, User-Agent and proxy (none: the global fetch settings).
     fetch: FetchOptions = NO_OPTIONS
 
@@ -87,6 +91,8 @@ def resolve_source(
         keep_max=source.keep_max or settings.keep_max,
         render_key=_render_key(view, options, rules),
         folder="/".join(article_dir(view.categories)),
+        full_text=settings.full_text if source.full_text is None else source.full_text,
+        full_text_selector=source.full_text_selector,
         fetch=fetch_options(source),
     )
 

@@ -19,6 +19,9 @@ log, and the old one keeps running.
 
 Rebuilds asked for from the dashboard run here too (``Rebuilder``), one at a time in a
 thread of their own, so the web layer only asks and shows how the last one went.
+
+A poll or rebuild that changed article files or entries tells ``change_listeners``
+(``_changed``): the hooks (``aggregator/hooks.py``), which pass it on to the site.
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ from apscheduler.triggers.date import DateTrigger
 
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import ConfigError
-from aggregator.models import RebuildStatus, SourceOutcome, Status
+from aggregator.hooks import Hooks
+from aggregator.models import Changes, RebuildStatus, SourceOutcome, Status
 from aggregator.poll.pipeline import Clock, Poller, utcnow
 from aggregator.poll.policy import first_runs
 from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
 from aggregator.store import Store
+from aggregator.store.static import StaticFeeds
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +75,21 @@ class Rebuilder:
         make_poller: a poller for one rebuild (closed after it), over the configuration
             in force when the rebuild starts.
         clock: the current UTC time, for the status.
+        on_change: told what a rebuild changed (the service's hooks).
+        after: called when a rebuild has ended (its files may have changed).
     """
 
-    def __init__(self, make_poller: Callable[[], Poller], clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        make_poller: Callable[[], Poller],
+        clock: Clock = utcnow,
+        on_change: Callable[[Changes], None] | None = None,
+        after: Callable[[], None] = lambda: None,
+    ) -> None:
         self.make_poller = make_poller
         self.clock = clock
+        self.on_change = on_change
+        self.after = after
         self._status = RebuildStatus()
         self._lock = threading.Lock()
         self._idle = threading.Event()
@@ -107,6 +122,8 @@ class Rebuilder:
                 outcomes = poller.rebuild(poller.config.sources)
             finally:
                 poller.close()
+            if self.on_change is not None:
+                self.on_change(sum((o.changes for o in outcomes), Changes()))
             done = replace(
                 started,
                 sources=len(outcomes),
@@ -119,6 +136,8 @@ class Rebuilder:
             done = replace(started, error=str(exc) or type(exc).__name__)
         with self._lock:
             self._status = replace(done, finished_at=self.clock())
+        self.after()
+        with self._lock:
             self._idle.set()
 
 
@@ -164,9 +183,18 @@ class Service:
         )
         self.last_reload_error: str | None = None
         self.on_poll: Callable[[SourceOutcome], None] | None = None
+        self.hooks = Hooks(config.settings.hooks, store)
+        # Told of every poll and rebuild that changed files or entries (the one place).
+        self.change_listeners: list[Callable[[Changes], None]] = [self.hooks.notify]
         # One worker: a rebuild must not take the processes the scheduled polls parse in.
+        # The static feeds (settings.publish.static_dir) follow every change, off the
+        # poll's thread.
+        self.static = StaticFeeds(store, lambda: self.config, clock)
         self.rebuilder = Rebuilder(
-            lambda: Poller(self.config, store, clock=clock, rng=self.rng, workers=1), clock
+            lambda: Poller(self.config, store, clock=clock, rng=self.rng, workers=1),
+            clock,
+            on_change=self._changed,
+            after=self._pass_ended,
         )
 
     @property
@@ -187,6 +215,7 @@ class Service:
             self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
         )
         self.scheduler.start(paused=paused)
+        self._pass_ended()  # the config or the entries may have changed while stopped
 
     @property
     def stop_grace(self) -> float:
@@ -207,10 +236,12 @@ class Service:
         """
         with self._idle:
             self._stopping = True
+        self.hooks.close()  # kills a running command: a stop never waits for the site
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)  # waiting in there deadlocks (see above)
         finished = not wait or self._wait_idle(self.stop_grace)
         self.pool.shutdown(wait=finished, cancel_futures=True)
+        self.static.close()
         self.poller.close()
         return finished
 
@@ -341,9 +372,33 @@ class Service:
             self.schedule(name, outcome.next_poll_at)
         elif not outcome.skipped:
             self.unschedule(name)  # paused or gone: it waits for a refresh
+        self._pass_ended()  # the static feeds before the hooks (which wait their debounce)
+        self._changed(outcome.changes)
         if self.on_poll is not None:
             self.on_poll(outcome)
+        if not outcome.skipped and self.poller.resolved(source).full_text:
+            # Full text: after the poll is recorded and the next one scheduled, on this
+            # job thread (bounded by the job pool); a stop ends it between two pages.
+            pages = self.poller.update_pages(source, self.pool, should_stop=lambda: self._stopping)
+            if pages.changes.files or pages.changes.entries:
+                self._pass_ended()  # the static feeds show the page's body
+            self._changed(pages.changes)  # the articles it rewrote: the site rebuilds again
         return outcome
+
+    def _changed(self, changes: Changes) -> None:
+        """Tell the listeners of a poll's or rebuild's changes, if it made any."""
+        if not (changes.files or changes.entries):
+            return
+        for listener in self.change_listeners:
+            try:
+                listener(changes)
+            except Exception:  # a listener's bug must not cost the poll its schedule
+                log.exception("a change listener failed")
+
+    def _pass_ended(self) -> None:
+        """After a poll, a rebuild or a reload: what follows a change of the entries (the
+        static feeds; each does nothing when nothing changed since its last run)."""
+        self.static.changed()
 
     # -- configuration changes -----------------------------------------------------------
 
@@ -387,6 +442,7 @@ class Service:
                 new, self.store, clock=self.clock, rng=self.rng, workers=self.poller.workers
             )
             old_poller.close()  # its idle connections; polls in flight finish on theirs
+            self.hooks.settings = new.settings.hooks  # from the next run on
             old_sources = {s.key: s for s in old.sources if s.enabled}
             new_sources = {s.key: s for s in new.sources if s.enabled}
             for name in old_sources.keys() - new_sources.keys():
@@ -397,6 +453,7 @@ class Service:
                 if name not in old_sources or old_sources[name] != s
             ]
             self._schedule_all(changed, fresh=True)
+            self._pass_ended()  # titles, outputs or the static folder may have changed
             log.info(
                 "config reloaded: %d sources (%d added or changed, %d removed)",
                 len(new_sources),

@@ -16,7 +16,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 from aggregator.content.convert import SourceView, convert_entry, untrusted_dates
+from aggregator.content.fulltext import Extraction, Page, extract_page
 from aggregator.content.parse import parse_feed
 from aggregator.errors import AggregatorError
 from aggregator.models import Article, ParsedEntry
@@ -80,12 +81,29 @@ def prepare(
     return replace(prepared, hints=hints)
 
 
-def prepare_stored(view: SourceView, raws: list[str], now: datetime) -> Prepared:
+def prepare_stored(
+    view: SourceView,
+    raws: list[str],
+    now: datetime,
+    pages: Sequence[Page | str | None] = (),
+    selector: str | None = None,
+) -> Prepared:
     """Convert stored raw entries again (for ``rebuild``), as if polled at ``now``.
 
-    A date that was too far ahead when the entry was polled may be trusted now.
+    A date that was too far ahead when the entry was polled may be trusted now. An entry
+    with a stored page (``pages[i]``; a string: why its fetch failed) takes its body from
+    it again (full text), without fetching.
     """
-    return _convert_all(view, [ParsedEntry.from_json(r) for r in raws], now, None, [], [])
+    extractions = [
+        None
+        if p is None
+        else extract_page(p, selector)
+        if isinstance(p, Page)
+        else Extraction("", None, p)
+        for p in pages
+    ]
+    entries = [ParsedEntry.from_json(r) for r in raws]
+    return _convert_all(view, entries, now, None, [], [], extractions)
 
 
 def _convert_all(
@@ -95,13 +113,15 @@ def _convert_all(
     title: str | None,
     problems: list[str],
     warnings: list[str],
+    pages: Sequence[Extraction | None] = (),
 ) -> Prepared:
     articles: list[Article] = []
     indices: list[int] = []
     failed = len(problems)
     for index, entry in enumerate(entries):
         try:
-            articles.append(convert_entry(entry, view, now))
+            page = pages[index] if index < len(pages) else None
+            articles.append(convert_entry(entry, view, now, page))
             indices.append(index)
         except Exception as exc:  # one hostile entry must not stop its feed
             failed += 1

@@ -94,31 +94,7 @@ class ArticleFiles:
             StoreError: the folder cannot be created or the file cannot be written for
                 another reason (e.g. a name the file system refuses).
         """
-        target = self.file_path(relative)
-        tmp: str | None = None
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # A leading dot: Hexo, Hugo and Jekyll all skip hidden files.
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{target.name[:40]}.", suffix=".tmp", dir=target.parent
-            )
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            Path(tmp).chmod(0o644)
-            Path(tmp).replace(target)
-            tmp = None
-        except OSError as exc:
-            message = f"cannot write {target}: {exc.strerror or exc}"
-            if is_local_os_fault(exc):
-                raise LocalFaultError(message) from exc
-            raise StoreError(message) from exc
-        finally:
-            if tmp is not None:
-                with suppress(OSError):
-                    Path(tmp).unlink()
+        write_atomic(self.file_path(relative), text.encode("utf-8"), fsync=self.fsync)
 
     def write_files(self, files: Mapping[str, str]) -> dict[str, StoreError]:
         """Write several article files atomically, concurrently; returns the failures.
@@ -197,3 +173,39 @@ class ArticleFiles:
         """Remove an article file, if it is there."""
         with suppress(OSError):
             self.file_path(relative).unlink()
+
+
+def write_atomic(target: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write a file atomically: a hidden temp file in the same folder, then rename.
+
+    Readers (a site generator, a web server) see the old file or the new one, never
+    half of one. The folders are made as needed.
+
+    Raises:
+        LocalFaultError: the folder itself is failing (full disk, read-only, over
+            quota, I/O error); nothing is left half-written.
+        StoreError: the folder cannot be created or the file cannot be written for
+            another reason (e.g. a name the file system refuses).
+    """
+    tmp: str | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A leading dot: Hexo, Hugo and Jekyll all skip hidden files.
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        Path(tmp).chmod(0o644)
+        Path(tmp).replace(target)
+        tmp = None
+    except OSError as exc:
+        message = f"cannot write {target}: {exc.strerror or exc}"
+        if is_local_os_fault(exc):
+            raise LocalFaultError(message) from exc
+        raise StoreError(message) from exc
+    finally:
+        if tmp is not None:
+            with suppress(OSError):
+                Path(tmp).unlink()

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from aggregator.store.queries import Queries, chunks
 from aggregator.store.records import (
     EntryRow,
     FolderContents,
+    HookRun,
     PollRecord,
     SourceStateUpdate,
     StoredEntry,
@@ -51,6 +53,7 @@ from aggregator.store.schema import (
     add_missing_columns,
     category_path,
     entries_table,
+    hook_runs_table,
     kept,
     meta_table,
     metadata,
@@ -60,6 +63,7 @@ from aggregator.store.schema import (
 )
 
 VERSION_RECHECK = 1.0  # seconds between reads of the content version by a reader
+HOOK_HISTORY = 50  # hook runs and webhook deliveries kept
 INTEGRITY_BUDGET = 5.0  # seconds the integrity check at open may take; larger files: partly
 SQLITE_INTERRUPT = 9
 DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -381,6 +385,14 @@ class Store(Queries, Logins):
         )
         conn.execute(statement, [{"key": k, "value": str(v)} for k, v in amounts.items()])
 
+    def record_hook_run(self, run: HookRun, history: int = HOOK_HISTORY) -> None:
+        """Record a hook run or webhook delivery; keep the last ``history``."""
+        t = hook_runs_table
+        with self.transaction() as conn:
+            conn.execute(sa.insert(t).values(asdict(run)))
+            newest = sa.select(t.c.id).order_by(t.c.id.desc()).limit(history)
+            conn.execute(sa.delete(t).where(t.c.id.not_in(newest.scalar_subquery())))
+
     def set_status(self, name: str, url: str, status: str, reason: str | None) -> None:
         """Pause or resume a source by hand (its next poll time is cleared).
 
@@ -444,8 +456,11 @@ class Store(Queries, Logins):
         keep_days: int | None,
         keep_max: int | None,
         now: datetime,
+        deleted: list[str] | None = None,
     ) -> int:
         """Apply retention to a source: delete the files, remember the entries as pruned.
+
+        ``deleted``, if given, is extended with the paths of the files deleted.
 
         Returns:
             How many entries were pruned.
@@ -475,6 +490,8 @@ class Store(Queries, Logins):
         for _, path in doomed:
             if path:
                 self.files.delete_file(path)
+                if deleted is not None:
+                    deleted.append(path)
         for start in range(0, len(ids), 500):
             conn.execute(
                 sa.update(t)

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from aggregator.content.filter import Query
+from aggregator.content.selection import Selection, pick
 from aggregator.errors import StoreError
 from aggregator.models import Enclosure, Person, PublishedEntry, Status, list_from_json
 from aggregator.store.records import SourceState
@@ -23,6 +25,7 @@ from aggregator.store.schema import (
     CATEGORY_SEPARATOR,
     category_path,
     entries_table,
+    hook_runs_table,
     kept,
     meta_table,
     polls_table,
@@ -129,6 +132,29 @@ class Queries:
         with self.reading() as conn:
             return [(r.id, _published(r)) for r in conn.execute(query)]
 
+    def selected(self, selection: Selection, query: Query) -> list[PublishedEntry]:
+        """The entries of a feed: the selection, then rules and query filters, newest
+        first (what the web app serves and the static feeds write)."""
+        return pick(selection, query, self._pages(selection, query))
+
+    def _pages(self, selection: Selection, query: Query) -> Iterator[PublishedEntry]:
+        before = None
+        page = selection.page_size(query)
+        while True:
+            rows = self.published(
+                categories=selection.categories,
+                sources=selection.sources,
+                since=query.since,
+                before=before,
+                limit=page,
+            )
+            for _, entry in rows:
+                yield entry
+            if len(rows) < page:
+                return
+            last_id, last = rows[-1]
+            before = (last.date, last_id)
+
     def dropped(self, source: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """The audit: entries that rules dropped, newest drop first."""
         t = entries_table
@@ -162,6 +188,13 @@ class Queries:
         query = sa.select(t).where(t.c.source == source).order_by(t.c.id.desc())
         with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    def hook_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest hook runs and webhook deliveries, newest first."""
+        t = hook_runs_table
+        with self.reading() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.id.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
 
     def source_states(self) -> dict[str, dict[str, Any]]:
         """Every source's recorded state, by name (one query, for the dashboard)."""

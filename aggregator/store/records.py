@@ -151,3 +151,19 @@ class FolderContents:
     #: The folds (``convert.fold_path``) of every file and folder in it that no index
     #: row points at (ours left by a killed run, or someone else's).
     folds: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class HookRun:
+    """One run of an ``on_change`` command, or one webhook delivery (all its attempts)."""
+
+    kind: str  # "command" or "webhook"
+    target: str  # the command as written, or the webhook's URL redacted
+    started_at: datetime
+    duration: float  # seconds, all attempts included
+    ok: bool
+    exit_code: int | None = None  # a command's exit status; a webhook's last HTTP status
+    attempts: int = 1
+    files: int = 0  # files changed (command), entries sent (webhook)
+    error: str | None = None  # why it failed: timed out, could not start, refused...
+    output: str | None = None  # the command's output (stdout and stderr), its last bytes

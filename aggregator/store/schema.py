@@ -123,6 +123,24 @@ polls_table = sa.Table(
     sa.Column("moved_to", sa.Text),
 )
 
+# What the hooks did (``aggregator/hooks.py``): one row per command run or webhook
+# delivery, the last ``HOOK_HISTORY`` kept, for the dashboard.
+hook_runs_table = sa.Table(
+    "hook_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),  # "command" or "webhook"
+    sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),  # seconds
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("exit_code", sa.Integer),  # a command's; a webhook's last HTTP status
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("files", sa.Integer, nullable=False, server_default="0"),  # or entries sent
+    sa.Column("error", sa.Text),  # timed out, could not start, connection refused...
+    sa.Column("output", sa.Text),  # a command's stdout and stderr, its last bytes
+)
+
 meta_table = sa.Table(
     "meta",
     metadata,
@@ -147,6 +165,27 @@ admin_sessions_table = sa.Table(
     sa.Column("id", sa.String, primary_key=True),  # random; carried in the signed cookie
     sa.Column("secret_mark", sa.String, nullable=False),  # which admin secret logged in
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+
+# Full text: the web page of each entry of a `full_text` source, fetched once and kept raw
+# (zlib), so that a rebuild extracts again without fetching; and what the last extraction
+# did with it. A row, even one whose fetch failed, means "fetched": only a refetch asks again.
+pages_table = sa.Table(
+    "pages",
+    metadata,
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("key", sa.String, nullable=False),  # the entry's key in its source
+    sa.Column("url", sa.Text),  # the final URL, after redirects (the base of relative links)
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("content_type", sa.Text),
+    sa.Column("body", sa.LargeBinary),  # zlib-compressed page; NULL: the fetch failed
+    sa.Column("error", sa.Text),  # why the fetch failed
+    sa.Column("body_from", sa.String),  # "page" or "feed": where the article's body came from
+    sa.Column("reason", sa.Text),  # why the feed's own body was kept
+    sa.Column("applied_hash", sa.String),  # the entry's raw_hash when that was decided
+    sa.PrimaryKeyConstraint("source", "key"),
 )
 
 

@@ -3,7 +3,8 @@
 Run it inside ``aggregator run`` (with the polling service), by ``aggregator serve``, or
 alone for a WSGI server: ``gunicorn 'aggregator.web:create_app()'`` with
 ``AGGREGATOR_CONFIG`` pointing at the configuration. It imports no poll module: the
-service and the rebuild runner are handed in by ``cli``, typed by protocols in ``state``.
+service, the rebuild runner and the source adder (the Add source form's fetching and
+config edit) are handed in by ``cli``, typed by protocols in ``state``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from aggregator.web.state import (
     Clock,
     PollService,
     Rebuilds,
+    SourceAdder,
     SystemClock,
 )
 from aggregator.web.throttle import LoginThrottle
@@ -70,6 +72,7 @@ def create_app(
     *,
     rebuilds: Rebuilds | None = None,
     clock: Clock | None = None,
+    adder: SourceAdder | None = None,
 ) -> Flask:
     """Build the web app.
 
@@ -82,6 +85,8 @@ def create_app(
         rebuilds: who runs the dashboard's rebuilds without a service; with neither,
             the dashboard cannot start one.
         clock: the app's time; the system's when not given.
+        adder: who adds sources to the config file for the admin's "Add source" form;
+            without one, the form says to edit the file or use ``aggregator add``.
     """
     if config is None:
         config = load_config(os.environ.get("AGGREGATOR_CONFIG", "config.yaml"))
@@ -116,6 +121,7 @@ def create_app(
         clock=clock,
         started_config=config,
         views=CurrentView(config),
+        adder=adder,
     )
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["localtime"] = _localtime_filter(config.settings.server.timezone)

@@ -1,4 +1,5 @@
-"""Admin actions: log in with the secret, refresh / pause / resume a source, rebuild.
+"""Admin actions: log in with the secret, refresh / pause / resume a source, rebuild,
+add a source.
 
 POST only, each with a CSRF token bound to the session, and only for a session that
 logged in with the admin secret. With no secret configured, the dashboard is read-only:
@@ -27,9 +28,11 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 from aggregator.config import SourceConfig
+from aggregator.content.discover import FoundFeed
+from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import Status
 from aggregator.web.dashboard import ADMIN_SESSION_LIFETIME, is_admin
-from aggregator.web.state import app_state
+from aggregator.web.state import SourceAdder, app_state
 
 bp = Blueprint("admin", __name__)
 log = logging.getLogger(__name__)
@@ -173,3 +176,87 @@ def rebuild() -> ResponseReturnValue:
     else:
         flash("No rebuild started: one is already running.")
     return redirect(url_for("dashboard.index"))
+
+
+# -- adding a source --------------------------------------------------------------------
+
+
+def _adder() -> SourceAdder:
+    adder = app_state().adder
+    if adder is None:
+        abort(
+            409,
+            "adding sources here needs `aggregator run`: run `aggregator add URL` or edit "
+            "the config file",
+        )
+    return adder
+
+
+def _add_form(error: str | None = None, status: int = 200, **values: Any) -> ResponseReturnValue:
+    fields = {k: request.form.get(k, "") for k in ("url", "categories", "name")}
+    return render_template("add_source.html", error=error, **fields, **values), status
+
+
+def _path(text: str) -> tuple[str, ...] | None:
+    """A category path typed in the form ("a / b / c"); None: the titles decide."""
+    path = tuple(part.strip() for part in text.split("/") if part.strip())
+    return path or None
+
+
+def _problem(exc: AggregatorError) -> str:
+    return exc.report() if isinstance(exc, ConfigError) else str(exc)
+
+
+def _added(adder: SourceAdder, feed: FoundFeed, site_title: str) -> ResponseReturnValue:
+    """Add ``feed`` with the form's categories and name; to its page, or the form again."""
+    try:
+        added = adder.add(
+            feed,
+            site_title=site_title,
+            categories=_path(request.form.get("categories", "")),
+            name=request.form.get("name", "").strip() or None,
+        )
+    except AggregatorError as exc:
+        return _add_form(_problem(exc), 400)
+    log.info("source %s added from the dashboard", added.name)
+    flash(f"Added {added.name} ({' › '.join(added.categories)}).")
+    if app_state().config.source(added.name) is None:  # the service has not reloaded it
+        return redirect(url_for("dashboard.index"))
+    return redirect(url_for("dashboard.source_page", name=added.name))
+
+
+@bp.route("/admin/sources/new", methods=["GET", "POST"])
+def add_source() -> ResponseReturnValue:
+    """The "Add source" form: a feed's URL or a web page's; its feeds are found, one is
+    added (or the admin chooses among several)."""
+    if request.method == "GET":
+        if app_state().admin is None:
+            abort(403, "the dashboard is read-only: no admin secret is configured")
+        if not is_admin():
+            return redirect(url_for("admin.login"))
+        _adder()
+        return _add_form()
+    _require_admin()
+    adder = _adder()
+    url = request.form.get("url", "").strip()
+    if not url:
+        return _add_form("Give the URL of a feed or of a web page.", 400)
+    try:
+        found = adder.discover(url)
+    except AggregatorError as exc:
+        return _add_form(_problem(exc), 400)
+    if len(found.feeds) == 1:
+        return _added(adder, found.feeds[0], found.site_title)
+    return _add_form(discovery=found)
+
+
+@bp.post("/admin/sources/add")
+def add_chosen() -> ResponseReturnValue:
+    """Add the feed chosen among those a page has (checked again: a form can say anything)."""
+    _require_admin()
+    adder = _adder()
+    try:
+        feed = adder.check(request.form.get("feed", ""))
+    except AggregatorError as exc:
+        return _add_form(_problem(exc), 400)
+    return _added(adder, feed, request.form.get("site_title", ""))

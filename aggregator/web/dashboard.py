@@ -17,6 +17,7 @@ from aggregator.errors import StoreError
 from aggregator.opml import export_opml
 from aggregator.redact import redact
 from aggregator.store import Store
+from aggregator.store.pages import body_origins, page_notes
 from aggregator.web.state import app_state
 
 bp = Blueprint("dashboard", __name__)
@@ -109,8 +110,28 @@ def index() -> ResponseReturnValue:
         new_today=sum(s["recent"] for s in sources),
         admin=admin,
         admin_enabled=state.admin is not None,
+        can_add=state.adder is not None,
         rebuild=state.rebuilds.rebuild_status if state.rebuilds is not None else None,
+        hooks=hook_rows(admin),
+        hooks_configured=bool(
+            state.config.settings.hooks.on_change or state.config.settings.hooks.webhooks
+        ),
     )
+
+
+def hook_rows(reveal: bool, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest hook runs and webhook deliveries; what they quote of URLs is redacted
+    unless ``reveal`` (a command's output may print a remote with its token)."""
+    rows = app_state().store.hook_runs(limit)
+    if reveal:
+        return rows
+    return [
+        {
+            k: redact(v) if k in ("target", "error", "output") and isinstance(v, str) else v
+            for k, v in row.items()
+        }
+        for row in rows
+    ]
 
 
 @bp.get("/sources/<path:name>")
@@ -123,12 +144,20 @@ def source_page(name: str) -> ResponseReturnValue:
         abort(404)
     admin = is_admin()
     [row] = [r for r in source_rows(reveal=admin) if r["name"] == name]
+    articles = store.entries(name, limit=50)
+    with store.reading() as conn:  # full text: where each body came from, and why
+        origins = body_origins(conn, name, [a["key"] for a in articles])
+        pages = page_notes(conn, name)
     return render_template(
         "source.html",
         source=source,
         row=row,
         polls=[shown(poll, admin) for poll in store.polls(name)],
-        articles=store.entries(name, limit=50),
+        articles=articles,
+        origins=origins,
+        pages=[shown(p, admin) for p in pages],
+        full_text=pages
+        or (state.config.settings.full_text if source.full_text is None else source.full_text),
         dropped=store.dropped(name, limit=100),
         feed_path="/feeds/" + quote("/".join(source.categories)),
         admin=admin,
@@ -147,9 +176,12 @@ def article_page(uid: str) -> ResponseReturnValue:
     if entry["path"]:
         front_matter = _front_matter(Path(state.config.settings.posts_dir) / entry["path"])
     link = entry["link"] if (entry["link"] or "").startswith(("http://", "https://")) else None
+    with state.store.reading() as conn:
+        origin = body_origins(conn, entry["source"], [entry["key"]]).get(entry["key"])
     return render_template(
         "article.html",
         entry=entry,
+        origin=origin,
         front_matter=front_matter,
         # Relative to posts_dir (as stored): the machine's folders are nobody's business.
         file_path=entry["path"],

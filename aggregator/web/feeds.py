@@ -7,19 +7,20 @@ URLs: ``/feeds/all.rss``, ``/feeds/<section>[/<site>[/<feed>]].<rss|atom|json>``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, request
 from flask.typing import ResponseReturnValue
 
 from aggregator.config import split_host
-from aggregator.content.filter import Query, QueryError, parse_query
-from aggregator.content.publish import FORMATS, FeedMeta, Format, feed_updated, render
-from aggregator.content.selection import Selection, category_selection, output_selection, pick
-from aggregator.models import PublishedEntry
-from aggregator.store import Store
+from aggregator.content.filter import QueryError, parse_query
+from aggregator.content.publish import FORMATS, Format, feed_updated, render
+from aggregator.content.selection import (
+    Selection,
+    category_selection,
+    feed_meta,
+    output_selection,
+)
 from aggregator.web.cache import Rendered
 from aggregator.web.state import AppState, app_state
 from aggregator.web.view import WebView, bind_name
@@ -33,30 +34,6 @@ def split_spec(spec: str) -> tuple[str, Format]:
     if not dot or kind not in FORMATS or not path:
         abort(404)
     return path, kind  # type: ignore[return-value]
-
-
-def select(store: Store, selection: Selection, query: Query) -> list[PublishedEntry]:
-    """The entries of a feed: the selection, then rules and query filters, newest first."""
-    return pick(selection, query, _iterate(store, selection, query))
-
-
-def _iterate(store: Store, selection: Selection, query: Query) -> Iterator[PublishedEntry]:
-    before = None
-    page = selection.page_size(query)
-    while True:
-        rows = store.published(
-            categories=selection.categories,
-            sources=selection.sources,
-            since=query.since,
-            before=before,
-            limit=page,
-        )
-        for _, entry in rows:
-            yield entry
-        if len(rows) < page:
-            return
-        last_id, last = rows[-1]
-        before = (last.date, last_id)
 
 
 def base_url(view: WebView) -> str:
@@ -106,16 +83,13 @@ def serve(
     version = store.content_version()
     rendered = cache.get(key, version)
     if rendered is None:
-        entries = select(store, selection, query)
-        meta = FeedMeta(
-            title=selection.title,
-            description=selection.description,
-            feed_url=base
-            + quote(spec_path.lstrip("/"))
-            + query.query_string(settings.default_limit),
-            home_url=base.rstrip("/") + selection.home,
-            key=selection.key,
+        entries = store.selected(selection, query)  # as the static feeds read them
+        meta = feed_meta(
+            selection,
+            base=base,
+            path=spec_path,
             generated=state.clock.now().replace(microsecond=0),
+            query=query.query_string(settings.default_limit),
         )
         body = render(kind, meta, entries)
         previous = cache.peek(key)

@@ -18,6 +18,7 @@ from typing import Protocol
 from flask import Flask, current_app
 
 from aggregator.config import Config
+from aggregator.content.discover import AddedSource, Discovery, FoundFeed
 from aggregator.models import RebuildStatus
 from aggregator.store import Store
 from aggregator.web.cache import FeedCache
@@ -95,6 +96,33 @@ class PollService(Rebuilds, Protocol):
         ...
 
 
+class SourceAdder(Protocol):
+    """Who finds a URL's feeds and adds one to the config file (the "Add source" form).
+
+    ``aggregator.poll.discovery.SourceAdder`` satisfies it: it fetches, so the web layer
+    only asks. Each method raises an ``AggregatorError`` that says what went wrong.
+    """
+
+    def discover(self, url: str) -> Discovery:
+        """The feeds of ``url``: itself if it is a feed, else its page's feeds."""
+        ...
+
+    def check(self, url: str) -> FoundFeed:
+        """Fetch ``url`` once and parse it as a feed."""
+        ...
+
+    def add(
+        self,
+        feed: FoundFeed,
+        *,
+        site_title: str = "",
+        categories: tuple[str, ...] | None = None,
+        name: str | None = None,
+    ) -> AddedSource:
+        """Write ``feed`` to the config file as a new source (then the service reloads)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class AdminSecret:
     """The admin secret, when one is configured."""
@@ -116,6 +144,7 @@ class AppState:
     clock: Clock
     started_config: Config  # in force when no service reloads it
     views: CurrentView  # the WebView of the configuration in force
+    adder: SourceAdder | None = None  # None: sources are added in the config file only
     # Requests per feed format, for /metrics (approximate under threads).
     feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
 
