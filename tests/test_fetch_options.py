@@ -732,3 +732,55 @@ def test_the_poll_command_logs_no_secret(
     assert "poll source=Echo status=erroring" in text and "ftp://x/***" in text, text
     for secret in (USER, PASSWORD, COOKIE, AGENT):
         assert secret not in text, secret
+
+
+def test_full_text_pages_get_the_cookie_on_the_feeds_host_only(
+    httpserver: HTTPServer,
+    threaded_httpserver: HTTPServer,
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+) -> None:
+    article = (Path(__file__).parent / "data" / "fulltext" / "article.html").read_text()
+    other = threaded_httpserver  # 127.0.0.1: another host than "localhost"
+    other.expect_request("/elsewhere").respond_with_data(article, content_type="text/html")
+    here = httpserver.url_for("/story")
+    there = f"http://127.0.0.1:{other.port}/elsewhere"
+    items = feed_item("s1", "Story here", "<p>Teaser.</p>", link=here) + feed_item(
+        "s2", "Story there", "<p>Teaser.</p>", link=there
+    )
+
+    def member(request: Request) -> bool:
+        return request.headers.get("Cookie") == COOKIE
+
+    httpserver.expect_request("/feed.xml").respond_with_handler(guarded(member, rss(items)))
+    httpserver.expect_request("/story").respond_with_handler(
+        lambda r: (
+            Response(article, content_type="text/html")
+            if member(r)
+            else Response("<html><body>Please log in</body></html>", status=401)
+        )
+    )
+    h = harness(
+        make_config(
+            [
+                {
+                    "url": httpserver.url_for("/feed.xml"),
+                    "categories": ["news", "members"],
+                    "full_text": True,
+                    "headers": {"Cookie": COOKIE},
+                    "user_agent": AGENT,
+                }
+            ]
+        )
+    )
+    [outcome] = h.poll()
+    assert outcome.ok and outcome.new == 2, outcome
+    texts = {p.name: p.read_text(encoding="utf-8") for p in h.files()}
+    # The page behind the login was fetched with the cookie: its full text is the body.
+    assert sum("one hundred and twelve steps" in t for t in texts.values()) == 2, texts.keys()
+    [page] = requests_to(httpserver, "/story")
+    assert page.headers["Cookie"] == COOKIE
+    # The page on another host got the source's User-Agent, not its cookie.
+    [elsewhere] = requests_to(other, "/elsewhere")
+    assert "Cookie" not in elsewhere.headers
+    assert elsewhere.headers["User-Agent"] == AGENT

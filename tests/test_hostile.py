@@ -640,12 +640,13 @@ def test_an_unexpected_error_is_recorded_not_raised(
         etag: str | None = None,
         last_modified: str | None = None,
         options: FetchOptions = NO_OPTIONS,
+        origin: str | None = None,
     ) -> Fetched:
         nonlocal calls
         if calls == 1:
             raise RuntimeError("a bug")
         calls += 1
-        return real(url, etag=etag, last_modified=last_modified, options=options)
+        return real(url, etag=etag, last_modified=last_modified, options=options, origin=origin)
 
     h.poller.fetcher.fetch = flaky  # type: ignore[method-assign]  # fault injection: a bug
     h.poller.config.settings.schedule.__dict__["concurrency"] = 1  # one after the other

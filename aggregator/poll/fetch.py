@@ -232,11 +232,14 @@ class Fetcher:
         etag: str | None = None,
         last_modified: str | None = None,
         options: FetchOptions = NO_OPTIONS,
+        origin: str | None = None,
     ) -> Fetched:
         """Fetch an http(s) URL (conditionally, when validators are given) or read a file.
 
         Args:
             options: the source's own headers, login, User-Agent and proxy.
+            origin: the URL whose origin the options' credentials belong to (the source's
+                feed, when ``url`` is one of its entries' pages); default: ``url``.
 
         Raises:
             FetchError: unreachable, timed out, an HTTP error status (with ``status`` and
@@ -247,7 +250,7 @@ class Fetcher:
             return self._read_file(url)
         try:
             with self._host_slot(url):
-                return self._fetch_http(url, etag, last_modified, options)
+                return self._fetch_http(url, etag, last_modified, options, origin or url)
         except FetchError as exc:
             secrets = options.secrets()
             if not secrets:
@@ -276,7 +279,12 @@ class Fetcher:
         return Fetched(url=path, body=body, duration=time.perf_counter() - start)
 
     def _fetch_http(
-        self, url: str, etag: str | None, last_modified: str | None, options: FetchOptions
+        self,
+        url: str,
+        etag: str | None,
+        last_modified: str | None,
+        options: FetchOptions,
+        origin: str,
     ) -> Fetched:
         start = time.perf_counter()
         manager = self._manager(options.proxy)
@@ -294,7 +302,7 @@ class Fetcher:
         # addresses, schemes) and recorded, and the credentials go only where they belong.
         while True:
             self._check_target(current)
-            sent = {**headers, **credentials} if same_origin(url, current) else headers
+            sent = {**headers, **credentials} if same_origin(origin, current) else headers
             try:
                 response = manager.request(
                     "GET",

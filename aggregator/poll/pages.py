@@ -5,7 +5,8 @@ feed's entries are articles (with the feed's body) first, then each new entry's 
 fetched once, kept raw in the ``pages`` table, its main content extracted (in the parse
 pool: it is CPU work) and the article rewritten with it. A slow or failing site thus
 never delays or fails the poll of its feed. Pages go through the poll's own ``Fetcher``
-(timeouts, size cap, per-host slots, private-address block, User-Agent), one at a time
+(timeouts, size cap, per-host slots, private-address block, User-Agent) with the source's
+fetch options (its credentials only on the feed's own origin), one at a time
 per source, at most ``PAGES_PER_PASS`` per pass (the rest wait for the next poll).
 
 Which entries a pass takes is the ``pages`` table's answer (``store.pages.page_work``):
@@ -91,7 +92,7 @@ def update_pages(
             continue
         if should_stop():
             break
-        page, status = _fetch(fetcher, item)
+        page, status = _fetch(fetcher, item, source)
         fetched[item.key] = page
         statuses[item.key] = status
     work = [w for w in work if not w.fetch or w.key in fetched]
@@ -156,12 +157,19 @@ def update_pages(
     return done
 
 
-def _fetch(fetcher: Fetcher, item: PageWork) -> tuple[Page | str, int | None]:
-    """An entry's page, or why it could not be had (as stored: credentials redacted)."""
+def _fetch(
+    fetcher: Fetcher, item: PageWork, source: ResolvedSource
+) -> tuple[Page | str, int | None]:
+    """An entry's page, or why it could not be had (as stored: credentials redacted).
+
+    With the source's fetch options: its proxy and User-Agent always, its credentials
+    only when the page is on the feed's own origin (a site behind a login serves its
+    pages behind it too; an entry linking elsewhere must not carry them there).
+    """
     if not is_http(item.link):
         return "the entry's link is not a web address", None
     try:
-        answer = fetcher.fetch(item.link)
+        answer = fetcher.fetch(item.link, options=source.fetch, origin=source.config.url)
     except FetchError as exc:
         return redact(f"fetch failed: {exc}"), exc.status
     url = without_credentials(answer.url)
