@@ -677,6 +677,8 @@ def test_fetch_secrets_never_reach_pages_opml_logs_errors_or_the_index(
         # The dry run fetches with the options too: through the proxy, with the login.
         assert "KEEP   Ok: Behind the login  [fetched]" in dry.output, dry.output
         assert "Echo: (cannot fetch: " in dry.output and "ftp://x/***" in dry.output
+        listing = CliRunner().invoke(cli, ["sources", "--config", str(config), "--json"])
+        assert listing.exit_code == 0 and "/echo.xml" in listing.output, listing.output
         ours = [r for r in caplog.records if not r.name.startswith("werkzeug")]
         database = b"".join(p.read_bytes() for p in (tmp_path / "db").iterdir())
         seen = {
@@ -685,6 +687,7 @@ def test_fetch_secrets_never_reach_pages_opml_logs_errors_or_the_index(
             "logs": "\n".join(r.getMessage() for r in ours),
             "export-opml": exported.output,
             "dry run": dry.output,
+            "aggregator sources": listing.output,
             "the index": database.decode("latin-1"),
         }
         for where, text in seen.items():
