@@ -322,6 +322,20 @@ def test_credentials_go_to_the_same_host_only(
     assert landed.headers["User-Agent"] == AGENT  # not a credential: it is who we are
 
 
+def test_a_permanent_redirect_that_echoes_a_credential_is_reported_masked(
+    httpserver: HTTPServer, fetcher: Fetcher
+) -> None:
+    httpserver.expect_request("/old.xml").respond_with_handler(
+        lambda r: Response("", status=301, headers={"Location": f"/by/{r.headers['X-Api-Key']}"})
+    )
+    httpserver.expect_request(f"/by/{API_KEY}").respond_with_data(FEED)
+    fetched = fetcher.fetch(
+        httpserver.url_for("/old.xml"), options=FetchOptions(headers=(("X-Api-Key", API_KEY),))
+    )
+    assert fetched.body == FEED.encode()
+    assert fetched.moved_to == httpserver.url_for("/by/***")  # the dashboard's suggestion
+
+
 @pytest.mark.parametrize(
     ("configured", "target", "trusted"),
     [

@@ -18,7 +18,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from importlib.util import find_spec
 from pathlib import Path
@@ -248,11 +248,11 @@ class Fetcher:
         """
         if not url.startswith(("http://", "https://")):
             return self._read_file(url)
+        secrets = options.secrets()
         try:
             with self._host_slot(url):
-                return self._fetch_http(url, etag, last_modified, options, origin or url)
+                fetched = self._fetch_http(url, etag, last_modified, options, origin or url)
         except FetchError as exc:
-            secrets = options.secrets()
             if not secrets:
                 raise
             # Whatever a library put in its message (a proxy URL, an echoed header).
@@ -262,6 +262,15 @@ class Fetcher:
                 status=exc.status,
                 retry_after=exc.retry_after,
             ) from None
+        if secrets and fetched.redirects:
+            # A redirect is shown as a suggested config edit (moved_to): one that echoes
+            # a credential into its path must not show it.
+            masked = tuple(
+                Redirect(r.status, redact(r.source, secrets), redact(r.target, secrets))
+                for r in fetched.redirects
+            )
+            fetched = replace(fetched, redirects=masked)
+        return fetched
 
     def _read_file(self, path: str) -> Fetched:
         start = time.perf_counter()
