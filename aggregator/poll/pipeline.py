@@ -37,7 +37,7 @@ from aggregator.poll.worker import (
     prepare_stored,
 )
 from aggregator.redact import redact, without_credentials
-from aggregator.store import Store
+from aggregator.store import Store, claims
 from aggregator.store.pages import (
     PageResult,
     StoredPage,
@@ -45,7 +45,7 @@ from aggregator.store.pages import (
     load_pages,
     record_results,
 )
-from aggregator.store.records import PollRecord, SourceState
+from aggregator.store.records import PollRecord, SourceState, SourceStateUpdate
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,12 @@ class Poller:
         return [outcomes[s.key] for s in sources]
 
     def poll_source(
-        self, source: SourceConfig, pool: Executor | None = None, *, manual: bool = False
+        self,
+        source: SourceConfig,
+        pool: Executor | None = None,
+        *,
+        manual: bool = False,
+        lease: str | None = None,
     ) -> SourceOutcome:
         """Poll one source: conditional fetch, parse only what changed, store, record.
 
@@ -217,10 +222,12 @@ class Poller:
             source: the source.
             pool: where to parse and clean (a process pool); inline when None.
             manual: poll even a paused or gone source (a refresh asked for by a user).
+            lease: the claim's token (``store/claims.py``): the record clears the lease,
+                and writes the source's state only while the lease is still this one's.
         """
         result = self._poll_guarded(source, self.store.load_state(source.key), pool, manual)
         if isinstance(result, PollRecord):
-            self._record([result])
+            self._record([result], lease)
             return result.outcome
         return result
 
@@ -402,10 +409,18 @@ class Poller:
             fault,
         )
 
-    def _record(self, records: list[PollRecord]) -> None:
-        """Write polls and states in one transaction, and log one line per poll."""
+    def _record(self, records: list[PollRecord], lease: str | None = None) -> None:
+        """Write polls and states in one transaction, and log one line per poll.
+
+        With ``lease`` (one record), the claim ends here; a claim that lost its lease
+        records its history, not its state (a newer claim's poll owns that now).
+        """
         try:
             with self.store.transaction() as conn:
+                state = records[0].state
+                if lease is not None and not claims.release(conn, state.name, lease):
+                    log.warning("source=%s lease lost; state left to the newer claim", state.name)
+                    records = [replace(records[0], state=SourceStateUpdate(state.name, state.url))]
                 self.store.record_polls(conn, records, self.config.settings.schedule.history)
         except StoreError as exc:
             log.error("cannot record %d polls: %s", len(records), exc)

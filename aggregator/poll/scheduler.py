@@ -1,21 +1,25 @@
-"""APScheduler 3.x wiring: one job per enabled source, rescheduled after every poll.
+"""APScheduler 3.x wiring: a claim loop over the index's ``sources`` rows.
 
-Each source's job is a one-shot date trigger that the poll itself replaces with the next
-one, at the time the policy chose (so the interval adapts, backs off and pauses). Jobs
-have one id per source and ``max_instances=1``, and a per-source lock guards manual
-refreshes too: never two polls of one source at once. Next-poll times live in the
-store, so a restart keeps them, and sources that are due or new start spread over
-``startup_spread`` seconds instead of all at once.
+One interval job (``claim_due``, every second) claims the sources whose ``next_poll_at``
+has come, oldest first, as many as the job pool has free threads and at most
+``per_host`` in flight per host, and starts their polls there (``store/claims.py`` has
+the statements). A claim leases its row: no other claim, here or in another process,
+takes the source until the poll's record ends the lease, or until the lease runs out (a
+crashed poller's sources come back). The poll's record sets the next time (so the
+interval adapts, backs off and pauses); a refresh, a pause and a resume are row updates
+the next tick sees. A per-source lock still keeps a poll by hand (``_run``) and an
+admin's pause apart from a claimed poll. Next-poll times live in the store, so a restart
+keeps them, and sources that are due or new start spread over ``startup_spread``
+seconds instead of all at once.
 
-Stopping never waits inside APScheduler: its ``shutdown(wait=True)`` waits for running
-jobs while holding the job-store lock, and a finishing poll reschedules itself through
-``add_job``, which needs that lock, so the two waited on each other for ever (issue 9).
-The service stops scheduling first, shuts the scheduler down without waiting, then
-waits for the polls in flight itself, for at most as long as a fetch may take.
+Stopping never waits inside APScheduler (its ``shutdown(wait=True)`` deadlocked against
+a poll rescheduling itself, issue 9): the service stops claiming first, shuts the
+scheduler down without waiting, then waits for the polls in flight itself, for at most
+as long as a fetch may take.
 
 The configuration file is watched (and re-read on SIGHUP): added, removed and changed
-sources are rescheduled; an invalid new config is refused, with the full report in the
-log, and the old one keeps running.
+sources get their rows' times; an invalid new config is refused, with the full report in
+the log, and the old one keeps running.
 
 Rebuilds asked for from the dashboard run here too (``Rebuilder``), one at a time in a
 thread of their own, so the web layer only asks and shows how the last one went.
@@ -32,36 +36,34 @@ import os
 import random
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobThreads
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.date import DateTrigger
 
 from aggregator.config import Config, SourceConfig, load_config
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, StoreError
 from aggregator.hooks import Hooks
 from aggregator.models import Changes, RebuildStatus, SourceOutcome, Status
 from aggregator.poll.pipeline import Clock, Poller, utcnow
 from aggregator.poll.policy import first_runs
 from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
-from aggregator.store import Store
+from aggregator.store import Store, claims
+from aggregator.store.claims import Claim, Lateness
+from aggregator.store.records import KEEP, Keep
 from aggregator.store.static import StaticFeeds
 
 log = logging.getLogger(__name__)
 
 CONFIG_CHECK_SECONDS = 2.0
+CLAIM_SECONDS = 1.0  # the claim loop's tick
+LEASE_FACTOR = 2.0  # a claim's lease, in units of the longest a poll should take
 STOP_MARGIN = 10.0  # seconds beyond the longest fetch for a poll to parse and store
 RESTART_SETTINGS = ("posts_dir", "database", "server", "workers")
-
-
-def _job_id(name: str) -> str:
-    return f"source:{name}"
 
 
 class Rebuilder:
@@ -171,13 +173,21 @@ class Service:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._reload_lock = threading.Lock()
+        self._claim_lock = threading.Lock()  # one claim at a time in this process
         self._idle = threading.Condition()  # guards the two fields below
-        self._in_flight = 0  # polls running now
-        self._stopping = False  # once set, no poll starts and nothing is scheduled
+        self._in_flight = 0  # polls running now (claimed ones from their claim on)
+        self._stopping = False  # once set, nothing is claimed and no poll starts
         self._config_stamp = self._stamp()
         schedule = config.settings.schedule
+        # The polls run here, ``concurrency`` at once (threads start as they are needed);
+        # the claim loop never claims more than are free, so nothing waits in its queue
+        # while its lease runs out. A change of ``concurrency`` takes effect on restart.
+        self.concurrency = schedule.concurrency
+        self.jobs = ThreadPoolExecutor(self.concurrency, thread_name_prefix="poll")
+        # Two threads: the claim loop's tick and the config watch, neither of which waits
+        # on a poll.
         self.scheduler = BackgroundScheduler(
-            executors={"default": JobThreads(schedule.concurrency)},
+            executors={"default": JobThreads(2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -205,12 +215,14 @@ class Service:
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self, *, paused: bool = False) -> None:
-        """Schedule every enabled source and start polling in the background.
+        """Give every enabled source its next-poll time and start the claim loop.
 
         Args:
-            paused: schedule without running anything (tests inspect the schedule).
+            paused: set the times without running anything (tests inspect the schedule
+                and call ``claim_due`` themselves).
         """
         self._schedule_all(self.config.sources)
+        self.scheduler.add_job(self.claim_due, "interval", seconds=CLAIM_SECONDS, id="claim")
         self.scheduler.add_job(
             self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
         )
@@ -228,8 +240,14 @@ class Service:
         fetcher = self.poller.fetcher
         return fetcher.timeout + fetcher.total_timeout + STOP_MARGIN
 
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim holds its source: twice the longest a poll should take, so a
+        slow poll keeps it and a crashed poller's sources come back within minutes."""
+        return timedelta(seconds=LEASE_FACTOR * self.stop_grace)
+
     def shutdown(self, wait: bool = True) -> bool:
-        """Stop scheduling; with ``wait``, let in-flight polls finish (and be recorded).
+        """Stop claiming; with ``wait``, let in-flight polls finish (and be recorded).
 
         Returns:
             False when polls were still running after ``stop_grace`` seconds.
@@ -238,8 +256,9 @@ class Service:
             self._stopping = True
         self.hooks.close()  # kills a running command: a stop never waits for the site
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)  # waiting in there deadlocks (see above)
+            self.scheduler.shutdown(wait=False)  # a tick in progress claims nothing now
         finished = not wait or self._wait_idle(self.stop_grace)
+        self.jobs.shutdown(wait=finished, cancel_futures=True)
         self.pool.shutdown(wait=finished, cancel_futures=True)
         self.static.close()
         self.poller.close()
@@ -251,22 +270,94 @@ class Service:
                 log.info("waiting for %d polls in flight", self._in_flight)
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
+    # -- the claim loop ------------------------------------------------------------------
+
+    def claim_due(self) -> list[Claim]:
+        """The claim loop's tick: claim due sources, as many as there are free slots, and
+        start their polls in the job pool.
+
+        Returns:
+            The claims made (tests look at them).
+        """
+        with self._claim_lock:
+            with self._idle:
+                free = self.concurrency - self._in_flight
+                if self._stopping or free <= 0:
+                    return []
+            try:
+                with self.store.transaction() as conn:
+                    got = claims.claim(
+                        conn,
+                        self.clock(),
+                        limit=free,
+                        per_host=self.config.settings.schedule.per_host,
+                        lease=self.lease,
+                    )
+            except StoreError as exc:  # e.g. a locked or full database: next tick
+                log.error("cannot claim sources: %s", exc)
+                return []
+            started: list[Claim] = []
+            for claim in got:
+                with self._idle:
+                    stopping = self._stopping
+                    if not stopping:
+                        self._in_flight += 1  # counted now: a stop waits for it
+                if stopping:
+                    self._end(claim.name, claim.token, done=False)  # back at once
+                    continue
+                self.jobs.submit(self._run_claimed, claim)
+                started.append(claim)
+            return started
+
+    def _run_claimed(self, claim: Claim) -> None:
+        try:
+            self._poll(claim.name, claim.manual, claim.token)
+        except Exception:  # logged; the lease brings the source back
+            log.exception("source=%s claimed poll crashed", claim.name)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _end(
+        self,
+        name: str,
+        token: str | None,
+        *,
+        done: bool = True,
+        next_poll: datetime | Keep | None = KEEP,
+    ) -> None:
+        """End a poll that recorded nothing: drop its lease (``done``: and its wake) and
+        set its next-poll time unless ``KEEP``."""
+        try:
+            with self.store.transaction() as conn:
+                ours = token is None or claims.release(conn, name, token, done=done)
+                if ours and not isinstance(next_poll, Keep):
+                    claims.set_next(conn, {name: next_poll}, clear_wake=next_poll is None)
+        except StoreError as exc:  # the lease runs out and the source comes back
+            log.error("source=%s cannot end its claim: %s", name, exc)
+
     # -- scheduling ----------------------------------------------------------------------
 
     def _schedule_all(
         self, sources: tuple[SourceConfig, ...] | list[SourceConfig], *, fresh: bool = False
     ) -> None:
-        """Schedule sources at their stored next-poll time (``fresh``: soon, spread out)."""
+        """Set sources' next-poll times: their stored ones (``fresh``: soon, spread out);
+        sources never polled get their row here, so the claim loop sees them."""
         wanted = [s for s in sources if s.enabled]
-        stored = {} if fresh else self.store.next_polls()
+        known = self.store.next_polls()
+        stored = {} if fresh else known
         states = self.store.load_states(s.key for s in wanted)  # one query, not one each
         runnable: list[SourceConfig] = []
+        woken: list[str] = []
         for source in wanted:
             state = states.get(source.key)
             held = state is not None and state.status in (Status.PAUSED, Status.GONE)
             if held and state is not None and state.config_hash == source.fingerprint():
                 log.info("source=%s not scheduled: %s", source.key, state.status)
                 continue
+            if held:
+                woken.append(source.key)  # paused, but its settings changed: polled again
             runnable.append(source)
         runs = first_runs(
             [s.key for s in runnable],
@@ -275,32 +366,27 @@ class Service:
             self.config.settings.schedule.startup_spread,
             self.rng,
         )
-        for source in runnable:
-            self.schedule(source.key, runs[source.key])
-
-    def schedule(self, name: str, when: datetime, *, manual: bool = False) -> None:
-        """(Re)schedule a source's next poll (nothing, once the service is stopping)."""
-        if self._stopping:
-            return
-        self.scheduler.add_job(
-            self._run,
-            trigger=DateTrigger(run_date=when, timezone=UTC),
-            args=[name, manual],
-            id=_job_id(name),
-            name=name,
-            replace_existing=True,
-        )
+        moved = {k: v for k, v in runs.items() if k in known and known[k] != v}
+        with self.store.transaction() as conn:
+            claims.add_missing(conn, {s.key: (s.url, runs[s.key]) for s in runnable})
+            claims.set_next(conn, moved)
+            claims.set_next(conn, {k: runs[k] for k in woken}, wake=claims.CONFIG)
 
     def next_run(self, name: str) -> datetime | None:
         """When a source is polled next (None: not scheduled)."""
-        job = self.scheduler.get_job(_job_id(name))
-        return job.next_run_time if job is not None else None
+        source = self.config.source(name)
+        if source is None or not source.enabled:
+            return None
+        with self.store.reading() as conn:
+            return claims.next_poll(conn, name)
 
     def refresh(self, name: str) -> bool:
-        """Poll a source as soon as possible, even if paused or gone; False if unknown."""
-        if self.config.source(name) is None:
+        """Poll a source at the next claim, even if paused or gone; False if unknown."""
+        source = self.config.source(name)
+        if source is None:
             return False
-        self.schedule(name, self.clock(), manual=True)
+        with self.store.transaction() as conn:
+            claims.request(conn, name, source.url, self.clock())
         return True
 
     def rebuild(self) -> bool:
@@ -317,10 +403,14 @@ class Service:
         return self.rebuilder.rebuild_status
 
     def unschedule(self, name: str) -> None:
-        """Drop a source's pending poll, if it has one."""
-        if self.scheduler.get_job(_job_id(name)) is not None:
-            with contextlib.suppress(JobLookupError):  # it may have just fired
-                self.scheduler.remove_job(_job_id(name))
+        """Drop a source's pending poll (its row's next-poll time), if it has one."""
+        with self.store.transaction() as conn:
+            claims.set_next(conn, {name: None}, clear_wake=True)
+
+    def lateness(self) -> Lateness:
+        """How late the polls claimed in the last hour started."""
+        with self.store.reading() as conn:
+            return claims.lateness(conn, self.clock())
 
     @contextlib.contextmanager
     def holding(self, name: str, timeout: float = 300.0) -> Iterator[None]:
@@ -339,46 +429,51 @@ class Service:
             return self._locks.setdefault(name, threading.Lock())
 
     def _run(self, name: str, manual: bool = False) -> SourceOutcome | None:
-        """The scheduled job: one poll, counted in flight (none starts once stopping)."""
+        """One poll of a source now, on this thread, without a claim (tests; none starts
+        once stopping). Counted in flight like a claimed one."""
         with self._idle:
             if self._stopping:
                 return None
             self._in_flight += 1
         try:
-            return self._run_counted(name, manual)
+            return self._poll(name, manual, None)
         finally:
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _run_counted(self, name: str, manual: bool) -> SourceOutcome | None:
+    def _poll(self, name: str, manual: bool, token: str | None) -> SourceOutcome | None:
         source = self.config.source(name)
         if source is None or not (source.enabled or manual):
+            self._end(name, token, next_poll=None)  # removed or disabled: not scheduled
             return None
         lock = self._lock(name)
         if not lock.acquire(blocking=False):
+            # Polled by hand, or held by an admin's pause: the next tick tries again.
             log.info("source=%s already being polled; skipped", name)
+            self._end(name, token, done=False)
             return None
         try:
-            outcome = self.poller.poll_source(source, self.pool, manual=manual)
+            outcome = self.poller.poll_source(source, self.pool, manual=manual, lease=token)
         except Exception:  # a bug must not kill the source's schedule; retry later
             log.exception("source=%s poll crashed", name)
-            self.schedule(name, self.clock() + timedelta(seconds=self.poller.policy.interval))
+            retry = self.clock() + timedelta(seconds=self.poller.policy.interval)
+            self._end(name, token, next_poll=retry)
             return None
         finally:
             lock.release()
         current = self.config.source(name)
-        if outcome.next_poll_at is not None and current is not None and current.enabled:
-            self.schedule(name, outcome.next_poll_at)
-        elif not outcome.skipped:
-            self.unschedule(name)  # paused or gone: it waits for a refresh
+        if outcome.skipped:
+            self._end(name, token, next_poll=None)  # paused or gone: it waits for a refresh
+        elif current is None or not current.enabled:
+            self.unschedule(name)  # removed while it was polled
         self._pass_ended()  # the static feeds before the hooks (which wait their debounce)
         self._changed(outcome.changes)
         if self.on_poll is not None:
             self.on_poll(outcome)
         if not outcome.skipped and self.poller.resolved(source).full_text:
-            # Full text: after the poll is recorded and the next one scheduled, on this
-            # job thread (bounded by the job pool); a stop ends it between two pages.
+            # Full text: after the poll is recorded and the next one set, on this job
+            # thread (bounded by the job pool); a stop ends it between two pages.
             pages = self.poller.update_pages(source, self.pool, should_stop=lambda: self._stopping)
             if pages.changes.files or pages.changes.entries:
                 self._pass_ended()  # the static feeds show the page's body

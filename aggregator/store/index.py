@@ -619,4 +619,7 @@ def _create_schema(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
         metadata.create_all(conn)
         add_missing_columns(conn)
+        for table in metadata.sorted_tables:  # an index added to an existing table
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
         conn.commit()

@@ -62,6 +62,11 @@ class SourceStateUpdate:
     last_http_status: Update[int | None] = KEEP
     #: The feed's <ttl>/sy: interval, seconds, as last parsed.
     feed_hint: Update[float | None] = KEEP
+    #: The claim loop's lease (``store/claims.py``): until when, and whose.
+    lease_until: Update[datetime | None] = KEEP
+    lease_token: Update[str | None] = KEEP
+    #: Why a paused or gone source is claimable: "manual" (a refresh) or "config".
+    wake: Update[str | None] = KEEP
 
     def columns(self) -> dict[str, object]:
         """The columns to write, by name (those left as ``KEEP`` are not among them)."""

@@ -58,6 +58,12 @@ sources_table = sa.Table(
     sa.Column("config_hash", sa.String),  # the source's settings when last polled
     sa.Column("last_http_status", sa.Integer),
     sa.Column("feed_hint", sa.Float),  # the feed's <ttl>/sy: interval, seconds, as last parsed
+    # The claim loop (store/claims.py): a claimed source's lease, and why it is claimable
+    # although paused or gone ("manual": a refresh; "config": its settings changed).
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("lease_token", sa.String),
+    sa.Column("wake", sa.String),
+    sa.Index("ix_sources_next_poll_at", "next_poll_at"),  # the claim's order
 )
 
 entries_table = sa.Table(
@@ -139,6 +145,16 @@ hook_runs_table = sa.Table(
     sa.Column("files", sa.Integer, nullable=False, server_default="0"),  # or entries sent
     sa.Column("error", sa.Text),  # timed out, could not start, connection refused...
     sa.Column("output", sa.Text),  # a command's stdout and stderr, its last bytes
+)
+
+# Each claim's lateness (claim time - next_poll_at), for /metrics and the dashboard; rows
+# older than an hour are dropped as new ones come (store/claims.py).
+claims_table = sa.Table(
+    "claims",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("late", sa.Float, nullable=False),  # seconds
 )
 
 meta_table = sa.Table(

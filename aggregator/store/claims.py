@@ -1,0 +1,259 @@
+"""The claim loop's statements: which sources are due, who polls them, how late they were.
+
+A source is due when its row's ``next_poll_at`` has come, no live lease holds it, and it
+is neither paused nor gone (unless ``wake`` says a refresh or a config change asked for
+it). ``claim`` takes due rows in ``next_poll_at`` order, at most ``per_host`` in flight
+per host (counting the leases that every poller holds), and gives each a lease: a token
+and a time it ends. The poll's record clears the lease in its own transaction only while
+the token still matches (``release``), so a poll that outlived its lease, whose source
+was claimed again, records its history but leaves the state to the newer claim.
+
+Plain SQLAlchemy Core, for SQLite and PostgreSQL alike. On PostgreSQL the candidates are
+read ``FOR UPDATE SKIP LOCKED``, so pollers skip each other's rows instead of waiting;
+SQLite compiles that to nothing, and there the claim's first statement (dropping expired
+leases) takes the database's single write lock, so two claimers take turns. The lease is
+also set by a compare-and-set update: a row another claimer took meanwhile is left out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from aggregator.models import Status
+from aggregator.store.schema import claims_table, sources_table
+
+HELD = (Status.PAUSED.value, Status.GONE.value)  # wait for a refresh or a config change
+MANUAL = "manual"  # wake: a user asked for a poll (even of a paused or gone source)
+CONFIG = "config"  # wake: the source's settings changed (a paused one is polled again)
+LATE_AFTER = 10.0  # seconds: a poll claimed later than this after its time started late
+LATENESS_WINDOW = timedelta(hours=1)  # how long each claim's lateness is kept
+CANDIDATES = 4  # rows read per wanted claim, so a busy host does not starve the batch
+BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One source handed to a poller."""
+
+    name: str
+    token: str  # the lease's: the poll's record clears the lease only with it
+    late: float  # seconds between the source's time and its claim
+    manual: bool  # a refresh: poll even a paused or gone source
+
+
+@dataclass(frozen=True, slots=True)
+class Lateness:
+    """How late the polls claimed in the last hour started."""
+
+    polls: int
+    late: int  # started more than ``LATE_AFTER`` s after their time
+    p50: float
+    p99: float
+    buckets: tuple[tuple[float, int], ...]  # (upper bound, polls at most that late)
+
+    @property
+    def late_share(self) -> float:
+        """The share of polls that started late (0 when none ran)."""
+        return self.late / self.polls if self.polls else 0.0
+
+
+def host_of(url: str) -> str:
+    """The host a source's requests go to (the per-host cap counts by it)."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    t = sources_table
+    return sa.and_(
+        t.c.next_poll_at.is_not(None),
+        t.c.next_poll_at <= now,
+        t.c.lease_token.is_(None),
+        sa.or_(t.c.status.is_(None), t.c.status.not_in(HELD), t.c.wake.is_not(None)),
+    )
+
+
+def claim(
+    conn: Connection,
+    now: datetime,
+    *,
+    limit: int,
+    per_host: int,
+    lease: timedelta,
+    host: Callable[[str], str] = host_of,
+) -> list[Claim]:
+    """Claim up to ``limit`` due sources, at most ``per_host`` in flight per host.
+
+    Args:
+        conn: a connection in a write transaction (``Store.transaction()``).
+        now: the claim's time (its lateness is measured from it).
+        limit: how many to claim at most (the poller's free slots).
+        per_host: polls in flight to one host, across every poller.
+        lease: how long a claim holds its source (a crashed poller's come back after it).
+        host: a URL's host.
+    """
+    t = sources_table
+    # Expired leases first: a crashed claim comes back. On SQLite this write also takes
+    # the write lock, so the reads below and the updates after them are one claimer's.
+    conn.execute(
+        sa.update(t)
+        .where(t.c.lease_token.is_not(None), t.c.lease_until <= now)
+        .values(lease_until=None, lease_token=None)
+    )
+    if limit <= 0:
+        return []
+    busy: dict[str, int] = {}
+    for url in conn.execute(sa.select(t.c.url).where(t.c.lease_token.is_not(None))).scalars():
+        busy[host(url)] = busy.get(host(url), 0) + 1
+    candidates = conn.execute(
+        sa.select(t.c.name, t.c.url, t.c.next_poll_at, t.c.wake)
+        .where(_due(now))
+        .order_by(t.c.next_poll_at, t.c.name)
+        .limit(limit * CANDIDATES)
+        .with_for_update(skip_locked=True)
+    ).all()
+    claims: list[Claim] = []
+    until = now + lease
+    for row in candidates:
+        if len(claims) >= limit:
+            break
+        where = host(row.url)
+        if busy.get(where, 0) >= per_host:
+            continue
+        token = secrets.token_hex(8)
+        taken = conn.execute(
+            sa.update(t)
+            .where(t.c.name == row.name, t.c.lease_token.is_(None))
+            .values(lease_until=until, lease_token=token)
+        ).rowcount
+        if not taken:  # another claimer's since we read it
+            continue
+        busy[where] = busy.get(where, 0) + 1
+        late = max(0.0, (now - row.next_poll_at).total_seconds())
+        claims.append(Claim(row.name, token, late, row.wake == MANUAL))
+    if claims:
+        c = claims_table
+        conn.execute(sa.insert(c), [{"claimed_at": now, "late": k.late} for k in claims])
+        conn.execute(sa.delete(c).where(c.c.claimed_at < now - LATENESS_WINDOW))
+    return claims
+
+
+def claim_one(conn: Connection, name: str, now: datetime, lease: timedelta) -> str | None:
+    """Lease one source whatever its time (a poll asked for by name); None: it is held."""
+    t = sources_table
+    conn.execute(
+        sa.update(t)
+        .where(t.c.name == name, t.c.lease_token.is_not(None), t.c.lease_until <= now)
+        .values(lease_until=None, lease_token=None)
+    )
+    token = secrets.token_hex(8)
+    taken = conn.execute(
+        sa.update(t)
+        .where(t.c.name == name, t.c.lease_token.is_(None))
+        .values(lease_until=now + lease, lease_token=token)
+    ).rowcount
+    return token if taken else None
+
+
+def release(conn: Connection, name: str, token: str, *, done: bool = True) -> bool:
+    """End a claim: clear its lease (``done``: and its wake, the poll having run), if the
+    lease is still this token's.
+
+    Returns:
+        False when the lease ended and the source was claimed again (or freed): the
+        caller must not write the source's state.
+    """
+    t = sources_table
+    return bool(
+        conn.execute(
+            sa.update(t)
+            .where(t.c.name == name, t.c.lease_token == token)
+            .values(lease_until=None, lease_token=None, **({"wake": None} if done else {}))
+        ).rowcount
+    )
+
+
+def add_missing(conn: Connection, wanted: Mapping[str, tuple[str, datetime]]) -> int:
+    """Create the rows of sources never polled, due at the time given (name: url, time).
+
+    The smallest config-to-index sync the claim loop needs (a source without a row is
+    never claimed); a fuller sync of the sources table may replace it.
+    """
+    t = sources_table
+    known = set(conn.execute(sa.select(t.c.name)).scalars())
+    rows = [
+        {"name": name, "url": url, "next_poll_at": when}
+        for name, (url, when) in wanted.items()
+        if name not in known
+    ]
+    if rows:
+        conn.execute(sa.insert(t), rows)
+    return len(rows)
+
+
+def set_next(
+    conn: Connection,
+    times: Mapping[str, datetime | None],
+    *,
+    wake: str | None = None,
+    clear_wake: bool = False,
+) -> None:
+    """Set sources' next poll times (None: not scheduled), with ``wake`` if given
+    (``clear_wake``: without one)."""
+    t = sources_table
+    values: dict[str, object] = {"next_poll_at": sa.bindparam("when")}
+    if wake is not None or clear_wake:
+        values["wake"] = wake
+    statement = sa.update(t).where(t.c.name == sa.bindparam("key")).values(values)
+    rows = [{"key": name, "when": when} for name, when in times.items()]
+    if rows:
+        conn.execute(statement, rows)
+
+
+def request(conn: Connection, name: str, url: str, now: datetime) -> None:
+    """A refresh: poll the source at the next claim, even if paused or gone."""
+    t = sources_table
+    add_missing(conn, {name: (url, now)})
+    conn.execute(sa.update(t).where(t.c.name == name).values(next_poll_at=now, wake=MANUAL))
+
+
+def next_poll(conn: Connection, name: str) -> datetime | None:
+    """When the claim loop takes a source next (None: it waits, or has no row)."""
+    t = sources_table
+    row = conn.execute(
+        sa.select(t.c.next_poll_at, t.c.status, t.c.wake).where(t.c.name == name)
+    ).first()
+    if row is None or (row.status in HELD and row.wake is None):
+        return None
+    when: datetime | None = row.next_poll_at
+    return when
+
+
+def lateness(conn: Connection, now: datetime) -> Lateness:
+    """The lateness of the claims of the last hour."""
+    c = claims_table
+    recent = c.c.claimed_at >= now - LATENESS_WINDOW
+    values = sorted(conn.execute(sa.select(c.c.late).where(recent)).scalars())
+    return summarise(values)
+
+
+def summarise(values: Iterable[float]) -> Lateness:
+    """Counts, percentiles and cumulative buckets of lateness values (seconds)."""
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def rank(q: float) -> float:
+        return ordered[min(n - 1, int(q * n))] if n else 0.0
+
+    buckets = tuple((b, sum(1 for v in ordered if v <= b)) for b in BUCKETS)
+    late = sum(1 for v in ordered if v > LATE_AFTER)
+    return Lateness(n, late, rank(0.5), rank(0.99), buckets)
