@@ -226,7 +226,7 @@ class ScheduleSettings(_Model):
     backoff_cap: Duration = 6 * 3600.0  # longest delay after failures (before the ceiling)
     max_failures: Annotated[int, Field(ge=1)] = 10  # failures in a row that pause a source
     startup_spread: Annotated[float, BeforeValidator(_seconds), Field(ge=0)] = 60.0
-    concurrency: Annotated[int, Field(ge=1, le=256)] = 8  # sources polled at once
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 100  # sources polled at once
     per_host: Annotated[int, Field(ge=1, le=64)] = 2  # requests at once to one host
     history: Annotated[int, Field(ge=1, le=10000)] = 50  # polls kept per source
 

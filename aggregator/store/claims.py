@@ -56,6 +56,7 @@ class Lateness:
     late: int  # started more than ``LATE_AFTER`` s after their time
     p50: float
     p99: float
+    total: float  # seconds, summed
     buckets: tuple[tuple[float, int], ...]  # (upper bound, polls at most that late)
 
     @property
@@ -256,4 +257,4 @@ def summarise(values: Iterable[float]) -> Lateness:
 
     buckets = tuple((b, sum(1 for v in ordered if v <= b)) for b in BUCKETS)
     late = sum(1 for v in ordered if v > LATE_AFTER)
-    return Lateness(n, late, rank(0.5), rank(0.99), buckets)
+    return Lateness(n, late, rank(0.5), rank(0.99), sum(ordered), buckets)

@@ -16,7 +16,7 @@ from aggregator.content.publish import entry_id
 from aggregator.errors import StoreError
 from aggregator.opml import export_opml
 from aggregator.redact import redact
-from aggregator.store import Store
+from aggregator.store import Store, claims
 from aggregator.store.pages import body_origins, page_notes
 from aggregator.web.state import app_state
 
@@ -113,10 +113,19 @@ def index() -> ResponseReturnValue:
         can_add=state.adder is not None,
         rebuild=state.rebuilds.rebuild_status if state.rebuilds is not None else None,
         hooks=hook_rows(admin),
+        lateness=_lateness(),
+        late_after=claims.LATE_AFTER,
         hooks_configured=bool(
             state.config.settings.hooks.on_change or state.config.settings.hooks.webhooks
         ),
     )
+
+
+def _lateness() -> claims.Lateness:
+    """How late the last hour's polls started (claim time - their next-poll time)."""
+    state = app_state()
+    with state.store.reading() as conn:
+        return claims.lateness(conn, state.clock.now())
 
 
 def hook_rows(reveal: bool, limit: int = 10) -> list[dict[str, Any]]:
@@ -307,6 +316,29 @@ def metrics() -> ResponseReturnValue:
     for row in source_rows():
         states[row["status"]] = states.get(row["status"], 0) + 1
     lines += [f'aggregator_sources{{status="{k}"}} {v}' for k, v in sorted(states.items())]
+    late = _lateness()
+    lines += [
+        "# HELP aggregator_polls_last_hour Polls claimed in the last hour.",
+        "# TYPE aggregator_polls_last_hour gauge",
+        f"aggregator_polls_last_hour {late.polls}",
+        f"# HELP aggregator_polls_late_last_hour Of those, polls that started over "
+        f"{claims.LATE_AFTER:g} s after their time.",
+        "# TYPE aggregator_polls_late_last_hour gauge",
+        f"aggregator_polls_late_last_hour {late.late}",
+        "# HELP aggregator_polls_late_ratio Share of the last hour's polls that started late.",
+        "# TYPE aggregator_polls_late_ratio gauge",
+        f"aggregator_polls_late_ratio {late.late_share:.4f}",
+        "# HELP aggregator_poll_lateness_seconds Claim time minus next-poll time, last hour.",
+        "# TYPE aggregator_poll_lateness_seconds summary",
+        f'aggregator_poll_lateness_seconds{{quantile="0.5"}} {late.p50:.3f}',
+        f'aggregator_poll_lateness_seconds{{quantile="0.99"}} {late.p99:.3f}',
+        f"aggregator_poll_lateness_seconds_sum {late.total:.3f}",
+        f"aggregator_poll_lateness_seconds_count {late.polls}",
+        "# HELP aggregator_poll_lateness_le_seconds Last hour's polls at most this late.",
+        "# TYPE aggregator_poll_lateness_le_seconds gauge",
+        *(f'aggregator_poll_lateness_le_seconds{{le="{b:g}"}} {n}' for b, n in late.buckets),
+        f'aggregator_poll_lateness_le_seconds{{le="+Inf"}} {late.polls}',
+    ]
     lines += [
         "# HELP aggregator_feed_requests_total Requests for republished feeds.",
         "# TYPE aggregator_feed_requests_total counter",

@@ -1,0 +1,264 @@
+"""The claim loop (issue 13): leases, per-host caps, row-driven refresh/pause/resume and
+lateness — on real SQLite files and a local HTTP server, with a hand-moved clock."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import FIXED_NOW, MakeConfig, ManualClock, item, rss, wait_for
+from pytest_httpserver import HTTPServer
+
+from aggregator.config import load_config
+from aggregator.models import Status
+from aggregator.poll.scheduler import Service
+from aggregator.store import Store, claims
+from aggregator.store.schema import polls_table, sources_table
+from aggregator.web import create_app
+
+LEASE = timedelta(seconds=60)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[list[Store]]:
+    made: list[Store] = []
+    yield made
+    for store in made:
+        store.close()
+
+
+def open_store(tmp_path: Path, made: list[Store]) -> Store:
+    store = Store(str(tmp_path / "index.sqlite"), str(tmp_path / "posts"))
+    made.append(store)
+    return store
+
+
+def add_sources(store: Store, urls: dict[str, str], when: datetime = FIXED_NOW) -> None:
+    with store.transaction() as conn:
+        claims.add_missing(conn, {name: (url, when) for name, url in urls.items()})
+
+
+def claim(store: Store, now: datetime, limit: int = 100, per_host: int = 100) -> list[claims.Claim]:
+    with store.transaction() as conn:
+        return claims.claim(conn, now, limit=limit, per_host=per_host, lease=LEASE)
+
+
+def row(store: Store, name: str) -> sa.Row[tuple[object, ...]]:
+    t = sources_table
+    with store.reading() as conn:
+        found = conn.execute(sa.select(t).where(t.c.name == name)).first()
+    assert found is not None
+    return found
+
+
+def test_two_claimers_on_one_index_never_share_a_source(
+    tmp_path: Path, stores: list[Store]
+) -> None:
+    first, second = open_store(tmp_path, stores), open_store(tmp_path, stores)
+    names = [f"s{n:03}" for n in range(200)]
+    add_sources(first, {n: f"http://h{n}.example/feed" for n in names})
+    taken: dict[str, list[str]] = {"first": [], "second": []}
+    start = threading.Barrier(2)
+
+    def claimer(store: Store, into: list[str]) -> None:
+        start.wait()
+        while got := claim(store, FIXED_NOW, limit=7):
+            into.extend(c.name for c in got)
+
+    threads = [
+        threading.Thread(target=claimer, args=(first, taken["first"])),
+        threading.Thread(target=claimer, args=(second, taken["second"])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = taken["first"] + taken["second"]
+    assert sorted(everything) == names  # each exactly once, none left behind
+    assert not claim(second, FIXED_NOW + LEASE / 2)  # every lease still holds
+
+
+def test_claims_come_in_next_poll_order_and_not_before_their_time(
+    tmp_path: Path, stores: list[Store]
+) -> None:
+    store = open_store(tmp_path, stores)
+    for n, name in enumerate(["late", "early", "future"]):
+        add_sources(store, {name: f"http://{name}.example/"}, FIXED_NOW + timedelta(seconds=n))
+    with store.transaction() as conn:
+        claims.set_next(conn, {"early": FIXED_NOW - timedelta(seconds=5)})
+        claims.set_next(conn, {"future": FIXED_NOW + timedelta(hours=1)})
+    got = claim(store, FIXED_NOW + timedelta(seconds=1), limit=1)
+    assert [(c.name, c.late) for c in got] == [("early", 6.0)]
+    assert [c.name for c in claim(store, FIXED_NOW + timedelta(seconds=1))] == ["late"]
+
+
+def test_an_expired_lease_comes_back_and_its_late_completion_is_refused(
+    tmp_path: Path, stores: list[Store]
+) -> None:
+    store = open_store(tmp_path, stores)
+    add_sources(store, {"a": "http://a.example/"})
+    [crashed] = claim(store, FIXED_NOW)
+    assert not claim(store, FIXED_NOW + LEASE - timedelta(seconds=1))
+    [again] = claim(store, FIXED_NOW + LEASE)  # the lease ended: the source is back
+    assert again.name == "a" and again.token != crashed.token
+    with store.transaction() as conn:
+        assert not claims.release(conn, "a", crashed.token)  # too late: not its lease
+    assert row(store, "a").lease_token == again.token
+    with store.transaction() as conn:
+        assert claims.release(conn, "a", again.token)
+    assert row(store, "a").lease_token is None
+
+
+def test_the_per_host_cap_applies_at_claim_time_across_claims(
+    tmp_path: Path, stores: list[Store]
+) -> None:
+    store = open_store(tmp_path, stores)
+    add_sources(store, {f"a{n}": f"http://A.example/feed{n}" for n in range(5)})
+    add_sources(store, {f"b{n}": f"https://b.example:8443/{n}" for n in range(3)})
+    first = claim(store, FIXED_NOW, per_host=2)
+    assert sorted(c.name for c in first) == ["a0", "a1", "b0", "b1"]
+    assert not claim(store, FIXED_NOW, per_host=2)  # both hosts at their cap
+    with store.transaction() as conn:
+        claims.release(conn, "a0", first[0].token)  # polled: its next time is later
+        claims.set_next(conn, {"a0": FIXED_NOW + timedelta(seconds=600)})
+    assert [c.name for c in claim(store, FIXED_NOW, per_host=2)] == ["a2"]
+
+
+# -- the service: real polls of a local server ------------------------------------------
+
+
+@pytest.fixture
+def feeds(httpserver: HTTPServer) -> list[str]:
+    urls = []
+    for n in range(3):
+        httpserver.expect_request(f"/f{n}").respond_with_data(
+            rss(item(f"g{n}", f"Post {n}")), content_type="application/rss+xml"
+        )
+        urls.append(httpserver.url_for(f"/f{n}"))
+    return urls
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    made: list[Service] = []
+    yield made
+    for service in made:
+        service.shutdown(wait=True)
+        service.store.close()
+
+
+def make_service(
+    make_config: MakeConfig, urls: list[str], clock: ManualClock, made: list[Service]
+) -> Service:
+    path = make_config(
+        [{"url": u, "categories": ["A"], "name": f"s{n}"} for n, u in enumerate(urls)],
+        schedule={"jitter": 0, "interval": 600, "startup_spread": 0, "per_host": 3},
+        workers=1,
+    )
+    config = load_config(path)
+    store = Store(config.settings.database, config.settings.posts_dir)
+    service = Service(path, config, store, clock=clock.now, rng=random.Random(5))
+    made.append(service)
+    return service
+
+
+def settle(service: Service) -> None:
+    wait_for(lambda: service._in_flight == 0, "the claimed polls to be recorded")
+
+
+def test_never_polled_sources_are_claimed_polled_and_rescheduled(
+    make_config: MakeConfig, feeds: list[str], services: list[Service]
+) -> None:
+    clock = ManualClock()
+    service = make_service(make_config, feeds, clock, services)
+    service.start(paused=True)  # the tick is the test's
+    assert {service.next_run(f"s{n}") for n in range(3)} == {FIXED_NOW}  # rows made at start
+    assert sorted(c.name for c in service.claim_due()) == ["s0", "s1", "s2"]
+    settle(service)
+    for n in range(3):
+        assert service.next_run(f"s{n}") == FIXED_NOW + timedelta(seconds=600)
+        assert row(service.store, f"s{n}").lease_token is None  # the record ended the claim
+    assert not service.claim_due()  # nothing due until the interval has passed
+    clock.advance(600)
+    assert len(service.claim_due()) == 3
+    settle(service)
+
+
+def test_pause_refresh_and_resume_are_row_updates_the_loop_honours(
+    make_config: MakeConfig, feeds: list[str], services: list[Service]
+) -> None:
+    clock = ManualClock()
+    service = make_service(make_config, feeds[:1], clock, services)
+    service.start(paused=True)
+    service.store.set_status("s0", feeds[0], Status.PAUSED.value, "paused by the admin")
+    service.unschedule("s0")  # what the admin's pause does
+    clock.advance(3600)
+    assert service.next_run("s0") is None and not service.claim_due()
+    assert service.refresh("s0")  # polled once, although paused
+    assert service.next_run("s0") == clock.now()
+    [refreshed] = service.claim_due()
+    assert refreshed.manual
+    settle(service)
+    assert row(service.store, "s0").wake is None  # the refresh is used up
+    service.store.set_status("s0", feeds[0], Status.PAUSED.value, "paused again")
+    clock.advance(3600)
+    assert not service.claim_due()
+    service.store.set_status("s0", feeds[0], Status.OK.value, None)  # the admin's resume
+    assert service.refresh("s0")
+    assert [c.name for c in service.claim_due()] == ["s0"]
+    settle(service)
+    assert service.next_run("s0") == clock.now() + timedelta(seconds=600)
+
+
+def test_a_late_completion_records_its_history_but_not_its_state(
+    make_config: MakeConfig, feeds: list[str], services: list[Service]
+) -> None:
+    clock = ManualClock()
+    service = make_service(make_config, feeds[:1], clock, services)
+    service.start(paused=True)
+    with service.store.transaction() as conn:
+        [stale] = claims.claim(conn, clock.now(), limit=1, per_host=2, lease=LEASE)
+        clock.advance(LEASE.total_seconds())
+        [fresh] = claims.claim(conn, clock.now(), limit=1, per_host=2, lease=LEASE)
+    source = service.config.source("s0")
+    assert source is not None
+    outcome = service.poller.poll_source(source, manual=False, lease=stale.token)
+    assert outcome.ok and outcome.new == 1
+    after = row(service.store, "s0")
+    assert after.lease_token == fresh.token  # the newer claim still holds it
+    assert after.last_polled_at is None and after.next_poll_at == FIXED_NOW  # state untouched
+    with service.store.reading() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(polls_table)).scalar() == 1
+
+
+def test_lateness_is_recorded_and_shown(
+    make_config: MakeConfig, feeds: list[str], services: list[Service]
+) -> None:
+    clock = ManualClock()
+    service = make_service(make_config, feeds, clock, services)
+    service.start(paused=True)
+    clock.advance(30)  # every source was due at FIXED_NOW: claimed 30 s late
+    assert [c.late for c in service.claim_due()] == [30.0, 30.0, 30.0]
+    settle(service)
+    clock.advance(600)  # due at FIXED_NOW + 630 after their polls: on time now
+    assert [c.late for c in service.claim_due()] == [0.0, 0.0, 0.0]
+    settle(service)
+    late = service.lateness()
+    assert (late.polls, late.late, late.late_share) == (6, 3, 0.5)
+    assert dict(late.buckets)[1.0] == 3 and dict(late.buckets)[30.0] == 6
+    client = create_app(service.config, service.store, service, clock=clock).test_client()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "aggregator_polls_late_last_hour 3\n" in metrics
+    assert "aggregator_polls_late_ratio 0.5000\n" in metrics
+    assert 'aggregator_poll_lateness_seconds{quantile="0.99"} 30.000\n' in metrics
+    assert 'aggregator_poll_lateness_le_seconds{le="+Inf"} 6\n' in metrics
+    page = client.get("/").get_data(as_text=True)
+    assert "<b>50%</b> of polls in the last hour started late" in page
+    clock.advance(3601)  # over an hour on, those polls are out of the window
+    assert service.lateness().polls == 0
+    assert 'id="lateness"' not in client.get("/").get_data(as_text=True)
