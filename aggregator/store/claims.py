@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -122,30 +123,41 @@ def claim(
         .limit(limit * CANDIDATES)
         .with_for_update(skip_locked=True)
     ).all()
-    claims: list[Claim] = []
-    until = now + lease
+    chosen: list[tuple[Any, str]] = []  # (row, its token)
     for row in candidates:
-        if len(claims) >= limit:
+        if len(chosen) >= limit:
             break
         where = host(row.url)
         if busy.get(where, 0) >= per_host:
             continue
-        token = secrets.token_hex(8)
-        taken = conn.execute(
-            sa.update(t)
-            .where(t.c.name == row.name, t.c.lease_token.is_(None))
-            .values(lease_until=until, lease_token=token)
-        ).rowcount
-        if not taken:  # another claimer's since we read it
-            continue
         busy[where] = busy.get(where, 0) + 1
-        late = max(0.0, (now - row.next_poll_at).total_seconds())
-        claims.append(Claim(row.name, token, late, row.wake == MANUAL))
+        chosen.append((row, secrets.token_hex(8)))
+    if not chosen:
+        return []
+    # Compare and set, in one statement for the batch: a row another claimer leased since
+    # it was read keeps that lease, and the read back below leaves it out.
+    conn.execute(
+        sa.update(t)
+        .where(t.c.name == sa.bindparam("key"), t.c.lease_token.is_(None))
+        .values(lease_until=now + lease, lease_token=sa.bindparam("token")),
+        [{"key": row.name, "token": token} for row, token in chosen],
+    )
+    tokens = [token for _row, token in chosen]
+    ours = set(conn.execute(sa.select(t.c.name).where(t.c.lease_token.in_(tokens))).scalars())
+    claims = [
+        Claim(row.name, token, _seconds(now - row.next_poll_at), row.wake == MANUAL)
+        for row, token in chosen
+        if row.name in ours
+    ]
     if claims:
         c = claims_table
         conn.execute(sa.insert(c), [{"claimed_at": now, "late": k.late} for k in claims])
         conn.execute(sa.delete(c).where(c.c.claimed_at < now - LATENESS_WINDOW))
     return claims
+
+
+def _seconds(delta: timedelta) -> float:
+    return max(0.0, delta.total_seconds())
 
 
 def claim_one(conn: Connection, name: str, now: datetime, lease: timedelta) -> str | None:

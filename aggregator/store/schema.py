@@ -63,7 +63,8 @@ sources_table = sa.Table(
     sa.Column("lease_until", UTCDateTime),
     sa.Column("lease_token", sa.String),
     sa.Column("wake", sa.String),
-    sa.Index("ix_sources_next_poll_at", "next_poll_at"),  # the claim's order
+    sa.Index("ix_sources_next_poll_at", "next_poll_at", "name"),  # the claim's order
+    sa.Index("ix_sources_lease_token", "lease_token"),  # the leases held (few)
 )
 
 entries_table = sa.Table(
