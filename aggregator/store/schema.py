@@ -64,7 +64,13 @@ sources_table = sa.Table(
     sa.Column("lease_token", sa.String),
     sa.Column("wake", sa.String),
     sa.Index("ix_sources_next_poll_at", "next_poll_at", "name"),  # the claim's order
-    sa.Index("ix_sources_lease_token", "lease_token"),  # the leases held (few)
+    # The leases held (few): partial, so the planner never takes it for "not leased".
+    sa.Index(
+        "ix_sources_leased",
+        "lease_until",
+        sqlite_where=sa.text("lease_token IS NOT NULL"),
+        postgresql_where=sa.text("lease_token IS NOT NULL"),
+    ),
 )
 
 entries_table = sa.Table(
