@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import FIXED_NOW, MakeConfig, ManualClock, item, rss, wait_for
+from conftest import FIXED_NOW, Gate, MakeConfig, ManualClock, item, rss, wait_for
 from pytest_httpserver import HTTPServer
+from werkzeug import Response
 
 from aggregator.config import load_config
 from aggregator.models import Status
@@ -262,3 +263,29 @@ def test_lateness_is_recorded_and_shown(
     clock.advance(3601)  # over an hour on, those polls are out of the window
     assert service.lateness().polls == 0
     assert 'id="lateness"' not in client.get("/").get_data(as_text=True)
+
+
+def test_a_stop_waits_for_a_claimed_poll_and_records_it(
+    make_config: MakeConfig, threaded_httpserver: HTTPServer, services: list[Service]
+) -> None:
+    gate = Gate()
+    threaded_httpserver.expect_request("/slow").respond_with_handler(
+        gate.held(lambda _r: Response(rss(item("g", "Post")), content_type="application/rss+xml"))
+    )
+    clock = ManualClock()
+    service = make_service(make_config, [threaded_httpserver.url_for("/slow")], clock, services)
+    service.start(paused=True)
+    assert [c.name for c in service.claim_due()] == ["s0"]
+    gate.wait(lambda g: g.active == 1, "the claimed poll's request")
+    stopped: list[bool] = []
+    stopper = threading.Thread(target=lambda: stopped.append(service.shutdown(wait=True)))
+    stopper.start()
+    wait_for(lambda: service._stopping, "the stop to begin")
+    assert not service.claim_due()  # nothing more is claimed once stopping
+    assert stopper.is_alive()  # the stop waits for the poll in flight
+    gate.open()
+    stopper.join()
+    assert stopped == [True]
+    after = row(service.store, "s0")
+    assert after.lease_token is None and after.last_polled_at == FIXED_NOW  # recorded
+    assert after.next_poll_at == FIXED_NOW + timedelta(seconds=600)

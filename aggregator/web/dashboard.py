@@ -64,7 +64,7 @@ def source_rows(reveal: bool = False) -> list[dict[str, Any]]:
         reveal: URLs in full, credentials and tokens included (for the admin).
     """
     app = app_state()
-    config, store, service = app.config, app.store, app.service
+    config, store = app.config, app.store
     counts = store.entry_counts(app.clock.now() - timedelta(hours=24))
     states = store.source_states()
     rows = []
@@ -73,7 +73,6 @@ def source_rows(reveal: bool = False) -> list[dict[str, Any]]:
         status = state.get("status") or "new"
         if not source.enabled:
             status = "disabled"
-        next_poll = service.next_run(source.key) if service is not None else None
         total, recent = counts.get(source.key, (0, 0))
         rows.append(
             {
@@ -82,7 +81,8 @@ def source_rows(reveal: bool = False) -> list[dict[str, Any]]:
                 "path": " › ".join(source.categories),
                 "status": status,
                 "last_polled_at": state.get("last_polled_at"),
-                "next_poll_at": next_poll or state.get("next_poll_at"),
+                # The claim loop's own schedule (paused and gone sources have none).
+                "next_poll_at": state.get("next_poll_at"),
                 "last_http_status": state.get("last_http_status"),
                 "last_error": state.get("last_error"),
                 "reason": state.get("reason"),

@@ -84,11 +84,12 @@ class PollService(Rebuilds, Protocol):
         ...
 
     def refresh(self, name: str) -> bool:
-        """Poll a source as soon as possible; False if unknown."""
+        """Poll a source as soon as possible, even if paused or gone (its row is made due
+        now, for the claim loop); False if unknown."""
         ...
 
     def unschedule(self, name: str) -> None:
-        """Drop a source's pending poll, if it has one."""
+        """Drop a source's pending poll (its row's next-poll time), if it has one."""
         ...
 
     def holding(self, name: str) -> AbstractContextManager[None]:
