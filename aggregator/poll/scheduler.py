@@ -184,10 +184,9 @@ class Service:
         # while its lease runs out. A change of ``concurrency`` takes effect on restart.
         self.concurrency = schedule.concurrency
         self.jobs = ThreadPoolExecutor(self.concurrency, thread_name_prefix="poll")
-        # Two threads: the claim loop's tick and the config watch, neither of which waits
-        # on a poll.
+        # The claim loop's tick and the config watch, neither of which waits on a poll.
         self.scheduler = BackgroundScheduler(
-            executors={"default": JobThreads(2)},
+            executors={"default": JobThreads(3)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -222,7 +221,12 @@ class Service:
                 and call ``claim_due`` themselves).
         """
         self._schedule_all(self.config.sources)
-        self.scheduler.add_job(self.claim_due, "interval", seconds=CLAIM_SECONDS, id="claim")
+        # Two instances allowed: a tick that waits on the write lock (a big poll's commit)
+        # makes the next one return at once (``_claim_lock``) instead of APScheduler
+        # logging a skipped run every second.
+        self.scheduler.add_job(
+            self.claim_due, "interval", seconds=CLAIM_SECONDS, id="claim", max_instances=2
+        )
         self.scheduler.add_job(
             self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
         )
@@ -258,7 +262,7 @@ class Service:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)  # a tick in progress claims nothing now
         finished = not wait or self._wait_idle(self.stop_grace)
-        self.jobs.shutdown(wait=finished, cancel_futures=True)
+        self.jobs.shutdown(wait=False)  # its polls ended above, or are given up on
         self.pool.shutdown(wait=finished, cancel_futures=True)
         self.static.close()
         self.poller.close()
@@ -279,7 +283,9 @@ class Service:
         Returns:
             The claims made (tests look at them).
         """
-        with self._claim_lock:
+        if not self._claim_lock.acquire(blocking=False):
+            return []  # the previous tick is still claiming
+        try:
             with self._idle:
                 free = self.concurrency - self._in_flight
                 if self._stopping or free <= 0:
@@ -305,9 +311,16 @@ class Service:
                 if stopping:
                     self._end(claim.name, claim.token, done=False)  # back at once
                     continue
-                self.jobs.submit(self._run_claimed, claim)
+                try:
+                    self.jobs.submit(self._run_claimed, claim)
+                except RuntimeError:  # the job pool was shut down meanwhile (a stop)
+                    self._finished()
+                    self._end(claim.name, claim.token, done=False)
+                    continue
                 started.append(claim)
             return started
+        finally:
+            self._claim_lock.release()
 
     def _run_claimed(self, claim: Claim) -> None:
         try:
@@ -315,9 +328,13 @@ class Service:
         except Exception:  # logged; the lease brings the source back
             log.exception("source=%s claimed poll crashed", claim.name)
         finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
+            self._finished()
+
+    def _finished(self) -> None:
+        """One poll fewer in flight (a stop may be waiting for none)."""
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
 
     def _end(
         self,
@@ -438,9 +455,7 @@ class Service:
         try:
             return self._poll(name, manual, None)
         finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
+            self._finished()
 
     def _poll(self, name: str, manual: bool, token: str | None) -> SourceOutcome | None:
         source = self.config.source(name)
