@@ -19,7 +19,6 @@ import os
 import pstats
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -119,9 +118,7 @@ def _print_profile(main: cProfile.Profile, threads: list[cProfile.Profile]) -> N
         stats.sort_stats("tottime").print_stats(30)
 
 
-def passes(
-    paths: list[Path], root: Path, workers: int, profile: str | None
-) -> tuple[float, float]:
+def passes(paths: list[Path], root: Path, workers: int, profile: str | None) -> tuple[float, float]:
     """A cold pass then a warm pass on a fresh store: their times."""
     workdir = Path(tempfile.mkdtemp(dir=root))
     config_path = workdir / "config.yaml"
@@ -185,8 +182,12 @@ def main() -> None:
         f, c, w = (statistics.median(x) for x in (floor, cold, warm))
         print(f"medians of {args.rounds}:")
         print(f"  floor feedparser.parse: {f:6.2f} s  {f / n * 1e6:7.0f} us/source")
-        print(f"  cold pass:              {c:6.2f} s  {c / n * 1e6:7.0f} us/source  {c / f:.2f}x floor")
-        print(f"  warm pass (unchanged):  {w:6.2f} s  {w / n * 1e6:7.0f} us/source  {w / f:.2f}x floor")
+        print(
+            f"  cold pass:              {c:6.2f} s  {c / n * 1e6:7.0f} us/source  {c / f:.2f}x floor"
+        )
+        print(
+            f"  warm pass (unchanged):  {w:6.2f} s  {w / n * 1e6:7.0f} us/source  {w / f:.2f}x floor"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
