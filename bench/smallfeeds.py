@@ -129,6 +129,7 @@ def passes(paths: list[Path], root: Path, workers: int, profile: str | None) -> 
     for name in ("cold", "warm"):
         poller = Poller(config, store, workers=workers)
         profiler = cProfile.Profile() if profile == name else None
+        poll_profiles.clear()
         start = time.perf_counter()
         if profiler is not None:
             profiler.enable()

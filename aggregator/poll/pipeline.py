@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
@@ -107,6 +108,7 @@ class Poller:
             max_failures=schedule.max_failures,
         )
         self.rng = rng or random.Random()
+        self._recorder = GroupRecorder(self._record)
 
     def close(self) -> None:
         """Release the HTTP connections."""
@@ -220,7 +222,7 @@ class Poller:
         """
         result = self._poll_guarded(source, self.store.load_state(source.key), pool, manual)
         if isinstance(result, PollRecord):
-            self._record([result])
+            self._recorder.record(result)
             return result.outcome
         return result
 
@@ -487,6 +489,46 @@ class Poller:
                     conn, source.name, source.keep_days, source.keep_max, now
                 )
         return pruned
+
+
+class GroupRecorder:
+    """Writes the records of single polls (``aggregator run``'s jobs), several to a
+    transaction when they end together: a group commit.
+
+    A poll's thread returns once its record is written. The first to arrive writes what
+    is waiting; those that arrive meanwhile wait, and the next of them writes all of
+    theirs in one transaction. Alone, a poll writes its own at once (no delay is added).
+    """
+
+    def __init__(self, write: Callable[[list[PollRecord]], None]) -> None:
+        self._write = write
+        self._cond = threading.Condition()
+        self._pending: list[PollRecord] = []
+        self._issued = 0  # tickets handed out
+        self._written = 0  # every ticket up to this one is written
+        self._writing = False
+
+    def record(self, record: PollRecord) -> None:
+        """Write ``record`` (in a batch with others waiting), then return."""
+        with self._cond:
+            self._issued += 1
+            ticket = self._issued
+            self._pending.append(record)
+            while self._written < ticket:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                batch, self._pending = self._pending, []
+                last = self._issued
+                self._writing = True
+                self._cond.release()
+                try:
+                    self._write(batch)
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                    self._written = last
+                    self._cond.notify_all()
 
 
 def _stored_page(stored: StoredPage | None) -> Page | str | None:

@@ -16,6 +16,7 @@ database or the posts folder while running is recorded in ``faults`` (see ``faul
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -313,20 +314,8 @@ class Store(Queries, Logins):
         if not rows:
             return
         self.bump_version(conn)
-        t = entries_table
         values = [_row_values(r) for r in rows]
-        statement = insert(t)
-        keep = {"first_seen", "uid", "source", "key", "alt_key"}
-        changes: dict[str, Any] = {c: statement.excluded[c] for c in values[0] if c not in keep}
-        # When it was first dropped stays; a kept entry has no drop time.
-        changes["dropped_at"] = sa.case(
-            (statement.excluded.dropped_by.is_(None), None),
-            else_=sa.func.coalesce(t.c.dropped_at, statement.excluded.dropped_at),
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[t.c.source, t.c.key], set_=changes
-        )
-        conn.execute(statement, values)
+        conn.execute(_upsert_entries(tuple(values[0])), values)
 
     def touch_entries(
         self, conn: Connection, source: str, keys: Sequence[str], now: datetime
@@ -350,12 +339,7 @@ class Store(Queries, Logins):
             row = record.state.columns()
             groups.setdefault(tuple(sorted(row)), []).append(row)
         for columns, rows in groups.items():
-            statement = insert(sources_table)
-            statement = statement.on_conflict_do_update(
-                index_elements=["name"],
-                set_={c: statement.excluded[c] for c in columns if c != "name"},
-            )
-            conn.execute(statement, rows)
+            conn.execute(_upsert_states(columns), rows)
         t = polls_table
         names = sorted({r.outcome.source for r in records})
         ranked = (
@@ -679,3 +663,30 @@ class _Listing:
             fold_path(path, extension=not is_dir) for path, (is_dir, _) in self.unindexed.items()
         )
         return FolderContents(orphans, folds)
+
+
+# Built once per set of columns: making an upsert construct costs more than running it
+# for a small feed's few rows.
+@functools.lru_cache(maxsize=16)
+def _upsert_entries(columns: tuple[str, ...]) -> sa.Insert:
+    """Insert entries, or update those stored (matched on source + key)."""
+    t = entries_table
+    statement = insert(t)
+    keep = {"first_seen", "uid", "source", "key", "alt_key"}
+    changes: dict[str, Any] = {c: statement.excluded[c] for c in columns if c not in keep}
+    # When it was first dropped stays; a kept entry has no drop time.
+    changes["dropped_at"] = sa.case(
+        (statement.excluded.dropped_by.is_(None), None),
+        else_=sa.func.coalesce(t.c.dropped_at, statement.excluded.dropped_at),
+    )
+    return statement.on_conflict_do_update(index_elements=[t.c.source, t.c.key], set_=changes)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_states(columns: tuple[str, ...]) -> sa.Insert:
+    """Insert or update sources' state rows, setting ``columns``."""
+    statement = insert(sources_table)
+    return statement.on_conflict_do_update(
+        index_elements=["name"],
+        set_={c: statement.excluded[c] for c in columns if c != "name"},
+    )
