@@ -11,18 +11,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
 
 import pytest
 from conftest import FeedFile, HarnessFactory, MakeConfig, item, rss
 
-import aggregator.store.index as index_module
 from aggregator.poll.pipeline import GroupRecorder
 from aggregator.store.records import PollRecord
 
 
 @pytest.fixture
-def listings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The folders the store lists (os.scandir, still called for real)."""
     seen: list[str] = []
     real = os.scandir
@@ -31,8 +29,8 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         seen.append(str(path))
         return real(path)
 
-    monkeypatch.setattr(index_module.os, "scandir", scandir)
-    yield seen
+    monkeypatch.setattr(os, "scandir", scandir)
+    return seen
 
 
 def test_a_folder_is_listed_once_for_many_polls_and_again_after_a_foreign_change(
@@ -121,11 +119,8 @@ def test_single_polls_that_end_together_are_recorded_in_one_transaction() -> Non
         first_started.set()
         release.wait(10)
 
-    recorder = GroupRecorder(write)  # type: ignore[arg-type]
-    threads = [
-        threading.Thread(target=recorder.record, args=(f"poll {n}",))  # type: ignore[arg-type]
-        for n in range(5)
-    ]
+    recorder = GroupRecorder(write)
+    threads = [threading.Thread(target=recorder.record, args=(f"poll {n}",)) for n in range(5)]
     threads[0].start()
     assert first_started.wait(10)  # the first writes its own at once, alone
     for thread in threads[1:]:
