@@ -6,7 +6,9 @@ Measures, in one run and on the same bytes:
   * cold: ``Poller.poll_sources`` on a fresh store (parse, clean, write every article file
     atomically, index it);
   * warm: the same pass again, nothing changed (every file read, hashed, found unchanged,
-    every poll recorded).
+    every poll recorded);
+  * warm single polls: the same again as ``run``'s jobs poll, ``Poller.poll_source`` per
+    source from 8 threads.
 Prints each as seconds, µs per source and the ratio to the floor (aim: cold ≤ 2, warm a
 few hundred µs per source). ``--profile cold|warm`` prints a cProfile of that pass instead.
 """
@@ -21,6 +23,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import feedparser
@@ -147,9 +150,17 @@ def passes(paths: list[Path], root: Path, workers: int, profile: str | None) -> 
             assert new == 0 and all(o.not_modified for o in outcomes), new
         if profiler is not None:
             _print_profile(profiler, poll_profiles)
+    # As ``run``'s jobs poll: one source per call, from a pool of 8 job threads.
+    poller = Poller(config, store, workers=workers)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(config.settings.schedule.concurrency) as jobs:
+        singles = list(jobs.map(poller.poll_source, config.sources))
+    times.append(time.perf_counter() - start)
+    poller.close()
+    assert all(o.ok and o.not_modified for o in singles)
     assert store.count_entries() == len(paths) * ITEMS
     store.close()
-    return times[0], times[1]
+    return times[0], times[1], times[2]
 
 
 def main() -> None:
@@ -173,14 +184,18 @@ def main() -> None:
             _profiled_polls()
             passes(paths, root, args.workers, args.profile)
             return
-        floor, cold, warm = [], [], []
+        floor, cold, warm, single = [], [], [], []
         for round_ in range(1, args.rounds + 1):
             floor.append(bare_parse(bodies))
-            c, w = passes(paths, root, args.workers, None)
+            c, w, one = passes(paths, root, args.workers, None)
             cold.append(c)
             warm.append(w)
-            print(f"round {round_}: parse {floor[-1]:.2f} s, cold {c:.2f} s, warm {w:.2f} s")
-        f, c, w = (statistics.median(x) for x in (floor, cold, warm))
+            single.append(one)
+            print(
+                f"round {round_}: parse {floor[-1]:.2f} s, cold {c:.2f} s, warm {w:.2f} s, "
+                f"warm single polls {one:.2f} s"
+            )
+        f, c, w, one = (statistics.median(x) for x in (floor, cold, warm, single))
         print(f"medians of {args.rounds}:")
         print(f"  floor feedparser.parse: {f:6.2f} s  {f / n * 1e6:7.0f} us/source")
         print(
