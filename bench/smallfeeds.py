@@ -204,6 +204,10 @@ def main() -> None:
         print(
             f"  warm pass (unchanged):  {w:6.2f} s  {w / n * 1e6:7.0f} us/source  {w / f:.2f}x floor"
         )
+        print(
+            f"  warm, single polls:     {one:6.2f} s  {one / n * 1e6:7.0f} us/source  "
+            f"{one / f:.2f}x floor"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
