@@ -107,6 +107,10 @@ class Ingest:
                 for path, exc in failures.items()
             }
         )
+        # The folders' listings (``Store.scan_folder``) stay current with our own writes.
+        settled = [*(r.path for r in rows if r.path), *plan.deletes]
+        for folder in {p.rpartition("/")[0] for p in (*plan.writes, *plan.deletes)}:
+            self.store.folder_written(folder, settled, failed=bool(failures))
         changes = _changes(plan.rows, plan.writes, plan.deletes, failures, rebuild=rebuild)
         return Applied(
             source.name,

@@ -11,8 +11,9 @@ import hashlib
 import logging
 import os
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -107,6 +108,7 @@ class Poller:
             max_failures=schedule.max_failures,
         )
         self.rng = rng or random.Random()
+        self._recorder = GroupRecorder(self._record)
 
     def close(self) -> None:
         """Release the HTTP connections."""
@@ -227,7 +229,7 @@ class Poller:
         """
         result = self._poll_guarded(source, self.store.load_state(source.key), pool, manual)
         if isinstance(result, PollRecord):
-            self._record([result], lease)
+            self._recorder.record(result, lease)
             return result.outcome
         return result
 
@@ -409,18 +411,26 @@ class Poller:
             fault,
         )
 
-    def _record(self, records: list[PollRecord], lease: str | None = None) -> None:
+    def _record(
+        self, records: list[PollRecord], leases: Sequence[str | None] | None = None
+    ) -> None:
         """Write polls and states in one transaction, and log one line per poll.
 
-        With ``lease`` (one record), the claim ends here; a claim that lost its lease
+        With a lease (claimed polls), the claim ends here; a claim that lost its lease
         records its history, not its state (a newer claim's poll owns that now).
         """
         try:
             with self.store.transaction() as conn:
-                state = records[0].state
-                if lease is not None and not claims.release(conn, state.name, lease):
-                    log.warning("source=%s lease lost; state left to the newer claim", state.name)
-                    records = [replace(records[0], state=SourceStateUpdate(state.name, state.url))]
+                kept: list[PollRecord] = []
+                for record, lease in zip(records, leases or [None] * len(records), strict=True):
+                    state = record.state
+                    if lease is not None and not claims.release(conn, state.name, lease):
+                        log.warning(
+                            "source=%s lease lost; state left to the newer claim", state.name
+                        )
+                        record = replace(record, state=SourceStateUpdate(state.name, state.url))
+                    kept.append(record)
+                records = kept
                 self.store.record_polls(conn, records, self.config.settings.schedule.history)
         except StoreError as exc:
             log.error("cannot record %d polls: %s", len(records), exc)
@@ -502,6 +512,47 @@ class Poller:
                     conn, source.name, source.keep_days, source.keep_max, now
                 )
         return pruned
+
+
+class GroupRecorder:
+    """Writes the records of single polls (``aggregator run``'s jobs), several to a
+    transaction when they end together: a group commit.
+
+    A poll's thread returns once its record is written. The first to arrive writes what
+    is waiting; those that arrive meanwhile wait, and the next of them writes all of
+    theirs in one transaction. Alone, a poll writes its own at once (no delay is added).
+    """
+
+    def __init__(self, write: Callable[[list[PollRecord], list[str | None]], None]) -> None:
+        self._write = write
+        self._cond = threading.Condition()
+        self._pending: list[tuple[PollRecord, str | None]] = []
+        self._issued = 0  # tickets handed out
+        self._written = 0  # every ticket up to this one is written
+        self._writing = False
+
+    def record(self, record: PollRecord, lease: str | None = None) -> None:
+        """Write ``record`` (in a batch with others waiting), ending its claim's
+        ``lease`` if it has one, then return."""
+        with self._cond:
+            self._issued += 1
+            ticket = self._issued
+            self._pending.append((record, lease))
+            while self._written < ticket:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                batch, self._pending = self._pending, []
+                last = self._issued
+                self._writing = True
+                self._cond.release()
+                try:
+                    self._write([r for r, _ in batch], [lease for _, lease in batch])
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                    self._written = last
+                    self._cond.notify_all()
 
 
 def _stored_page(stored: StoredPage | None) -> Page | str | None:

@@ -16,6 +16,7 @@ database or the posts folder while running is recorded in ``faults`` (see ``faul
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -23,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ class Store(Queries, Logins):
         self._version_checked = -VERSION_RECHECK
         self._version_bumped = False
         self._lock = threading.RLock()
+        # folder → what scan_folder found there, valid while the folder's mtime is the one
+        # noted (only read and changed under ``_lock``).
+        self._folders: dict[str, _Listing] = {}
         damage = find_damage(database)
         if damage is not None:
             raise StoreError(damaged_report(database, damage))
@@ -164,8 +168,13 @@ class Store(Queries, Logins):
             try:
                 with self.engine.begin() as conn:
                     yield conn
-            except SQLAlchemyError as exc:
-                raise self._database_error(exc) from exc
+            except BaseException as exc:
+                # Rolled back: files written meanwhile have no row after all, so the
+                # listings noted as up to date with them are not.
+                self._folders.clear()
+                if isinstance(exc, SQLAlchemyError):
+                    raise self._database_error(exc) from exc
+                raise
             else:
                 if self._version_bumped:
                     # Entries were written: the database's fault, if any, is over. Not
@@ -305,20 +314,8 @@ class Store(Queries, Logins):
         if not rows:
             return
         self.bump_version(conn)
-        t = entries_table
         values = [_row_values(r) for r in rows]
-        statement = insert(t)
-        keep = {"first_seen", "uid", "source", "key", "alt_key"}
-        changes: dict[str, Any] = {c: statement.excluded[c] for c in values[0] if c not in keep}
-        # When it was first dropped stays; a kept entry has no drop time.
-        changes["dropped_at"] = sa.case(
-            (statement.excluded.dropped_by.is_(None), None),
-            else_=sa.func.coalesce(t.c.dropped_at, statement.excluded.dropped_at),
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[t.c.source, t.c.key], set_=changes
-        )
-        conn.execute(statement, values)
+        conn.execute(_upsert_entries(tuple(values[0])), values)
 
     def touch_entries(
         self, conn: Connection, source: str, keys: Sequence[str], now: datetime
@@ -342,12 +339,7 @@ class Store(Queries, Logins):
             row = record.state.columns()
             groups.setdefault(tuple(sorted(row)), []).append(row)
         for columns, rows in groups.items():
-            statement = insert(sources_table)
-            statement = statement.on_conflict_do_update(
-                index_elements=["name"],
-                set_={c: statement.excluded[c] for c in columns if c != "name"},
-            )
-            conn.execute(statement, rows)
+            conn.execute(_upsert_states(columns), rows)
         t = polls_table
         names = sorted({r.outcome.source for r in records})
         ranked = (
@@ -427,8 +419,22 @@ class Store(Queries, Logins):
         would-be name, has changed since. Every other name counts too: a new article's
         name must not fold (``fold_path``) to that of someone's page or folder. (Those of
         indexed files are the index's: ``folds_taken``.)
+
+        Listed once and then kept while the folder's mtime stays the one noted: a folder
+        of thousands of articles is otherwise listed, and each name looked up in the
+        index, by every poll that brings a new entry (quadratic in a cold pass). Our own
+        writes keep the listing current (``folder_written``); anyone else's change moves
+        the mtime, and the folder is listed again.
         """
         directory = self.files.posts_dir / folder
+        try:
+            mtime = directory.stat().st_mtime_ns
+        except OSError:
+            self._folders.pop(folder, None)
+            return FolderContents({}, frozenset())
+        cached = self._folders.get(folder)
+        if cached is not None and cached.mtime == mtime:
+            return cached.contents()
         names: list[tuple[str, bool]] = []  # (path, is a folder)
         try:
             with os.scandir(directory) as found:
@@ -436,18 +442,39 @@ class Store(Queries, Logins):
                     if not item.name.startswith("."):  # hidden: Hexo, Hugo and Jekyll skip it
                         names.append((f"{folder}/{item.name}", item.is_dir()))
         except OSError:
+            self._folders.pop(folder, None)
             return FolderContents({}, frozenset())
         articles = [path for path, is_dir in names if not is_dir and path.endswith(".md")]
         known = self.paths_taken(conn, articles) if articles else set()
-        orphans: dict[str, str] = {}
-        for path in articles:
+        listing = _Listing(mtime, {})
+        for path, is_dir in names:
             if path in known:
                 continue
-            uid = self.files.entry_id_of(path)
-            if uid is not None:
-                orphans[uid] = path
-        folds = {fold_path(p, extension=not is_dir) for p, is_dir in names if p not in known}
-        return FolderContents(orphans, frozenset(folds))
+            uid = self.files.entry_id_of(path) if not is_dir and path.endswith(".md") else None
+            listing.unindexed[path] = (is_dir, uid)
+        self._folders[folder] = listing
+        return listing.contents()
+
+    def folder_written(self, folder: str, settled: Iterable[str], failed: bool) -> None:
+        """Note our own change to a folder that ``scan_folder`` listed: ``settled`` are
+        the paths this transaction gives rows to (written or adopted files) or deleted;
+        after ``failed`` writes the folder is simply listed again next time.
+
+        Called under the transaction that writes those rows; a rollback forgets every
+        listing (``transaction``).
+        """
+        listing = self._folders.get(folder)
+        if listing is None:
+            return
+        if failed:
+            del self._folders[folder]
+            return
+        for path in settled:
+            listing.unindexed.pop(path, None)
+        try:
+            listing.mtime = (self.files.posts_dir / folder).stat().st_mtime_ns
+        except OSError:
+            del self._folders[folder]
 
     def prune(
         self,
@@ -623,3 +650,46 @@ def _create_schema(engine: Engine) -> None:
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
         conn.commit()
+
+
+@dataclass(slots=True)
+class _Listing:
+    """A folder as ``scan_folder`` last listed it: its mtime then, and each name that no
+    index row points at (is it a folder, its entry_id if it is an article file)."""
+
+    mtime: int
+    unindexed: dict[str, tuple[bool, str | None]]
+
+    def contents(self) -> FolderContents:
+        orphans = {uid: path for path, (_, uid) in self.unindexed.items() if uid is not None}
+        folds = frozenset(
+            fold_path(path, extension=not is_dir) for path, (is_dir, _) in self.unindexed.items()
+        )
+        return FolderContents(orphans, folds)
+
+
+# Built once per set of columns: making an upsert construct costs more than running it
+# for a small feed's few rows.
+@functools.lru_cache(maxsize=16)
+def _upsert_entries(columns: tuple[str, ...]) -> sa.Insert:
+    """Insert entries, or update those stored (matched on source + key)."""
+    t = entries_table
+    statement = insert(t)
+    keep = {"first_seen", "uid", "source", "key", "alt_key"}
+    changes: dict[str, Any] = {c: statement.excluded[c] for c in columns if c not in keep}
+    # When it was first dropped stays; a kept entry has no drop time.
+    changes["dropped_at"] = sa.case(
+        (statement.excluded.dropped_by.is_(None), None),
+        else_=sa.func.coalesce(t.c.dropped_at, statement.excluded.dropped_at),
+    )
+    return statement.on_conflict_do_update(index_elements=[t.c.source, t.c.key], set_=changes)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_states(columns: tuple[str, ...]) -> sa.Insert:
+    """Insert or update sources' state rows, setting ``columns``."""
+    statement = insert(sources_table)
+    return statement.on_conflict_do_update(
+        index_elements=["name"],
+        set_={c: statement.excluded[c] for c in columns if c != "name"},
+    )

@@ -1,0 +1,216 @@
+"""bench/smallfeeds: per-source overhead — many small local feeds, cold and warm.
+
+Workload: 3,000 local RSS files × 3 short items (fixed, generated), one source each.
+Measures, in one run and on the same bytes:
+  * floor: ``feedparser.parse(bytes)`` of every document, one after another, one process;
+  * cold: ``Poller.poll_sources`` on a fresh store (parse, clean, write every article file
+    atomically, index it);
+  * warm: the same pass again, nothing changed (every file read, hashed, found unchanged,
+    every poll recorded);
+  * warm single polls: the same again as ``run``'s jobs poll, ``Poller.poll_source`` per
+    source from 8 threads.
+Prints each as seconds, µs per source and the ratio to the floor (aim: cold ≤ 2, warm a
+few hundred µs per source). ``--profile cold|warm`` prints a cProfile of that pass instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import feedparser
+
+from aggregator.config import load_config
+from aggregator.poll.pipeline import Poller
+from aggregator.store import Store
+
+FEEDS = 3000
+ITEMS = 3
+
+
+def feed_document(index: int) -> bytes:
+    """A small RSS document (deterministic): a few short items, like a quiet blog."""
+    items = "".join(
+        f"<item><title>Post {n} of feed {index}</title>"
+        f"<link>https://blog{index % 97}.example/{index}/post-{n}</link>"
+        f"<guid>https://blog{index % 97}.example/{index}/post-{n}</guid>"
+        f"<pubDate>Mon, {1 + n:02d} Mar 2021 {index % 24:02d}:00:00 GMT</pubDate>"
+        f"<description><![CDATA[<p>Paragraph one of post {n}, feed {index}, with "
+        f'<a href="/a/{n}">a link</a> and <em>some</em> words.</p><p>Two.</p>]]>'
+        "</description></item>"
+        for n in range(ITEMS)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>'
+        f"<title>Feed {index}</title><link>https://blog{index % 97}.example/</link>"
+        f"<description>small</description>{items}</channel></rss>"
+    ).encode()
+
+
+def write_feeds(folder: Path, feeds: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(feeds):
+        path = folder / f"feed-{index:04d}.xml"
+        path.write_bytes(feed_document(index))
+        paths.append(path)
+    return paths
+
+
+def config_text(paths: list[Path], workdir: Path) -> str:
+    lines = [
+        "settings:",
+        f"  posts_dir: {workdir / 'posts'}",
+        f"  database: {workdir / 'index.sqlite'}",
+        f"  fetch: {{file_roots: [{paths[0].parent}]}}",
+        "sources:",
+    ]
+    for index, path in enumerate(paths):
+        lines += [
+            f"  - url: {path}",
+            f"    name: feed-{index:04d}",
+            f"    categories: [small, group{index % 20}]",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def bare_parse(bodies: list[bytes]) -> float:
+    start = time.perf_counter()
+    count = sum(len(feedparser.parse(body).entries) for body in bodies)
+    elapsed = time.perf_counter() - start
+    assert count == len(bodies) * ITEMS, count
+    return elapsed
+
+
+poll_profiles: list[cProfile.Profile] = []
+
+
+def _profiled_polls() -> None:
+    """Profile each poll thread's work too (cProfile sees only its own thread)."""
+    inner = Poller._poll_guarded
+
+    def poll_guarded(self: Poller, *args: object) -> object:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            return inner(self, *args)  # type: ignore[arg-type]
+        finally:
+            profiler.disable()
+            poll_profiles.append(profiler)
+
+    Poller._poll_guarded = poll_guarded  # type: ignore[method-assign,assignment]
+
+
+def _print_profile(main: cProfile.Profile, threads: list[cProfile.Profile]) -> None:
+    print("== main thread")
+    pstats.Stats(main).sort_stats("tottime").print_stats(25)
+    if threads:
+        print("== poll threads (summed)")
+        stats = pstats.Stats(threads[0])
+        for profile in threads[1:]:
+            stats.add(profile)
+        stats.sort_stats("cumulative").print_stats(50)
+        stats.sort_stats("tottime").print_stats(30)
+
+
+def passes(paths: list[Path], root: Path, workers: int, profile: str | None) -> tuple[float, float]:
+    """A cold pass then a warm pass on a fresh store: their times."""
+    workdir = Path(tempfile.mkdtemp(dir=root))
+    config_path = workdir / "config.yaml"
+    config_path.write_text(config_text(paths, workdir), encoding="utf-8")
+    config = load_config(config_path)
+    store = Store(config.settings.database, config.settings.posts_dir)
+    times = []
+    for name in ("cold", "warm"):
+        poller = Poller(config, store, workers=workers)
+        profiler = cProfile.Profile() if profile == name else None
+        poll_profiles.clear()
+        start = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        outcomes = poller.poll_sources(config.sources)
+        if profiler is not None:
+            profiler.disable()
+
+        times.append(time.perf_counter() - start)
+        poller.close()
+        assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:3]
+        new = sum(o.new for o in outcomes)
+        if name == "cold":
+            assert new == len(paths) * ITEMS, new
+        else:
+            assert new == 0 and all(o.not_modified for o in outcomes), new
+        if profiler is not None:
+            _print_profile(profiler, poll_profiles)
+    # As ``run``'s jobs poll: one source per call, from a pool of 8 job threads.
+    poller = Poller(config, store, workers=workers)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(config.settings.schedule.concurrency) as jobs:
+        singles = list(jobs.map(poller.poll_source, config.sources))
+    times.append(time.perf_counter() - start)
+    poller.close()
+    assert all(o.ok and o.not_modified for o in singles)
+    assert store.count_entries() == len(paths) * ITEMS
+    store.close()
+    return times[0], times[1], times[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="median of N (default 3)")
+    parser.add_argument("--feeds", type=int, default=FEEDS)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--profile", choices=("cold", "warm"), default=None)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="bench-smallfeeds-"))
+    try:
+        paths = write_feeds(root / "feeds", args.feeds)
+        bodies = [p.read_bytes() for p in paths]
+        n = len(paths)
+        print(
+            f"workload: {n} feeds x {ITEMS} items, ~{statistics.mean(map(len, bodies)):.0f} "
+            f"bytes each; cpus={os.cpu_count()} workers={args.workers}"
+        )
+        if args.profile:
+            _profiled_polls()
+            passes(paths, root, args.workers, args.profile)
+            return
+        floor, cold, warm, single = [], [], [], []
+        for round_ in range(1, args.rounds + 1):
+            floor.append(bare_parse(bodies))
+            c, w, one = passes(paths, root, args.workers, None)
+            cold.append(c)
+            warm.append(w)
+            single.append(one)
+            print(
+                f"round {round_}: parse {floor[-1]:.2f} s, cold {c:.2f} s, warm {w:.2f} s, "
+                f"warm single polls {one:.2f} s"
+            )
+        f, c, w, one = (statistics.median(x) for x in (floor, cold, warm, single))
+        print(f"medians of {args.rounds}:")
+        print(f"  floor feedparser.parse: {f:6.2f} s  {f / n * 1e6:7.0f} us/source")
+        print(
+            f"  cold pass:              {c:6.2f} s  {c / n * 1e6:7.0f} us/source  {c / f:.2f}x floor"
+        )
+        print(
+            f"  warm pass (unchanged):  {w:6.2f} s  {w / n * 1e6:7.0f} us/source  {w / f:.2f}x floor"
+        )
+        print(
+            f"  warm, single polls:     {one:6.2f} s  {one / n * 1e6:7.0f} us/source  "
+            f"{one / f:.2f}x floor"
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
