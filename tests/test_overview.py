@@ -180,11 +180,8 @@ def test_filter_by_category_prefix(client: FlaskClient) -> None:
     deep = [p.name for p in PLANS if p.categories == ("Cat7", "Sub1")]
     assert names(get(client, "/?category=Cat7/Sub1")) == deep
     # A prefix of a name is not a parent category: Cat1 is not Cat10's parent.
-    assert all(
-        p.categories[0] == "Cat1"
-        for p in PLANS
-        if p.name in names(get(client, "/?category=Cat1&page=2"))
-    )
+    cat1 = [p.name for p in PLANS if p.categories[0] == "Cat1"]
+    assert names(get(client, "/?category=Cat1")) == cat1
     both = [p.name for p in PLANS if p.categories[0] == "Cat7" and p.status == "ok"]
     assert names(get(client, "/?category=Cat7&state=ok")) == both
 

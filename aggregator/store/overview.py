@@ -17,6 +17,7 @@ table is replaced by those columns and the statements stay the same.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,12 +45,14 @@ dash_sources = sa.Table(
     _meta,
     sa.Column("name", sa.String, primary_key=True),
     sa.Column("pos", sa.Integer, nullable=False),  # the order of config.yaml
+    sa.Column("rank", sa.Integer, nullable=False),  # the order of the names
     sa.Column("path", sa.Text, nullable=False),  # categories joined by CATEGORY_SEPARATOR
     sa.Column("label", sa.Text, nullable=False),  # categories joined by " › "
     sa.Column("url", sa.Text, nullable=False),  # in full: only the admin sees or searches it
     sa.Column("url_shown", sa.Text, nullable=False),  # redacted: what visitors see and search
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Index("ix_dash_sources_pos", "pos", unique=True),
+    sa.Index("ix_dash_sources_rank", "rank", unique=True),
     sa.Index("ix_dash_sources_path", "path"),
     prefixes=["TEMPORARY"],
 )
@@ -62,13 +65,26 @@ dash_token = sa.Table(
 class ConfigRows:
     """The config's side of the source list, computed once per configuration.
 
-    ``rows``: (name, position, category path, label, URL, redacted URL, enabled), in
-    config order. ``token`` names this configuration: a connection whose table holds
+    ``rows``: (name, position, rank by name, category path, label, URL, redacted URL,
+    enabled), in config order. ``token`` names this configuration: a connection whose table holds
     another token fills it again.
     """
 
     token: str
-    rows: tuple[tuple[str, int, str, str, str, str, bool], ...]
+    rows: tuple[tuple[str, int, int, str, str, str, str, bool], ...]
+    names: frozenset[str]  # every source's name
+    disabled: frozenset[str]  # the names of those with ``enabled: false``
+
+    @classmethod
+    def of(cls, token: str, rows: Sequence[tuple[str, str, str, str, str, bool]]) -> ConfigRows:
+        """From (name, category path, label, URL, redacted URL, enabled), in config order."""
+        rank = {name: i for i, name in enumerate(sorted(row[0] for row in rows))}
+        return cls(
+            token=token,
+            rows=tuple((row[0], pos, rank[row[0]], *row[1:]) for pos, row in enumerate(rows)),
+            names=frozenset(row[0] for row in rows),
+            disabled=frozenset(row[0] for row in rows if not row[5]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +130,7 @@ def _ensure(conn: Connection, config: ConfigRows) -> None:
         return
     conn.execute(sa.delete(dash_sources))
     conn.execute(sa.delete(dash_token))
-    keys = ("name", "pos", "path", "label", "url", "url_shown", "enabled")
+    keys = ("name", "pos", "rank", "path", "label", "url", "url_shown", "enabled")
     for start in range(0, len(config.rows), 5000):
         batch = config.rows[start : start + 5000]
         conn.execute(sa.insert(dash_sources), [dict(zip(keys, row, strict=True)) for row in batch])
@@ -201,6 +217,15 @@ def source_page(
         )
     else:
         matching = total
+    order = _order(filters)
+    if not where and filters.sort in ("config", "name"):
+        # The whole list in config or name order: positions are 0..n-1, so a page is a
+        # range of them, read from the index (an OFFSET would step over every row before).
+        key = c.pos if filters.sort == "config" else c.rank
+        first = total - 1 - offset if filters.descending else offset
+        where = [key <= first] if filters.descending else [key >= first]
+        order = [key.desc() if filters.descending else key]
+        offset = 0
     query = (
         sa.select(
             c.name,
@@ -219,7 +244,7 @@ def source_page(
         )
         .select_from(joined)
         .where(*where)
-        .order_by(*_order(filters))
+        .order_by(*order)
         .offset(offset)
         .limit(limit)
     )
@@ -232,34 +257,72 @@ def source_page(
 
 def worst_sources(conn: Connection, config: ConfigRows, limit: int = 10) -> list[dict[str, Any]]:
     """The ``limit`` sources in the worst shape: erroring, paused or gone, the most
-    failures in a row first, then the longest without a good poll (never: first)."""
-    _ensure(conn, config)
-    c, s = dash_sources.c, sources_table.c
-    status = _status()
+    failures in a row first, then the longest without a good poll (never: first).
+
+    Read from the ``sources`` table in that order, skipping rows outside the config or
+    of disabled sources, until ``limit`` are found.
+    """
+    s = sources_table.c
     query = (
-        sa.select(c.name, status.label("status"), s.failures, s.last_ok_at, s.last_error, s.reason)
-        .select_from(dash_sources.join(sources_table, s.name == c.name))
-        .where(status.in_(PROBLEMS))
-        .order_by(s.failures.desc(), s.last_ok_at.is_not(None), s.last_ok_at, c.pos)
-        .limit(limit)
+        sa.select(s.name, s.status, s.failures, s.last_ok_at, s.last_error, s.reason)
+        .where(s.status.in_(PROBLEMS))
+        .order_by(s.failures.desc(), s.last_ok_at.asc().nulls_first(), s.name)
     )
-    return [dict(r._mapping) for r in conn.execute(query)]
+    found = []
+    for row in conn.execute(query):
+        if row.name in config.names and row.name not in config.disabled:
+            found.append(dict(row._mapping))
+            if len(found) == limit:
+                break
+    return found
 
 
 def state_counts(conn: Connection, config: ConfigRows) -> dict[str, int]:
-    """Every source in the config, counted by state."""
-    _ensure(conn, config)
-    c, s = dash_sources.c, sources_table.c
-    status = _status().label("status")
+    """Every source in the config, counted by state.
+
+    Counted from the ``sources`` table's index on ``status`` (no join over every source):
+    its rows by status, less those of disabled sources and of sources no longer in the
+    config (``_outside``); the config's sources without a row are new.
+    """
+    s = sources_table.c
+    recorded = {
+        str(status): int(count)
+        for status, count in conn.execute(sa.select(s.status, sa.func.count()).group_by(s.status))
+    }
+    for chunk in chunks(sorted(_outside(conn, config))):
+        query = sa.select(s.status, sa.func.count()).where(s.name.in_(chunk)).group_by(s.status)
+        for status, count in conn.execute(query):
+            recorded[str(status)] -= int(count)
     by_state = dict.fromkeys(STATES, 0)
-    query = (
-        sa.select(status, sa.func.count())
-        .select_from(dash_sources.outerjoin(sources_table, s.name == c.name))
-        .group_by(status)
-    )
-    for state, count in conn.execute(query):
-        by_state[state] = int(count)
+    for status, count in recorded.items():
+        if status in by_state:
+            by_state[status] += count
+    by_state["disabled"] = len(config.disabled)
+    by_state["new"] = len(config.names) - sum(by_state.values())
     return by_state
+
+
+_OUTSIDE: dict[str, tuple[float, frozenset[str]]] = {}
+OUTSIDE_TTL = 60.0  # seconds: rows of names outside the config appear only by a reload
+
+
+def _outside(conn: Connection, config: ConfigRows) -> frozenset[str]:
+    """Names with a state row that the counts leave out: disabled sources, and sources
+    removed from the config (their rows stay).
+
+    Found with one pass over the rows' names, once per configuration (and a minute):
+    while a configuration is in force, no poll writes a row of a name outside it.
+    """
+    now = time.monotonic()
+    found = _OUTSIDE.get(config.token)
+    if found is not None and now - found[0] < OUTSIDE_TTL:
+        return found[1]
+    names = conn.execute(sa.select(sources_table.c.name)).scalars()
+    outside = frozenset(n for n in names if n not in config.names or n in config.disabled)
+    if len(_OUTSIDE) > 8:
+        _OUTSIDE.clear()
+    _OUTSIDE[config.token] = (now, outside)
+    return outside
 
 
 def entry_counts(

@@ -58,6 +58,8 @@ sources_table = sa.Table(
     sa.Column("config_hash", sa.String),  # the source's settings when last polled
     sa.Column("last_http_status", sa.Integer),
     sa.Column("feed_hint", sa.Float),  # the feed's <ttl>/sy: interval, seconds, as last parsed
+    # The dashboard counts sources by state, and finds the worst, without a scan.
+    sa.Index("ix_sources_status", "status", "failures"),
 )
 
 entries_table = sa.Table(

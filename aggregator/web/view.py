@@ -49,20 +49,19 @@ def feed_links(config: Config) -> tuple[tuple[str, str, str], ...]:
 
 def config_rows(config: Config, token: str) -> ConfigRows:
     """The config's side of the dashboard's source list (``store.overview``)."""
-    return ConfigRows(
-        token=token,
-        rows=tuple(
+    return ConfigRows.of(
+        token,
+        [
             (
                 source.key,
-                position,
                 CATEGORY_SEPARATOR.join(source.categories),
                 " › ".join(source.categories),
                 source.url,
                 redact(source.url),
                 source.enabled,
             )
-            for position, source in enumerate(config.sources)
-        ),
+            for source in config.sources
+        ],
     )
 
 
