@@ -143,10 +143,16 @@ def _where(filters: Filters) -> list[sa.ColumnElement[bool]]:
     clauses: list[sa.ColumnElement[bool]] = []
     if filters.name is not None:
         clauses.append(c.name == filters.name)
+    # On the columns themselves, not on the status expression: the join then starts
+    # from the sources table's index on status, not from every source.
     if filters.state == "problems":
-        clauses.append(_status().in_(PROBLEMS))
+        clauses += [s.status.in_(PROBLEMS), c.enabled.is_(True)]
+    elif filters.state == "new":
+        clauses += [s.name.is_(None), c.enabled.is_(True)]
+    elif filters.state == "disabled":
+        clauses.append(c.enabled.is_(False))
     elif filters.state:
-        clauses.append(_status() == filters.state)
+        clauses += [s.status == filters.state, c.enabled.is_(True)]
     if filters.category:
         prefix = CATEGORY_SEPARATOR.join(filters.category)
         # This level, or below it: "a\x1fb" < x < "a\x1fb\x20" (as the feeds' queries do).
@@ -162,12 +168,16 @@ def _where(filters: Filters) -> list[sa.ColumnElement[bool]]:
     if filters.search:
         needle = "%" + _escape_like(filters.search) + "%"
         url = c.url if filters.reveal else c.url_shown
+        # The feeds' titles through a subquery: a scan of one column of the sources
+        # table, not a lookup of every source's row.
+        t = sources_table.alias("titled")
+        titled = sa.select(t.c.name).where(t.c.title.like(needle, escape="\\"))
         clauses.append(
             sa.or_(
                 c.name.like(needle, escape="\\"),
                 url.like(needle, escape="\\"),
                 c.label.like(needle, escape="\\"),
-                s.title.like(needle, escape="\\"),
+                c.name.in_(titled),
             )
         )
     return clauses
@@ -259,14 +269,15 @@ def worst_sources(conn: Connection, config: ConfigRows, limit: int = 10) -> list
     """The ``limit`` sources in the worst shape: erroring, paused or gone, the most
     failures in a row first, then the longest without a good poll (never: first).
 
-    Read from the ``sources`` table in that order, skipping rows outside the config or
-    of disabled sources, until ``limit`` are found.
+    Read from the ``sources`` table along its index in that order (SQLite puts NULL,
+    never, first), skipping rows outside the config or of disabled sources, until
+    ``limit`` are found.
     """
     s = sources_table.c
     query = (
         sa.select(s.name, s.status, s.failures, s.last_ok_at, s.last_error, s.reason)
         .where(s.status.in_(PROBLEMS))
-        .order_by(s.failures.desc(), s.last_ok_at.asc().nulls_first(), s.name)
+        .order_by(s.failures.desc(), s.last_ok_at, s.name)
     )
     found = []
     for row in conn.execute(query):

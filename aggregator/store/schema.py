@@ -58,8 +58,16 @@ sources_table = sa.Table(
     sa.Column("config_hash", sa.String),  # the source's settings when last polled
     sa.Column("last_http_status", sa.Integer),
     sa.Column("feed_hint", sa.Float),  # the feed's <ttl>/sy: interval, seconds, as last parsed
-    # The dashboard counts sources by state, and finds the worst, without a scan.
-    sa.Index("ix_sources_status", "status", "failures"),
+)
+# The dashboard counts sources by state, and finds the worst (most failures in a row, the
+# longest without a good poll: NULL, never, comes first in SQLite's ascending order)
+# without a scan or a sort of every source.
+sa.Index("ix_sources_status", sources_table.c.status)
+sa.Index(
+    "ix_sources_worst",
+    sources_table.c.failures.desc(),
+    sources_table.c.last_ok_at,
+    sources_table.c.name,
 )
 
 entries_table = sa.Table(
