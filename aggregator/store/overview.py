@@ -276,7 +276,9 @@ def worst_sources(conn: Connection, config: ConfigRows, limit: int = 10) -> list
     s = sources_table.c
     query = (
         sa.select(s.name, s.status, s.failures, s.last_ok_at, s.last_error, s.reason)
-        .where(s.status.in_(PROBLEMS))
+        # coalesce(): not the index on status (then every problem row is sorted), but the
+        # one in this order, read until ``limit`` are found.
+        .where(sa.func.coalesce(s.status, "").in_(PROBLEMS))
         .order_by(s.failures.desc(), s.last_ok_at, s.name)
     )
     found = []
