@@ -40,3 +40,25 @@ def test_hugefeed_poll_phase_on_a_small_document(tmp_path: Path) -> None:
     document = tmp_path / "huge.xml"
     document.write_bytes(huge_document(CAP + 100))
     assert phase_poll(document, CAP + 100) > 0
+
+
+def test_overview_bench_config_and_index(tmp_path: Path) -> None:
+    """bench/overview's generated config loads and its index fills (a state mix)."""
+    import overview  # bench/overview.py
+
+    from aggregator.store import Store
+
+    config = load_config(overview.write_config(tmp_path, 100))
+    assert len(config.sources) == 100 and not config.sources[99].enabled
+    store = Store(config.settings.database, config.settings.posts_dir)
+    try:
+        overview.fill_index(store, 100)
+        states = store.source_states()
+        assert len(states) == 90  # one in ten never polled
+        assert {s["status"] for s in states.values()} == {"ok", "erroring", "paused", "gone"}
+        assert store.count_entries() == 100
+    finally:
+        store.close()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_config(overview.write_config(empty, 0)).sources == ()

@@ -152,14 +152,13 @@ def test_dashboard_in_chromium(running: str, httpserver: HTTPServer, tmp_path: P
             page.on("console", lambda m: _console(m, problems))
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.goto(running)
-            # The search box and sorting work (our script runs under the strict CSP).
-            page.fill("#source-search", "金融")
-            assert page.locator("#sources tbody tr:not([hidden])").count() == 1
-            page.fill("#source-search", "")
-            page.click("#sources th:has-text('Articles')")
-            first = page.locator("#sources tbody tr").first.inner_text()
-            page.click("#sources th:has-text('Articles')")
-            assert page.locator("#sources tbody tr").first.inner_text() != first
+            # Sorting is a link: the server orders the sources (every page, not only this one).
+            page.click("#sources th a:has-text('State')")
+            page.wait_for_url("**/?sort=state")
+            assert "gone" in page.locator("#sources tbody tr").first.inner_text()
+            page.click("#sources th a:has-text('State')")
+            page.wait_for_url("**/?sort=-state")
+            assert "ok" in page.locator("#sources tbody tr").first.inner_text()
             # A subscribe link gives a feed.
             with page.expect_response(lambda r: r.url.endswith(".rss")) as feed:
                 page.click("#feeds a:has-text('RSS') >> nth=0")
@@ -187,6 +186,18 @@ def test_dashboard_in_chromium(running: str, httpserver: HTTPServer, tmp_path: P
             page.click("#refresh")
             page.wait_for_selector("text=Refresh of broken scheduled.")
             shoot(page, "source", tmp_path)
+            # The search box is a GET form the server answers: it works without JavaScript.
+            nojs = browser.new_context(java_script_enabled=False)
+            plain = nojs.new_page()
+            plain.goto(running)
+            plain.fill("#source-search", "金融")
+            plain.press("#source-search", "Enter")
+            plain.wait_for_url("**/?q=*")
+            assert plain.locator("#sources tbody tr").count() == 1
+            assert "金融" in plain.locator("#sources").inner_text()
+            # The feed list is searched too: 金融 and its two levels below.
+            assert plain.locator("#feeds li").count() == 3
+            nojs.close()
             # Phone width: nothing overflows the page sideways.
             phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
             small = phone.new_page()

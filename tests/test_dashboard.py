@@ -125,7 +125,7 @@ def test_overview_shows_sources_states_feeds_articles_totals(
     assert 'data-url="/feeds/%E9%87%91%E8%9E%8D.rss"' in page  # copy button
     assert "政企合作促数字化转型" in page
     assert re.search(r"<b>2</b> articles", page)
-    assert 'id="source-search"' in page and "data-sortable" in page
+    assert 'id="source-search" name="q"' in page and 'href="/?sort=name"' in page
     assert "Admin login" not in page and "Rebuild" not in page  # read-only: no secret
 
 

@@ -415,7 +415,8 @@ def test_full_disk_is_a_clear_error_and_recovers(
         assert again.ok and again.new == 8 - kept
         assert len(h.files()) == 8
         answer = health.get("/healthz")
-        assert answer.status_code == 200 and answer.get_json() == {"status": "ok", "reasons": []}
+        assert answer.status_code == 200
+        assert answer.get_json()["status"] == "ok" and answer.get_json()["reasons"] == []
     finally:
         subprocess.run(["umount", str(posts)], check=False)
 
@@ -541,7 +542,7 @@ def test_healthz_checks_the_posts_folder(
     posts.write_text("a file where the posts folder should be")
     answer = client.get("/healthz")
     assert answer.status_code == 503
-    assert answer.get_json() == {
+    assert {k: answer.get_json()[k] for k in ("status", "reasons")} == {
         "status": "degraded",
         "reasons": ["posts folder: settings.posts_dir is missing or not a folder"],
     }

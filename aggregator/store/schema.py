@@ -72,6 +72,16 @@ sources_table = sa.Table(
         postgresql_where=sa.text("lease_token IS NOT NULL"),
     ),
 )
+# The dashboard counts sources by state, and finds the worst (most failures in a row, the
+# longest without a good poll: NULL, never, comes first in SQLite's ascending order)
+# without a scan or a sort of every source.
+sa.Index("ix_sources_status", sources_table.c.status)
+sa.Index(
+    "ix_sources_worst",
+    sources_table.c.failures.desc(),
+    sources_table.c.last_ok_at,
+    sources_table.c.name,
+)
 
 entries_table = sa.Table(
     "entries",

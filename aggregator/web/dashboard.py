@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, abort, g, jsonify, render_template, session
+from flask import Blueprint, Response, abort, g, jsonify, render_template, request, session
 from flask.typing import ResponseReturnValue
+from sqlalchemy.engine import Connection
 
 from aggregator.config import Config
 from aggregator.content.publish import entry_id
@@ -17,12 +21,27 @@ from aggregator.errors import StoreError
 from aggregator.opml import export_opml
 from aggregator.redact import redact
 from aggregator.store import Store, claims
+from aggregator.store.overview import (
+    PROBLEMS,
+    SORTS,
+    STATES,
+    Filters,
+    new_since,
+    state_counts,
+    worst_sources,
+)
+from aggregator.store.overview import (
+    source_page as list_sources,
+)
 from aggregator.store.pages import body_origins, page_notes
 from aggregator.web.state import app_state
 
 bp = Blueprint("dashboard", __name__)
 
-PROBLEM_STATES = ("erroring", "paused", "gone")
+PROBLEM_STATES = PROBLEMS
+SOURCES_PER_PAGE = 100  # the overview's page: its HTML stays small with any number of sources
+FEEDS_PER_PAGE = 50
+HEALTH_WORST = 10  # the sources /healthz names
 ADMIN_SESSION_LIFETIME = timedelta(days=7)
 # What a source's state may quote of its URL: redacted unless the admin asks.
 URL_BEARING = ("url", "error", "last_error", "reason", "moved_to")
@@ -57,57 +76,153 @@ def shown(row: dict[str, Any], reveal: bool) -> dict[str, Any]:
     return {k: redact(v) if k in URL_BEARING and isinstance(v, str) else v for k, v in row.items()}
 
 
-def source_rows(reveal: bool = False) -> list[dict[str, Any]]:
-    """Every configured source with its state, for the overview and /healthz.
+def _row(row: dict[str, Any], reveal: bool) -> dict[str, Any]:
+    """A page row as the templates show it (its next poll is the claim loop's own, from
+    the row)."""
+    return shown(row, reveal)
 
-    Args:
-        reveal: URLs in full, credentials and tokens included (for the admin).
-    """
-    app = app_state()
-    config, store = app.config, app.store
-    counts = store.entry_counts(app.clock.now() - timedelta(hours=24))
-    states = store.source_states()
-    rows = []
-    for source in config.sources:
-        state = states.get(source.key, {})
-        status = state.get("status") or "new"
-        if not source.enabled:
-            status = "disabled"
-        total, recent = counts.get(source.key, (0, 0))
-        rows.append(
-            {
-                "name": source.key,
-                "url": source.url,
-                "path": " › ".join(source.categories),
-                "status": status,
-                "last_polled_at": state.get("last_polled_at"),
-                # The claim loop's own schedule (paused and gone sources have none).
-                "next_poll_at": state.get("next_poll_at"),
-                "last_http_status": state.get("last_http_status"),
-                "last_error": state.get("last_error"),
-                "reason": state.get("reason"),
-                "moved_to": state.get("moved_to"),
-                "articles": total,
-                "recent": recent,
-            }
+
+@dataclass(frozen=True, slots=True)
+class OverviewQuery:
+    """The overview's query string, checked: what to list and which page."""
+
+    filters: Filters
+    page: int  # of the sources, from 1
+    feeds_page: int  # of the feed list, from 1
+
+    @classmethod
+    def parse(cls, args: Mapping[str, str], reveal: bool) -> OverviewQuery:
+        """The query of ``args``.
+
+        Raises:
+            ValueError: a value that is not one of the allowed ones, said which.
+        """
+        state = args.get("state", "").strip()
+        if state and state not in (*STATES, "problems"):
+            raise ValueError(f"state must be one of {', '.join((*STATES, 'problems'))}")
+        sort = args.get("sort", "config").strip() or "config"
+        descending = sort.startswith("-")
+        if sort.lstrip("-") not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)} (- in front: descending)")
+        category = tuple(part for part in args.get("category", "").split("/") if part.strip())
+        return cls(
+            filters=Filters(
+                state=state,
+                category=category,
+                search=args.get("q", "").strip()[:200],
+                sort=sort.lstrip("-"),
+                descending=descending,
+                reveal=reveal,
+            ),
+            page=_page_number(args.get("page")),
+            feeds_page=_page_number(args.get("feeds_page")),
         )
-    return [shown(row, reveal) for row in rows]
+
+    def link(self, **changes: Any) -> str:
+        """The overview's URL with this query, some values changed (None: dropped)."""
+        f = self.filters
+        params: dict[str, Any] = {
+            "q": f.search,
+            "state": f.state,
+            "category": "/".join(f.category),
+            "sort": ("-" if f.descending else "") + f.sort,
+            "page": self.page if self.page > 1 else "",
+            "feeds_page": self.feeds_page if self.feeds_page > 1 else "",
+        }
+        params.update(changes)
+        kept = {k: v for k, v in params.items() if v not in (None, "", 1, "config")}
+        return "/" + ("?" + urlencode(kept, safe="/") if kept else "")
+
+
+TOTALS_TTL = 5.0  # seconds the overview's entry totals are reused
+
+
+def _entry_figures(
+    conn: Connection,
+    store: Store,
+    since: datetime,
+    held: dict[str, tuple[float, dict[str, int], int]],
+) -> tuple[dict[str, int], int]:
+    """The entries kept, dropped and pruned, and those new since ``since``: each a count
+    over every entry (a scan: tens of ms at 100,000 sources), so made at most every
+    ``TOTALS_TTL`` seconds per app and shared by the requests meanwhile (``held``; two
+    requests racing both count, either result is right)."""
+    now = time.monotonic()
+    found = held.get("totals")
+    if found is not None and now - found[0] < TOTALS_TTL:
+        return found[1], found[2]
+    totals, new = store.entry_totals(), new_since(conn, since)
+    held["totals"] = (now, totals, new)
+    return totals, new
+
+
+def _page_number(value: str | None) -> int:
+    try:
+        return max(1, min(int(value or 1), 10**9))
+    except ValueError:
+        return 1
+
+
+def _pages(count: int, size: int) -> int:
+    return max(1, -(-count // size))
 
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    """Every source with its state, the category tree's feeds, the newest articles."""
+    """One page of the sources (filtered, sorted and counted in SQL), a page of the
+    category tree's feeds, the newest articles."""
     state = app_state()
     admin = is_admin()
-    sources = source_rows(reveal=admin)
+    try:
+        query = OverviewQuery.parse(request.args, reveal=admin)
+    except ValueError as exc:
+        return Response(f"{exc}\n", status=400, content_type="text/plain; charset=utf-8")
+    view = state.view
+    since = state.clock.now() - timedelta(hours=24)
+    pages = _pages(1, SOURCES_PER_PAGE)
+    with state.store.reading() as conn:
+        first = list_sources(
+            conn,
+            view.sources,
+            query.filters,
+            offset=(query.page - 1) * SOURCES_PER_PAGE,
+            limit=SOURCES_PER_PAGE,
+            since=since,
+        )
+        pages = _pages(first.matching, SOURCES_PER_PAGE)
+        listing = first
+        if query.page > pages:  # past the end (the list shrank): the last page
+            query = replace(query, page=pages)
+            listing = list_sources(
+                conn,
+                view.sources,
+                query.filters,
+                offset=(pages - 1) * SOURCES_PER_PAGE,
+                limit=SOURCES_PER_PAGE,
+                since=since,
+            )
+        totals, new_today = _entry_figures(conn, state.store, since, state.entry_figures)
+    rows = [_row(r, admin) for r in listing.rows]
+    feeds = view.feeds_matching(query.filters.search)
+    feed_pages = _pages(len(feeds), FEEDS_PER_PAGE)
+    query = replace(query, feeds_page=min(query.feeds_page, feed_pages))
+    start = (query.feeds_page - 1) * FEEDS_PER_PAGE
     return render_template(
         "index.html",
-        sources=sources,
+        sources=rows,
+        listing=listing,
+        query=query,
+        pages=pages,
+        page_first=(query.page - 1) * SOURCES_PER_PAGE + 1 if rows else 0,
+        states=STATES,
+        sorts=SORTS,
         articles=state.store.entries(limit=30),
-        feeds=state.view.feed_links,
-        totals=state.store.entry_totals(),
-        problems=sum(1 for s in sources if s["status"] in PROBLEM_STATES),
-        new_today=sum(s["recent"] for s in sources),
+        feeds=feeds[start : start + FEEDS_PER_PAGE],
+        feeds_matching=len(feeds),
+        feed_pages=feed_pages,
+        totals=totals,
+        problems=sum(listing.by_state[s] for s in PROBLEM_STATES),
+        new_today=new_today,
         admin=admin,
         admin_enabled=state.admin is not None,
         can_add=state.adder is not None,
@@ -152,7 +267,12 @@ def source_page(name: str) -> ResponseReturnValue:
     if source is None:
         abort(404)
     admin = is_admin()
-    [row] = [r for r in source_rows(reveal=admin) if r["name"] == name]
+    since = state.clock.now() - timedelta(hours=24)
+    with store.reading() as conn:
+        found = list_sources(
+            conn, state.view.sources, Filters(name=name), offset=0, limit=1, since=since
+        )
+    [row] = [_row(r, admin) for r in found.rows]
     articles = store.entries(name, limit=50)
     with store.reading() as conn:  # full text: where each body came from, and why
         origins = body_origins(conn, name, [a["key"] for a in articles])
@@ -257,24 +377,35 @@ def service_banner() -> dict[str, Any]:
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    """ok, or degraded with the reasons.
+    """ok, or degraded with the reasons; the sources counted by state.
 
     503 when the service itself is impaired (``service_problems``); 200 when only some
     sources fail, are paused or gone: the service still does its job for the others.
+    The reasons name the ten worst sources only (most failures in a row, then the longest
+    without a good poll), and how many more need attention: the answer stays small with
+    any number of sources.
     """
     problems = service_problems()
+    state = app_state()
+    by_state: dict[str, int] = {}
     try:
+        with state.store.reading() as conn:
+            by_state = state_counts(conn, state.view.sources)
+            worst = worst_sources(conn, state.view.sources, HEALTH_WORST)
         sources = [
-            f"{s['name']}: {s['status']}" + (f" ({s['last_error']})" if s["last_error"] else "")
-            for s in source_rows()
-            if s["status"] in PROBLEM_STATES
+            f"{s['name']}: {s['status']}"
+            + (f" ({redact(s['last_error'])})" if s["last_error"] else "")
+            for s in worst
         ]
+        more = sum(by_state[s] for s in PROBLEM_STATES) - len(worst)
+        if more > 0:
+            sources.append(f"and {more} more sources erroring, paused or gone")
     except StoreError:
         if not problems:
             raise
         sources = []  # the database's problem is among the service's already
     reasons = problems + sources
-    return jsonify(status="degraded" if reasons else "ok", reasons=reasons), (
+    return jsonify(status="degraded" if reasons else "ok", reasons=reasons, sources=by_state), (
         503 if problems else 200
     )
 
@@ -312,9 +443,8 @@ def metrics() -> ResponseReturnValue:
         "# HELP aggregator_sources Sources by state.",
         "# TYPE aggregator_sources gauge",
     ]
-    states: dict[str, int] = {}
-    for row in source_rows():
-        states[row["status"]] = states.get(row["status"], 0) + 1
+    with store.reading() as conn:
+        states = {k: v for k, v in state_counts(conn, state.view.sources).items() if v}
     lines += [f'aggregator_sources{{status="{k}"}} {v}' for k, v in sorted(states.items())]
     late = _lateness()
     lines += [

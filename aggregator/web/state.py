@@ -148,6 +148,8 @@ class AppState:
     adder: SourceAdder | None = None  # None: sources are added in the config file only
     # Requests per feed format, for /metrics (approximate under threads).
     feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
+    # The overview's entry totals and when they were counted (``dashboard._entry_figures``).
+    entry_figures: dict[str, tuple[float, dict[str, int], int]] = field(default_factory=dict)
 
     @property
     def view(self) -> WebView:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from aggregator.config import Config, split_host
+from aggregator.redact import redact
+from aggregator.store.overview import ConfigRows
+from aggregator.store.schema import CATEGORY_SEPARATOR
 
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD = ("", "0.0.0.0", "::", "[::]")
@@ -31,14 +34,35 @@ def trusted_hosts(config: Config) -> frozenset[tuple[str, int | None]]:
     return frozenset(parsed for parsed in map(split_host, names) if parsed is not None)
 
 
-def feed_links(config: Config) -> tuple[tuple[str, str], ...]:
-    """(label, path without format) for every feed: all, each category level, each output."""
-    links = [("All", "/feeds/all")]
+def feed_links(config: Config) -> tuple[tuple[str, str, str], ...]:
+    """(label, path without format, category) for every feed: all, each category level,
+    each output. ``category``: the overview's ``?category=`` of its sources ("" for
+    all and the outputs)."""
+    links = [("All", "/feeds/all", "")]
     for levels in sorted(config.categories()):
-        links.append((" › ".join(levels), "/feeds/" + quote("/".join(levels))))
+        category = "/".join(levels)
+        links.append((" › ".join(levels), "/feeds/" + quote(category), category))
     for output in config.outputs:
-        links.append((output.title or output.name, "/outputs/" + quote(output.name)))
+        links.append((output.title or output.name, "/outputs/" + quote(output.name), ""))
     return tuple(links)
+
+
+def config_rows(config: Config, token: str) -> ConfigRows:
+    """The config's side of the dashboard's source list (``store.overview``)."""
+    return ConfigRows.of(
+        token,
+        [
+            (
+                source.key,
+                CATEGORY_SEPARATOR.join(source.categories),
+                " › ".join(source.categories),
+                source.url,
+                redact(source.url),
+                source.enabled,
+            )
+            for source in config.sources
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +74,38 @@ class WebView:
     fingerprint: str  # a reload (titles, rules, outputs) makes every rendered feed stale
     categories: frozenset[tuple[str, ...]]  # every level of the category tree
     trusted_hosts: frozenset[tuple[str, int | None]]  # Host headers self links may use
-    feed_links: tuple[tuple[str, str], ...]  # the dashboard's list of feeds
+    feed_links: tuple[tuple[str, str, str], ...]  # the dashboard's list of feeds
+    feed_search: tuple[str, ...]  # each feed link's label and path, lowercase, to search
+    sources: ConfigRows  # the config's side of the dashboard's source list
 
     @classmethod
     def of(cls, config: Config) -> WebView:
         """The view of ``config``."""
+        links = feed_links(config)
+        fingerprint = hashlib.sha1(config.model_dump_json().encode()).hexdigest()[:16]
         return cls(
             config=config,
-            fingerprint=hashlib.sha1(config.model_dump_json().encode()).hexdigest()[:16],
+            fingerprint=fingerprint,
             categories=frozenset(config.categories()),
             trusted_hosts=trusted_hosts(config),
-            feed_links=feed_links(config),
+            feed_links=links,
+            feed_search=tuple(f"{label}\n{path}".lower() for label, path, _ in links),
+            sources=config_rows(config, fingerprint),
+        )
+
+    def feeds_matching(self, search: str) -> tuple[tuple[str, str, str], ...]:
+        """The feed links whose label or path holds ``search`` (case-insensitive).
+
+        A loop over the feeds, not the sources: there is one per category level and
+        output, a few thousand at most where the sources are a hundred thousand.
+        """
+        if not search:
+            return self.feed_links
+        needle = search.lower()
+        return tuple(
+            link
+            for link, text in zip(self.feed_links, self.feed_search, strict=True)
+            if needle in text
         )
 
 
