@@ -42,8 +42,8 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from aggregator.config import Config, SourceConfig, load_config
-from aggregator.errors import ConfigError
+from aggregator.config import Config, SourceConfig, included_files, load_config
+from aggregator.errors import ConfigError, StoreError
 from aggregator.hooks import Hooks
 from aggregator.models import Changes, RebuildStatus, SourceOutcome, Status
 from aggregator.poll.pipeline import Clock, Poller, utcnow
@@ -210,6 +210,7 @@ class Service:
         Args:
             paused: schedule without running anything (tests inspect the schedule).
         """
+        self.sync_sources(self.config)
         self._schedule_all(self.config.sources)
         self.scheduler.add_job(
             self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
@@ -402,15 +403,41 @@ class Service:
 
     # -- configuration changes -----------------------------------------------------------
 
-    def _stamp(self) -> tuple[int, int] | None:
+    def _stamp(self) -> tuple[tuple[str, int, int], ...] | None:
+        """The size and time of the config file and of each file its ``include:`` globs
+        match now (one added or removed changes it too); None: the config is unreadable."""
         try:
             stat = self.config_path.stat()
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size)
+        stamps = [(str(self.config_path), stat.st_mtime_ns, stat.st_size)]
+        base = self.config_path.resolve().parent
+        for file in included_files(base, self.config.include):
+            try:
+                stat = file.stat()
+            except OSError:  # removed meanwhile: the next check sees it gone
+                continue
+            stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
+        return tuple(stamps)
+
+    def sync_sources(self, config: Config) -> None:
+        """Bring the index's table of sources in line with ``config`` (added, changed,
+        removed). A database error is logged: the configuration stays in force."""
+        try:
+            done = self.store.sync_sources(config.sources, self.clock())
+        except StoreError as exc:
+            log.error("sources not synced to the index: %s", exc)
+            return
+        if done.added or done.changed or done.removed:
+            log.info(
+                "sources synced to the index: %d added, %d changed, %d removed",
+                len(done.added),
+                len(done.changed),
+                len(done.removed),
+            )
 
     def check_config(self) -> None:
-        """Reload the configuration if its file changed."""
+        """Reload the configuration if its file, or a file it includes, changed."""
         stamp = self._stamp()
         if stamp is not None and stamp != self._config_stamp:
             self._config_stamp = stamp
@@ -433,6 +460,7 @@ class Service:
                 )
                 return False
             self.last_reload_error = None
+            self.sync_sources(new)
             old = self.config
             for key in RESTART_SETTINGS:
                 if getattr(old.settings, key) != getattr(new.settings, key):

@@ -62,6 +62,14 @@ class SourceStateUpdate:
     last_http_status: Update[int | None] = KEEP
     #: The feed's <ttl>/sy: interval, seconds, as last parsed.
     feed_hint: Update[float | None] = KEEP
+    #: The source as configured: written by ``Catalog.sync_sources``, never by a poll.
+    settings: Update[str | None] = KEEP
+    fingerprint: Update[str | None] = KEEP
+    enabled: Update[bool | None] = KEEP
+    category_path: Update[str | None] = KEEP
+    host: Update[str | None] = KEEP
+    added_at: Update[datetime | None] = KEEP
+    removed_at: Update[datetime | None] = KEEP
 
     def columns(self) -> dict[str, object]:
         """The columns to write, by name (those left as ``KEEP`` are not among them)."""
