@@ -7,7 +7,9 @@ typo must not be silently ignored.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import glob
 import hashlib
 import json
@@ -1035,6 +1037,31 @@ def parse_config(
     Raises:
         ConfigError: with every problem found, each with its file and line.
     """
+    with _collector_paused():
+        return _parse_config(text, path, base_dir, environ)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a config is built: its hundreds of thousands
+    of new containers would set it off again and again, each pass walking all that was
+    built so far (a quarter of the load time at 100,000 sources); nothing here makes
+    cycles, and the collector runs as usual afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse_config(
+    text: str,
+    path: str,
+    base_dir: Path | None,
+    environ: Mapping[str, str] | None,
+) -> Config:
     data, lines, duplicates = _read_yaml(text, path)
     if data is None:
         data = {}
