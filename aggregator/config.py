@@ -388,6 +388,7 @@ class Settings(_Model):
 
 #: The SourceConfig fields that change how a source is fetched, not what its articles are.
 FETCH_OPTIONS = ("headers", "username", "password", "user_agent", "proxy")
+_FETCH_OPTION_SET = set(FETCH_OPTIONS)  # as model_dump's exclude wants it (never changed)
 #: The ones whose values are secrets: never shown, logged or stored in clear.
 SECRET_OPTIONS = ("headers", "username", "password", "proxy")
 PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
@@ -539,6 +540,11 @@ class SourceConfig(_Model):
 
     def fetch_options_set(self) -> tuple[str, ...]:
         """The names of the fetch options this source sets (for messages and the admin)."""
+        return self._options_set
+
+    @functools.cached_property
+    def _options_set(self) -> tuple[str, ...]:
+        # Asked by every fingerprint and sync: once per source.
         return tuple(name for name in FETCH_OPTIONS if getattr(self, name) not in (None, ()))
 
     def fetch_summary(self) -> tuple[str, ...]:
@@ -595,10 +601,16 @@ class SourceConfig(_Model):
         return self._fingerprint
 
     @functools.cached_property
+    def plain_settings(self) -> str:
+        """The settings but the fetch options, as JSON (what the fingerprint hashes, and
+        what the index keeps of the source)."""
+        return self.model_dump_json(exclude=_FETCH_OPTION_SET)
+
+    @functools.cached_property
     def _fingerprint(self) -> str:
         # Once per configuration: every poll compares it and records it. A source without
         # fetch options hashes as before they existed (an upgrade changes nothing).
-        text = self.model_dump_json(exclude=set(FETCH_OPTIONS))
+        text = self.plain_settings
         if self.fetch_options_set():
             text += "\0" + json.dumps([self.user_agent, self._secrets_digest()])
         return hashlib.sha1(text.encode()).hexdigest()[:16]

