@@ -7,12 +7,15 @@ typo must not be silently ignored.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
+import glob
 import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any
@@ -385,6 +388,7 @@ class Settings(_Model):
 
 #: The SourceConfig fields that change how a source is fetched, not what its articles are.
 FETCH_OPTIONS = ("headers", "username", "password", "user_agent", "proxy")
+_FETCH_OPTION_SET = set(FETCH_OPTIONS)  # as model_dump's exclude wants it (never changed)
 #: The ones whose values are secrets: never shown, logged or stored in clear.
 SECRET_OPTIONS = ("headers", "username", "password", "proxy")
 PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
@@ -536,6 +540,11 @@ class SourceConfig(_Model):
 
     def fetch_options_set(self) -> tuple[str, ...]:
         """The names of the fetch options this source sets (for messages and the admin)."""
+        return self._options_set
+
+    @functools.cached_property
+    def _options_set(self) -> tuple[str, ...]:
+        # Asked by every fingerprint and sync: once per source.
         return tuple(name for name in FETCH_OPTIONS if getattr(self, name) not in (None, ()))
 
     def fetch_summary(self) -> tuple[str, ...]:
@@ -592,10 +601,16 @@ class SourceConfig(_Model):
         return self._fingerprint
 
     @functools.cached_property
+    def plain_settings(self) -> str:
+        """The settings but the fetch options, as JSON (what the fingerprint hashes, and
+        what the index keeps of the source)."""
+        return self.model_dump_json(exclude=_FETCH_OPTION_SET)
+
+    @functools.cached_property
     def _fingerprint(self) -> str:
         # Once per configuration: every poll compares it and records it. A source without
         # fetch options hashes as before they existed (an upgrade changes nothing).
-        text = self.model_dump_json(exclude=set(FETCH_OPTIONS))
+        text = self.plain_settings
         if self.fetch_options_set():
             text += "\0" + json.dumps([self.user_agent, self._secrets_digest()])
         return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -649,6 +664,9 @@ class Config(_Model):
     settings: Settings = Field(default_factory=dict, validate_default=True)
     sources: tuple[SourceConfig, ...] = ()
     outputs: tuple[OutputConfig, ...] = ()
+    # Globs of files that hold more sources (relative to the config's folder); their
+    # sources are already in ``sources``. Kept so that a reload can watch those files.
+    include: tuple[str, ...] = ()
 
     def output(self, name: str) -> OutputConfig | None:
         """The output with this name, if any."""
@@ -663,13 +681,159 @@ class Config(_Model):
         return tree
 
     def source(self, name: str) -> SourceConfig | None:
-        """The source with this name, if any."""
-        return next((s for s in self.sources if s.key == name), None)
+        """The source with this name, if any (a dict built once per configuration: every
+        poll looks its source up, and a scan of 100,000 would cost milliseconds)."""
+        return self._by_key.get(name)
+
+    @functools.cached_property
+    def _by_key(self) -> dict[str, SourceConfig]:
+        return {s.key: s for s in self.sources}
 
 
 # -- loading -----------------------------------------------------------------------------
 
 Loc = tuple[str | int, ...]
+# (file's order: 0 the config, then the included files; line; the whole message)
+Problem = tuple[int, int, str]
+
+# What reads the YAML: libyaml's parser when PyYAML was built with it (10× faster).
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# A plain scalar starting with none of these is a string: no implicit type starts so.
+_TYPED_START = frozenset(c for c in yaml.resolver.Resolver.yaml_implicit_resolvers if c)
+_STR_TAG = "tag:yaml.org,2002:str"
+_PLAIN_TYPES = frozenset(
+    f"tag:yaml.org,2002:{kind}" for kind in ("null", "bool", "int", "float", "timestamp")
+)
+
+
+class _Unusual(Exception):
+    """The document uses YAML the fast reader leaves to PyYAML's own constructor
+    (anchors, aliases, tags, merge keys, complex keys, several documents)."""
+
+
+def _fast_data(text: str) -> tuple[Any, bool]:
+    """The document's data, built straight from the parser's events; and whether a
+    mapping repeats a key (the line of each then comes from ``_Lines``).
+
+    PyYAML's loader first builds a node per value, resolving each scalar's type with a
+    few regular expressions, then constructs the data from the nodes: for a config of
+    100,000 sources that is 10 s even with libyaml. Here each event becomes its value at
+    once, and a plain scalar is typed only when it could be something else than a
+    string (by its first character), through PyYAML's own resolver and constructors,
+    once per distinct text. The result equals ``yaml.safe_load``'s.
+
+    Raises:
+        yaml.YAMLError: the text is not YAML.
+        _Unusual: a feature this reader does not handle was met.
+    """
+    loader = _Loader(text)
+    constructor = yaml.constructor.SafeConstructor()
+    resolve: Callable[..., str] = yaml.resolver.Resolver().resolve
+    typed: dict[str, Any] = {}
+    get: Callable[[], Any] = loader.get_event  # typed here: PyYAML's is not
+    scalar_event, mapping_start = yaml.ScalarEvent, yaml.MappingStartEvent
+    sequence_start = yaml.SequenceStartEvent
+    ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    no_key = object()
+    duplicates = False
+    try:
+        get()  # stream start
+        if isinstance(get(), yaml.StreamEndEvent):
+            return None, False
+        root: Any = None
+        stack: list[Any] = []  # open containers, innermost last
+        keys: list[Any] = []  # per open container: a mapping's pending key
+        while True:
+            event = get()
+            kind = type(event)
+            if kind is scalar_event:
+                if event.anchor is not None or event.tag is not None:
+                    raise _Unusual
+                value: Any = event.value
+                if event.implicit[0] and (not value or value[0] in _TYPED_START):
+                    if value in typed:
+                        value = typed[value]
+                    else:
+                        tag = resolve(yaml.ScalarNode, value, (True, False))
+                        if tag != _STR_TAG:
+                            if tag not in _PLAIN_TYPES:
+                                raise _Unusual  # a merge key "<<", or "="
+                            node = yaml.ScalarNode(tag, value)
+                            value = constructor.yaml_constructors[tag](constructor, node)
+                        typed[event.value] = value
+            elif kind is mapping_start or kind is sequence_start:
+                if event.anchor is not None or event.tag is not None:
+                    raise _Unusual
+                value = {} if kind is mapping_start else []
+            elif kind in ends:
+                stack.pop()
+                keys.pop()
+                continue
+            elif isinstance(event, yaml.DocumentEndEvent):
+                break
+            else:  # an alias
+                raise _Unusual
+            if not stack:
+                root = value
+            else:
+                parent = stack[-1]
+                if type(parent) is list:
+                    parent.append(value)
+                elif keys[-1] is no_key:
+                    if type(value) is dict or type(value) is list:
+                        raise _Unusual  # a complex key: PyYAML says what is wrong
+                    keys[-1] = value
+                    continue
+                else:
+                    key = keys[-1]
+                    duplicates = duplicates or key in parent
+                    parent[key] = value
+                    keys[-1] = no_key
+            if type(value) is dict or type(value) is list:
+                stack.append(value)
+                keys.append(no_key)
+        if not isinstance(get(), yaml.StreamEndEvent):
+            raise _Unusual  # a second document: PyYAML's error names it
+        return root, duplicates
+    finally:
+        loader.dispose()
+
+
+class _Lines(Mapping[Loc, int]):
+    """The line of each location of a document, worked out only when a message needs
+    one (a valid config never does), with its duplicate keys."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._lines: dict[Loc, int] | None = None
+        self._duplicates: list[tuple[int, str]] = []
+
+    def _load(self) -> dict[Loc, int]:
+        if self._lines is None:
+            lines: dict[Loc, int] = {}
+            loader = _Loader(self._text)
+            try:
+                node = loader.get_single_node()
+                if node is not None:
+                    _walk(node, (), lines, self._duplicates)
+            finally:
+                loader.dispose()
+            self._lines = lines
+        return self._lines
+
+    def duplicates(self) -> list[tuple[int, str]]:
+        """Every repeated key of a mapping: (its line, the message)."""
+        self._load()
+        return self._duplicates
+
+    def __getitem__(self, loc: Loc) -> int:
+        return self._load()[loc]
+
+    def __iter__(self) -> Iterator[Loc]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
 
 
 def _walk(
@@ -691,6 +855,40 @@ def _walk(
             _walk(item, (*loc, index), lines, problems)
 
 
+def _read_yaml(text: str, path: str) -> tuple[Any, _Lines, list[tuple[int, str]]]:
+    """A document's data, its lines, and its duplicate keys.
+
+    Raises:
+        ConfigError: the text is not YAML (the message is PyYAML's pure-Python parser's,
+            whose wording users have seen so far).
+    """
+    lines = _Lines(text)
+    try:
+        try:
+            data, duplicates = _fast_data(text)
+        except _Unusual:
+            loader = _Loader(text)
+            try:
+                data = loader.get_single_data()
+            finally:
+                loader.dispose()
+            duplicates = True  # look for them, as before
+    except yaml.YAMLError:
+        loader = yaml.SafeLoader(text)
+        try:
+            loader.get_single_data()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 1
+            raise ConfigError(path, [f"{path}:{line}: YAML syntax error: {exc.problem}"]) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(path, [f"{path}: cannot read YAML: {exc}"]) from exc
+        finally:
+            loader.dispose()
+        raise ConfigError(path, [f"{path}: cannot read YAML"]) from None
+    return data, lines, lines.duplicates() if duplicates else []
+
+
 def _dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
@@ -703,6 +901,49 @@ def _line_of(loc: Loc, lines: Mapping[Loc, int]) -> int:
         if loc[:end] in lines:
             return lines[loc[:end]]
     return 1
+
+
+class _Places:
+    """Where each location of the merged data was written: which file, which line, and
+    its name in that file (an included file's sources are ``[3].url`` there).
+
+    Args:
+        path: the config file's name, as messages show it.
+        lines: the config's lines.
+    """
+
+    def __init__(self, path: str, lines: Mapping[Loc, int]) -> None:
+        self.path = path
+        self.lines = lines
+        self.files: list[tuple[int, int, str, Mapping[Loc, int]]] = []  # start, end, path, lines
+
+    def add_file(self, start: int, count: int, path: str, lines: Mapping[Loc, int]) -> None:
+        """Sources ``start`` to ``start + count`` of the merged list came from ``path``."""
+        self.files.append((start, start + count, path, lines))
+
+    def locate(self, loc: Loc) -> tuple[int, str, Loc, Mapping[Loc, int]]:
+        """(file's order, file's name, the location in that file, that file's lines)."""
+        if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
+            for order, (start, end, path, lines) in enumerate(self.files, 1):
+                if start <= loc[1] < end:
+                    return order, path, (loc[1] - start, *loc[2:]), lines
+        return 0, self.path, loc, self.lines
+
+    def where(self, loc: Loc) -> str:
+        """``file:line`` of a location."""
+        _, path, local, lines = self.locate(loc)
+        return f"{path}:{_line_of(local, lines)}"
+
+    def problem(self, loc: Loc, text: str) -> Problem:
+        """A message about a location: ``file:line: dotted.location: text``."""
+        order, path, local, lines = self.locate(loc)
+        line = _line_of(local, lines)
+        return order, line, f"{path}:{line}: {_dotted(local)}: {text}"
+
+    def at_line(self, order: int, line: int, text: str) -> Problem:
+        """A message about a line of the config (0) or an included file (1...)."""
+        path = self.path if order == 0 else self.files[order - 1][2]
+        return order, line, f"{path}:{line}: {text}"
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -720,13 +961,84 @@ def _pydantic_loc(loc: tuple[Any, ...]) -> Loc:
     return tuple(p for p in loc if isinstance(p, int) or not str(p).startswith("function-"))
 
 
+def _include_patterns(
+    data: dict[str, Any], places: _Places
+) -> tuple[tuple[str, ...], list[Problem]]:
+    """The ``include:`` globs (a list of strings; one string is one glob)."""
+    value = data.get("include")
+    if value is None:
+        return (), []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+        problem = places.problem(("include",), "must be a list of file globs (strings)")
+        return (), [problem]
+    return tuple(i.strip() for i in items), []
+
+
+def _read_includes(
+    patterns: tuple[str, ...], path: str, base_dir: Path, places: _Places, first: int
+) -> tuple[list[Any], list[Problem]]:
+    """The sources of the files the globs match (in name order, each file once), and
+    the problems met; ``places`` learns which file each came from."""
+    sources: list[Any] = []
+    found: list[Problem] = []
+    shown_dir = Path(path).parent
+    seen: set[Path] = set()
+    for index, pattern in enumerate(patterns):
+        matches = included_files(base_dir, (pattern,))
+        if not matches and not glob.has_magic(pattern):
+            found.append(places.problem(("include", index), f"no such file: {pattern}"))
+        for file in matches:
+            if file in seen:
+                continue
+            seen.add(file)
+            try:
+                shown = str(shown_dir / file.relative_to(base_dir))
+            except ValueError:  # an absolute glob elsewhere
+                shown = str(file)
+            try:
+                text = file.read_text(encoding="utf-8-sig")
+                items, lines, duplicates = _read_yaml(text, shown)
+            except (OSError, UnicodeDecodeError) as exc:
+                found.append(places.problem(("include", index), f"cannot read {shown}: {exc}"))
+                continue
+            except ConfigError as exc:
+                order = len(places.files) + 1
+                found.extend((order, 0, problem) for problem in exc.problems)
+                places.add_file(first + len(sources), 0, shown, _Lines(""))
+                continue
+            order = len(places.files) + 1
+            if items is None:
+                items = []
+            if not isinstance(items, list):
+                places.add_file(first + len(sources), 0, shown, lines)
+                found.append(places.at_line(order, 1, "an included file holds a list of sources"))
+                continue
+            places.add_file(first + len(sources), len(items), shown, lines)
+            found.extend(places.at_line(order, line, text) for line, text in duplicates)
+            sources.extend(items)
+    return sources, found
+
+
+def included_files(base_dir: Path, patterns: Iterable[str]) -> list[Path]:
+    """The files the ``include:`` globs match now, in name order (hidden files never:
+    an editor's swap file must not become sources)."""
+    files: list[Path] = []
+    for pattern in patterns:
+        full = Path(base_dir) / Path(pattern).expanduser()  # an absolute glob stays itself
+        # glob.glob, as Path.glob takes no absolute pattern.
+        found = sorted(glob.glob(str(full), recursive=True))  # noqa: PTH207
+        files.extend(file for file in map(Path, found) if file.is_file())
+    return files
+
+
 def parse_config(
     text: str,
     path: str = "config.yaml",
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Validate configuration text.
+    """Validate configuration text, and the files its ``include:`` names.
 
     Args:
         text: the YAML.
@@ -735,46 +1047,69 @@ def parse_config(
         environ: where ``${VAR}`` in fetch options is looked up (default: os.environ).
 
     Raises:
-        ConfigError: with every problem found, each with its line.
+        ConfigError: with every problem found, each with its file and line.
     """
-    loader = yaml.SafeLoader(text)
-    found: list[tuple[int, str]] = []
-    lines: dict[Loc, int] = {}
+    with _collector_paused():
+        return _parse_config(text, path, base_dir, environ)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a config is built: its hundreds of thousands
+    of new containers would set it off again and again, each pass walking all that was
+    built so far (a quarter of the load time at 100,000 sources); nothing here makes
+    cycles, and the collector runs as usual afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        node = loader.get_single_node()
-        data: Any = {} if node is None else loader.construct_document(node)
-        if node is not None:
-            _walk(node, (), lines, found)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(path, [f"{path}:{line}: YAML syntax error: {exc.problem}"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, [f"{path}: cannot read YAML: {exc}"]) from exc
+        yield
     finally:
-        loader.dispose()
+        if was_enabled:
+            gc.enable()
+
+
+def _parse_config(
+    text: str,
+    path: str,
+    base_dir: Path | None,
+    environ: Mapping[str, str] | None,
+) -> Config:
+    data, lines, duplicates = _read_yaml(text, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(path, [f"{path}:1: the top level must be a mapping"])
+    places = _Places(path, lines)
+    found: list[Problem] = [places.at_line(0, line, text) for line, text in duplicates]
+    base = base_dir or Path.cwd()
+    patterns, problems = _include_patterns(data, places)
+    found.extend(problems)
+    if patterns:
+        data["include"] = list(patterns)
+        own = data.get("sources")
+        own = [] if own is None else own
+        if isinstance(own, list):
+            included, problems = _read_includes(patterns, path, base, places, len(own))
+            found.extend(problems)
+            data["sources"] = [*own, *included]
+    elif "include" in data:
+        del data["include"]  # invalid: reported above
 
-    found.extend(_expand_environment(data, lines, os.environ if environ is None else environ))
-    context = {"base_dir": str(base_dir or Path.cwd())}
+    found.extend(_expand_environment(data, places, os.environ if environ is None else environ))
+    context = {"base_dir": str(base)}
     config: Config | None = None
     try:
         config = Config.model_validate(data, context=context)
     except ValidationError as exc:
         for error in exc.errors():
-            loc = _pydantic_loc(error["loc"])
-            found.append((_line_of(loc, lines), f"{_dotted(loc)}: {_message(error)}"))
-    found.extend(_duplicate_names(data, lines))
-    found.extend(_sources_under_outputs(data, lines))
+            found.append(places.problem(_pydantic_loc(error["loc"]), _message(error)))
+    found.extend(_duplicate_names(data, places))
+    found.extend(_sources_under_outputs(data, places))
     if config is not None:
-        found.extend(_output_problems(config, lines))
-        found.extend(_file_problems(config, lines))
-    problems = [f"{path}:{line}: {text}" for line, text in sorted(found, key=lambda p: p[0])]
-    if problems or config is None:
-        raise ConfigError(path, problems)
+        found.extend(_output_problems(config, places))
+        found.extend(_file_problems(config, places))
+    if found or config is None:
+        raise ConfigError(path, [text for _, _, text in sorted(found, key=lambda p: p[:2])])
     return config
 
 
@@ -807,8 +1142,8 @@ def expand_variables(text: str, environ: Mapping[str, str]) -> str:
 
 
 def _expand_environment(
-    data: Mapping[str, Any], lines: Mapping[Loc, int], environ: Mapping[str, str]
-) -> list[tuple[int, str]]:
+    data: Mapping[str, Any], places: _Places, environ: Mapping[str, str]
+) -> list[Problem]:
     """Replace ``${VAR}`` in every source's fetch options, in place; the problems found.
 
     Only there: they are what holds secrets, and nowhere else did ``${`` mean anything
@@ -817,7 +1152,7 @@ def _expand_environment(
     sources = data.get("sources")
     if not isinstance(sources, list):
         return []
-    found: list[tuple[int, str]] = []
+    found: list[Problem] = []
 
     def expand(container: dict[Any, Any], key: Any, loc: Loc) -> None:
         value = container[key]
@@ -826,7 +1161,7 @@ def _expand_environment(
         try:
             container[key] = expand_variables(value, environ)
         except ValueError as exc:
-            found.append((_line_of(loc, lines), f"{_dotted(loc)}: {exc}"))
+            found.append(places.problem(loc, str(exc)))
 
     for index, item in enumerate(sources):
         if not isinstance(item, dict):
@@ -840,45 +1175,42 @@ def _expand_environment(
     return found
 
 
-def _file_problems(config: Config, lines: Mapping[Loc, int]) -> list[tuple[int, str]]:
+def _file_problems(config: Config, places: _Places) -> list[Problem]:
     """Local file sources must lie under settings.fetch.file_roots."""
     roots = [Path(r) for r in config.settings.fetch.file_roots or ()]
-    found: list[tuple[int, str]] = []
+    found: list[Problem] = []
     for index, source in enumerate(config.sources):
         if source.is_local and not any(Path(source.url).is_relative_to(r) for r in roots):
-            loc: Loc = ("sources", index, "url")
             found.append(
-                (
-                    _line_of(loc, lines),
-                    f"{_dotted(loc)}: {source.url} is outside settings.fetch.file_roots "
+                places.problem(
+                    ("sources", index, "url"),
+                    f"{source.url} is outside settings.fetch.file_roots "
                     f"({', '.join(str(r) for r in roots)}); add its folder there to allow it",
                 )
             )
     return found
 
 
-def _output_problems(config: Config, lines: Mapping[Loc, int]) -> list[tuple[int, str]]:
+def _output_problems(config: Config, places: _Places) -> list[Problem]:
     """Outputs must have distinct names and name only sources that exist."""
-    found: list[tuple[int, str]] = []
-    names = {s.key for s in config.sources}
+    found: list[Problem] = []
     seen: set[str] = set()
     for index, output in enumerate(config.outputs):
         if output.name in seen:
-            loc: Loc = ("outputs", index, "name")
             found.append(
-                (_line_of(loc, lines), f"{_dotted(loc)}: output name {output.name!r} is used twice")
+                places.problem(
+                    ("outputs", index, "name"), f"output name {output.name!r} is used twice"
+                )
             )
         seen.add(output.name)
         for position, source in enumerate(output.sources):
-            if source not in names:
-                loc = ("outputs", index, "sources", position)
-                found.append((_line_of(loc, lines), f"{_dotted(loc)}: no source named {source!r}"))
+            if config.source(source) is None:
+                loc: Loc = ("outputs", index, "sources", position)
+                found.append(places.problem(loc, f"no source named {source!r}"))
     return found
 
 
-def _sources_under_outputs(
-    data: Mapping[str, Any], lines: Mapping[Loc, int]
-) -> list[tuple[int, str]]:
+def _sources_under_outputs(data: Mapping[str, Any], places: _Places) -> list[Problem]:
     """Name the likely cause when ``outputs:`` items carry a source's keys.
 
     Sources pasted at the end of the file land under ``outputs:`` when that is the last
@@ -888,27 +1220,27 @@ def _sources_under_outputs(
     if not isinstance(outputs, list):
         return []
     source_keys = set(SourceConfig.model_fields) - set(OutputConfig.model_fields)
-    found: list[tuple[int, str]] = []
+    found: list[Problem] = []
     for index, item in enumerate(outputs):
         keys = sorted(source_keys & item.keys()) if isinstance(item, dict) else []
         if keys:
-            loc: Loc = ("outputs", index)
             found.append(
-                (
-                    _line_of(loc, lines),
-                    f"{_dotted(loc)}: looks like a source pasted under `outputs:` (it has "
+                places.problem(
+                    ("outputs", index),
+                    f"looks like a source pasted under `outputs:` (it has "
                     f"{', '.join(keys)}); move it under `sources:`",
                 )
             )
     return found
 
 
-def _duplicate_names(data: Mapping[str, Any], lines: Mapping[Loc, int]) -> list[tuple[int, str]]:
-    """Two sources with one name (given, or their last category) would share articles."""
+def _duplicate_names(data: Mapping[str, Any], places: _Places) -> list[Problem]:
+    """Two sources with one name (given, or their last category) would share articles;
+    the message names the other's place (its file and line, when in another file)."""
     sources = data.get("sources")
     if not isinstance(sources, list):
         return []
-    found: list[tuple[int, str]] = []
+    found: list[Problem] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(sources):
         if not isinstance(item, dict):
@@ -924,11 +1256,16 @@ def _duplicate_names(data: Mapping[str, Any], lines: Mapping[Loc, int]) -> list[
         name = name.strip()
         if name in seen:
             loc: Loc = ("sources", index, "name") if item.get("name") else ("sources", index)
+            first: Loc = ("sources", seen[name])
+            order, _, other, _ = places.locate(first)
+            there = _dotted(other)
+            if order != places.locate(loc)[0]:
+                there = f"{places.where(first)} ({there})"
             found.append(
-                (
-                    _line_of(loc, lines),
-                    f"{_dotted(loc)}: source name {name!r} is already used by "
-                    f"sources[{seen[name]}] (give one of them a distinct `name`)",
+                places.problem(
+                    loc,
+                    f"source name {name!r} is already used by {there} "
+                    "(give one of them a distinct `name`)",
                 )
             )
         seen.setdefault(name, index)

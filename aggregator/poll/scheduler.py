@@ -44,7 +44,7 @@ from pathlib import Path
 from apscheduler.executors.pool import ThreadPoolExecutor as JobThreads
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from aggregator.config import Config, SourceConfig, load_config
+from aggregator.config import Config, SourceConfig, included_files, load_config
 from aggregator.errors import ConfigError, StoreError
 from aggregator.hooks import Hooks
 from aggregator.models import Changes, RebuildStatus, SourceOutcome, Status
@@ -220,6 +220,7 @@ class Service:
             paused: set the times without running anything (tests inspect the schedule
                 and call ``claim_due`` themselves).
         """
+        self.sync_sources(self.config)
         self._schedule_all(self.config.sources)
         # Two instances allowed: a tick that waits on the write lock (a big poll's commit)
         # makes the next one return at once (``_claim_lock``) instead of APScheduler
@@ -512,15 +513,41 @@ class Service:
 
     # -- configuration changes -----------------------------------------------------------
 
-    def _stamp(self) -> tuple[int, int] | None:
+    def _stamp(self) -> tuple[tuple[str, int, int], ...] | None:
+        """The size and time of the config file and of each file its ``include:`` globs
+        match now (one added or removed changes it too); None: the config is unreadable."""
         try:
             stat = self.config_path.stat()
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size)
+        stamps = [(str(self.config_path), stat.st_mtime_ns, stat.st_size)]
+        base = self.config_path.resolve().parent
+        for file in included_files(base, self.config.include):
+            try:
+                stat = file.stat()
+            except OSError:  # removed meanwhile: the next check sees it gone
+                continue
+            stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
+        return tuple(stamps)
+
+    def sync_sources(self, config: Config) -> None:
+        """Bring the index's table of sources in line with ``config`` (added, changed,
+        removed). A database error is logged: the configuration stays in force."""
+        try:
+            done = self.store.sync_sources(config.sources, self.clock())
+        except StoreError as exc:
+            log.error("sources not synced to the index: %s", exc)
+            return
+        if done.added or done.changed or done.removed:
+            log.info(
+                "sources synced to the index: %d added, %d changed, %d removed",
+                len(done.added),
+                len(done.changed),
+                len(done.removed),
+            )
 
     def check_config(self) -> None:
-        """Reload the configuration if its file changed."""
+        """Reload the configuration if its file, or a file it includes, changed."""
         stamp = self._stamp()
         if stamp is not None and stamp != self._config_stamp:
             self._config_stamp = stamp
@@ -543,6 +570,7 @@ class Service:
                 )
                 return False
             self.last_reload_error = None
+            self.sync_sources(new)
             old = self.config
             for key in RESTART_SETTINGS:
                 if getattr(old.settings, key) != getattr(new.settings, key):

@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aggregator.content.convert import fold_path
 from aggregator.errors import LocalFaultError, StoreError
 from aggregator.models import Status, list_to_json
+from aggregator.store.catalog import Catalog
 from aggregator.store.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.store.files import ArticleFiles
 from aggregator.store.logins import Logins
@@ -70,7 +71,7 @@ SQLITE_INTERRUPT = 9
 DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
-class Store(Queries, Logins):
+class Store(Queries, Logins, Catalog):
     """The index database and the article folder.
 
     Args:

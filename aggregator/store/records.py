@@ -67,6 +67,14 @@ class SourceStateUpdate:
     lease_token: Update[str | None] = KEEP
     #: Why a paused or gone source is claimable: "manual" (a refresh) or "config".
     wake: Update[str | None] = KEEP
+    #: The source as configured: written by ``Catalog.sync_sources``, never by a poll.
+    settings: Update[str | None] = KEEP
+    fingerprint: Update[str | None] = KEEP
+    enabled: Update[bool | None] = KEEP
+    category_path: Update[str | None] = KEEP
+    host: Update[str | None] = KEEP
+    added_at: Update[datetime | None] = KEEP
+    removed_at: Update[datetime | None] = KEEP
 
     def columns(self) -> dict[str, object]:
         """The columns to write, by name (those left as ``KEEP`` are not among them)."""

@@ -63,6 +63,16 @@ sources_table = sa.Table(
     sa.Column("lease_until", UTCDateTime),
     sa.Column("lease_token", sa.String),
     sa.Column("wake", sa.String),
+    # The source as configured, synced from the config at start and on reload
+    # (``store/catalog.py``); NULL in rows written before the sync or never synced.
+    sa.Column("settings", sa.Text),  # its validated settings, JSON; secret values left out
+    sa.Column("fingerprint", sa.String),  # SourceConfig.fingerprint() of those settings
+    sa.Column("enabled", sa.Boolean),
+    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.Column("host", sa.String),  # the URL's host, lowercased; NULL for a local file
+    sa.Column("added_at", UTCDateTime),  # first synced
+    sa.Column("removed_at", UTCDateTime),  # gone from the config (its articles are kept)
+    sa.Index("ix_sources_category_path", "category_path"),
     sa.Index("ix_sources_next_poll_at", "next_poll_at", "name"),  # the claim's order
     # The leases held (few): partial, so the planner never takes it for "not leased".
     sa.Index(

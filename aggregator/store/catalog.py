@@ -1,0 +1,208 @@
+"""The sources as configured, kept in the index's ``sources`` table beside their state.
+
+``config.yaml`` (and the files it includes) stays the user's source of truth; at start and
+on each reload ``sync_sources`` brings the table in line with it in one transaction:
+sources added are inserted, changed ones (another fingerprint, or back after a removal)
+updated, and those gone from the config marked ``removed_at`` (their articles and state
+stay, as they always did). Unchanged rows are not written at all, so a reload of 100,000
+sources that changed one writes one row.
+
+The readers that will take their sources from here (the claim loop, the paged overview)
+use ``source_settings``, ``source_keys`` and ``count_sources``; until then the in-memory
+``Config`` is what the pollers and the web read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from aggregator.models import Status
+from aggregator.store.schema import category_path, sources_table
+
+if TYPE_CHECKING:
+    from aggregator.config import SourceConfig
+
+BATCH = 5000  # rows per executemany: bounds the memory of one statement's parameters
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSync:
+    """What a sync changed: the keys added, changed and removed."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+def source_row(source: SourceConfig) -> dict[str, Any]:
+    """A source's configuration columns (secret values left out: the fingerprint shows
+    that they changed, through scrypt; ``fetch_options`` names those that are set)."""
+    # The fingerprint's JSON, made once per source, with the one fetch option that is no
+    # secret and the names of those set: one serialisation per source, not two.
+    extra = json.dumps(
+        {"user_agent": source.user_agent, "fetch_options": list(source.fetch_options_set())},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return {
+        "url": source.url,
+        "settings": source.plain_settings[:-1] + "," + extra[1:],
+        "fingerprint": source.fingerprint(),
+        "enabled": source.enabled,
+        "category_path": category_path(source.categories),
+        "host": None if source.is_local else _host(source.url),
+    }
+
+
+def _host(url: str) -> str | None:
+    """The host of a validated http(s) URL, lowercased (urlsplit's, ten times faster)."""
+    netloc = url.split("/", 3)[2].partition("?")[0].partition("#")[0].rpartition("@")[2]
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")].lower() or None
+    return netloc.partition(":")[0].lower() or None
+
+
+class Catalog:
+    """The store's side of the configured sources (a part of ``Store``)."""
+
+    if TYPE_CHECKING:
+
+        def transaction(self) -> AbstractContextManager[Connection]: ...
+        def reading(self) -> AbstractContextManager[Connection]: ...
+
+    def sync_sources(self, sources: Sequence[SourceConfig], now: datetime) -> SourceSync:
+        """Make the table's configured sources those of ``sources``, in one transaction.
+
+        One read of the stored keys and fingerprints, then batched inserts and updates
+        of only what differs.
+        """
+        t = sources_table
+        with self.transaction() as conn:
+            stored = {
+                name: (fingerprint, removed is None)
+                for name, fingerprint, removed in conn.execute(
+                    sa.select(t.c.name, t.c.fingerprint, t.c.removed_at)
+                )
+            }
+            added: list[dict[str, Any]] = []
+            changed: list[dict[str, Any]] = []
+            for source in sources:
+                have = stored.get(source.key)
+                if have is None:
+                    added.append({"name": source.key, "added_at": now, **source_row(source)})
+                elif have != (source.fingerprint(), True):
+                    changed.append({"b_name": source.key, **source_row(source)})
+            keys = {source.key for source in sources}
+            removed = [name for name, (_, live) in stored.items() if live and name not in keys]
+            for batch in _batches(added):
+                conn.execute(sa.insert(t), batch)
+            # The configuration columns come from each row's parameters.
+            update = (
+                sa.update(t)
+                .where(t.c.name == sa.bindparam("b_name"))
+                .values(removed_at=None, added_at=sa.func.coalesce(t.c.added_at, now))
+            )
+            for batch in _batches(changed):
+                conn.execute(update, batch)
+            gone = sa.update(t).where(t.c.name == sa.bindparam("b_name")).values(removed_at=now)
+            for batch in _batches([{"b_name": name} for name in removed]):
+                conn.execute(gone, batch)
+        return SourceSync(
+            tuple(row["name"] for row in added),
+            tuple(row["b_name"] for row in changed),
+            tuple(removed),
+        )
+
+    def source_settings(self, key: str) -> dict[str, Any] | None:
+        """A configured source's row by key: its ``settings`` (the validated settings as
+        a dict, secret values left out), ``url``, ``fingerprint``, ``enabled``,
+        ``categories`` (a tuple), ``host``, ``added_at``, ``removed_at``, and its state
+        (``status`` a ``Status``, ``next_poll_at``, ...). None: never synced or unknown."""
+        t = sources_table
+        with self.reading() as conn:
+            row = conn.execute(sa.select(t).where(t.c.name == key)).first()
+        if row is None or row.settings is None:
+            return None
+        values = dict(row._mapping)
+        values["settings"] = json.loads(row.settings)
+        values["categories"] = tuple(row.category_path.split("\x1f"))
+        values["status"] = Status(values["status"] or Status.NEW)
+        return values
+
+    def source_keys(
+        self,
+        *,
+        status: Status | None = None,
+        category: Sequence[str] = (),
+        enabled: bool | None = None,
+        removed: bool = False,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[str]:
+        """Keys of configured sources, in key order: in a state (``Status.NEW`` includes
+        never polled), under a category path (any level: its prefix), enabled or not;
+        without ``removed``, only those in the config now. ``after`` and ``limit`` page
+        through them (keyset: the last key of the page before)."""
+        t = sources_table
+        query = sa.select(t.c.name).where(_configured(status, category, enabled, removed))
+        if after is not None:
+            query = query.where(t.c.name > after)
+        query = query.order_by(t.c.name)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.reading() as conn:
+            return list(conn.execute(query).scalars())
+
+    def count_sources(
+        self,
+        *,
+        status: Status | None = None,
+        category: Sequence[str] = (),
+        enabled: bool | None = None,
+        removed: bool = False,
+    ) -> int:
+        """How many configured sources ``source_keys`` would list (without paging)."""
+        t = sources_table
+        query = sa.select(sa.func.count()).select_from(t)
+        query = query.where(_configured(status, category, enabled, removed))
+        with self.reading() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def _configured(
+    status: Status | None, category: Sequence[str], enabled: bool | None, removed: bool
+) -> sa.ColumnElement[bool]:
+    t = sources_table
+    clauses: list[sa.ColumnElement[bool]] = [t.c.settings.is_not(None)]
+    clauses.append(t.c.removed_at.is_not(None) if removed else t.c.removed_at.is_(None))
+    if status is Status.NEW:
+        clauses.append(sa.or_(t.c.status.is_(None), t.c.status == Status.NEW.value))
+    elif status is not None:
+        clauses.append(t.c.status == status.value)
+    if category:
+        path = category_path(category)
+        # The path itself, or below it: a prefix up to a separator (no LIKE: names may
+        # hold % or _).
+        below = path + "\x1f"
+        clauses.append(
+            sa.or_(
+                t.c.category_path == path,
+                sa.func.substr(t.c.category_path, 1, len(below)) == below,
+            )
+        )
+    if enabled is not None:
+        clauses.append(t.c.enabled.is_(enabled))
+    return sa.and_(*clauses)
+
+
+def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), BATCH):
+        yield rows[start : start + BATCH]
