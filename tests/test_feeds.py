@@ -45,9 +45,12 @@ class Site:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self.config = load_config(config_path)
-        self.store = Store(self.config.settings.database, self.config.settings.posts_dir)
-        self.poller = Poller(self.config, self.store, workers=1)
         self.clock = ManualClock(datetime.now(UTC))  # the entries' first-seen times are real
+        # Its changes are dated by the clock too: Last-Modified is the newest one's time.
+        self.store = Store(
+            self.config.settings.database, self.config.settings.posts_dir, clock=self.clock.now
+        )
+        self.poller = Poller(self.config, self.store, workers=1)
         self.app = create_app(self.config, self.store, clock=self.clock)
         self.client: FlaskClient = self.app.test_client()
 
@@ -469,12 +472,13 @@ def test_last_modified_moves_when_a_backdated_entry_arrives(site: Site, tmp_path
 
 
 def test_cache_accounting_ignores_items_no_longer_cached() -> None:
+    from aggregator.store.records import FeedVersion
     from aggregator.web.cache import FeedCache, Rendered
 
     cache = FeedCache(10, 10_000_000)
-    first = Rendered(b"x" * 1000, "t", datetime.now(UTC), 1)
+    first = Rendered(b"x" * 1000, "t", datetime.now(UTC), FeedVersion(1, None))
     cache.put(("k",), first)
-    second = Rendered(b"y" * 1000, "t", datetime.now(UTC), 2)
+    second = Rendered(b"y" * 1000, "t", datetime.now(UTC), FeedVersion(2, None))
     cache.put(("k",), second)  # replaced before the first was gzipped
     before = first.size
     first.gzipped()

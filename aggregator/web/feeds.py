@@ -7,25 +7,28 @@ URLs: ``/feeds/all.rss``, ``/feeds/<section>[/<site>[/<feed>]].<rss|atom|json>``
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from flask import Blueprint, Response, abort, request
 from flask.typing import ResponseReturnValue
 
+from aggregator import __version__
 from aggregator.config import split_host
 from aggregator.content.filter import QueryError, parse_query
-from aggregator.content.publish import FORMATS, Format, feed_updated, render
+from aggregator.content.publish import FORMATS, Format, render
 from aggregator.content.selection import (
     Selection,
     category_selection,
     feed_meta,
     output_selection,
 )
-from aggregator.web.cache import Rendered
-from aggregator.web.state import AppState, app_state
+from aggregator.web.cache import Rendered, content_etag
+from aggregator.web.state import AppState, SecuredResponse, app_state
 from aggregator.web.view import WebView, bind_name
 
 bp = Blueprint("feeds", __name__)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the changes of a feed no entry ever reached
 
 
 def split_spec(spec: str) -> tuple[str, Format]:
@@ -80,30 +83,56 @@ def serve(
         )
     base = base_url(view)
     key = (view.fingerprint, selection.key, kind, query.key(), base)
-    version = store.content_version()
-    rendered = cache.get(key, version)
+    now, changes = state.clock.monotonic(), store.changes
+    rendered = cache.get(key)
+    if rendered is not None and not rendered.trusted(now, changes):
+        if store.feed_version(selection) == rendered.version:
+            rendered.confirm(now, changes)
+        else:
+            rendered = None
+    cache.count(rendered is not None)
     if rendered is None:
+        version = store.feed_version(selection)  # before the entries: never newer than them
         entries = store.selected(selection, query)  # as the static feeds read them
+        # The time of the feed's newest change: the same in every process, and later
+        # than any change a client may have seen (an entry may come, go or change
+        # without a newer date of its own: RSS has no <updated>).
+        modified = (version.changed_at or EPOCH).replace(microsecond=0)
         meta = feed_meta(
             selection,
             base=base,
             path=spec_path,
-            generated=state.clock.now().replace(microsecond=0),
+            generated=modified,  # an empty feed's updated time
             query=query.query_string(settings.default_limit),
         )
-        body = render(kind, meta, entries)
-        previous = cache.peek(key)
-        if previous is not None and previous.body == body:
-            modified = previous.last_modified  # same bytes: not modified since then
-        else:
-            # The document changed now: entries may have come, gone or changed without
-            # a newer date (RSS has no <updated>), so the newest entry date is not enough.
-            modified = max(feed_updated(meta, entries), meta.generated).replace(microsecond=0)
         rendered = Rendered(
-            body=body, content_type=FORMATS[kind], last_modified=modified, version=version
+            body=render(kind, meta, entries),
+            content_type=FORMATS[kind],
+            last_modified=modified,
+            version=version,
+            etag=content_etag(key, version, __version__),
         )
+        rendered.headers = _headers(state, rendered, settings.max_age)
+        rendered.confirm(now, changes)
         cache.put(key, rendered)
     return respond(state, rendered, settings.max_age, key)
+
+
+def _headers(
+    state: AppState, rendered: Rendered, max_age: float
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The headers of a rendered feed's answers, plain and gzip, made once."""
+    common = [
+        ("Last-Modified", rendered.http_date),
+        ("Cache-Control", f"public, max-age={int(max_age)}"),
+        ("Vary", "Accept-Encoding"),
+        *state.headers,
+    ]
+    # The gzip form is another representation: it gets its own (related) ETag.
+    return (
+        [("ETag", rendered.etag), *common],
+        [("ETag", rendered.etag[:-1] + '-gz"'), *common],
+    )
 
 
 def accepts_gzip(header: str) -> bool:
@@ -130,24 +159,27 @@ def respond(
 ) -> Response:
     """The HTTP answer for a rendered feed: 304 when the client has it, gzip if asked."""
     zipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    # The gzip form is another representation: it gets its own (related) ETag.
-    etag = rendered.etag[:-1] + '-gz"' if zipped else rendered.etag
-    headers = {
-        "ETag": etag,
-        "Last-Modified": rendered.http_date,
-        "Cache-Control": f"public, max-age={int(max_age)}",
-        "Vary": "Accept-Encoding",
-    }
-    if _not_modified(rendered, etag):
-        return Response(status=304, headers=headers)
-    body = rendered.body
-    if zipped:
-        before = rendered.size
-        body = rendered.gzipped()
-        if rendered.size != before:
-            state.cache.grew(key, rendered, before)
-        headers["Content-Encoding"] = "gzip"
-    return Response(body, headers=headers, content_type=rendered.content_type)
+    if rendered.headers is None:
+        rendered.headers = _headers(state, rendered, max_age)
+    headers = rendered.headers[1 if zipped else 0]
+    if _not_modified(rendered, headers[0][1]):
+        return SecuredResponse(status=304, headers=headers)
+    if not zipped:
+        return SecuredResponse(
+            rendered.body, headers=[*headers, ("Content-Type", rendered.content_type)]
+        )
+    before = rendered.size
+    body = rendered.gzipped()
+    if rendered.size != before:
+        state.cache.grew(key, rendered, before)
+    return SecuredResponse(
+        body,
+        headers=[
+            *headers,
+            ("Content-Type", rendered.content_type),
+            ("Content-Encoding", "gzip"),
+        ],
+    )
 
 
 def _not_modified(rendered: Rendered, etag: str) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 
 from aggregator.config import Config
 from aggregator.content.discover import AddedSource, Discovery, FoundFeed
@@ -145,6 +145,7 @@ class AppState:
     started_config: Config  # in force when no service reloads it
     views: CurrentView  # the WebView of the configuration in force
     adder: SourceAdder | None = None  # None: sources are added in the config file only
+    headers: tuple[tuple[str, str], ...] = ()  # the security headers of every answer
     # Requests per feed format, for /metrics (approximate under threads).
     feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
 
@@ -158,6 +159,11 @@ class AppState:
     def config(self) -> Config:
         """The configuration in force (the service's, which follows reloads)."""
         return self.view.config
+
+
+class SecuredResponse(Response):
+    """An answer that carries the security headers already (a feed's, built from one
+    list): the app's after-request step leaves it alone."""
 
 
 def app_state(app: Flask | None = None) -> AppState:
