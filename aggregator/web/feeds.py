@@ -28,7 +28,8 @@ from aggregator.web.state import AppState, SecuredResponse, app_state
 from aggregator.web.view import WebView, bind_name
 
 bp = Blueprint("feeds", __name__)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the changes of a feed no entry ever reached
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BASES_KEPT = 64  # base URLs remembered per configuration, by the request's address  # the changes of a feed no entry ever reached
 
 
 def split_spec(spec: str) -> tuple[str, Format]:
@@ -51,6 +52,25 @@ def base_url(view: WebView) -> str:
     configured = config.settings.publish.base_url
     if configured:
         return configured
+    environ = request.environ
+    seen = (
+        environ.get("HTTP_HOST"),
+        environ.get("SERVER_NAME"),
+        environ.get("SERVER_PORT"),
+        environ.get("wsgi.url_scheme"),
+        environ.get("SCRIPT_NAME"),
+    )
+    known = view.bases.get(seen)
+    if known is None:
+        known = _base_url(view)
+        if len(view.bases) >= BASES_KEPT:
+            view.bases.clear()  # random Host headers: bounded, and rarely seen twice
+        view.bases[seen] = known
+    return known
+
+
+def _base_url(view: WebView) -> str:
+    config = view.config
     raw_port = str(request.environ.get("SERVER_PORT", ""))
     port = int(raw_port) if raw_port.isascii() and raw_port.isdigit() else 0
     host = split_host(request.host)

@@ -8,7 +8,7 @@ when a reload brought a new configuration.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aggregator.config import Config, split_host
@@ -51,6 +51,9 @@ class WebView:
     categories: frozenset[tuple[str, ...]]  # every level of the category tree
     trusted_hosts: frozenset[tuple[str, int | None]]  # Host headers self links may use
     feed_links: tuple[tuple[str, str], ...]  # the dashboard's list of feeds
+    # The base URL of self links by the request's Host, server name and port, scheme and
+    # root (``feeds.base_url``): worked out once, not on every feed request.
+    bases: dict[tuple[object, ...], str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, config: Config) -> WebView:
