@@ -147,12 +147,11 @@ def _headers(
         ("Last-Modified", rendered.http_date),
         ("Cache-Control", f"public, max-age={int(max_age)}"),
         ("Vary", "Accept-Encoding"),
-        *state.headers,
     ]
     # The gzip form is another representation: it gets its own (related) ETag.
-    plain = [("ETag", rendered.etag), *common, ("Content-Type", rendered.content_type)]
-    zipped = [("ETag", rendered.etag[:-1] + '-gz"'), *plain[1:], ("Content-Encoding", "gzip")]
-    for name, value in plain + zipped:
+    plain = [("ETag", rendered.etag), *common]
+    zipped = [("ETag", rendered.etag[:-1] + '-gz"'), *common]
+    for name, value in plain + zipped + list(state.headers):
         if "\n" in value or "\r" in value:
             raise ValueError(f"a line break in the {name} header")
     return plain, zipped
@@ -186,14 +185,18 @@ def respond(
         rendered.headers = _headers(state, rendered, max_age)
     headers = rendered.headers[1 if zipped else 0]
     if _not_modified(rendered, headers[0][1]):
+        # The validators and caching headers only: the client has the rest (RFC 9110).
         return SecuredResponse(status=304, headers=_trusted_headers(headers))
+    representation = [*headers, *state.headers, ("Content-Type", rendered.content_type)]
     if not zipped:
-        return SecuredResponse(rendered.body, headers=_trusted_headers(headers))
-    before = rendered.size
-    body = rendered.gzipped()
-    if rendered.size != before:
-        state.cache.grew(key, rendered, before)
-    return SecuredResponse(body, headers=_trusted_headers(headers))
+        body = rendered.body
+    else:
+        before = rendered.size
+        body = rendered.gzipped()
+        if rendered.size != before:
+            state.cache.grew(key, rendered, before)
+        representation.append(("Content-Encoding", "gzip"))
+    return SecuredResponse(body, headers=_trusted_headers(representation))
 
 
 def _trusted_headers(items: list[tuple[str, str]]) -> Headers:

@@ -13,9 +13,10 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from flask import Flask, Response, current_app
+from werkzeug.datastructures import Headers
 
 from aggregator.config import Config
 from aggregator.content.discover import AddedSource, Discovery, FoundFeed
@@ -24,6 +25,9 @@ from aggregator.store import Store
 from aggregator.web.cache import FeedCache
 from aggregator.web.throttle import LoginThrottle
 from aggregator.web.view import CurrentView, WebView
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 EXTENSION = "aggregator"  # the key of the AppState in app.extensions
 
@@ -162,8 +166,14 @@ class AppState:
 
 
 class SecuredResponse(Response):
-    """An answer that carries the security headers already (a feed's, built from one
-    list): the app's after-request step leaves it alone."""
+    """A feed's answer, its headers made once for its cached document: they carry the
+    security headers already (the app's after-request step leaves it alone), and go
+    out as they are (no Location to make absolute, the body's length set with it)."""
+
+    def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
+        """The headers themselves: Werkzeug's copy and checks of every header value
+        cost more than the rest of a 304 did."""
+        return self.headers
 
 
 def app_state(app: Flask | None = None) -> AppState:
