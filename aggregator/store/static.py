@@ -136,7 +136,7 @@ def export_feeds(
 
     Args:
         base_url: the absolute URL the folder is served at, ending in "/".
-        now: the time of the export (the updated time of a feed that became empty).
+        now: the time of the export (recorded in the manifest for the files it writes).
         force: render every feed and compare its bytes with the file's (``False``: an
             export whose entries, config and base URL are those of the last one does
             nothing, and a feed whose entries, titles and URL are those its file was
