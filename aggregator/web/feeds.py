@@ -106,14 +106,17 @@ def serve(
     key = (view.fingerprint, selection.key, kind, query.key(), base)
     now, changes = state.clock.monotonic(), store.changes
     rendered = cache.get(key)
+    version = None
     if rendered is not None and not rendered.trusted(now, changes):
-        if store.feed_version(selection) == rendered.version:
+        version = store.feed_version(selection)
+        if version == rendered.version:
             rendered.confirm(now, changes)
         else:
             rendered = None
     cache.count(rendered is not None)
     if rendered is None:
-        version = store.feed_version(selection)  # before the entries: never newer than them
+        if version is None:  # read before the entries: never newer than them
+            version = store.feed_version(selection)
         entries = store.selected(selection, query)  # as the static feeds read them
         # The time of the feed's newest change: the same in every process, and later
         # than any change a client may have seen (an entry may come, go or change
