@@ -22,10 +22,13 @@ from lxml import etree
 from werkzeug.test import TestResponse
 
 from aggregator.config import load_config
+from aggregator.content.convert import entry_uid
 from aggregator.content.publish import FeedMeta, entry_id, render
+from aggregator.content.selection import Selection
 from aggregator.models import PublishedEntry
 from aggregator.poll.pipeline import Poller
 from aggregator.store import Store
+from aggregator.store.records import EntryRow, FeedVersion
 from aggregator.web import create_app
 from aggregator.web.state import app_state
 
@@ -45,9 +48,12 @@ class Site:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self.config = load_config(config_path)
-        self.store = Store(self.config.settings.database, self.config.settings.posts_dir)
-        self.poller = Poller(self.config, self.store, workers=1)
         self.clock = ManualClock(datetime.now(UTC))  # the entries' first-seen times are real
+        # Its changes are dated by the clock too: Last-Modified is the newest one's time.
+        self.store = Store(
+            self.config.settings.database, self.config.settings.posts_dir, clock=self.clock.now
+        )
+        self.poller = Poller(self.config, self.store, workers=1)
         self.app = create_app(self.config, self.store, clock=self.clock)
         self.client: FlaskClient = self.app.test_client()
 
@@ -472,9 +478,9 @@ def test_cache_accounting_ignores_items_no_longer_cached() -> None:
     from aggregator.web.cache import FeedCache, Rendered
 
     cache = FeedCache(10, 10_000_000)
-    first = Rendered(b"x" * 1000, "t", datetime.now(UTC), 1)
+    first = Rendered(b"x" * 1000, "t", datetime.now(UTC), FeedVersion(1, None))
     cache.put(("k",), first)
-    second = Rendered(b"y" * 1000, "t", datetime.now(UTC), 2)
+    second = Rendered(b"y" * 1000, "t", datetime.now(UTC), FeedVersion(2, None))
     cache.put(("k",), second)  # replaced before the first was gzipped
     before = first.size
     first.gzipped()
@@ -540,3 +546,158 @@ def test_trusted_hosts_and_base_url_decide_self_links(site: Site) -> None:
     client = with_settings(site, "publish", base_url="https://news.example.net/agg/")
     response = client.get("/feeds/all.json", headers={"Host": "feeds.example.org"})
     assert json.loads(response.data)["feed_url"] == "https://news.example.net/agg/feeds/all.json"
+
+
+def add_misc_entry(site: Site, tmp_path: Path) -> None:
+    """A new entry in Tech › Example Blog › Misc only; the other feeds' files are as polled."""
+    (tmp_path / "feeds" / "misc.xml").write_text(
+        rss(
+            item("m2", "Brand new", "<p>New</p>")
+            + item(
+                "m1",
+                "Misc &#8232;post",
+                "<p>Tab\there and a form feed</p>",
+                link="https://misc.example/1",
+            )
+        ),
+        encoding="utf-8",
+    )
+    site.clock.advance(5)
+    site.poll()
+
+
+def test_a_new_entry_invalidates_only_the_feeds_of_its_categories(
+    site: Site, tmp_path: Path
+) -> None:
+    cache = app_state(site.app).cache
+    tech, finance = get(site, "feeds/Tech.rss"), get(site, "feeds/金融.rss")
+    everything = get(site, "feeds/all.rss")
+    cached = {key[1]: item for key, item in cache._items.items()}
+    add_misc_entry(site, tmp_path)
+    hits = cache.hits
+    finance_again = get(site, "feeds/金融.rss")
+    assert cache.hits == hits + 1  # its rendered copy is still good
+    assert {key[1]: item for key, item in cache._items.items()}["category:金融"] is cached[
+        "category:金融"
+    ]
+    assert finance_again.headers["ETag"] == finance.headers["ETag"]
+    assert finance_again.headers["Last-Modified"] == finance.headers["Last-Modified"]
+    assert get(
+        site, "feeds/金融.rss", **{"If-None-Match": finance.headers["ETag"]}
+    ).status_code == (304)
+    for before, path in ((tech, "feeds/Tech.rss"), (everything, "feeds/all.rss")):
+        after = get(site, path)
+        assert "Brand new" in after.get_data(as_text=True)
+        assert after.headers["ETag"] != before.headers["ETag"]
+        assert parsedate_to_datetime(after.headers["Last-Modified"]) > parsedate_to_datetime(
+            before.headers["Last-Modified"]
+        )
+        assert get(site, path, **{"If-None-Match": before.headers["ETag"]}).status_code == 200
+
+
+def test_two_apps_over_one_index_give_the_same_validators(site: Site, tmp_path: Path) -> None:
+    # Another process: its own store on the same file, its own cache, another clock.
+    other_store = Store(site.config.settings.database, site.config.settings.posts_dir)
+    other_clock = ManualClock(site.clock.now() + timedelta(hours=3))
+    other = create_app(site.config, other_store, clock=other_clock).test_client()
+    try:
+        paths = [p + ".rss" for p in all_feed_paths(site)] + ["feeds/Tech.atom?limit=1"]
+        paths += ["feeds/Tech.json", "outputs/python.atom"]
+
+        def validators(client: FlaskClient, path: str) -> tuple[str, str, bytes]:
+            response = client.get("/" + quote(path, safe="/?="))
+            assert response.status_code == 200, path
+            return response.headers["ETag"], response.headers["Last-Modified"], response.data
+
+        for path in paths:
+            assert validators(site.client, path) == validators(other, path), path
+        finance = validators(other, "feeds/金融.rss")
+        add_misc_entry(site, tmp_path)
+        other_clock.advance(1)  # the other process reads the versions again a second on
+        for path in paths:
+            assert validators(site.client, path) == validators(other, path), path
+        assert validators(other, "feeds/金融.rss") == finance
+        # A validator one process gave is good at the other.
+        tech = site.client.get("/feeds/Tech.rss")
+        for header, value in (
+            ("If-None-Match", tech.headers["ETag"]),
+            ("If-Modified-Since", tech.headers["Last-Modified"]),
+        ):
+            assert other.get("/feeds/Tech.rss", headers={header: value}).status_code == 304
+    finally:
+        other_store.close()
+
+
+def entry_row(source: str, key: str, categories: tuple[str, ...], when: datetime) -> EntryRow:
+    return EntryRow(
+        source=source,
+        key=key,
+        alt_key=key + "#",
+        uid=entry_uid(source, key),
+        path=None,
+        title=key,
+        link=f"https://example.com/{key}",
+        author=source,
+        categories=categories,
+        tags=(),
+        headimg="",
+        summary="",
+        body_html="<p>x</p>",
+        published=when,
+        updated=None,
+        date=when,
+        first_seen=when,
+        last_seen=when,
+        raw_json="{}",
+        raw_hash=key,
+        file_hash=None,
+        render_key="test",
+    )
+
+
+def test_a_feeds_version_moves_with_its_own_entries_only(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = Store(str(tmp_path / "index.sqlite"), str(tmp_path / "posts"), clock=clock.now)
+    a, b = ("A", "a1"), ("B",)
+    feeds = {
+        "A": Selection("category:A", "A", "", "/", categories=(("A",),)),
+        "A/a1": Selection("category:A/a1", "A/a1", "", "/", categories=(a,)),
+        "B": Selection("category:B", "B", "", "/", categories=(b,)),
+        "source s2": Selection("output:s2", "s2", "", "/", sources=("s2",)),
+        "all": Selection("all", "all", "", "/"),
+    }
+
+    def versions() -> dict[str, FeedVersion]:
+        return {name: store.feed_version(s) for name, s in feeds.items()}
+
+    def write(*rows: EntryRow) -> None:
+        clock.advance(10)
+        with store.transaction() as conn:
+            store.upsert_entries(conn, rows)
+
+    try:
+        empty = versions()
+        assert set(empty.values()) == {FeedVersion(0, None)}
+        write(entry_row("s1", "k1", a, clock.now()), entry_row("s1", "k2", a, clock.now()))
+        first = versions()
+        assert first["A"] == first["A/a1"] == first["all"] == FeedVersion(1, clock.now())
+        assert first["B"] == first["source s2"] == FeedVersion(0, None)
+        write(entry_row("s2", "k3", b, clock.now()))  # a change elsewhere: A is as it was
+        second = versions()
+        assert second["A"] == first["A"] and second["A/a1"] == first["A/a1"]
+        assert second["B"] == second["source s2"] == second["all"] == FeedVersion(2, clock.now())
+        # One of A's entries moves to B: A changed although its newest row did not.
+        write(entry_row("s1", "k1", b, clock.now()))
+        moved = versions()
+        assert moved["A"] == moved["A/a1"] == moved["B"] == FeedVersion(3, clock.now())
+        assert moved["source s2"] == second["source s2"]
+        # Retention prunes s1's entries (k2 in A, k1 now in B): both change, s2's not.
+        clock.advance(10)
+        with store.transaction() as conn:
+            assert store.prune(conn, "s1", None, 0, clock.now()) == 2
+        pruned = versions()
+        assert pruned["A"] == pruned["B"] == pruned["all"] == FeedVersion(4, clock.now())
+        assert pruned["source s2"] == second["source s2"]
+        assert store.content_version() == 4
+    finally:
+        store.close()

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -51,7 +51,9 @@ from aggregator.store.records import (
     StoredEntry,
 )
 from aggregator.store.schema import (
+    DEPARTURES_TRIGGER,
     SCHEMA_VERSION,
+    UTCDateTime,
     add_missing_columns,
     category_path,
     entries_table,
@@ -79,9 +81,18 @@ class Store(Queries, Logins, Catalog):
         posts_dir: the folder article files are written under.
         fsync: also flush each article file to the device before renaming it (slower,
             survives power loss, not just a crashed process).
+        clock: the current UTC time, for the times of changes (tests move it).
     """
 
-    def __init__(self, database: str, posts_dir: str, *, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        database: str,
+        posts_dir: str,
+        *,
+        fsync: bool = False,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.faults = Faults()
         self.files = ArticleFiles(posts_dir, fsync=fsync, faults=self.faults)
         self.database = database
@@ -90,6 +101,9 @@ class Store(Queries, Logins, Catalog):
         self._version = 0
         self._version_checked = -VERSION_RECHECK
         self._version_bumped = False
+        self._change: tuple[int, datetime] | None = None  # this transaction's, once taken
+        self._last_change_at = datetime.min.replace(tzinfo=UTC)
+        self.changes = 0  # transactions this Store committed that changed entries
         self._lock = threading.RLock()
         # folder → what scan_folder found there, valid while the folder's mtime is the one
         # noted (only read and changed under ``_lock``).
@@ -112,6 +126,7 @@ class Store(Queries, Logins, Catalog):
                 for key, value in (
                     ("schema_version", str(SCHEMA_VERSION)),
                     ("content_version", "0"),
+                    ("changed_at", ""),
                 ):
                     conn.execute(
                         sa.insert(meta_table).prefix_with("OR IGNORE").values(key=key, value=value)
@@ -185,9 +200,12 @@ class Store(Queries, Logins, Catalog):
             finally:
                 if self._version_bumped:
                     # Committed (or not): the next reader reads the version again, even
-                    # if one read it between the bump and the commit.
+                    # if one read it between the bump and the commit; counted after the
+                    # commit, so a feed checked before it is checked again.
                     self._version_bumped = False
+                    self._change = None
                     self._version_checked = -VERSION_RECHECK
+                    self.changes += 1
 
     def _database_error(self, exc: SQLAlchemyError) -> StoreError:
         """A database error as a StoreError; a fault of the file or its disk is recorded."""
@@ -280,14 +298,41 @@ class Store(Queries, Logins, Catalog):
 
     # -- writing -------------------------------------------------------------------------
 
-    def bump_version(self, conn: Connection) -> None:
-        """Note that published entries changed (rendered feeds are out of date)."""
-        self._version_bumped = True
-        conn.execute(
-            sa.update(meta_table)
-            .where(meta_table.c.key == "content_version")
-            .values(value=sa.cast(sa.cast(meta_table.c.value, sa.Integer) + 1, sa.String))
+    def take_change(self, conn: Connection) -> tuple[int, datetime]:
+        """This transaction's change: its number in the change sequence and its time,
+        for the entry rows it writes (``seq``, ``changed_at``); taken at its first write.
+
+        The number is one more than the last committed one: the UPDATE takes SQLite's
+        write lock, held until the commit, so numbers follow the commit order in every
+        process. (On PostgreSQL a SEQUENCE would not make writers wait on this row, but
+        hands its numbers out before the commit: a later commit can carry a lower one, so
+        there a reader would also need the snapshot's oldest running transaction.) The
+        time never goes back within the process: a feed's Last-Modified follows it.
+        """
+        if self._change is not None:
+            return self._change
+        now = max(self.clock(), self._last_change_at)
+        m = meta_table
+        rows = conn.execute(
+            sa.update(m)
+            .where(m.c.key.in_(("content_version", "changed_at")))
+            .values(
+                value=sa.case(
+                    (
+                        m.c.key == "content_version",
+                        sa.cast(sa.cast(m.c.value, sa.Integer) + 1, sa.String),
+                    ),
+                    else_=UTCDateTime().process_bind_param(now, None),
+                )
+            )
+            .returning(m.c.key, m.c.value)
         )
+        found: dict[str, str] = {row[0]: row[1] for row in rows}
+        seq = int(found["content_version"])
+        self._version_bumped = True
+        self._last_change_at = now
+        self._change = (seq, now)
+        return self._change
 
     def content_version(self) -> int:
         """A number that changes whenever published entries change.
@@ -314,8 +359,8 @@ class Store(Queries, Logins, Catalog):
         """Insert new entries and update changed ones (matched on source + key)."""
         if not rows:
             return
-        self.bump_version(conn)
-        values = [_row_values(r) for r in rows]
+        seq, now = self.take_change(conn)
+        values = [{**_row_values(r), "seq": seq, "changed_at": now} for r in rows]
         conn.execute(_upsert_entries(tuple(values[0])), values)
 
     def touch_entries(
@@ -513,8 +558,7 @@ class Store(Queries, Logins, Catalog):
                 )
             ]
         ids = sorted({i for i, _ in doomed})
-        if ids:
-            self.bump_version(conn)
+        seq, changed = self.take_change(conn) if ids else (0, now)
         for _, path in doomed:
             if path:
                 self.files.delete_file(path)
@@ -532,6 +576,8 @@ class Store(Queries, Logins, Catalog):
                     raw_json=None,
                     summary=None,
                     file_hash=None,
+                    seq=seq,
+                    changed_at=changed,
                 )
             )
         return len(ids)
@@ -650,6 +696,7 @@ def _create_schema(engine: Engine) -> None:
         for table in metadata.sorted_tables:  # an index added to an existing table
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
+        conn.exec_driver_sql(DEPARTURES_TRIGGER)
         conn.commit()
 
 

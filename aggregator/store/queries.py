@@ -20,10 +20,12 @@ from aggregator.content.filter import Query
 from aggregator.content.selection import Selection, pick
 from aggregator.errors import StoreError
 from aggregator.models import Enclosure, Person, PublishedEntry, Status, list_from_json
-from aggregator.store.records import SourceState
+from aggregator.store.records import FeedVersion, SourceState
 from aggregator.store.schema import (
     CATEGORY_SEPARATOR,
+    UTCDateTime,
     category_path,
+    departures_table,
     entries_table,
     hook_runs_table,
     kept,
@@ -109,18 +111,7 @@ class Queries:
         t = entries_table
         query = sa.select(*_PUBLISHED).where(kept())
         if categories:
-            matches = []
-            for path in categories:
-                prefix = category_path(path)
-                # Entries at this level, or below it: "a\x1fb" < x < "a\x1fb\x20".
-                matches.append(t.c.category_path == prefix)
-                matches.append(
-                    sa.and_(
-                        t.c.category_path >= prefix + CATEGORY_SEPARATOR,
-                        t.c.category_path < prefix + chr(ord(CATEGORY_SEPARATOR) + 1),
-                    )
-                )
-            query = query.where(sa.or_(*matches))
+            query = query.where(_in_categories(t.c.category_path, categories))
         if sources:
             query = query.where(t.c.source.in_(list(sources)))
         if since is not None:
@@ -131,6 +122,45 @@ class Queries:
         query = query.order_by(t.c.date.desc(), t.c.id.desc()).limit(limit)
         with self.reading() as conn:
             return [(r.id, _published(r)) for r in conn.execute(query)]
+
+    def feed_version(self, selection: Selection) -> FeedVersion:
+        """The newest change to the entries a selection reads (inserted, updated, pruned,
+        dropped, or moved out of its categories), from any process.
+
+        A feed of every entry takes the store's last change (one row); any other the
+        newest ``seq`` among the rows of its categories (the (category_path, seq) index)
+        and sources, and of the departures from its categories. A change elsewhere leaves
+        it as it was, and so its rendered copies and validators.
+        """
+        t, d = entries_table, departures_table
+        with self.reading() as conn:
+            if not selection.categories and not selection.sources:
+                m = meta_table
+                rows = conn.execute(
+                    sa.select(m.c.key, m.c.value).where(
+                        m.c.key.in_(("content_version", "changed_at"))
+                    )
+                )
+                found: dict[str, str] = {row[0]: row[1] for row in rows}
+                seq = int(found.get("content_version") or 0)
+                when = found.get("changed_at") or None
+                return FeedVersion(seq, _TIME.process_result_value(when, None) if seq else None)
+            # SQLite gives the bare column of the row whose seq is the largest.
+            newest = sa.select(sa.func.max(t.c.seq).label("seq"), t.c.changed_at)
+            if selection.categories:
+                newest = newest.where(_in_categories(t.c.category_path, selection.categories))
+            if selection.sources:
+                newest = newest.where(t.c.source.in_(list(selection.sources)))
+            found_seq, found_at = conn.execute(newest).one()
+            version = FeedVersion(found_seq or 0, found_at if found_seq else None)
+            if selection.categories:
+                left = sa.select(sa.func.max(d.c.seq), d.c.changed_at).where(
+                    _in_categories(d.c.category_path, selection.categories)
+                )
+                left_seq, left_at = conn.execute(left).one()
+                if left_seq is not None and left_seq > version.seq:
+                    version = FeedVersion(left_seq, left_at)
+            return version
 
     def selected(self, selection: Selection, query: Query) -> list[PublishedEntry]:
         """The entries of a feed: the selection, then rules and query filters, newest
@@ -258,6 +288,27 @@ class Queries:
             return {
                 r.name: r.next_poll_at for r in conn.execute(sa.select(t.c.name, t.c.next_poll_at))
             }
+
+
+_TIME = UTCDateTime()
+
+
+def _in_categories(
+    column: sa.ColumnElement[Any], categories: Sequence[Sequence[str]]
+) -> sa.ColumnElement[bool]:
+    """Rows whose category path is one of ``categories`` or lies below one of them."""
+    matches = []
+    for path in categories:
+        prefix = category_path(path)
+        # Entries at this level, or below it: "a\x1fb" < x < "a\x1fb\x20".
+        matches.append(column == prefix)
+        matches.append(
+            sa.and_(
+                column >= prefix + CATEGORY_SEPARATOR,
+                column < prefix + chr(ord(CATEGORY_SEPARATOR) + 1),
+            )
+        )
+    return sa.or_(*matches)
 
 
 _PUBLISHED = (

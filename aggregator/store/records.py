@@ -180,3 +180,12 @@ class HookRun:
     files: int = 0  # files changed (command), entries sent (webhook)
     error: str | None = None  # why it failed: timed out, could not start, refused...
     output: str | None = None  # the command's output (stdout and stderr), its last bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FeedVersion:
+    """The newest change to a feed's entries (``Queries.feed_version``): the same in every
+    process that reads the index, so the validators made from it are too."""
+
+    seq: int  # in the store's change sequence; 0: no entry was ever written to it
+    changed_at: datetime | None  # when; None with seq 0

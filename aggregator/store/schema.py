@@ -126,11 +126,36 @@ entries_table = sa.Table(
     sa.Column("dropped_at", UTCDateTime),
     sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
     sa.Column("path_fold", sa.Text),  # convert.fold_path(path): a new name must not share it
+    # The change that last wrote the row (insert, update, prune, drop): the store's change
+    # sequence, one number per write transaction in commit order, and that change's time.
+    # A feed's version is the newest change in its categories (``Queries.feed_version``).
+    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("changed_at", UTCDateTime),
     sa.UniqueConstraint("source", "key"),
     sa.Index("ix_entries_source_date", "source", "date"),
     sa.Index("ix_entries_category_date", "category_path", "date"),
     sa.Index("ix_entries_date", "date"),
     sa.Index("ix_entries_path_fold", "path_fold"),
+    sa.Index("ix_entries_category_seq", "category_path", "seq"),
+)
+
+# The newest change that took an entry out of a category path (its categories changed):
+# the newest change among a category's entries cannot show that one left it. Written by
+# the trigger below, never by Python; one row per category path ever left.
+departures_table = sa.Table(
+    "departures",
+    metadata,
+    sa.Column("category_path", sa.Text, primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("changed_at", UTCDateTime),
+)
+
+DEPARTURES_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS entries_departures "
+    "AFTER UPDATE OF category_path ON entries "
+    "WHEN OLD.category_path IS NOT NEW.category_path AND OLD.category_path IS NOT NULL "
+    "BEGIN INSERT OR REPLACE INTO departures (category_path, seq, changed_at) "
+    "VALUES (OLD.category_path, NEW.seq, NEW.changed_at); END"
 )
 
 CATEGORY_SEPARATOR = "\x1f"

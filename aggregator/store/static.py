@@ -43,6 +43,8 @@ from aggregator.models import PublishedEntry
 from aggregator.store.files import write_atomic
 from aggregator.store.index import Store
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the changes of a feed no entry ever reached
+
 log = logging.getLogger(__name__)
 
 MANIFEST = ".aggregator-feeds.json"  # hidden: site generators skip it
@@ -134,7 +136,7 @@ def export_feeds(
 
     Args:
         base_url: the absolute URL the folder is served at, ending in "/".
-        now: the time of the export (the updated time of a feed that became empty).
+        now: the time of the export (recorded in the manifest for the files it writes).
         force: render every feed and compare its bytes with the file's (``False``: an
             export whose entries, config and base URL are those of the last one does
             nothing, and a feed whose entries, titles and URL are those its file was
@@ -157,9 +159,7 @@ def export_feeds(
     kept: dict[str, _Written] = {}
     found = list(notes)
 
-    def put(
-        path: str, make: Callable[[datetime], bytes], key: str = "", empty: bool = False
-    ) -> None:
+    def put(path: str, make: Callable[[], bytes], key: str = "") -> None:
         nonlocal unchanged
         target = root / path
         mine = manifest.files.get(path)
@@ -176,13 +176,8 @@ def export_feeds(
             unchanged += 1  # made from the same as its file: the same bytes
             kept[path] = mine
             return
-        # An empty feed's updated time is the time it was made: the file's last change
-        # keeps its bytes (and mtime) while it stays empty; else it is made now.
-        previous = _time(mine.written) if empty and mine is not None else None
-        data = make(previous or now)
+        data = make()
         old = _read(target) if mine is not None else None
-        if old is not None and old != data and previous is not None:
-            data = make(now)
         if mine is not None and old == data:
             unchanged += 1
             kept[path] = _Written(mine.written, len(data), key)
@@ -192,14 +187,18 @@ def export_feeds(
         kept[path] = _Written(now.isoformat(), len(data), key)
 
     for feed in feeds:
+        version = store.feed_version(feed.selection)
         entries = store.selected(feed.selection, query)
         made_from = _digest(feed, entries, base_url)
+        # An empty feed is dated by its newest change, as the web app dates it: one URL
+        # gets the same bytes from both, and from any process.
+        changed = (version.changed_at or EPOCH).astimezone(UTC).replace(microsecond=0)
         for kind in KINDS:
             path = f"{feed.path}.{kind}"
-            make = partial(_document, feed, kind, entries, base_url, path)
-            put(path, make, key=f"{made_from}:{kind}", empty=not entries)
-    put(INDEX, lambda _now: index_page(config, feeds))
-    put(OPML, lambda _now: opml_list(config, feeds, base_url))
+            document = partial(_document, feed, kind, entries, base_url, path, changed)
+            put(path, document, key=f"{made_from}:{kind}:{changed}")
+    put(INDEX, lambda: index_page(config, feeds))
+    put(OPML, lambda: opml_list(config, feeds, base_url))
     removed = _remove_gone(root, manifest.files.keys() - kept.keys())
     manifest.files, manifest.state = kept, state
     if _read(root / MANIFEST) != (data := manifest.data()):
@@ -239,16 +238,6 @@ def _size(path: Path) -> int | None:
         return path.stat().st_size
     except OSError:
         return None
-
-
-def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
 
 
 def _read(path: Path) -> bytes | None:

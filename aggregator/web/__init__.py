@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Flask, Response
+from flask import Flask, Request, Response
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
@@ -33,6 +34,7 @@ from aggregator.web.state import (
     Clock,
     PollService,
     Rebuilds,
+    SecuredResponse,
     SourceAdder,
     SystemClock,
 )
@@ -102,6 +104,7 @@ def create_app(
     # A random key kept in the database: it survives restarts, every process on the
     # database shares it, and a cookie tells nothing about the admin secret.
     app.secret_key = store.session_key()
+    app.session_interface = CookielessSessions()
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
@@ -122,6 +125,7 @@ def create_app(
         started_config=config,
         views=CurrentView(config),
         adder=adder,
+        headers=security_headers(config),
     )
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["localtime"] = _localtime_filter(config.settings.server.timezone)
@@ -136,6 +140,20 @@ def create_app(
     app.register_blueprint(admin)
     app.after_request(_security_headers(config))
     return app
+
+
+class CookielessSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with nothing to do for a request without cookies.
+
+    Flask opens the session of every request, and building its signing serializer cost
+    a feed request more than serving the cached feed did (feed readers send no cookie).
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """An empty session when the request has no cookie, else Flask's."""
+        if app.secret_key and not request.environ.get("HTTP_COOKIE"):
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def secret_mark(key: str, secret: str) -> str:
@@ -164,7 +182,8 @@ def _byline_filter(row: Mapping[str, Any]) -> str:
     return byline(list_from_json(Person, row.get("authors"))) or str(row.get("author") or "")
 
 
-def _security_headers(config: Config) -> Any:
+def security_headers(config: Config) -> tuple[tuple[str, str], ...]:
+    """The headers every answer carries (the feeds put them in their own header list)."""
     frames = " ".join(f"https://{host}" for host in config.settings.iframe_hosts)
     policy = "; ".join(
         [
@@ -179,12 +198,22 @@ def _security_headers(config: Config) -> Any:
             "connect-src 'self'",
         ]
     )
+    return (
+        ("Content-Security-Policy", policy),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+    )
+
+
+def _security_headers(config: Config) -> Any:
+    headers = security_headers(config)
 
     def add(response: Response) -> Response:
-        response.headers.setdefault("Content-Security-Policy", policy)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if isinstance(response, SecuredResponse):
+            return response  # a feed's: they are in its header list already
+        for name, value in headers:
+            response.headers.setdefault(name, value)
         return response
 
     return add

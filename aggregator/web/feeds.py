@@ -7,25 +7,30 @@ URLs: ``/feeds/all.rss``, ``/feeds/<section>[/<site>[/<feed>]].<rss|atom|json>``
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from flask import Blueprint, Response, abort, request
 from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import Headers
 
+from aggregator import __version__
 from aggregator.config import split_host
 from aggregator.content.filter import QueryError, parse_query
-from aggregator.content.publish import FORMATS, Format, feed_updated, render
+from aggregator.content.publish import FORMATS, Format, render
 from aggregator.content.selection import (
     Selection,
     category_selection,
     feed_meta,
     output_selection,
 )
-from aggregator.web.cache import Rendered
-from aggregator.web.state import AppState, app_state
+from aggregator.web.cache import Rendered, content_etag
+from aggregator.web.state import AppState, SecuredResponse, app_state
 from aggregator.web.view import WebView, bind_name
 
 bp = Blueprint("feeds", __name__)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the changes of a feed no entry ever reached
+BASES_KEPT = 64  # base URLs remembered per configuration, by the request's address
 
 
 def split_spec(spec: str) -> tuple[str, Format]:
@@ -48,6 +53,25 @@ def base_url(view: WebView) -> str:
     configured = config.settings.publish.base_url
     if configured:
         return configured
+    environ = request.environ
+    seen = (
+        environ.get("HTTP_HOST"),
+        environ.get("SERVER_NAME"),
+        environ.get("SERVER_PORT"),
+        environ.get("wsgi.url_scheme"),
+        environ.get("SCRIPT_NAME"),
+    )
+    known = view.bases.get(seen)
+    if known is None:
+        known = _base_url(view)
+        if len(view.bases) >= BASES_KEPT:
+            view.bases.clear()  # random Host headers: bounded, and rarely seen twice
+        view.bases[seen] = known
+    return known
+
+
+def _base_url(view: WebView) -> str:
+    config = view.config
     raw_port = str(request.environ.get("SERVER_PORT", ""))
     port = int(raw_port) if raw_port.isascii() and raw_port.isdigit() else 0
     host = split_host(request.host)
@@ -80,30 +104,60 @@ def serve(
         )
     base = base_url(view)
     key = (view.fingerprint, selection.key, kind, query.key(), base)
-    version = store.content_version()
-    rendered = cache.get(key, version)
+    now, changes = state.clock.monotonic(), store.changes
+    rendered = cache.get(key)
+    version = None
+    if rendered is not None and not rendered.trusted(now, changes):
+        version = store.feed_version(selection)
+        if version == rendered.version:
+            rendered.confirm(now, changes)
+        else:
+            rendered = None
+    cache.count(rendered is not None)
     if rendered is None:
+        if version is None:  # read before the entries: never newer than them
+            version = store.feed_version(selection)
         entries = store.selected(selection, query)  # as the static feeds read them
+        # The time of the feed's newest change: the same in every process, and later
+        # than any change a client may have seen (an entry may come, go or change
+        # without a newer date of its own: RSS has no <updated>).
+        modified = (version.changed_at or EPOCH).replace(microsecond=0)
         meta = feed_meta(
             selection,
             base=base,
             path=spec_path,
-            generated=state.clock.now().replace(microsecond=0),
+            generated=modified,  # an empty feed's updated time
             query=query.query_string(settings.default_limit),
         )
-        body = render(kind, meta, entries)
-        previous = cache.peek(key)
-        if previous is not None and previous.body == body:
-            modified = previous.last_modified  # same bytes: not modified since then
-        else:
-            # The document changed now: entries may have come, gone or changed without
-            # a newer date (RSS has no <updated>), so the newest entry date is not enough.
-            modified = max(feed_updated(meta, entries), meta.generated).replace(microsecond=0)
         rendered = Rendered(
-            body=body, content_type=FORMATS[kind], last_modified=modified, version=version
+            body=render(kind, meta, entries),
+            content_type=FORMATS[kind],
+            last_modified=modified,
+            version=version,
+            etag=content_etag(key, version, __version__),
         )
+        rendered.headers = _headers(state, rendered, settings.max_age)
+        rendered.confirm(now, changes)
         cache.put(key, rendered)
     return respond(state, rendered, settings.max_age, key)
+
+
+def _headers(
+    state: AppState, rendered: Rendered, max_age: float
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The headers of a rendered feed's answers, plain and gzip, made once."""
+    common = [
+        ("Last-Modified", rendered.http_date),
+        ("Cache-Control", f"public, max-age={int(max_age)}"),
+        ("Vary", "Accept-Encoding"),
+    ]
+    # The gzip form is another representation: it gets its own (related) ETag.
+    plain = [("ETag", rendered.etag), *common]
+    zipped = [("ETag", rendered.etag[:-1] + '-gz"'), *common]
+    for name, value in plain + zipped + list(state.headers):
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"a line break in the {name} header")
+    return plain, zipped
 
 
 def accepts_gzip(header: str) -> bool:
@@ -130,24 +184,33 @@ def respond(
 ) -> Response:
     """The HTTP answer for a rendered feed: 304 when the client has it, gzip if asked."""
     zipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    # The gzip form is another representation: it gets its own (related) ETag.
-    etag = rendered.etag[:-1] + '-gz"' if zipped else rendered.etag
-    headers = {
-        "ETag": etag,
-        "Last-Modified": rendered.http_date,
-        "Cache-Control": f"public, max-age={int(max_age)}",
-        "Vary": "Accept-Encoding",
-    }
-    if _not_modified(rendered, etag):
-        return Response(status=304, headers=headers)
-    body = rendered.body
-    if zipped:
+    if rendered.headers is None:
+        rendered.headers = _headers(state, rendered, max_age)
+    headers = rendered.headers[1 if zipped else 0]
+    if _not_modified(rendered, headers[0][1]):
+        # The validators and caching headers only: the client has the rest (RFC 9110).
+        return SecuredResponse(status=304, headers=_trusted_headers(headers))
+    representation = [*headers, *state.headers, ("Content-Type", rendered.content_type)]
+    if not zipped:
+        body = rendered.body
+    else:
         before = rendered.size
         body = rendered.gzipped()
         if rendered.size != before:
             state.cache.grew(key, rendered, before)
-        headers["Content-Encoding"] = "gzip"
-    return Response(body, headers=headers, content_type=rendered.content_type)
+        representation.append(("Content-Encoding", "gzip"))
+    return SecuredResponse(body, headers=_trusted_headers(representation))
+
+
+def _trusted_headers(items: list[tuple[str, str]]) -> Headers:
+    """A header set holding ``items`` as they are: ours, checked when made (``_headers``).
+
+    Werkzeug checks every value of a list it is given for line breaks: on a cached feed,
+    that was a tenth of the request's time in the app.
+    """
+    headers = Headers()
+    headers._list = list(items)  # werkzeug's own storage: a list of pairs
+    return headers
 
 
 def _not_modified(rendered: Rendered, etag: str) -> bool:

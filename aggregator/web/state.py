@@ -13,9 +13,10 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
+from werkzeug.datastructures import Headers
 
 from aggregator.config import Config
 from aggregator.content.discover import AddedSource, Discovery, FoundFeed
@@ -24,6 +25,9 @@ from aggregator.store import Store
 from aggregator.web.cache import FeedCache
 from aggregator.web.throttle import LoginThrottle
 from aggregator.web.view import CurrentView, WebView
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 EXTENSION = "aggregator"  # the key of the AppState in app.extensions
 
@@ -146,6 +150,7 @@ class AppState:
     started_config: Config  # in force when no service reloads it
     views: CurrentView  # the WebView of the configuration in force
     adder: SourceAdder | None = None  # None: sources are added in the config file only
+    headers: tuple[tuple[str, str], ...] = ()  # the security headers of every answer
     # Requests per feed format, for /metrics (approximate under threads).
     feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
     # The overview's entry totals and when they were counted (``dashboard._entry_figures``).
@@ -161,6 +166,17 @@ class AppState:
     def config(self) -> Config:
         """The configuration in force (the service's, which follows reloads)."""
         return self.view.config
+
+
+class SecuredResponse(Response):
+    """A feed's answer, its headers made once for its cached document: they carry the
+    security headers already (the app's after-request step leaves it alone), and go
+    out as they are (no Location to make absolute, the body's length set with it)."""
+
+    def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
+        """The headers themselves: Werkzeug's copy and checks of every header value
+        cost more than the rest of a 304 did."""
+        return self.headers
 
 
 def app_state(app: Flask | None = None) -> AppState:

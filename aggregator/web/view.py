@@ -8,7 +8,7 @@ when a reload brought a new configuration.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aggregator.config import Config, split_host
@@ -77,6 +77,9 @@ class WebView:
     feed_links: tuple[tuple[str, str, str], ...]  # the dashboard's list of feeds
     feed_search: tuple[str, ...]  # each feed link's label and path, lowercase, to search
     sources: ConfigRows  # the config's side of the dashboard's source list
+    # The base URL of self links by the request's Host, server name and port, scheme and
+    # root (``feeds.base_url``): worked out once, not on every feed request.
+    bases: dict[tuple[object, ...], str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, config: Config) -> WebView:
