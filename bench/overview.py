@@ -29,6 +29,8 @@ from flask import Flask
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from workload import store_entries  # noqa: E402
+
 from aggregator.config import load_config  # noqa: E402
 from aggregator.content.convert import entry_uid  # noqa: E402
 from aggregator.store import Store  # noqa: E402
@@ -92,7 +94,7 @@ def fill_index(store: Store, count: int) -> None:
     with store.transaction() as conn:
         for start in range(0, len(rows), 5000):
             conn.execute(sa.insert(sources_table), rows[start : start + 5000])
-    batch: list[EntryRow] = []
+    batch: list[EntryRow] = []  # written by store_entries, 5,000 to a transaction
     for i in range(count):
         key = f"https://host{i % 997}.example/{i}/1.html"
         when = NOW - timedelta(minutes=i % 5000)
@@ -122,12 +124,7 @@ def fill_index(store: Store, count: int) -> None:
                 render_key="bench",
             )
         )
-        if len(batch) == 5000:
-            with store.transaction() as conn:
-                store.upsert_entries(conn, batch)
-            batch = []
-    with store.transaction() as conn:
-        store.upsert_entries(conn, batch)
+    store_entries(store, batch)
 
 
 def timed(get: Callable[[], bytes], rounds: int) -> tuple[float, float, int]:

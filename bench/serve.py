@@ -26,6 +26,8 @@ from pathlib import Path
 import urllib3
 
 HERE = Path(__file__).resolve().parent
+from workload import store_entries  # noqa: E402
+
 from aggregator.content.convert import entry_uid  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 from aggregator.store.records import EntryRow  # noqa: E402
@@ -84,7 +86,7 @@ def make_store(root: Path, articles: int) -> Path:
     paragraph = "<p>　　" + "数字化转型创新基地正式揭牌，吸引更多企业集聚。" * 6 + "</p>\n"
     start = datetime(2024, 1, 1, tzinfo=UTC)
     cats = categories()
-    batch: list[EntryRow] = []
+    batch: list[EntryRow] = []  # written by store_entries, 5,000 to a transaction
     for n in range(articles):
         source = n % len(cats)
         when = start + timedelta(minutes=n)
@@ -115,12 +117,7 @@ def make_store(root: Path, articles: int) -> Path:
                 render_key="bench",
             )
         )
-        if len(batch) == 5000:
-            with store.transaction() as conn:
-                store.upsert_entries(conn, batch)
-            batch = []
-    with store.transaction() as conn:
-        store.upsert_entries(conn, batch)
+    store_entries(store, batch)
     store.close()
     return config
 

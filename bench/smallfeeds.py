@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import feedparser
+from workload import write_feeds
 
 from aggregator.config import load_config
 from aggregator.poll.pipeline import Poller
@@ -53,16 +54,6 @@ def feed_document(index: int) -> bytes:
         f"<title>Feed {index}</title><link>https://blog{index % 97}.example/</link>"
         f"<description>small</description>{items}</channel></rss>"
     ).encode()
-
-
-def write_feeds(folder: Path, feeds: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(feeds):
-        path = folder / f"feed-{index:04d}.xml"
-        path.write_bytes(feed_document(index))
-        paths.append(path)
-    return paths
 
 
 def config_text(paths: list[Path], workdir: Path) -> str:
@@ -121,8 +112,10 @@ def _print_profile(main: cProfile.Profile, threads: list[cProfile.Profile]) -> N
         stats.sort_stats("tottime").print_stats(30)
 
 
-def passes(paths: list[Path], root: Path, workers: int, profile: str | None) -> tuple[float, float]:
-    """A cold pass then a warm pass on a fresh store: their times."""
+def passes(
+    paths: list[Path], root: Path, workers: int, profile: str | None
+) -> tuple[float, float, float]:
+    """A cold pass, a warm pass and warm single polls on a fresh store: their times."""
     workdir = Path(tempfile.mkdtemp(dir=root))
     config_path = workdir / "config.yaml"
     config_path.write_text(config_text(paths, workdir), encoding="utf-8")
@@ -173,7 +166,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-smallfeeds-"))
     try:
-        paths = write_feeds(root / "feeds", args.feeds)
+        paths = write_feeds(root / "feeds", args.feeds, feed_document, digits=4)
         bodies = [p.read_bytes() for p in paths]
         n = len(paths)
         print(

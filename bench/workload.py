@@ -8,9 +8,16 @@ The generator is seeded, so every run measures the same bytes.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aggregator.store import Store
+    from aggregator.store.records import EntryRow
 
 FEEDS = 200
 ITEMS = 30
@@ -82,15 +89,28 @@ def feed_document(index: int) -> bytes:
     ).encode()
 
 
-def write_feeds(folder: Path, feeds: int = FEEDS) -> list[Path]:
-    """Write the workload's feed files into ``folder``; returns their paths."""
+def write_feeds(
+    folder: Path,
+    feeds: int = FEEDS,
+    document: Callable[[int], bytes] = feed_document,
+    digits: int = 3,
+) -> list[Path]:
+    """Write ``feeds`` feed files (``document(index)``) into ``folder``; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(feeds):
-        path = folder / f"feed-{index:03d}.xml"
-        path.write_bytes(feed_document(index))
+        path = folder / f"feed-{index:0{digits}d}.xml"
+        path.write_bytes(document(index))
         paths.append(path)
     return paths
+
+
+def store_entries(store: Store, rows: Iterable[EntryRow], batch: int = 5000) -> None:
+    """Write generated index rows, ``batch`` to a transaction."""
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, batch)):
+        with store.transaction() as conn:
+            store.upsert_entries(conn, chunk)
 
 
 def config_text(paths: list[Path], workdir: Path) -> str:
