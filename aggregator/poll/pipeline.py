@@ -46,7 +46,7 @@ from aggregator.store.pages import (
     load_pages,
     record_results,
 )
-from aggregator.store.records import PollRecord, SourceState, SourceStateUpdate
+from aggregator.store.records import KEEP, PollRecord, SourceState, SourceStateUpdate
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,26 @@ class Poller:
             self._recorder.record(result, lease)
             return result.outcome
         return result
+
+    def refuse(
+        self, source: SourceConfig, reason: str, *, lease: str | None = None
+    ) -> SourceOutcome:
+        """Record a poll this process must not make as the source's failure, without
+        fetching (its secret fetch options are not in this process's config).
+
+        Args:
+            source: the source as the index has it.
+            reason: the error recorded and shown.
+            lease: the claim's token, ended by the record.
+        """
+        state = self.store.load_state(source.key)
+        attempt = Attempt(self.clock(), error=reason)
+        record = poll_record(self.policy, source, state, attempt, rng=self.rng, duration=0.0)
+        # The settings it ran under are the synced ones, not this copy without secrets:
+        # its fingerprint is not recorded (it would read as a change of settings).
+        record = replace(record, state=replace(record.state, config_hash=KEEP))
+        self._recorder.record(record, lease)
+        return record.outcome
 
     def _poll_guarded(
         self,
