@@ -25,6 +25,7 @@ from aggregator.errors import FetchError, LocalFaultError, StoreError
 from aggregator.models import Changes, Counts, SourceOutcome, Status
 from aggregator.poll.fetch import Fetcher
 from aggregator.poll.ingest import Applied, Ingest
+from aggregator.poll.leases import PassLeases
 from aggregator.poll.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
 from aggregator.poll.pages import PagesDone, update_pages
 from aggregator.poll.policy import Policy, feed_hints
@@ -132,6 +133,7 @@ class Poller:
         on_done: Callable[[SourceOutcome], None] | None = None,
         *,
         manual: bool = False,
+        leases: PassLeases | None = None,
     ) -> list[SourceOutcome]:
         """Poll each source once, ``concurrency`` at a time; failures are recorded, not raised.
 
@@ -139,6 +141,8 @@ class Poller:
             sources: the sources to poll.
             on_done: called with each outcome as it completes (progress bars).
             manual: a user asked for these polls: paused and gone sources are polled too.
+            leases: poll each source only under its lease (``aggregator poll``; the
+                caller closes them): one another poller holds is skipped, as ``held``.
 
         Returns:
             The outcomes, in the order of ``sources``.
@@ -161,7 +165,8 @@ class Poller:
             def flush() -> None:
                 if not pending:
                     return
-                self._record(pending)
+                tokens = [leases.token(r.outcome.source) for r in pending] if leases else None
+                self._record(pending, tokens)
                 for record in pending:
                     outcomes[record.outcome.source] = record.outcome
                     if on_done is not None:
@@ -173,7 +178,9 @@ class Poller:
                 # record the polls already started.
                 for source in sources:
                     state = states.get(source.key)
-                    futures.append(threads.submit(self._poll_guarded, source, state, pool, manual))
+                    futures.append(
+                        threads.submit(self._poll_leased, source, state, pool, manual, leases)
+                    )
                 for done, future in enumerate(as_completed(futures), start=1):
                     result = future.result()
                     if isinstance(result, PollRecord):
@@ -252,6 +259,29 @@ class Poller:
         record = replace(record, state=replace(record.state, config_hash=KEEP))
         self._recorder.record(record, lease)
         return record.outcome
+
+    def _poll_leased(
+        self,
+        source: SourceConfig,
+        state: SourceState | None,
+        pool: Executor | None,
+        manual: bool,
+        leases: PassLeases | None,
+    ) -> PollRecord | SourceOutcome:
+        """``_poll_guarded``, under the source's lease when the pass takes them."""
+        if leases is not None:
+            try:
+                held = leases.take(source.key) is None
+            except StoreError as exc:
+                return SourceOutcome(
+                    source=source.key, url=source.url, error=f"cannot claim it: {exc}"
+                )
+            if held:
+                status = state.status if state is not None else Status.NEW
+                return SourceOutcome(
+                    source=source.key, url=source.url, status=status, skipped=True, held=True
+                )
+        return self._poll_guarded(source, state, pool, manual)
 
     def _poll_guarded(
         self,

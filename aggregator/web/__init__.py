@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from collections.abc import Mapping
 from datetime import datetime
@@ -23,7 +24,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, StoreError
 from aggregator.models import Person, byline, list_from_json
 from aggregator.store import Store
 from aggregator.web.cache import FeedCache
@@ -40,6 +41,8 @@ from aggregator.web.state import (
 )
 from aggregator.web.throttle import LoginThrottle
 from aggregator.web.view import CurrentView
+
+log = logging.getLogger(__name__)
 
 ADMIN_SECRET_ENV = "AGGREGATOR_ADMIN_SECRET"
 
@@ -65,6 +68,15 @@ def admin_secret(config: Config) -> str | None:
             )
         return secret
     return config.settings.server.admin_secret
+
+
+def _sync_sources(store: Store, config: Config, now: datetime) -> None:
+    """Sync ``config``'s sources into the index; a failure is logged (the app serves
+    what the index has)."""
+    try:
+        store.sync_sources(config.sources, now)
+    except StoreError as exc:
+        log.error("sources not synced to the index: %s", exc)
 
 
 def create_app(
@@ -114,6 +126,10 @@ def create_app(
     publish = config.settings.publish
     cache = FeedCache(publish.cache_entries, int(publish.cache_mb * 1024 * 1024))
     clock = clock or SystemClock()
+    if service is None:
+        # Alone (``aggregator serve``, WSGI): its config into the index, which the views
+        # read sources from by key (a service syncs its own at start and on reload).
+        _sync_sources(store, config, clock.now())
     app.extensions[EXTENSION] = AppState(
         store=store,
         cache=cache,
