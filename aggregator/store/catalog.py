@@ -14,13 +14,13 @@ admin's refresh, pause and resume, a source's page, ``aggregator poll`` and the 
 pollers and web replicas that did not load the file another process synced): the row's
 settings are validated again into a ``SourceConfig``, once per fingerprint (an LRU).
 
-Secret fetch options (``headers``, ``username``, ``password``, ``proxy``) are never
-stored: the row only names those set. They come from the reading process's own config,
-and only when its source has the row's fingerprint (the same settings, secrets
-included). When the row names secrets this process does not have, the source comes back
-with ``missing`` set, and the caller must not fetch it (an unauthenticated request, or
-one not through its proxy, would leak the request or fail obscurely): the scheduler
-records the error on the source instead.
+Fetch options (the secret ``headers``, ``username``, ``password``, ``proxy``, and
+``user_agent``, which may carry a key) are never stored: the row only names those set.
+They come from the reading process's own config, and only when its source has the row's
+fingerprint (the same settings, secrets included). When the row names options this
+process does not have, the source comes back with ``missing`` set, and the caller must
+not fetch it (a request without its login, or not through its proxy, fails obscurely
+or goes where it must not): the scheduler records the error on the source instead.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
-from aggregator.config import SECRET_OPTIONS, Config, SourceConfig
+from aggregator.config import FETCH_OPTIONS, Config, SourceConfig
 from aggregator.models import Status
 from aggregator.store.schema import category_path, sources_table
 
@@ -60,7 +60,8 @@ class IndexedSource:
     config: SourceConfig
     #: The fingerprint of the settings last synced (the row's).
     fingerprint: str
-    #: Secret fetch options the row names that ``config`` lacks: never fetch without them.
+    #: Fetch options (secrets, user agent) the row names that ``config`` lacks: never
+    #: fetch without them.
     missing: tuple[str, ...] = ()
 
     @property
@@ -74,8 +75,8 @@ class IndexedSource:
         if not self.missing:
             return None
         return (
-            f"its secret fetch options ({', '.join(self.missing)}) are not in this "
-            "process's config; reload"
+            f"its secret fetch options ({', '.join(self.missing)}: never stored in the "
+            "index) are not in this process's config; reload"
         )
 
 
@@ -89,7 +90,7 @@ class ValidatedSources:
         self._lock = threading.Lock()
 
     def get(self, fingerprint: str, settings: str) -> tuple[SourceConfig, tuple[str, ...]]:
-        """The source of a row's ``settings`` JSON and the secret options it names.
+        """The source of a row's ``settings`` JSON and the fetch options it names.
 
         Raises:
             ValidationError: the settings do not validate in this version.
@@ -108,11 +109,12 @@ class ValidatedSources:
 
 
 def settings_source(settings: str) -> tuple[SourceConfig, tuple[str, ...]]:
-    """A ``SourceConfig`` from a row's settings JSON (``source_row``'s), and the secret
-    fetch options the row says are set (their values are not in it)."""
+    """A ``SourceConfig`` from a row's settings JSON (``source_row``'s), and the fetch
+    options the row says are set (their values are not in it)."""
     data = json.loads(settings)
     named = data.pop("fetch_options", ())
-    return SourceConfig.model_validate(data), tuple(n for n in named if n in SECRET_OPTIONS)
+    data.pop("user_agent", None)  # rows synced before it was left out
+    return SourceConfig.model_validate(data), tuple(n for n in named if n in FETCH_OPTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +127,16 @@ class SourceSync:
 
 
 def source_row(source: SourceConfig) -> dict[str, Any]:
-    """A source's configuration columns (secret values left out: the fingerprint shows
-    that they changed, through scrypt; ``fetch_options`` names those that are set)."""
-    # The fingerprint's JSON, made once per source, with the one fetch option that is no
-    # secret and the names of those set: one serialisation per source, not two.
+    """A source's configuration columns (fetch option values left out: the fingerprint
+    shows that they changed, through scrypt; ``fetch_options`` names those that are set).
+
+    ``user_agent`` is left out too: it is no secret in the config's sense, but one may
+    carry a key (``tests/test_fetch_options.py`` keeps it out of the index).
+    """
+    # The fingerprint's JSON, made once per source, with the names of the fetch options
+    # set: one serialisation per source, not two.
     extra = json.dumps(
-        {"user_agent": source.user_agent, "fetch_options": list(source.fetch_options_set())},
+        {"fetch_options": list(source.fetch_options_set())},
         ensure_ascii=False,
         separators=(",", ":"),
     )
