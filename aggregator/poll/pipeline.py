@@ -178,9 +178,14 @@ class Poller:
                 # record the polls already started.
                 for source in sources:
                     state = states.get(source.key)
-                    futures.append(
-                        threads.submit(self._poll_leased, source, state, pool, manual, leases)
-                    )
+                    if leases is None:
+                        futures.append(
+                            threads.submit(self._poll_guarded, source, state, pool, manual)
+                        )
+                    else:
+                        futures.append(
+                            threads.submit(self._poll_leased, source, state, pool, manual, leases)
+                        )
                 for done, future in enumerate(as_completed(futures), start=1):
                     result = future.result()
                     if isinstance(result, PollRecord):
@@ -266,21 +271,18 @@ class Poller:
         state: SourceState | None,
         pool: Executor | None,
         manual: bool,
-        leases: PassLeases | None,
+        leases: PassLeases,
     ) -> PollRecord | SourceOutcome:
-        """``_poll_guarded``, under the source's lease when the pass takes them."""
-        if leases is not None:
-            try:
-                held = leases.take(source.key) is None
-            except StoreError as exc:
-                return SourceOutcome(
-                    source=source.key, url=source.url, error=f"cannot claim it: {exc}"
-                )
-            if held:
-                status = state.status if state is not None else Status.NEW
-                return SourceOutcome(
-                    source=source.key, url=source.url, status=status, skipped=True, held=True
-                )
+        """``_poll_guarded`` under the source's lease (skipped when another holds it)."""
+        try:
+            held = leases.take(source.key) is None
+        except StoreError as exc:
+            return SourceOutcome(source=source.key, url=source.url, error=f"cannot claim it: {exc}")
+        if held:
+            status = state.status if state is not None else Status.NEW
+            return SourceOutcome(
+                source=source.key, url=source.url, status=status, skipped=True, held=True
+            )
         return self._poll_guarded(source, state, pool, manual)
 
     def _poll_guarded(
