@@ -5,10 +5,9 @@ HTTP server that logs its requests."""
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 from conftest import FIXED_NOW, item, rss, wait_for, write_config
 from pytest_httpserver import HTTPServer
 from test_dashboard import SECRET
+from test_service import Clock, make_service, services  # noqa: F401 (a fixture)
 
 from aggregator.cli import cli
 from aggregator.config import Config, load_config
@@ -25,14 +25,6 @@ from aggregator.poll.pipeline import utcnow
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store, claims
 from aggregator.web import ADMIN_SECRET_ENV, create_app
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = FIXED_NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def serve_feed(httpserver: HTTPServer, name: str) -> str:
@@ -79,6 +71,19 @@ class Other:
         return self.config
 
 
+def other_syncs(
+    tmp_path: Path, httpserver: HTTPServer, others: list[Other], *extra: dict[str, Any]
+) -> Other:
+    """Another process whose config has s0 (as ours) and ``extra``, synced."""
+    theirs = config_at(
+        tmp_path / "b", [source(serve_feed(httpserver, "f0"), "s0"), *extra], tmp_path
+    )
+    other = Other(theirs)
+    others.append(other)
+    other.sync()
+    return other
+
+
 @pytest.fixture
 def others() -> Iterator[list[Other]]:
     made: list[Other] = []
@@ -87,20 +92,8 @@ def others() -> Iterator[list[Other]]:
         other.store.close()
 
 
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    made: list[Service] = []
-    yield made
-    for service in made:
-        service.shutdown(wait=True)
-        service.store.close()
-
-
 def start_service(path: Path, clock: Clock, made: list[Service]) -> Service:
-    config = load_config(path)
-    store = Store(config.settings.database, config.settings.posts_dir)
-    service = Service(path, config, store, clock=clock, rng=random.Random(5))
-    made.append(service)
+    service = make_service(path, clock, made)
     service.start(paused=True)
     return service
 
@@ -199,21 +192,17 @@ def test_fetch_options_come_only_from_a_config_with_the_synced_settings(
 
 
 def test_a_running_service_polls_a_source_another_process_synced(
-    tmp_path: Path, httpserver: HTTPServer, services: list[Service], others: list[Other]
+    tmp_path: Path,
+    httpserver: HTTPServer,
+    services: list[Service],  # noqa: F811 (test_service's fixture)
+    others: list[Other],
 ) -> None:
     mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
     clock = Clock()
     service = start_service(mine, clock, services)
     assert service.config.source("s9") is None and service.next_run("s9") is None
 
-    theirs = config_at(
-        tmp_path / "b",
-        [source(serve_feed(httpserver, "f0"), "s0"), source(serve_feed(httpserver, "f9"), "s9")],
-        tmp_path,
-    )
-    other = Other(theirs)
-    others.append(other)
-    other.sync()
+    other = other_syncs(tmp_path, httpserver, others, source(serve_feed(httpserver, "f9"), "s9"))
     assert service.next_run("s9") == FIXED_NOW  # due at once, for any poller
 
     outcome = poll_claimed(service, "s9")
@@ -240,17 +229,15 @@ def test_a_running_service_polls_a_source_another_process_synced(
 
 
 def test_missing_secrets_are_recorded_and_never_fetched_without(
-    tmp_path: Path, httpserver: HTTPServer, services: list[Service], others: list[Other]
+    tmp_path: Path,
+    httpserver: HTTPServer,
+    services: list[Service],  # noqa: F811 (test_service's fixture)
+    others: list[Other],
 ) -> None:
     mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
     service = start_service(mine, Clock(), services)
     with_token = source(serve_feed(httpserver, "f9"), "s9", headers={"X-Token": "t0ken"})
-    theirs = config_at(
-        tmp_path / "b", [source(serve_feed(httpserver, "f0"), "s0"), with_token], tmp_path
-    )
-    other = Other(theirs)
-    others.append(other)
-    other.sync()
+    other_syncs(tmp_path, httpserver, others, with_token)
 
     outcome = poll_claimed(service, "s9")
     assert fetched(httpserver, "f9") == []  # not fetched without its header
@@ -273,21 +260,14 @@ def test_missing_secrets_are_recorded_and_never_fetched_without(
 def test_the_web_reads_sources_by_key_from_the_index(
     tmp_path: Path,
     httpserver: HTTPServer,
-    services: list[Service],
+    services: list[Service],  # noqa: F811 (test_service's fixture)
     others: list[Other],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(ADMIN_SECRET_ENV, SECRET)
     mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
     service = start_service(mine, Clock(), services)
-    theirs = config_at(
-        tmp_path / "b",
-        [source(serve_feed(httpserver, "f0"), "s0"), source(serve_feed(httpserver, "f9"), "s9")],
-        tmp_path,
-    )
-    other = Other(theirs)
-    others.append(other)
-    other.sync()
+    other_syncs(tmp_path, httpserver, others, source(serve_feed(httpserver, "f9"), "s9"))
 
     client = create_app(service.config, service.store, service).test_client()
     page = client.get("/sources/s9")
