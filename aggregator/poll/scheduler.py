@@ -184,6 +184,7 @@ class Service:
         self._in_flight = 0  # polls running now (claimed ones from their claim on)
         self._stopping = False  # once set, nothing is claimed and no poll starts
         self._config_stamp = self._stamp()
+        self._syncs = 0  # syncs of the index by this service (a poll checks for one after)
         schedule = config.settings.schedule
         # The polls run here, ``concurrency`` at once (threads start as they are needed);
         # the claim loop never claims more than are free, so nothing waits in its queue
@@ -483,6 +484,7 @@ class Service:
             self._end(name, token, next_poll=None)  # removed or disabled: not scheduled
             return None
         source = indexed.config
+        syncs = self._syncs
         lock = self._lock(name)
         if not lock.acquire(blocking=False):
             # Polled by hand, or held by an admin's pause: the next tick tries again.
@@ -503,7 +505,7 @@ class Service:
             lock.release()
         if outcome.skipped:
             self._end(name, token, next_poll=None)  # paused or gone: it waits for a refresh
-        elif not self._still_enabled(name):
+        elif syncs != self._syncs and not self._still_enabled(name):
             self.unschedule(name)  # removed while it was polled
         self._pass_ended()  # the static feeds before the hooks (which wait their debounce)
         self._changed(outcome.changes)
@@ -520,8 +522,9 @@ class Service:
         return outcome
 
     def _still_enabled(self, name: str) -> bool:
-        """Whether a source is in the index and enabled (a sync may have removed or
-        disabled it while it was polled)."""
+        """Whether a source is in the index and enabled (a reload here may have removed
+        or disabled it while it was polled; another process's sync is seen at its next
+        claim, which ends without a poll)."""
         now = self._sources([name]).get(name)
         return now is not None and now.config.enabled
 
@@ -562,6 +565,7 @@ class Service:
     def sync_sources(self, config: Config) -> None:
         """Bring the index's table of sources in line with ``config`` (added, changed,
         removed). A database error is logged: the configuration stays in force."""
+        self._syncs += 1
         try:
             done = self.store.sync_sources(config.sources, self.clock())
         except StoreError as exc:
