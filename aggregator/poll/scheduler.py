@@ -310,8 +310,13 @@ class Service:
             except StoreError as exc:  # e.g. a locked or full database: next tick
                 log.error("cannot claim sources: %s", exc)
                 return []
-            # Their settings from the index, in one query for the batch.
-            known = self._sources([claim.name for claim in got]) if got else {}
+            # Their settings from the index, in one query for the batch (failing that,
+            # each poll reads its own).
+            known: dict[str, IndexedSource] | None = None
+            try:
+                known = self._sources([claim.name for claim in got]) if got else {}
+            except StoreError as exc:
+                log.error("cannot read the claimed sources: %s", exc)
             started: list[Claim] = []
             for claim in got:
                 with self._idle:
