@@ -740,6 +740,7 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
+    _sync_sources(config, store)  # the views read sources from the index, by key
     # No service: the dashboard's rebuilds run here, over the configuration served.
     app = _web_app(config, store, rebuilds=Rebuilder(lambda: Poller(config, store, workers=1)))
     try:

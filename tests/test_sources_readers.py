@@ -287,15 +287,17 @@ def test_the_web_reads_sources_by_key_from_the_index(
     assert answer.status_code == 302 and service.next_run("s9") == FIXED_NOW
 
 
-def test_an_app_without_a_service_syncs_its_config(tmp_path: Path) -> None:
+def test_the_wsgi_app_syncs_the_config_it_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = config_at(tmp_path, [source("https://a.example.com/feed", "a")], tmp_path)
-    config = load_config(path)
-    store = Store(config.settings.database, config.settings.posts_dir)
+    monkeypatch.setenv("AGGREGATOR_CONFIG", str(path))
+    app = create_app()  # as gunicorn 'aggregator.web:create_app()' makes it
+    store = app.extensions["aggregator"].store
     try:
-        assert store.source_keys() == []
-        client = create_app(config, store).test_client()
         assert store.source_keys() == ["a"]
-        assert client.get("/sources/a").status_code == 200
+        assert app.test_client().get("/sources/a").status_code == 200
+        assert app.test_client().get("/sources/b").status_code == 404
     finally:
         store.close()
 

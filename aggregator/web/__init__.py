@@ -70,9 +70,9 @@ def admin_secret(config: Config) -> str | None:
     return config.settings.server.admin_secret
 
 
-def _sync_sources(store: Store, config: Config, now: datetime) -> None:
-    """Sync ``config``'s sources into the index; a failure is logged (the app serves
-    what the index has)."""
+def sync_sources(store: Store, config: Config, now: datetime) -> None:
+    """Sync ``config``'s sources into the index, which the views read sources from; a
+    failure is logged (the app serves what the index has)."""
     try:
         store.sync_sources(config.sources, now)
     except StoreError as exc:
@@ -101,7 +101,12 @@ def create_app(
         clock: the app's time; the system's when not given.
         adder: who adds sources to the config file for the admin's "Add source" form;
             without one, the form says to edit the file or use ``aggregator add``.
+
+    The views read sources by key from the index's ``sources`` table: a caller that
+    gives ``config`` syncs it there first (``sync_sources``; a service does at start),
+    as the app does with the config it loads itself.
     """
+    loaded = config is None  # the WSGI entry point: this app is the one process
     if config is None:
         config = load_config(os.environ.get("AGGREGATOR_CONFIG", "config.yaml"))
     if store is None:
@@ -126,10 +131,11 @@ def create_app(
     publish = config.settings.publish
     cache = FeedCache(publish.cache_entries, int(publish.cache_mb * 1024 * 1024))
     clock = clock or SystemClock()
-    if service is None:
-        # Alone (``aggregator serve``, WSGI): its config into the index, which the views
-        # read sources from by key (a service syncs its own at start and on reload).
-        _sync_sources(store, config, clock.now())
+    if loaded:
+        # The views read sources by key from the index: the config it loaded goes there
+        # first, as every entry point does (``aggregator serve`` syncs its own; a
+        # service at start and on reload).
+        sync_sources(store, config, clock.now())
     app.extensions[EXTENSION] = AppState(
         store=store,
         cache=cache,
