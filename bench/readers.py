@@ -6,7 +6,8 @@ for each tick's claims: with this process's own config (its objects are used whe
 fingerprint matches), from the rows alone with the validation cache cold (every row
 validated again), and with it warm; and one key alone (a refresh, a source page). The
 floor is the same rows' SELECT through the same read connection. Prints medians and the
-ratios to the floor.
+ratios to the floor; then the cost of ``aggregator poll``'s leases (``PassLeases``) for
+10,000 of the sources.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from aggregator.config import Config, SourceConfig
+from aggregator.poll.leases import PassLeases
 from aggregator.store import Store
 from aggregator.store.catalog import ValidatedSources
 from aggregator.store.schema import sources_table
@@ -86,6 +88,16 @@ def main() -> None:
         store.sources_by_key([s.key for s in sources[:warm_keys]])
         warm = median_of(args.rounds, lambda: store.sources_by_key(keys(warm_keys)))
         one = median_of(args.rounds * 4, lambda: store.source_by_key(keys()[0], config))
+        # aggregator poll's leases: 10,000 sources claimed in chunks of 100, then released.
+        passed = [s.key for s in sources[:10_000]]
+        leases = PassLeases(store, passed, timedelta(seconds=320), lambda: datetime.now(UTC), 100)
+        began = time.perf_counter()
+        for key in passed:
+            leases.take(key)
+        claimed = time.perf_counter() - began
+        began = time.perf_counter()
+        leases.close()
+        released = time.perf_counter() - began
         store.close()
     print(f"{args.sources} sources, batches of {args.batch}, {args.rounds} rounds (medians)")
     print(f"floor, the rows' SELECT:       {floor * 1000:.2f} ms per batch")
@@ -97,6 +109,11 @@ def main() -> None:
         per = value / args.batch * 1e6
         print(f"{label:<31}{value * 1000:.2f} ms  ({per:.0f} us a source, {value / floor:.2f}x)")
     print(f"one key (own config):          {one * 1e6:.0f} us")
+    each = 1e6 / len(passed)
+    print(
+        f"poll's leases, {len(passed)} sources: {claimed * each:.0f} us a source to claim "
+        f"(chunks of 100), {released * each:.0f} us to release"
+    )
 
 
 if __name__ == "__main__":

@@ -356,3 +356,26 @@ def test_poll_and_test_rules_find_sources_in_the_index(
     assert result.exit_code == 0, result.output
     assert "KEEP   s0: Post of f0  [fetched]" in result.output
     assert "1 entries: 1 kept, 0 dropped" in result.output
+
+
+def test_claim_named_takes_free_and_expired_leases_only(tmp_path: Path) -> None:
+    path = config_at(
+        tmp_path, [source(f"https://{n}.example.com/feed", n) for n in ("a", "b", "c")], tmp_path
+    )
+    other = Other(path)
+    try:
+        other.sync()
+        minute = timedelta(minutes=1)
+        with other.store.transaction() as conn:
+            live = claims.claim_one(conn, "a", FIXED_NOW, minute)
+            claims.claim_one(conn, "b", FIXED_NOW - 2 * minute, minute)  # run out
+        with other.store.transaction() as conn:
+            taken = claims.claim_named(conn, ["a", "b", "c", "unknown"], FIXED_NOW, minute)
+        assert sorted(taken) == ["b", "c"]
+        assert (other.store.source_state("a") or {})["lease_token"] == live
+        with other.store.transaction() as conn:
+            claims.release_all(conn, taken | {"a": "not its token"}, done=False)
+        states = {n: other.store.source_state(n) or {} for n in ("a", "b", "c")}
+        assert [states[n]["lease_token"] for n in ("a", "b", "c")] == [live, None, None]
+    finally:
+        other.store.close()

@@ -2,7 +2,7 @@
 
 A ``poll`` beside a ``run`` on the same index must never poll a source the run holds,
 nor the run one the pass holds: both take a source only through ``store/claims.py``'s
-lease (``claim_one``, a compare-and-set on the row). A pass does not lease all its
+lease (``claim_named``, a compare-and-set on the rows). A pass does not lease all its
 sources up front: a lease is as long as a poll may take (a crashed pass's sources come
 back soon), and the last source of a large pass starts long after the first. So
 sources are claimed a chunk at a time, in the order their polls start, when the first of
@@ -57,10 +57,9 @@ class PassLeases:
         with self._lock:
             while key not in self._tokens and self._next < len(self._keys):
                 batch = self._keys[self._next : self._next + self.chunk]
-                now = self.clock()
                 with self.store.transaction() as conn:
-                    for name in batch:
-                        self._tokens[name] = claims.claim_one(conn, name, now, self.lease)
+                    taken = claims.claim_named(conn, batch, self.clock(), self.lease)
+                self._tokens.update({name: taken.get(name) for name in batch})
                 self._next += len(batch)
             return self._tokens.get(key)
 
@@ -84,5 +83,4 @@ class PassLeases:
             self._recorded.update(left)
         if left:
             with self.store.transaction() as conn:
-                for name, token in left.items():
-                    claims.release(conn, name, token, done=False)
+                claims.release_all(conn, left, done=False)
