@@ -12,7 +12,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 import click
 
 from aggregator import __version__
-from aggregator.config import Config, load_config
+from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import SourceOutcome
-from aggregator.poll.pipeline import Poller, iter_enabled
+from aggregator.poll.pipeline import Poller, iter_enabled, utcnow
 from aggregator.redact import redact
 from aggregator.signals import Interrupted, install_stop_handlers
 from aggregator.store import Store
@@ -143,6 +143,8 @@ def _pad(text: str, width: int) -> str:
 
 
 def _status_text(o: SourceOutcome) -> str:
+    if o.held:
+        return "HELD (not polled: another poller holds it now; try again later)"
     if o.skipped:
         return f"{o.status.upper()} (not polled; refresh it with --source)"
     if not o.ok:
@@ -166,11 +168,14 @@ def _summarise(outcomes: Sequence[SourceOutcome], verbose: bool) -> int:
                 click.echo(f"{_pad('', width)}  warning: {warning}")
     failed = [o for o in outcomes if not o.ok]
     quiet = sum(1 for o in outcomes if o.not_modified)
-    skipped = sum(1 for o in outcomes if o.skipped)
+    skipped = sum(1 for o in outcomes if o.skipped and not o.held)
+    held = sum(1 for o in outcomes if o.held)
     totals = [sum(getattr(o, k) for o in outcomes) for k in ("new", "updated", "unchanged")]
     click.echo(
         f"{len(outcomes)} sources, {len(failed)} failed, {quiet} not modified, "
-        f"{skipped} paused; {totals[0]} new, {totals[1]} updated, {totals[2]} unchanged"
+        f"{skipped} paused"
+        + (f", {held} held by another poller" if held else "")
+        + f"; {totals[0]} new, {totals[1]} updated, {totals[2]} unchanged"
     )
     return EXIT_SOURCE_FAILED if failed else 0
 
@@ -204,23 +209,73 @@ def check_config(config_path: str) -> None:
 @workers_option
 @click.pass_context
 def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | None) -> None:
-    """Poll every enabled source once and write their articles."""
+    """Poll every enabled source once and write their articles.
+
+    The config is synced into the index first, and the sources are read from it by key;
+    each is polled under its lease (``poll/leases.py``), so a source that an
+    ``aggregator run`` on the same index is polling now is skipped, and said so.
+    """
+    from aggregator.poll.leases import PassLeases
+    from aggregator.poll.scheduler import LEASE_FACTOR, STOP_MARGIN
+
     config = _load(config_path)
-    sources = list(iter_enabled(config, only))
-    if only is not None and not sources:
-        raise click.BadParameter(
-            f"no source named {only!r} in {config_path}", param_hint="--source"
-        )
     with _poller(config, workers) as poller:
-        outcomes = _with_progress(
-            "polling",
-            len(sources),
-            lambda done: poller.poll_sources(sources, done, manual=only is not None),
+        _sync_sources(config, poller.store)
+        sources = _indexed(poller.store, config, only, config_path)
+        fetcher = poller.fetcher
+        lease = LEASE_FACTOR * (fetcher.timeout + fetcher.total_timeout + STOP_MARGIN)
+        chunk = config.settings.schedule.concurrency
+        leases = PassLeases(
+            poller.store, [s.key for s in sources], timedelta(seconds=lease), utcnow, chunk
         )
+        try:
+            outcomes = _with_progress(
+                "polling",
+                len(sources),
+                lambda done: poller.poll_sources(
+                    sources, done, manual=only is not None, leases=leases
+                ),
+            )
+        finally:
+            leases.close()
         status = _summarise(outcomes, ctx.obj["verbose"])
         _pass_ended(config, poller.store)  # the static feeds first: a hook may publish them
         _run_hooks(config, poller.store, outcomes)
     ctx.exit(status)
+
+
+def _sync_sources(config: Config, store: Store) -> None:
+    """Sync the config's sources into the index (as ``run`` does at start), so that
+    every command reads the same sources table."""
+    try:
+        store.sync_sources(config.sources, utcnow())
+    except AggregatorError as exc:
+        raise click.ClickException(f"cannot sync the sources into the index: {exc}") from exc
+
+
+def _indexed(
+    store: Store, config: Config, only: str | None, config_path: str
+) -> list[SourceConfig]:
+    """The sources to poll, read from the index by key: the named one (enabled or not),
+    else the config's enabled ones in its order. One whose secret fetch options this
+    process lacks is never polled (a sync by another process since ours): said, and
+    left out."""
+    keys = [only] if only is not None else [s.key for s in iter_enabled(config)]
+    found = store.sources_by_key(keys, config)
+    if only is not None and only not in found:
+        raise click.BadParameter(
+            f"no source named {only!r} in {config_path}", param_hint="--source"
+        )
+    sources = []
+    for key in keys:
+        indexed = found.get(key)
+        if indexed is None:
+            continue
+        if indexed.problem is not None:
+            click.echo(f"{key}: not polled: {indexed.problem}", err=True)
+            continue
+        sources.append(indexed.config)
+    return sources
 
 
 def _run_hooks(config: Config, store: Store, outcomes: Sequence[SourceOutcome]) -> None:
@@ -383,11 +438,12 @@ def test_rules(
     from aggregator.poll.dryrun import dry_run
 
     config = _load(config_path)
-    if only is not None and config.source(only) is None:
-        raise click.BadParameter(f"no source named {only!r}", param_hint="--source")
     if output_name is not None and config.output(output_name) is None:
         raise click.BadParameter(f"no output named {output_name!r}", param_hint="--output")
     with _poller(config, 1) as poller:
+        _sync_sources(config, poller.store)  # the dry run reads its sources from the index
+        if only is not None and poller.store.source_by_key(only, config) is None:
+            raise click.BadParameter(f"no source named {only!r}", param_hint="--source")
         results = dry_run(poller, only=only, output=output_name, fetch=fetch)
     kept = dropped = changed = 0
     for result in results:
@@ -684,6 +740,7 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
+    _sync_sources(config, store)  # the views read sources from the index, by key
     # No service: the dashboard's rebuilds run here, over the configuration served.
     app = _web_app(config, store, rebuilds=Rebuilder(lambda: Poller(config, store, workers=1)))
     try:

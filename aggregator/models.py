@@ -337,7 +337,8 @@ class SourceOutcome:
     moved_to: str | None = None  # where a 301/308 pointed: the config should say so
     status: Status = Status.OK  # the source's state afterwards
     next_poll_at: datetime | None = None  # when ``aggregator run`` polls it next
-    skipped: bool = False  # not polled at all (paused or gone)
+    skipped: bool = False  # not polled at all (paused or gone, or held)
+    held: bool = False  # skipped: another poller's lease holds it (``aggregator poll``)
     local_fault: bool = False  # the error is our storage's (full disk...), not the source's
     changes: Changes = Changes()  # the files and entries it changed (for the hooks)
 

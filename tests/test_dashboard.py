@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXAMPLES, MakeConfig, item, rss
+from conftest import EXAMPLES, FIXED_NOW, MakeConfig, item, rss
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -38,6 +38,7 @@ class Dash:
     def __init__(self, config_path: Path, service: bool = False) -> None:
         self.config = load_config(config_path)
         self.store = Store(self.config.settings.database, self.config.settings.posts_dir)
+        self.store.sync_sources(self.config.sources, FIXED_NOW)  # as every entry point
         poller = Poller(self.config, self.store, workers=1)
         poller.poll_sources([s for s in self.config.sources if s.enabled])
         poller.close()

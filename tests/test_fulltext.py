@@ -201,7 +201,9 @@ def test_a_failed_extraction_keeps_the_feed_body_and_says_why(
     note = notes(h)["Story 1"]
     assert note["body_from"] == "feed"
     assert reason in note["reason"]
-    # The source page and the article page say so.
+    # The source page and the article page say so (the app reads the source from the
+    # index: synced first, as every entry point does).
+    h.store.sync_sources(h.config.sources, h.now)
     app = create_app(h.config, h.store)
     page = app.test_client().get("/sources/gazette").get_data(as_text=True)
     assert 'id="pages"' in page and reason.replace("'", "&#39;") in page

@@ -1,4 +1,9 @@
-"""The keep/block rules' dry run over stored and freshly fetched entries (``test-rules``)."""
+"""The keep/block rules' dry run over stored and freshly fetched entries (``test-rules``).
+
+Its sources are read from the index by key (``Store.sources_by_key``), as the pollers
+read theirs: the caller syncs the config first. A source whose secret fetch options this
+process lacks is not fetched without them: its fetched part says why.
+"""
 
 from __future__ import annotations
 
@@ -32,16 +37,27 @@ class DryRun:
 def dry_run(
     poller: Poller, *, only: str | None = None, output: str | None = None, fetch: bool = False
 ) -> list[DryRun]:
-    """Evaluate the ingest rules (or an output's rules) without changing anything."""
+    """Evaluate the ingest rules (or an output's rules) without changing anything.
+
+    Args:
+        poller: the poller of the config in force (its rules, its fetcher).
+        only: the one source to test (by key); else every source of the config, in its
+            order.
+        output: test this output's rules on the kept entries instead.
+        fetch: also fetch the sources and test their current entries.
+    """
     config = poller.config
     results: list[DryRun] = []
-    sources = [s for s in config.sources if only is None or s.key == only]
+    keys = [only] if only is not None else [s.key for s in config.sources]
+    found = poller.store.sources_by_key(keys, config)
+    indexed = [found[key] for key in keys if key in found]
     output_rules = None
     if output is not None:
         chosen = config.output(output)
         output_rules = tuple(r.rule() for r in chosen.rules) if chosen else ()
     now = poller.clock()
-    for source in sources:
+    for item in indexed:
+        source = item.config
         resolved = poller.resolved(source)
         view = resolved.view
         rules = output_rules if output_rules is not None else resolved.rules
@@ -55,6 +71,11 @@ def dry_run(
                 DryRun(source.key, article.title, verdict(rules, article), "stored", before)
             )
         if fetch and source.enabled:
+            if item.problem is not None:
+                results.append(
+                    DryRun(source.key, f"(not fetched: {item.problem})", None, "fetched", "-")
+                )
+                continue
             try:
                 fetched = poller.fetcher.fetch(source.url, options=resolved.fetch)
                 feed = parse_feed(fetched.url, fetched.body, fetched.headers)

@@ -25,6 +25,7 @@ from aggregator.errors import FetchError, LocalFaultError, StoreError
 from aggregator.models import Changes, Counts, SourceOutcome, Status
 from aggregator.poll.fetch import Fetcher
 from aggregator.poll.ingest import Applied, Ingest
+from aggregator.poll.leases import PassLeases
 from aggregator.poll.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
 from aggregator.poll.pages import PagesDone, update_pages
 from aggregator.poll.policy import Policy, feed_hints
@@ -46,7 +47,7 @@ from aggregator.store.pages import (
     load_pages,
     record_results,
 )
-from aggregator.store.records import PollRecord, SourceState, SourceStateUpdate
+from aggregator.store.records import KEEP, PollRecord, SourceState, SourceStateUpdate
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Poller:
         on_done: Callable[[SourceOutcome], None] | None = None,
         *,
         manual: bool = False,
+        leases: PassLeases | None = None,
     ) -> list[SourceOutcome]:
         """Poll each source once, ``concurrency`` at a time; failures are recorded, not raised.
 
@@ -139,6 +141,8 @@ class Poller:
             sources: the sources to poll.
             on_done: called with each outcome as it completes (progress bars).
             manual: a user asked for these polls: paused and gone sources are polled too.
+            leases: poll each source only under its lease (``aggregator poll``; the
+                caller closes them): one another poller holds is skipped, as ``held``.
 
         Returns:
             The outcomes, in the order of ``sources``.
@@ -161,7 +165,8 @@ class Poller:
             def flush() -> None:
                 if not pending:
                     return
-                self._record(pending)
+                tokens = [leases.token(r.outcome.source) for r in pending] if leases else None
+                self._record(pending, tokens)
                 for record in pending:
                     outcomes[record.outcome.source] = record.outcome
                     if on_done is not None:
@@ -173,7 +178,14 @@ class Poller:
                 # record the polls already started.
                 for source in sources:
                     state = states.get(source.key)
-                    futures.append(threads.submit(self._poll_guarded, source, state, pool, manual))
+                    if leases is None:
+                        futures.append(
+                            threads.submit(self._poll_guarded, source, state, pool, manual)
+                        )
+                    else:
+                        futures.append(
+                            threads.submit(self._poll_leased, source, state, pool, manual, leases)
+                        )
                 for done, future in enumerate(as_completed(futures), start=1):
                     result = future.result()
                     if isinstance(result, PollRecord):
@@ -232,6 +244,46 @@ class Poller:
             self._recorder.record(result, lease)
             return result.outcome
         return result
+
+    def refuse(
+        self, source: SourceConfig, reason: str, *, lease: str | None = None
+    ) -> SourceOutcome:
+        """Record a poll this process must not make as the source's failure, without
+        fetching (its secret fetch options are not in this process's config).
+
+        Args:
+            source: the source as the index has it.
+            reason: the error recorded and shown.
+            lease: the claim's token, ended by the record.
+        """
+        state = self.store.load_state(source.key)
+        attempt = Attempt(self.clock(), error=reason)
+        record = poll_record(self.policy, source, state, attempt, rng=self.rng, duration=0.0)
+        # The settings it ran under are the synced ones, not this copy without secrets:
+        # its fingerprint is not recorded (it would read as a change of settings).
+        record = replace(record, state=replace(record.state, config_hash=KEEP))
+        self._recorder.record(record, lease)
+        return record.outcome
+
+    def _poll_leased(
+        self,
+        source: SourceConfig,
+        state: SourceState | None,
+        pool: Executor | None,
+        manual: bool,
+        leases: PassLeases,
+    ) -> PollRecord | SourceOutcome:
+        """``_poll_guarded`` under the source's lease (skipped when another holds it)."""
+        try:
+            held = leases.take(source.key) is None
+        except StoreError as exc:
+            return SourceOutcome(source=source.key, url=source.url, error=f"cannot claim it: {exc}")
+        if held:
+            status = state.status if state is not None else Status.NEW
+            return SourceOutcome(
+                source=source.key, url=source.url, status=status, skipped=True, held=True
+            )
+        return self._poll_guarded(source, state, pool, manual)
 
     def _poll_guarded(
         self,

@@ -17,9 +17,14 @@ a poll rescheduling itself, issue 9): the service stops claiming first, shuts th
 scheduler down without waiting, then waits for the polls in flight itself, for at most
 as long as a fetch may take.
 
-The configuration file is watched (and re-read on SIGHUP): added, removed and changed
-sources get their rows' times; an invalid new config is refused, with the full report in
-the log, and the old one keeps running.
+The configuration file is watched (and re-read on SIGHUP): it is synced into the index's
+``sources`` table, and added, removed and changed sources get their rows' times; an
+invalid new config is refused, with the full report in the log, and the old one keeps
+running. What a poll, ``next_run`` and ``refresh`` know of a source comes from that table,
+by key (``Store.sources_by_key``, one query for a claimed batch), not from the config this
+process loaded: a source another process synced is polled here too. Its secret fetch
+options come from this process's config only when that has the synced settings; else the
+poll is recorded as failed, never made without them.
 
 Rebuilds asked for from the dashboard run here too (``Rebuilder``), one at a time in a
 thread of their own, so the web layer only asks and shows how the last one went.
@@ -53,6 +58,7 @@ from aggregator.poll.policy import first_runs
 from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
 from aggregator.store import Store, claims
+from aggregator.store.catalog import IndexedSource
 from aggregator.store.claims import Claim, Lateness
 from aggregator.store.records import KEEP, Keep
 from aggregator.store.static import StaticFeeds
@@ -178,6 +184,7 @@ class Service:
         self._in_flight = 0  # polls running now (claimed ones from their claim on)
         self._stopping = False  # once set, nothing is claimed and no poll starts
         self._config_stamp = self._stamp()
+        self._syncs = 0  # syncs of the index by this service (a poll checks for one after)
         schedule = config.settings.schedule
         # The polls run here, ``concurrency`` at once (threads start as they are needed);
         # the claim loop never claims more than are free, so nothing waits in its queue
@@ -303,6 +310,13 @@ class Service:
             except StoreError as exc:  # e.g. a locked or full database: next tick
                 log.error("cannot claim sources: %s", exc)
                 return []
+            # Their settings from the index, in one query for the batch (failing that,
+            # each poll reads its own).
+            known: dict[str, IndexedSource] | None = None
+            try:
+                known = self._sources([claim.name for claim in got]) if got else {}
+            except StoreError as exc:
+                log.error("cannot read the claimed sources: %s", exc)
             started: list[Claim] = []
             for claim in got:
                 with self._idle:
@@ -313,7 +327,7 @@ class Service:
                     self._end(claim.name, claim.token, done=False)  # back at once
                     continue
                 try:
-                    self.jobs.submit(self._run_claimed, claim)
+                    self.jobs.submit(self._run_claimed, claim, known)
                 except RuntimeError:  # the job pool was shut down meanwhile (a stop)
                     self._finished()
                     self._end(claim.name, claim.token, done=False)
@@ -323,9 +337,9 @@ class Service:
         finally:
             self._claim_lock.release()
 
-    def _run_claimed(self, claim: Claim) -> None:
+    def _run_claimed(self, claim: Claim, known: dict[str, IndexedSource] | None = None) -> None:
         try:
-            self._poll(claim.name, claim.manual, claim.token)
+            self._poll(claim.name, claim.manual, claim.token, known)
         except Exception:  # logged; the lease brings the source back
             log.exception("source=%s claimed poll crashed", claim.name)
         finally:
@@ -390,21 +404,26 @@ class Service:
             claims.set_next(conn, moved)
             claims.set_next(conn, {k: runs[k] for k in woken}, wake=claims.CONFIG)
 
+    def _sources(self, names: list[str]) -> dict[str, IndexedSource]:
+        """Sources by key from the index (with this process's secrets where it has the
+        synced settings); unknown and removed ones are left out."""
+        return self.store.sources_by_key(names, self.config)
+
     def next_run(self, name: str) -> datetime | None:
         """When a source is polled next (None: not scheduled)."""
-        source = self.config.source(name)
-        if source is None or not source.enabled:
+        source = self._sources([name]).get(name)
+        if source is None or not source.config.enabled:
             return None
         with self.store.reading() as conn:
             return claims.next_poll(conn, name)
 
     def refresh(self, name: str) -> bool:
         """Poll a source at the next claim, even if paused or gone; False if unknown."""
-        source = self.config.source(name)
+        source = self._sources([name]).get(name)
         if source is None:
             return False
         with self.store.transaction() as conn:
-            claims.request(conn, name, source.url, self.clock())
+            claims.request(conn, name, source.config.url, self.clock())
         return True
 
     def rebuild(self) -> bool:
@@ -458,11 +477,19 @@ class Service:
         finally:
             self._finished()
 
-    def _poll(self, name: str, manual: bool, token: str | None) -> SourceOutcome | None:
-        source = self.config.source(name)
-        if source is None or not (source.enabled or manual):
+    def _poll(
+        self,
+        name: str,
+        manual: bool,
+        token: str | None,
+        known: dict[str, IndexedSource] | None = None,
+    ) -> SourceOutcome | None:
+        indexed = known.get(name) if known is not None else self._sources([name]).get(name)
+        if indexed is None or not (indexed.config.enabled or manual):
             self._end(name, token, next_poll=None)  # removed or disabled: not scheduled
             return None
+        source = indexed.config
+        syncs = self._syncs
         lock = self._lock(name)
         if not lock.acquire(blocking=False):
             # Polled by hand, or held by an admin's pause: the next tick tries again.
@@ -470,7 +497,10 @@ class Service:
             self._end(name, token, done=False)
             return None
         try:
-            outcome = self.poller.poll_source(source, self.pool, manual=manual, lease=token)
+            if indexed.problem is not None:  # never fetched without its secrets
+                outcome = self.poller.refuse(source, indexed.problem, lease=token)
+            else:
+                outcome = self.poller.poll_source(source, self.pool, manual=manual, lease=token)
         except Exception:  # a bug must not kill the source's schedule; retry later
             log.exception("source=%s poll crashed", name)
             retry = self.clock() + timedelta(seconds=self.poller.policy.interval)
@@ -478,16 +508,16 @@ class Service:
             return None
         finally:
             lock.release()
-        current = self.config.source(name)
         if outcome.skipped:
             self._end(name, token, next_poll=None)  # paused or gone: it waits for a refresh
-        elif current is None or not current.enabled:
+        elif syncs != self._syncs and not self._still_enabled(name):
             self.unschedule(name)  # removed while it was polled
         self._pass_ended()  # the static feeds before the hooks (which wait their debounce)
         self._changed(outcome.changes)
         if self.on_poll is not None:
             self.on_poll(outcome)
-        if not outcome.skipped and self.poller.resolved(source).full_text:
+        full_text = indexed.problem is None and self.poller.resolved(source).full_text
+        if not outcome.skipped and full_text:
             # Full text: after the poll is recorded and the next one set, on this job
             # thread (bounded by the job pool); a stop ends it between two pages.
             pages = self.poller.update_pages(source, self.pool, should_stop=lambda: self._stopping)
@@ -495,6 +525,13 @@ class Service:
                 self._pass_ended()  # the static feeds show the page's body
             self._changed(pages.changes)  # the articles it rewrote: the site rebuilds again
         return outcome
+
+    def _still_enabled(self, name: str) -> bool:
+        """Whether a source is in the index and enabled (a reload here may have removed
+        or disabled it while it was polled; another process's sync is seen at its next
+        claim, which ends without a poll)."""
+        now = self._sources([name]).get(name)
+        return now is not None and now.config.enabled
 
     def _changed(self, changes: Changes) -> None:
         """Tell the listeners of a poll's or rebuild's changes, if it made any."""
@@ -533,6 +570,7 @@ class Service:
     def sync_sources(self, config: Config) -> None:
         """Bring the index's table of sources in line with ``config`` (added, changed,
         removed). A database error is logged: the configuration stays in force."""
+        self._syncs += 1
         try:
             done = self.store.sync_sources(config.sources, self.clock())
         except StoreError as exc:

@@ -7,30 +7,114 @@ updated, and those gone from the config marked ``removed_at`` (their articles an
 stay, as they always did). Unchanged rows are not written at all, so a reload of 100,000
 sources that changed one writes one row.
 
-The readers that will take their sources from here (the claim loop, the paged overview)
-use ``source_settings``, ``source_keys`` and ``count_sources``; until then the in-memory
-``Config`` is what the pollers and the web read.
+Everything else reads its sources from here, by key: the claim loop's polls, the
+admin's refresh, pause and resume, a source's page, ``aggregator poll`` and the dry runs
+(``sources_by_key``, one query for a batch), and the lists (``source_keys``,
+``count_sources``). A process may read a source that its own config never had (issue 14:
+pollers and web replicas that did not load the file another process synced): the row's
+settings are validated again into a ``SourceConfig``, once per fingerprint (an LRU).
+
+Fetch options (the secret ``headers``, ``username``, ``password``, ``proxy``, and
+``user_agent``, which may carry a key) are never stored: the row only names those set.
+They come from the reading process's own config, and only when its source has the row's
+fingerprint (the same settings, secrets included). When the row names options this
+process does not have, the source comes back with ``missing`` set, and the caller must
+not fetch it (a request without its login, or not through its proxy, fails obscurely
+or goes where it must not): the scheduler records the error on the source instead.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator, Sequence
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
+from aggregator.config import FETCH_OPTIONS, Config, SourceConfig
 from aggregator.models import Status
 from aggregator.store.schema import category_path, sources_table
 
-if TYPE_CHECKING:
-    from aggregator.config import SourceConfig
+log = logging.getLogger(__name__)
 
 BATCH = 5000  # rows per executemany: bounds the memory of one statement's parameters
+KEYS_PER_QUERY = 500  # keys per IN (...) of sources_by_key (SQLite's parameter limit)
+VALIDATED_CACHE = 16384  # SourceConfigs rebuilt from rows, kept by fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedSource:
+    """A configured source as the index has it (not removed), by key."""
+
+    #: Its validated settings: this process's own object when its config has the row's
+    #: fingerprint (secrets included), else rebuilt from the row (no secret values).
+    config: SourceConfig
+    #: The fingerprint of the settings last synced (the row's).
+    fingerprint: str
+    #: Fetch options (secrets, user agent) the row names that ``config`` lacks: never
+    #: fetch without them.
+    missing: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The source's name."""
+        return self.config.key
+
+    @property
+    def problem(self) -> str | None:
+        """Why this process must not poll the source (None: it may)."""
+        if not self.missing:
+            return None
+        return (
+            f"its secret fetch options ({', '.join(self.missing)}: never stored in the "
+            "index) are not in this process's config; reload"
+        )
+
+
+class ValidatedSources:
+    """SourceConfigs rebuilt from rows' settings, by fingerprint (an LRU, thread-safe):
+    a steady source is validated once, not on every poll."""
+
+    def __init__(self, size: int = VALIDATED_CACHE) -> None:
+        self.size = size
+        self._items: OrderedDict[str, tuple[SourceConfig, tuple[str, ...]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, fingerprint: str, settings: str) -> tuple[SourceConfig, tuple[str, ...]]:
+        """The source of a row's ``settings`` JSON and the fetch options it names.
+
+        Raises:
+            ValidationError: the settings do not validate in this version.
+        """
+        with self._lock:
+            found = self._items.get(fingerprint)
+            if found is not None:
+                self._items.move_to_end(fingerprint)
+                return found
+        made = settings_source(settings)
+        with self._lock:
+            self._items[fingerprint] = made
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return made
+
+
+def settings_source(settings: str) -> tuple[SourceConfig, tuple[str, ...]]:
+    """A ``SourceConfig`` from a row's settings JSON (``source_row``'s), and the fetch
+    options the row says are set (their values are not in it)."""
+    data = json.loads(settings)
+    named = data.pop("fetch_options", ())
+    data.pop("user_agent", None)  # rows synced before it was left out
+    return SourceConfig.model_validate(data), tuple(n for n in named if n in FETCH_OPTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +127,16 @@ class SourceSync:
 
 
 def source_row(source: SourceConfig) -> dict[str, Any]:
-    """A source's configuration columns (secret values left out: the fingerprint shows
-    that they changed, through scrypt; ``fetch_options`` names those that are set)."""
-    # The fingerprint's JSON, made once per source, with the one fetch option that is no
-    # secret and the names of those set: one serialisation per source, not two.
+    """A source's configuration columns (fetch option values left out: the fingerprint
+    shows that they changed, through scrypt; ``fetch_options`` names those that are set).
+
+    ``user_agent`` is left out too: it is no secret in the config's sense, but one may
+    carry a key (``tests/test_fetch_options.py`` keeps it out of the index).
+    """
+    # The fingerprint's JSON, made once per source, with the names of the fetch options
+    # set: one serialisation per source, not two.
     extra = json.dumps(
-        {"user_agent": source.user_agent, "fetch_options": list(source.fetch_options_set())},
+        {"fetch_options": list(source.fetch_options_set())},
         ensure_ascii=False,
         separators=(",", ":"),
     )
@@ -78,11 +166,62 @@ class Catalog:
         def transaction(self) -> AbstractContextManager[Connection]: ...
         def reading(self) -> AbstractContextManager[Connection]: ...
 
+    @functools.cached_property
+    def validated_sources(self) -> ValidatedSources:
+        """The sources rebuilt from rows, by fingerprint (one cache per store)."""
+        return ValidatedSources()
+
+    def sources_by_key(
+        self, keys: Iterable[str], local: Config | None = None
+    ) -> dict[str, IndexedSource]:
+        """The configured sources (not removed) of ``keys``, by key; unknown, removed and
+        never synced keys are left out. One query per ``KEYS_PER_QUERY`` keys.
+
+        Args:
+            keys: the sources' names.
+            local: this process's configuration: its source is used as it is (secrets
+                included) when it has the row's fingerprint.
+        """
+        t = sources_table
+        wanted = list(dict.fromkeys(keys))
+        rows: list[sa.Row[str, str, str]] = []
+        with self.reading() as conn:
+            for start in range(0, len(wanted), KEYS_PER_QUERY):
+                rows += conn.execute(
+                    sa.select(t.c.name, t.c.settings, t.c.fingerprint).where(
+                        t.c.name.in_(wanted[start : start + KEYS_PER_QUERY]),
+                        t.c.settings.is_not(None),
+                        t.c.removed_at.is_(None),
+                    )
+                ).all()
+        found: dict[str, IndexedSource] = {}
+        for name, settings, fingerprint in rows:
+            own = local.source(name) if local is not None else None
+            if own is not None and own.fingerprint() == fingerprint:
+                found[name] = IndexedSource(own, fingerprint)
+                continue
+            try:
+                config, named = self.validated_sources.get(fingerprint, settings)
+            except (ValidationError, ValueError) as exc:  # a newer version's settings
+                log.error("source=%s its settings in the index do not validate: %s", name, exc)
+                continue
+            # Not this process's source, or another version of it: none of its own
+            # secrets is known to be the synced one's.
+            found[name] = IndexedSource(config, fingerprint, named)
+        return found
+
+    def source_by_key(self, key: str, local: Config | None = None) -> IndexedSource | None:
+        """One configured source by key (``sources_by_key``); None: unknown or removed."""
+        return self.sources_by_key([key], local).get(key)
+
     def sync_sources(self, sources: Sequence[SourceConfig], now: datetime) -> SourceSync:
         """Make the table's configured sources those of ``sources``, in one transaction.
 
         One read of the stored keys and fingerprints, then batched inserts and updates
-        of only what differs.
+        of only what differs. An enabled source added (or changed, or back) without a
+        next-poll time is due ``now``, so every poller's claim loop takes it, even one
+        that never loaded this config (a service spreads its own start-up's over
+        ``startup_spread``); a removed one gets none.
         """
         t = sources_table
         with self.transaction() as conn:
@@ -96,10 +235,14 @@ class Catalog:
             changed: list[dict[str, Any]] = []
             for source in sources:
                 have = stored.get(source.key)
+                due = now if source.enabled else None
                 if have is None:
-                    added.append({"name": source.key, "added_at": now, **source_row(source)})
+                    added.append(
+                        {"name": source.key, "added_at": now, "next_poll_at": due}
+                        | source_row(source)
+                    )
                 elif have != (source.fingerprint(), True):
-                    changed.append({"b_name": source.key, **source_row(source)})
+                    changed.append({"b_name": source.key, "b_due": due, **source_row(source)})
             keys = {source.key for source in sources}
             removed = [name for name, (_, live) in stored.items() if live and name not in keys]
             for batch in _batches(added):
@@ -108,11 +251,19 @@ class Catalog:
             update = (
                 sa.update(t)
                 .where(t.c.name == sa.bindparam("b_name"))
-                .values(removed_at=None, added_at=sa.func.coalesce(t.c.added_at, now))
+                .values(
+                    removed_at=None,
+                    added_at=sa.func.coalesce(t.c.added_at, now),
+                    next_poll_at=sa.func.coalesce(t.c.next_poll_at, sa.bindparam("b_due")),
+                )
             )
             for batch in _batches(changed):
                 conn.execute(update, batch)
-            gone = sa.update(t).where(t.c.name == sa.bindparam("b_name")).values(removed_at=now)
+            gone = (
+                sa.update(t)
+                .where(t.c.name == sa.bindparam("b_name"))
+                .values(removed_at=now, next_poll_at=None)
+            )
             for batch in _batches([{"b_name": name} for name in removed]):
                 conn.execute(gone, batch)
         return SourceSync(

@@ -18,7 +18,7 @@ also set by a compare-and-set update: a row another claimer took meanwhile is le
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -175,6 +175,39 @@ def claim_one(conn: Connection, name: str, now: datetime, lease: timedelta) -> s
         .values(lease_until=now + lease, lease_token=token)
     ).rowcount
     return token if taken else None
+
+
+def claim_named(
+    conn: Connection, names: Sequence[str], now: datetime, lease: timedelta
+) -> dict[str, str]:
+    """Lease the named sources whatever their time (``claim_one`` for a batch, two
+    statements whatever its size): name to token for those taken; the others are held
+    by another claimer (a lease that has run out is taken over)."""
+    t = sources_table
+    if not names:
+        return {}
+    tokens = {name: secrets.token_hex(8) for name in names}
+    free = sa.or_(t.c.lease_token.is_(None), t.c.lease_until <= now)
+    conn.execute(
+        sa.update(t)
+        .where(t.c.name == sa.bindparam("key"), free)
+        .values(lease_until=now + lease, lease_token=sa.bindparam("token")),
+        [{"key": name, "token": token} for name, token in tokens.items()],
+    )
+    taken = conn.execute(sa.select(t.c.name, t.c.lease_token).where(t.c.name.in_(names)))
+    return {name: token for name, token in taken if tokens[name] == token}
+
+
+def release_all(conn: Connection, leases: Mapping[str, str], *, done: bool = True) -> None:
+    """``release`` for many claims, in one statement."""
+    t = sources_table
+    if leases:
+        conn.execute(
+            sa.update(t)
+            .where(t.c.name == sa.bindparam("key"), t.c.lease_token == sa.bindparam("token"))
+            .values(lease_until=None, lease_token=None, **({"wake": None} if done else {})),
+            [{"key": name, "token": token} for name, token in leases.items()],
+        )
 
 
 def release(conn: Connection, name: str, token: str, *, done: bool = True) -> bool:

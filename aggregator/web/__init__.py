@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from collections.abc import Mapping
 from datetime import datetime
@@ -23,7 +24,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, StoreError
 from aggregator.models import Person, byline, list_from_json
 from aggregator.store import Store
 from aggregator.web.cache import FeedCache
@@ -40,6 +41,8 @@ from aggregator.web.state import (
 )
 from aggregator.web.throttle import LoginThrottle
 from aggregator.web.view import CurrentView
+
+log = logging.getLogger(__name__)
 
 ADMIN_SECRET_ENV = "AGGREGATOR_ADMIN_SECRET"
 
@@ -67,6 +70,15 @@ def admin_secret(config: Config) -> str | None:
     return config.settings.server.admin_secret
 
 
+def sync_sources(store: Store, config: Config, now: datetime) -> None:
+    """Sync ``config``'s sources into the index, which the views read sources from; a
+    failure is logged (the app serves what the index has)."""
+    try:
+        store.sync_sources(config.sources, now)
+    except StoreError as exc:
+        log.error("sources not synced to the index: %s", exc)
+
+
 def create_app(
     config: Config | None = None,
     store: Store | None = None,
@@ -89,7 +101,12 @@ def create_app(
         clock: the app's time; the system's when not given.
         adder: who adds sources to the config file for the admin's "Add source" form;
             without one, the form says to edit the file or use ``aggregator add``.
+
+    The views read sources by key from the index's ``sources`` table: a caller that
+    gives ``config`` syncs it there first (``sync_sources``; a service does at start),
+    as the app does with the config it loads itself.
     """
+    loaded = config is None  # the WSGI entry point: this app is the one process
     if config is None:
         config = load_config(os.environ.get("AGGREGATOR_CONFIG", "config.yaml"))
     if store is None:
@@ -114,6 +131,11 @@ def create_app(
     publish = config.settings.publish
     cache = FeedCache(publish.cache_entries, int(publish.cache_mb * 1024 * 1024))
     clock = clock or SystemClock()
+    if loaded:
+        # The views read sources by key from the index: the config it loaded goes there
+        # first, as every entry point does (``aggregator serve`` syncs its own; a
+        # service at start and on reload).
+        sync_sources(store, config, clock.now())
     app.extensions[EXTENSION] = AppState(
         store=store,
         cache=cache,

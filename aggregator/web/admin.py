@@ -112,10 +112,12 @@ def logout() -> ResponseReturnValue:
 
 
 def _source_or_404(name: str) -> SourceConfig:
-    source = app_state().config.source(name)
-    if source is None:
+    """The source by key from the index (a source only another process's config has is
+    found too)."""
+    found = app_state().source(name)
+    if found is None:
         abort(404)
-    return source
+    return found.config
 
 
 @bp.post("/admin/sources/<path:name>/refresh")
@@ -220,7 +222,7 @@ def _added(adder: SourceAdder, feed: FoundFeed, site_title: str) -> ResponseRetu
         return _add_form(_problem(exc), 400)
     log.info("source %s added from the dashboard", added.name)
     flash(f"Added {added.name} ({' › '.join(added.categories)}).")
-    if app_state().config.source(added.name) is None:  # the service has not reloaded it
+    if app_state().source(added.name) is None:  # the service has not synced it yet
         return redirect(url_for("dashboard.index"))
     return redirect(url_for("dashboard.source_page", name=added.name))
 

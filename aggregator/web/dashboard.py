@@ -26,6 +26,7 @@ from aggregator.store.overview import (
     SORTS,
     STATES,
     Filters,
+    entry_counts,
     new_since,
     state_counts,
     worst_sources,
@@ -263,16 +264,19 @@ def source_page(name: str) -> ResponseReturnValue:
     """A source's poll history, suggestions, recent articles and dropped entries."""
     state = app_state()
     store = state.store
-    source = state.config.source(name)
-    if source is None:
+    indexed = state.source(name)
+    if indexed is None:
         abort(404)
+    source = indexed.config
     admin = is_admin()
     since = state.clock.now() - timedelta(hours=24)
     with store.reading() as conn:
         found = list_sources(
             conn, state.view.sources, Filters(name=name), offset=0, limit=1, since=since
         )
-    [row] = [_row(r, admin) for r in found.rows]
+        # Synced by another process, not in the config in force here: the index's row.
+        rows = found.rows or _indexed_row(conn, store, name, since)
+    [row] = [_row(r, admin) for r in rows]
     articles = store.entries(name, limit=50)
     with store.reading() as conn:  # full text: where each body came from, and why
         origins = body_origins(conn, name, [a["key"] for a in articles])
@@ -292,6 +296,27 @@ def source_page(name: str) -> ResponseReturnValue:
         admin=admin,
         admin_enabled=state.admin is not None,
     )
+
+
+def _indexed_row(
+    conn: Connection, store: Store, name: str, since: datetime
+) -> list[dict[str, Any]]:
+    """A source's page row from the index alone (the overview lists the config in force
+    here): its label is its category path."""
+    values = store.source_settings(name)
+    if values is None:
+        return []
+    articles, recent = entry_counts(conn, [name], since).get(name, (0, 0))
+    return [
+        values
+        | {
+            "name": name,
+            "path": " / ".join(values["categories"]),
+            "status": values["status"].value,
+            "articles": articles,
+            "recent": recent,
+        }
+    ]
 
 
 @bp.get("/articles/<uid>")

@@ -22,6 +22,7 @@ from aggregator.config import Config
 from aggregator.content.discover import AddedSource, Discovery, FoundFeed
 from aggregator.models import RebuildStatus
 from aggregator.store import Store
+from aggregator.store.catalog import IndexedSource
 from aggregator.web.cache import FeedCache
 from aggregator.web.throttle import LoginThrottle
 from aggregator.web.view import CurrentView, WebView
@@ -166,6 +167,13 @@ class AppState:
     def config(self) -> Config:
         """The configuration in force (the service's, which follows reloads)."""
         return self.view.config
+
+    def source(self, name: str) -> IndexedSource | None:
+        """A configured source by key, from the index's ``sources`` table, which every
+        process syncs its config into (a source this process's config lacks is found
+        too); None: unknown or removed. The config in force lends its secrets when it
+        has the synced settings (``Store.sources_by_key``)."""
+        return self.store.source_by_key(name, self.config)
 
 
 class SecuredResponse(Response):
