@@ -7,9 +7,13 @@ updated, and those gone from the config marked ``removed_at`` (their articles an
 stay, as they always did). Unchanged rows are not written at all, so a reload of 100,000
 sources that changed one writes one row.
 
-The readers that will take their sources from here (the claim loop, the paged overview)
-use ``source_settings``, ``source_keys`` and ``count_sources``; until then the in-memory
-``Config`` is what the pollers and the web read.
+Beside the settings, each row keeps what the paged overview (``store/overview.py``) lists,
+sorts and searches: the source's ``position`` in config order (NULL once removed: the
+overview lists the rows that have one), its category label, its URL redacted, and a
+lowercased search text. A source that only moved in the list gets its position written,
+nothing else.
+
+Readers by key use ``source_settings``, ``source_keys`` and ``count_sources``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from aggregator.models import Status
+from aggregator.redact import redact
 from aggregator.store.schema import category_path, sources_table
 
 if TYPE_CHECKING:
@@ -52,6 +57,8 @@ def source_row(source: SourceConfig) -> dict[str, Any]:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+    label = " › ".join(source.categories)
+    shown = redact(source.url)
     return {
         "url": source.url,
         "settings": source.plain_settings[:-1] + "," + extra[1:],
@@ -59,6 +66,10 @@ def source_row(source: SourceConfig) -> dict[str, Any]:
         "enabled": source.enabled,
         "category_path": category_path(source.categories),
         "host": None if source.is_local else _host(source.url),
+        "label": label,
+        "url_shown": shown,
+        # What a visitor's search looks in (the feed's title apart: polls write it).
+        "search": f"{source.key}\n{label}\n{shown}".lower(),
     }
 
 
@@ -73,6 +84,10 @@ def _host(url: str) -> str | None:
 class Catalog:
     """The store's side of the configured sources (a part of ``Store``)."""
 
+    #: The sources the last ``sync_sources`` of this store wrote (the web app syncs a
+    #: configuration only when no one did: ``AppState.listed``).
+    synced_sources: Sequence[SourceConfig] | None = None
+
     if TYPE_CHECKING:
 
         def transaction(self) -> AbstractContextManager[Connection]: ...
@@ -81,44 +96,80 @@ class Catalog:
     def sync_sources(self, sources: Sequence[SourceConfig], now: datetime) -> SourceSync:
         """Make the table's configured sources those of ``sources``, in one transaction.
 
-        One read of the stored keys and fingerprints, then batched inserts and updates
-        of only what differs.
+        One read of the stored keys, fingerprints and positions, then batched inserts and
+        updates of only what differs: a source whose settings are unchanged but whose
+        place in the list moved gets its position alone.
         """
         t = sources_table
         with self.transaction() as conn:
             stored = {
-                name: (fingerprint, removed is None)
-                for name, fingerprint, removed in conn.execute(
-                    sa.select(t.c.name, t.c.fingerprint, t.c.removed_at)
+                row.name: row
+                for row in conn.execute(
+                    sa.select(
+                        t.c.name,
+                        t.c.fingerprint,
+                        t.c.removed_at,
+                        t.c.position,
+                        t.c.search.is_not(None).label("listed"),
+                    )
                 )
             }
             added: list[dict[str, Any]] = []
             changed: list[dict[str, Any]] = []
-            for source in sources:
+            moved: list[dict[str, Any]] = []
+            for position, source in enumerate(sources):
                 have = stored.get(source.key)
                 if have is None:
-                    added.append({"name": source.key, "added_at": now, **source_row(source)})
-                elif have != (source.fingerprint(), True):
-                    changed.append({"b_name": source.key, **source_row(source)})
+                    row = {"name": source.key, "added_at": now, "position": position}
+                    added.append(row | source_row(source))
+                elif (
+                    have.fingerprint != source.fingerprint()
+                    or have.removed_at is not None
+                    or not have.listed  # written before the overview's columns were
+                ):
+                    changed.append(
+                        {"b_name": source.key, "position": position} | source_row(source)
+                    )
+                elif have.position != position:
+                    moved.append({"b_name": source.key, "b_position": position})
             keys = {source.key for source in sources}
-            removed = [name for name, (_, live) in stored.items() if live and name not in keys]
+            removed = [
+                name
+                for name, row in stored.items()
+                if name not in keys and (row.removed_at is None or row.position is not None)
+            ]
             for batch in _batches(added):
                 conn.execute(sa.insert(t), batch)
+            # Typed: inside coalesce() a bare datetime would be bound untyped, not as
+            # the column's ISO text.
+            stamp = sa.literal(now, t.c.added_at.type)
             # The configuration columns come from each row's parameters.
             update = (
                 sa.update(t)
                 .where(t.c.name == sa.bindparam("b_name"))
-                .values(removed_at=None, added_at=sa.func.coalesce(t.c.added_at, now))
+                .values(removed_at=None, added_at=sa.func.coalesce(t.c.added_at, stamp))
             )
             for batch in _batches(changed):
                 conn.execute(update, batch)
-            gone = sa.update(t).where(t.c.name == sa.bindparam("b_name")).values(removed_at=now)
+            move = (
+                sa.update(t)
+                .where(t.c.name == sa.bindparam("b_name"))
+                .values(position=sa.bindparam("b_position"))
+            )
+            for batch in _batches(moved):
+                conn.execute(move, batch)
+            gone = (
+                sa.update(t)
+                .where(t.c.name == sa.bindparam("b_name"))
+                .values(removed_at=sa.func.coalesce(t.c.removed_at, stamp), position=None)
+            )
             for batch in _batches([{"b_name": name} for name in removed]):
                 conn.execute(gone, batch)
+        self.synced_sources = sources
         return SourceSync(
             tuple(row["name"] for row in added),
             tuple(row["b_name"] for row in changed),
-            tuple(removed),
+            tuple(name for name in removed if stored[name].removed_at is None),
         )
 
     def source_settings(self, key: str) -> dict[str, Any] | None:

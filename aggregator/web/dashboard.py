@@ -180,10 +180,10 @@ def index() -> ResponseReturnValue:
     view = state.view
     since = state.clock.now() - timedelta(hours=24)
     pages = _pages(1, SOURCES_PER_PAGE)
+    state.listed()
     with state.store.reading() as conn:
         first = list_sources(
             conn,
-            view.sources,
             query.filters,
             offset=(query.page - 1) * SOURCES_PER_PAGE,
             limit=SOURCES_PER_PAGE,
@@ -195,7 +195,6 @@ def index() -> ResponseReturnValue:
             query = replace(query, page=pages)
             listing = list_sources(
                 conn,
-                view.sources,
                 query.filters,
                 offset=(pages - 1) * SOURCES_PER_PAGE,
                 limit=SOURCES_PER_PAGE,
@@ -268,10 +267,9 @@ def source_page(name: str) -> ResponseReturnValue:
         abort(404)
     admin = is_admin()
     since = state.clock.now() - timedelta(hours=24)
+    state.listed()
     with store.reading() as conn:
-        found = list_sources(
-            conn, state.view.sources, Filters(name=name), offset=0, limit=1, since=since
-        )
+        found = list_sources(conn, Filters(name=name), offset=0, limit=1, since=since)
     [row] = [_row(r, admin) for r in found.rows]
     articles = store.entries(name, limit=50)
     with store.reading() as conn:  # full text: where each body came from, and why
@@ -389,9 +387,10 @@ def healthz() -> ResponseReturnValue:
     state = app_state()
     by_state: dict[str, int] = {}
     try:
+        state.listed()
         with state.store.reading() as conn:
-            by_state = state_counts(conn, state.view.sources)
-            worst = worst_sources(conn, state.view.sources, HEALTH_WORST)
+            by_state = state_counts(conn)
+            worst = worst_sources(conn, HEALTH_WORST)
         sources = [
             f"{s['name']}: {s['status']}"
             + (f" ({redact(s['last_error'])})" if s["last_error"] else "")
@@ -443,8 +442,9 @@ def metrics() -> ResponseReturnValue:
         "# HELP aggregator_sources Sources by state.",
         "# TYPE aggregator_sources gauge",
     ]
+    state.listed()
     with store.reading() as conn:
-        states = {k: v for k, v in state_counts(conn, state.view.sources).items() if v}
+        states = {k: v for k, v in state_counts(conn).items() if v}
     lines += [f'aggregator_sources{{status="{k}"}} {v}' for k, v in sorted(states.items())]
     late = _lateness()
     lines += [

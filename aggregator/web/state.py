@@ -167,6 +167,18 @@ class AppState:
         """The configuration in force (the service's, which follows reloads)."""
         return self.view.config
 
+    def listed(self) -> None:
+        """Make sure the index's ``sources`` table holds the configuration in force,
+        which the overview, /healthz and /metrics list and count.
+
+        The service syncs it at start and on each reload; an app that runs alone (or
+        reads a configuration no one synced) syncs it here, once per configuration:
+        a sync of an unchanged configuration writes nothing.
+        """
+        config = self.config
+        if self.store.synced_sources is not config.sources:
+            self.store.sync_sources(config.sources, self.clock.now())
+
 
 class SecuredResponse(Response):
     """A feed's answer, its headers made once for its cached document: they carry the
