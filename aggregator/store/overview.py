@@ -321,7 +321,7 @@ def _page(conn: Connection, page: list[str], since: datetime, around: SourcePage
     return replace(around, rows=rows)
 
 
-def worst_sources(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
+def worst_query(limit: int = 10) -> sa.Select[Any]:
     """The ``limit`` listed, enabled sources in the worst shape: erroring, paused or
     gone, the most failures in a row first, then the longest without a good poll
     (never: first), then in config order.
@@ -329,11 +329,11 @@ def worst_sources(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
     Where NULL goes is said (``nulls_first``): PostgreSQL would put it last.
     """
     s = sources_table.c
-    query = (
+    return (
         sa.select(s.name, s.status, s.failures, s.last_ok_at, s.last_error, s.reason)
         # coalesce(): not the (status, ...) index, from which every problem row would be
-        # sorted, but the one in this order (ix_sources_failures), read until ``limit``
-        # are found.
+        # sorted, but the one in failures order (ix_sources_failures), each count of
+        # failures sorted by the last good poll, read until ``limit`` are found.
         .where(
             sa.func.coalesce(s.status, "").in_(PROBLEMS),
             s.enabled == sa.true(),
@@ -342,6 +342,11 @@ def worst_sources(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
         .order_by(s.failures.desc(), s.last_ok_at.asc().nulls_first(), s.position)
         .limit(limit)
     )
+
+
+def worst_sources(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
+    """The ``limit`` listed, enabled sources in the worst shape (``worst_query``)."""
+    query = worst_query(limit)
     return [dict(row._mapping) for row in conn.execute(query)]
 
 
