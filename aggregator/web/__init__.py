@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask, Request, Response
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
@@ -154,6 +154,13 @@ class CookielessSessions(SecureCookieSessionInterface):
         if app.secret_key and not request.environ.get("HTTP_COOKIE"):
             return self.session_class()
         return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Nothing to do for a session that is empty and was never looked at (a feed
+        reader's): Flask's would first work out every cookie setting it then ignores."""
+        if not session and not session.modified and not session.accessed:
+            return
+        super().save_session(app, session, response)
 
 
 def secret_mark(key: str, secret: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aggregator.config import Config, split_host
+from aggregator.content.selection import Selection
 
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD = ("", "0.0.0.0", "::", "[::]")
@@ -58,6 +59,8 @@ class WebView:
     # The base URL of self links by the request's Host, server name and port, scheme and
     # root (``feeds.base_url``): worked out once, not on every feed request.
     bases: dict[tuple[object, ...], str] = field(default_factory=dict, compare=False)
+    # The category feeds' selections by path (``feeds.category_feed``), made once each.
+    selections: dict[str, Selection | None] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, config: Config) -> WebView:
