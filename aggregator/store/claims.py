@@ -251,6 +251,25 @@ def next_poll(conn: Connection, name: str) -> datetime | None:
     return when
 
 
+def _window_queries() -> tuple[sa.Executable, sa.Executable]:
+    """The statements of ``lateness``, made once (building them cost more than running
+    them on an idle hour): the window's figures, and the lateness at a rank."""
+    c = claims_table.c
+    recent = c.claimed_at >= sa.bindparam("since", type_=c.claimed_at.type)
+    at_most = [sa.func.sum(sa.case((c.late <= bound, 1), else_=0)) for bound in BUCKETS]
+    figures = sa.select(
+        sa.func.count(),
+        sa.func.sum(sa.case((c.late > LATE_AFTER, 1), else_=0)),
+        sa.func.sum(c.late),
+        *at_most,
+    ).where(recent)
+    at_rank = sa.select(c.late).where(recent).order_by(c.late)
+    return figures, at_rank.offset(sa.bindparam("rank")).limit(1)
+
+
+_WINDOW, _AT_RANK = _window_queries()
+
+
 def lateness(conn: Connection, now: datetime) -> Lateness:
     """The lateness of the claims of the last hour, summarised in SQL (a busy hour holds
     a row per poll: hundreds of thousands at 100,000 sources, none pulled into Python).
@@ -259,22 +278,14 @@ def lateness(conn: Connection, now: datetime) -> Lateness:
     (claimed_at, late) index holds both); each percentile, the value at its rank
     (``int(q * n)``, nearest rank from below) in ``late`` order.
     """
-    c = claims_table.c
-    recent = c.claimed_at >= now - LATENESS_WINDOW
-    at_most = [sa.func.sum(sa.case((c.late <= bound, 1), else_=0)) for bound in BUCKETS]
-    query = sa.select(
-        sa.func.count(),
-        sa.func.sum(sa.case((c.late > LATE_AFTER, 1), else_=0)),
-        sa.func.sum(c.late),
-        *at_most,
-    ).where(recent)
-    n, late, total, *buckets = conn.execute(query).one()
+    since = {"since": now - LATENESS_WINDOW}
+    n, late, total, *buckets = conn.execute(_WINDOW, since).one()
     if not n:
         return Lateness(0, 0, 0.0, 0.0, 0.0, tuple((bound, 0) for bound in BUCKETS))
 
     def rank(q: float) -> float:
-        at = sa.select(c.late).where(recent).order_by(c.late).offset(min(n - 1, int(q * n)))
-        return float(conn.execute(at.limit(1)).scalar_one())
+        at = {**since, "rank": min(n - 1, int(q * n))}
+        return float(conn.execute(_AT_RANK, at).scalar_one())
 
     return Lateness(
         int(n),

@@ -294,11 +294,10 @@ def _sorted_hits(
     return list(conn.execute(query).scalars())
 
 
-def _page(conn: Connection, page: list[str], since: datetime, around: SourcePage) -> SourcePage:
-    """``around`` (the counts) with the rows of the sources named by ``page``, in order."""
+def _rows_query() -> sa.Select[Any]:
+    """The listed columns of the sources named by the ``names`` parameter."""
     s = sources_table.c
-    # The page's names first (along an index that holds them), then their rows by key.
-    query = sa.select(
+    return sa.select(
         s.name,
         s.url,
         s.label.label("path"),
@@ -312,8 +311,30 @@ def _page(conn: Connection, page: list[str], since: datetime, around: SourcePage
         s.reason,
         s.moved_to,
         s.failures,
-    ).where(s.name.in_(page))
-    found = {r.name: dict(r._mapping) for r in conn.execute(query)}
+    ).where(s.name.in_(sa.bindparam("names", expanding=True)))
+
+
+def _entry_counts_query() -> sa.Select[Any]:
+    """(source, kept entries, those first seen since ``since``) of the ``names``."""
+    t = entries_table.c
+    since = sa.bindparam("since", type_=t.first_seen.type)
+    recent = sa.func.sum(sa.case((t.first_seen >= since, 1), else_=0))
+    return (
+        sa.select(t.source, sa.func.count(), recent)
+        .where(kept(), t.source.in_(sa.bindparam("names", expanding=True)))
+        .group_by(t.source)
+    )
+
+
+# Made once: building a statement (an IN of a page of names above all) cost more than
+# running it.
+_ROWS, _ENTRY_COUNTS = _rows_query(), _entry_counts_query()
+
+
+def _page(conn: Connection, page: list[str], since: datetime, around: SourcePage) -> SourcePage:
+    """``around`` (the counts) with the rows of the sources named by ``page``, in order."""
+    # The page's names first (along an index that holds them), then their rows by key.
+    found = {r.name: dict(r._mapping) for r in conn.execute(_ROWS, {"names": page})}
     rows = [found[name] for name in page if name in found]
     counts = entry_counts(conn, [r["name"] for r in rows], since)
     for row in rows:
@@ -371,16 +392,9 @@ def entry_counts(
     conn: Connection, names: Sequence[str], since: datetime
 ) -> dict[str, tuple[int, int]]:
     """For each of ``names``: (kept entries, kept entries first seen since ``since``)."""
-    t = entries_table
-    recent = sa.func.sum(sa.case((t.c.first_seen >= since, 1), else_=0))
     found: dict[str, tuple[int, int]] = {}
     for chunk in chunks(sorted(set(names))):
-        query = (
-            sa.select(t.c.source, sa.func.count(), recent)
-            .where(kept(), t.c.source.in_(chunk))
-            .group_by(t.c.source)
-        )
-        for row in conn.execute(query):
+        for row in conn.execute(_ENTRY_COUNTS, {"names": chunk, "since": since}):
             found[row[0]] = (int(row[1]), int(row[2] or 0))
     return found
 
