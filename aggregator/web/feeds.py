@@ -206,7 +206,6 @@ def respond(
     if _not_modified(environ, rendered, headers[0][1]):
         # The validators and caching headers only: the client has the rest (RFC 9110).
         return SecuredResponse(status=304, headers=_trusted_headers(headers))
-    representation = [*headers, *state.headers, ("Content-Type", rendered.content_type)]
     if not zipped:
         body = rendered.body
     else:
@@ -214,8 +213,24 @@ def respond(
         body = rendered.gzipped()
         if rendered.size != before:
             state.cache.grew(key, rendered, before)
-        representation.append(("Content-Encoding", "gzip"))
-    return SecuredResponse(body, headers=_trusted_headers(representation))
+    answer = rendered.answers.get(zipped)
+    if answer is None:
+        # Content-Type first: Werkzeug looks for it in each new response's headers.
+        answer = [
+            ("Content-Type", rendered.content_type),
+            ("Content-Length", str(len(body))),
+            *headers,
+            *state.headers,
+        ]
+        if zipped:
+            answer.append(("Content-Encoding", "gzip"))
+        rendered.answers[zipped] = answer
+    # The body given as it is sent (a list of one bytes), with its length in the headers
+    # already: Werkzeug's set_data would set the length header again, looking through
+    # every header for it, and wrap the list in an encoding generator.
+    response = SecuredResponse(headers=_trusted_headers(answer), direct_passthrough=True)
+    response.response = [body]
+    return response
 
 
 def _trusted_headers(items: list[tuple[str, str]]) -> Headers:
