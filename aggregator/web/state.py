@@ -22,6 +22,7 @@ from aggregator.config import Config
 from aggregator.content.discover import AddedSource, Discovery, FoundFeed
 from aggregator.models import RebuildStatus
 from aggregator.store import Store
+from aggregator.store.claims import Lateness
 from aggregator.web.cache import FeedCache
 from aggregator.web.throttle import LoginThrottle
 from aggregator.web.view import CurrentView, WebView
@@ -155,6 +156,8 @@ class AppState:
     feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
     # The overview's entry totals and when they were counted (``dashboard._entry_figures``).
     entry_figures: dict[str, tuple[float, dict[str, int], int]] = field(default_factory=dict)
+    # The lateness figures and when they were summarised (``dashboard._lateness``).
+    lateness: dict[str, tuple[float, Lateness]] = field(default_factory=dict)
 
     @property
     def view(self) -> WebView:
