@@ -50,10 +50,12 @@ class SourceSync:
 def source_row(source: SourceConfig) -> dict[str, Any]:
     """A source's configuration columns (secret values left out: the fingerprint shows
     that they changed, through scrypt; ``fetch_options`` names those that are set)."""
-    # The fingerprint's JSON, made once per source, with the one fetch option that is no
-    # secret and the names of those set: one serialisation per source, not two.
+    # The fingerprint's JSON, made once per source, with the names of the fetch options
+    # set: one serialisation per source, not two. No option's value, the User-Agent's
+    # neither: a private feed's may carry an account name, and no fetch option's value
+    # reaches the index (tests/test_fetch_options.py).
     extra = json.dumps(
-        {"user_agent": source.user_agent, "fetch_options": list(source.fetch_options_set())},
+        {"fetch_options": list(source.fetch_options_set())},
         ensure_ascii=False,
         separators=(",", ":"),
     )

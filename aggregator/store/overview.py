@@ -15,6 +15,7 @@ NULLs go (``nulls_last``), which SQLite and PostgreSQL default differently.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -200,12 +201,9 @@ def _page_names(
         query = sa.select(s.name).where(*where).order_by(*_order(filters))
         return list(conn.execute(query.offset(offset).limit(limit)).scalars())
     # Only the names (the search index holds them), then the rows they name, sorted.
-    matched = (
-        sa.select(s.name)
-        .where(*_where(filters, dialect))
-        .cte("matched")
-        .prefix_with("MATERIALIZED")
-    )
+    matched = sa.select(s.name).where(*_where(filters, dialect)).cte("matched")
+    if dialect != "sqlite" or sqlite3.sqlite_version_info >= (3, 35):
+        matched = matched.prefix_with("MATERIALIZED")  # older SQLite: the planner's choice
     query = (
         sa.select(s.name)
         .select_from(matched.join(sources_table, s.name == matched.c.name))

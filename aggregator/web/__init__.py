@@ -127,6 +127,10 @@ def create_app(
         adder=adder,
         headers=security_headers(config),
     )
+    if service is None:
+        # Alone, the app is the one to put its configuration into the index's sources
+        # table (the overview lists that); at once, as a service does at its start.
+        app.extensions[EXTENSION].listed()
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["localtime"] = _localtime_filter(config.settings.server.timezone)
     app.jinja_env.filters["byline"] = _byline_filter

@@ -174,9 +174,10 @@ class AppState:
         """Make sure the index's ``sources`` table holds the configuration in force,
         which the overview, /healthz and /metrics list and count.
 
-        The service syncs it at start and on each reload; an app that runs alone (or
-        reads a configuration no one synced) syncs it here, once per configuration:
-        a sync of an unchanged configuration writes nothing.
+        The service syncs it at start and on each reload; an app that runs alone syncs
+        its configuration when it is made (``create_app``), and here again only if that
+        failed, or if a service's sync did: a sync of an unchanged configuration writes
+        nothing.
         """
         config = self.config
         if self.store.synced_sources is not config.sources:
