@@ -10,10 +10,11 @@ tests move time forward instead of sleeping.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from flask import Flask, Response, current_app
 from werkzeug.datastructures import Headers
@@ -203,6 +204,13 @@ class SecuredResponse(Response):
     No default Content-Type: a 304 has none."""
 
     default_mimetype = None
+
+    def get_app_iter(self, environ: WSGIEnvironment) -> Iterable[bytes]:
+        """The body as it is held (a list of one bytes), or none for a 304 or a HEAD:
+        nothing to encode and nothing to close, so no closing wrapper around it."""
+        if self.status_code == 304 or environ["REQUEST_METHOD"] == "HEAD":
+            return ()
+        return cast("Iterable[bytes]", self.response)
 
     def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
         """The headers themselves: Werkzeug's copy and checks of every header value
