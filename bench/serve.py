@@ -192,7 +192,10 @@ def callgrind(which: str, kind: str, count: int, config: Path, body_file: Path) 
         str(config),
         str(body_file),
     ]
-    log = subprocess.run(command, check=True, capture_output=True, text=True).stderr
+    # One hash seed: with another each run, dicts and sets lay out otherwise and the
+    # start-up's count moves by millions, more than 1,000 requests' difference.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    log = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stderr
     found = re.search(r"I\s+refs:\s+([\d,]+)", log)
     if found is None:
         raise SystemExit(f"no instruction count from callgrind:\n{log}")
