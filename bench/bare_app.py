@@ -10,21 +10,27 @@ from pathlib import Path
 import waitress
 from flask import Flask, Response, request
 
+ETAG = '"bare"'
 
-def main() -> None:
-    body_file, port, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    body = Path(body_file).read_bytes()
-    etag = '"bare"'
+
+def make_app(body: bytes) -> Flask:
+    """The bare app serving ``body`` (also run in process by bench/wsgi_requests.py)."""
     app = Flask("bare")
 
     @app.get("/feed")
     def feed() -> Response:
-        if request.headers.get("If-None-Match") == etag:
-            return Response(status=304, headers={"ETag": etag})
+        if request.headers.get("If-None-Match") == ETAG:
+            return Response(status=304, headers={"ETag": ETAG})
         return Response(
-            body, content_type="application/rss+xml; charset=utf-8", headers={"ETag": etag}
+            body, content_type="application/rss+xml; charset=utf-8", headers={"ETag": ETAG}
         )
 
+    return app
+
+
+def main() -> None:
+    body_file, port, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    app = make_app(Path(body_file).read_bytes())
     waitress.serve(app, host="127.0.0.1", port=port, threads=threads, ident="bare")
 
 

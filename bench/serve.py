@@ -6,6 +6,11 @@ requests/s and p50/p99 latency of a 50-item category feed, as a plain GET and as
 then the same two loads against a bare Flask app returning the same bytes from memory
 under the same server (bench/bare_app.py). Prints the ratios and the server's resident
 memory. Installs wrk (apt-get) on first use.
+
+With ``--instructions N``: no server and no wrk, but N requests through each app's WSGI
+callable in process (bench/wsgi_requests.py) under valgrind's callgrind, and the
+instructions per request of ours against the bare app's: a ratio that other work on a
+shared machine does not move (the wall-clock figures there spread by ±30%).
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import urllib3
 
 HERE = Path(__file__).resolve().parent
 from workload import store_entries  # noqa: E402
+from wsgi_requests import FEED  # noqa: E402
 
 from aggregator.content.convert import entry_uid  # noqa: E402
 from aggregator.store import Store  # noqa: E402
@@ -170,12 +177,79 @@ def measure(name: str, url: str, seconds: int, etag: str) -> dict[str, tuple[flo
     return {"get": get, "304": not_modified}
 
 
+def callgrind(which: str, kind: str, count: int, config: Path, body_file: Path) -> int:
+    """Instructions (callgrind's "I refs") of a process making ``count`` requests."""
+    out = config.parent / f"callgrind.{which}.{kind}.{count}"
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        str(HERE / "wsgi_requests.py"),
+        which,
+        kind,
+        str(count),
+        str(config),
+        str(body_file),
+    ]
+    # One hash seed: with another each run, dicts and sets lay out otherwise and the
+    # start-up's count moves by millions, more than 1,000 requests' difference.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    log = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stderr
+    found = re.search(r"I\s+refs:\s+([\d,]+)", log)
+    if found is None:
+        raise SystemExit(f"no instruction count from callgrind:\n{log}")
+    return int(found.group(1).replace(",", ""))
+
+
+def instructions(root: Path, count: int) -> None:
+    """Instructions per request of the cached feed (GET and 304) through our app and
+    the bare app, in process (bench/wsgi_requests.py), counted by callgrind: the
+    difference between ``count`` requests and none, divided by ``count``."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    config = make_store(root / "store-instructions", 1000)
+    from aggregator.config import load_config
+    from aggregator.web import create_app
+
+    body = create_app(load_config(config)).test_client().get(unquote(FEED)).get_data()
+    body_file = root / "body-instructions.xml"
+    body_file.write_bytes(body)
+    per: dict[tuple[str, str], float] = {}
+    for kind in ("get", "304"):
+        for which in ("ours", "bare"):
+            base = callgrind(which, kind, 0, config, body_file)
+            total = callgrind(which, kind, count, config, body_file)
+            per[which, kind] = (total - base) / count
+            print(
+                f"{which:4} {kind:3}: {per[which, kind]:9,.0f} instructions a request", flush=True
+            )
+        print(
+            f"  {kind}: the bare app's instructions are {per['bare', kind] / per['ours', kind]:.0%}"
+            " of ours (the request rate it allows, in process: aim >= 85%)",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run (default 10)")
     parser.add_argument("--sizes", default="1000,100000")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        metavar="N",
+        help="instead: callgrind's instruction count of N in-process requests, ours and "
+        "the bare app's (noise-free on a shared machine)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    if args.instructions:
+        try:
+            instructions(root, args.instructions)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             start = time.perf_counter()
@@ -201,7 +275,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             try:
-                url = f"http://127.0.0.1:{port}/feeds/%E6%9D%BF%E5%9D%970.rss"  # /feeds/板块0.rss
+                url = f"http://127.0.0.1:{port}{FEED}"
                 body = wait_ready(url)
                 etag = urllib3.request("GET", url).headers["ETag"]
                 items = body.count(b"<item>")

@@ -19,7 +19,7 @@ from aggregator.config import load_config
 from aggregator.models import Status
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store, claims
-from aggregator.store.schema import polls_table, sources_table
+from aggregator.store.schema import claims_table, polls_table, sources_table
 from aggregator.web import create_app
 
 LEASE = timedelta(seconds=60)
@@ -289,3 +289,30 @@ def test_a_stop_waits_for_a_claimed_poll_and_records_it(
     after = row(service.store, "s0")
     assert after.lease_token is None and after.last_polled_at == FIXED_NOW  # recorded
     assert after.next_poll_at == FIXED_NOW + timedelta(seconds=600)
+
+
+def test_lateness_summarised_in_sql_as_by_hand(tmp_path: Path, stores: list[Store]) -> None:
+    """Counts, sum, buckets and the nearest-rank percentiles of the window, from SQL,
+    equal those worked out here from the same values; claims older than the window
+    are left out."""
+    store = open_store(tmp_path, stores)
+    rng = random.Random(13)
+    values = [round(rng.expovariate(1 / 20), 3) for _ in range(997)]
+    old = [1e6] * 5  # claimed before the window: not counted
+    with store.transaction() as conn:
+        conn.execute(
+            sa.insert(claims_table),
+            [{"claimed_at": FIXED_NOW - timedelta(minutes=30), "late": v} for v in values]
+            + [{"claimed_at": FIXED_NOW - timedelta(hours=2), "late": v} for v in old],
+        )
+    with store.reading() as conn:
+        late = claims.lateness(conn, FIXED_NOW)
+    ordered = sorted(values)
+    n = len(ordered)
+    assert (late.polls, late.late) == (n, sum(1 for v in values if v > claims.LATE_AFTER))
+    assert late.p50 == ordered[int(0.5 * n)] and late.p99 == ordered[int(0.99 * n)]
+    assert late.total == pytest.approx(sum(values))
+    assert late.buckets == tuple((b, sum(1 for v in values if v <= b)) for b in claims.BUCKETS)
+    with store.reading() as conn:
+        empty = claims.lateness(conn, FIXED_NOW + timedelta(hours=2))
+    assert (empty.polls, empty.p50, empty.p99, empty.buckets[-1]) == (0, 0.0, 0.0, (3600.0, 0))

@@ -331,6 +331,8 @@ def test_validators_304_head_gzip_and_cache_control(site: Site) -> None:
     assert first.headers["Vary"] == "Accept-Encoding"
     again = get(site, "feeds/all.atom", **{"If-None-Match": etag})
     assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    # The validators and caching headers only: no Content-Type of a body it has not.
+    assert "Content-Type" not in again.headers and again.headers["Vary"] == "Accept-Encoding"
     assert get(site, "feeds/all.atom", **{"If-None-Match": '"other", ' + etag}).status_code == 304
     assert get(site, "feeds/all.atom", **{"If-None-Match": '"other"'}).status_code == 200
     assert get(site, "feeds/all.atom", **{"If-Modified-Since": modified}).status_code == 304

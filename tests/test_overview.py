@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from conftest import write_config
@@ -274,3 +275,74 @@ def test_healthz_is_small_and_names_the_worst_ten(client: FlaskClient) -> None:
     assert body["reasons"][10] == f"and {len(bad) - 10} more sources erroring, paused or gone"
     assert len(body["reasons"]) == 11
     assert "secret" not in answer.get_data(as_text=True)  # error texts redacted
+
+
+STATE_ORDER = sorted(("new", "ok", "erroring", "paused", "gone", "disabled"))
+
+
+def test_sorted_by_state_both_ways(client: FlaskClient) -> None:
+    """Each state's group in turn (by name), in config order inside it; a page that
+    straddles two groups takes the end of one and the start of the next."""
+    ranked = sorted(PLANS, key=lambda p: (STATE_ORDER.index(p.status), PLANS.index(p)))
+    for page in (1, 2, 3, 25):
+        listed = names(get(client, f"/?sort=state&page={page}"))
+        assert listed == [p.name for p in ranked[(page - 1) * 100 : page * 100]]
+    backwards = sorted(PLANS, key=lambda p: (-STATE_ORDER.index(p.status), PLANS.index(p)))
+    assert names(get(client, "/?sort=-state&page=7")) == [p.name for p in backwards[600:700]]
+
+
+def test_ascending_failures_is_the_reverse_of_descending(client: FlaskClient) -> None:
+    worst = sorted(PLANS, key=lambda p: (-p.failures, PLANS.index(p)))
+    assert names(get(client, "/?sort=failures")) == [p.name for p in worst[::-1][:100]]
+    assert names(get(client, "/?sort=-failures&page=12")) == [p.name for p in worst[1100:1200]]
+
+
+@pytest.mark.parametrize(
+    ("query", "keep", "key"),
+    [
+        # A filter matching many (a tenth, a seventh): paged along the order's index.
+        ("state=paused&sort=-failures", lambda p: p.status == "paused", "-failures"),
+        ("q=host3.&sort=name", lambda p: "host3." in p.url, "name"),
+        ("q=host3.&sort=-failures&page=2", lambda p: "host3." in p.url, "-failures"),
+        # Matching few (a fiftieth, one in 120): found first, then sorted.
+        ("state=disabled&sort=-failures", lambda p: p.status == "disabled", "-failures"),
+        ("category=Cat7/Sub1&sort=state", lambda p: p.categories == ("Cat7", "Sub1"), "state"),
+        ("q=cat7+›+sub1&sort=-name", lambda p: p.categories == ("Cat7", "Sub1"), "-name"),
+        ("q=cat7+›+sub1&sort=-config", lambda p: p.categories == ("Cat7", "Sub1"), "-config"),
+    ],
+)
+def test_filtered_and_sorted_whatever_the_plan(
+    client: FlaskClient, query: str, keep: Any, key: str
+) -> None:
+    """Dense and sparse filters take different plans (``overview._page_names``); each
+    lists what the same filter and sort give here, in Python."""
+    kept = [p for p in PLANS if keep(p)]
+    orders = {
+        "-failures": lambda p: (-p.failures, PLANS.index(p)),
+        "name": lambda p: p.name,
+        "-name": lambda p: tuple(-ord(ch) for ch in p.name),
+        "state": lambda p: (STATE_ORDER.index(p.status), PLANS.index(p)),
+        "-config": lambda p: -PLANS.index(p),
+    }
+    ranked = [p.name for p in sorted(kept, key=orders[key])]
+    page = int(query.partition("page=")[2] or 1)
+    body = get(client, "/?" + query)
+    assert names(body) == ranked[(page - 1) * 100 : page * 100]
+    assert f"of {len(kept)} ({COUNT} in all)" in body
+
+
+def test_statements_say_where_nulls_go_for_postgresql() -> None:
+    """PostgreSQL sorts NULL last in ascending order and first in descending, SQLite
+    the other way: the statements say it, and compile for both."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from aggregator.store.overview import Filters, _order, worst_query
+
+    dialects = (postgresql.dialect(), sqlite.dialect())  # type: ignore[no-untyped-call]
+    for dialect in dialects:
+        worst = str(worst_query().compile(dialect=dialect))
+        assert "last_ok_at ASC NULLS FIRST" in worst
+        for descending in (False, True):
+            order = _order(Filters(sort="last_poll", descending=descending))
+            text = ", ".join(str(o.compile(dialect=dialect)) for o in order)
+            assert "last_polled_at" in text and "NULLS LAST" in text

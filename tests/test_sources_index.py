@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from conftest import FIXED_NOW
 
@@ -19,6 +20,7 @@ from aggregator.errors import ConfigError
 from aggregator.models import Status
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
+from aggregator.store.schema import sources_table
 
 
 def write(path: Path, text: str) -> Path:
@@ -230,6 +232,69 @@ def test_sync_adds_changes_and_removes_sources(tmp_path: Path, store: Store) -> 
     assert sync(config, store, 3) == ((), ("c",), ("b",))
     c = store.source_settings("c")
     assert c is not None and c["removed_at"] is None and c["added_at"] == FIXED_NOW
+
+
+def listed(store: Store) -> list[tuple[str, int, str, str, str]]:
+    """(name, position, label, redacted URL, search text) of the listed sources."""
+    t = sources_table.c
+    query = (
+        sa.select(t.name, t.position, t.label, t.url_shown, t.search)
+        .where(t.position.is_not(None))
+        .order_by(t.position)
+    )
+    with store.reading() as conn:
+        return [tuple(row) for row in conn.execute(query)]
+
+
+def test_sync_keeps_the_overview_columns(tmp_path: Path, store: Store) -> None:
+    """Config positions, labels, redacted URLs and search texts follow the config; a
+    source that only moved gets its position, and is not reported as changed."""
+    config = write(tmp_path / "config.yaml", config_text(source_list("a", "b", "c"), include=""))
+    sync(config, store)
+    assert [row[:2] for row in listed(store)] == [("a", 0), ("b", 1), ("c", 2)]
+    moved = (
+        source_list("c", "a") + "- url: https://b.example.com/f?key=K1\n  categories: [Ünï, b]\n"
+    )
+    write(config, config_text(moved, include=""))
+    assert sync(config, store, 1) == ((), ("b",), ())  # c and a moved: not changed
+    assert listed(store) == [
+        (
+            "c",
+            0,
+            "News › c",
+            "https://c.example.com/feed.xml",
+            "c\nnews › c\nhttps://c.example.com/feed.xml",
+        ),
+        (
+            "a",
+            1,
+            "News › a",
+            "https://a.example.com/feed.xml",
+            "a\nnews › a\nhttps://a.example.com/feed.xml",
+        ),
+        (
+            "b",
+            2,
+            "Ünï › b",
+            "https://b.example.com/f?key=***",
+            "b\nünï › b\nhttps://b.example.com/f?key=***",
+        ),
+    ]
+    # Removed: no position (not listed), its row kept.
+    write(config, config_text(source_list("a"), include=""))
+    added, changed, removed = sync(config, store, 2)
+    assert (added, changed, set(removed)) == ((), (), {"b", "c"})
+    assert [row[:2] for row in listed(store)] == [("a", 0)]
+    # A row an older version wrote (no overview columns; a removed one that kept its
+    # position) is brought in line by the next sync.
+    with store.transaction() as conn:
+        t = sources_table.c
+        conn.execute(
+            sa.update(sources_table).where(t.name == "a").values(search=None, position=None)
+        )
+        conn.execute(sa.update(sources_table).where(t.name == "b").values(position=7))
+    assert sync(config, store, 3) == ((), ("a",), ())
+    assert [row[:2] for row in listed(store)] == [("a", 0)]
 
 
 def test_removal_keeps_the_state_and_secrets_are_never_stored(tmp_path: Path, store: Store) -> None:

@@ -21,6 +21,12 @@ fingerprint (the same settings, secrets included). When the row names options th
 process does not have, the source comes back with ``missing`` set, and the caller must
 not fetch it (a request without its login, or not through its proxy, fails obscurely
 or goes where it must not): the scheduler records the error on the source instead.
+
+Beside the settings, each row keeps what the paged overview (``store/overview.py``) lists,
+sorts and searches: the source's ``position`` in config order (NULL once removed: the
+overview lists the rows that have one), its category label, its URL redacted, and a
+lowercased search text. A source that only moved in the list gets its position written,
+nothing else.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from sqlalchemy.engine import Connection
 
 from aggregator.config import FETCH_OPTIONS, Config, SourceConfig
 from aggregator.models import Status
+from aggregator.redact import redact
 from aggregator.store.schema import category_path, sources_table
 
 log = logging.getLogger(__name__)
@@ -140,6 +147,8 @@ def source_row(source: SourceConfig) -> dict[str, Any]:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+    label = " › ".join(source.categories)
+    shown = redact(source.url)
     return {
         "url": source.url,
         "settings": source.plain_settings[:-1] + "," + extra[1:],
@@ -147,6 +156,10 @@ def source_row(source: SourceConfig) -> dict[str, Any]:
         "enabled": source.enabled,
         "category_path": category_path(source.categories),
         "host": None if source.is_local else _host(source.url),
+        "label": label,
+        "url_shown": shown,
+        # What a visitor's search looks in (the feed's title apart: polls write it).
+        "search": f"{source.key}\n{label}\n{shown}".lower(),
     }
 
 
@@ -160,6 +173,10 @@ def _host(url: str) -> str | None:
 
 class Catalog:
     """The store's side of the configured sources (a part of ``Store``)."""
+
+    #: The sources the last ``sync_sources`` of this store wrote (the web app syncs a
+    #: configuration only when no one did: ``AppState.listed``).
+    synced_sources: Sequence[SourceConfig] | None = None
 
     if TYPE_CHECKING:
 
@@ -217,59 +234,95 @@ class Catalog:
     def sync_sources(self, sources: Sequence[SourceConfig], now: datetime) -> SourceSync:
         """Make the table's configured sources those of ``sources``, in one transaction.
 
-        One read of the stored keys and fingerprints, then batched inserts and updates
-        of only what differs. An enabled source added (or changed, or back) without a
-        next-poll time is due ``now``, so every poller's claim loop takes it, even one
-        that never loaded this config (a service spreads its own start-up's over
-        ``startup_spread``); a removed one gets none.
+        One read of the stored keys, fingerprints and positions, then batched inserts and
+        updates of only what differs: a source whose settings are unchanged but whose
+        place in the list moved gets its position alone. An enabled source added (or
+        changed, or back) without a next-poll time is due ``now``, so every poller's claim
+        loop takes it, even one that never loaded this config (a service spreads its own
+        start-up's over ``startup_spread``); a removed one gets none.
         """
         t = sources_table
         with self.transaction() as conn:
             stored = {
-                name: (fingerprint, removed is None)
-                for name, fingerprint, removed in conn.execute(
-                    sa.select(t.c.name, t.c.fingerprint, t.c.removed_at)
+                row.name: row
+                for row in conn.execute(
+                    sa.select(
+                        t.c.name,
+                        t.c.fingerprint,
+                        t.c.removed_at,
+                        t.c.position,
+                        t.c.search.is_not(None).label("listed"),
+                    )
                 )
             }
             added: list[dict[str, Any]] = []
             changed: list[dict[str, Any]] = []
-            for source in sources:
+            moved: list[dict[str, Any]] = []
+            for position, source in enumerate(sources):
                 have = stored.get(source.key)
                 due = now if source.enabled else None
                 if have is None:
-                    added.append(
-                        {"name": source.key, "added_at": now, "next_poll_at": due}
+                    row = {"name": source.key, "added_at": now, "position": position}
+                    added.append(row | {"next_poll_at": due} | source_row(source))
+                elif (
+                    have.fingerprint != source.fingerprint()
+                    or have.removed_at is not None
+                    or not have.listed  # written before the overview's columns were
+                ):
+                    changed.append(
+                        {"b_name": source.key, "b_due": due, "position": position}
                         | source_row(source)
                     )
-                elif have != (source.fingerprint(), True):
-                    changed.append({"b_name": source.key, "b_due": due, **source_row(source)})
+                elif have.position != position:
+                    moved.append({"b_name": source.key, "b_position": position})
             keys = {source.key for source in sources}
-            removed = [name for name, (_, live) in stored.items() if live and name not in keys]
+            removed = [
+                name
+                for name, row in stored.items()
+                if name not in keys and (row.removed_at is None or row.position is not None)
+            ]
             for batch in _batches(added):
                 conn.execute(sa.insert(t), batch)
+            # Typed: inside coalesce() a bare datetime would be bound untyped, not as
+            # the column's ISO text.
+            stamp = sa.literal(now, t.c.added_at.type)
             # The configuration columns come from each row's parameters.
             update = (
                 sa.update(t)
                 .where(t.c.name == sa.bindparam("b_name"))
                 .values(
                     removed_at=None,
-                    added_at=sa.func.coalesce(t.c.added_at, now),
-                    next_poll_at=sa.func.coalesce(t.c.next_poll_at, sa.bindparam("b_due")),
+                    added_at=sa.func.coalesce(t.c.added_at, stamp),
+                    next_poll_at=sa.func.coalesce(
+                        t.c.next_poll_at, sa.bindparam("b_due", type_=t.c.next_poll_at.type)
+                    ),
                 )
             )
             for batch in _batches(changed):
                 conn.execute(update, batch)
+            move = (
+                sa.update(t)
+                .where(t.c.name == sa.bindparam("b_name"))
+                .values(position=sa.bindparam("b_position"))
+            )
+            for batch in _batches(moved):
+                conn.execute(move, batch)
             gone = (
                 sa.update(t)
                 .where(t.c.name == sa.bindparam("b_name"))
-                .values(removed_at=now, next_poll_at=None)
+                .values(
+                    removed_at=sa.func.coalesce(t.c.removed_at, stamp),
+                    position=None,
+                    next_poll_at=None,
+                )
             )
             for batch in _batches([{"b_name": name} for name in removed]):
                 conn.execute(gone, batch)
+        self.synced_sources = sources
         return SourceSync(
             tuple(row["name"] for row in added),
             tuple(row["b_name"] for row in changed),
-            tuple(removed),
+            tuple(name for name in removed if stored[name].removed_at is None),
         )
 
     def source_settings(self, key: str) -> dict[str, Any] | None:

@@ -1,25 +1,23 @@
 """The dashboard's source list, paged, filtered, sorted and counted in SQL.
 
-The sources live in the configuration (in memory) and their state in the index's
-``sources`` table, which also keeps rows of sources removed from the config. Joining them
-in Python costs a loop over every source per request (100,000 at the scale we aim for);
-so each read connection gets a temporary table ``dash_sources`` holding the config's side
-(name, position, category path, URLs, enabled) and the join, the filters, the counts and
-the page are one SQL statement each. The table is filled once per connection and per
-configuration (``ConfigRows.token``): a reload brings a new token, and the next request on
-each pooled connection fills it again (about a tenth of a second at 100,000 sources), then
-requests cost what their page costs.
+Everything the overview lists is a column of the index's ``sources`` table: the state
+that polls write, and the configuration's side that ``Catalog.sync_sources`` writes at
+start and on reload (``position`` in config order, ``enabled``, the category path and
+label, the redacted URL, a lowercased search text). The listed sources are the rows
+with a ``position``; rows of removed sources keep their state and articles but have
+none. So each page, filter and count is one SQL statement along an index
+(``schema.py``): no per-request loop over the sources, nothing held per connection,
+and a reload is in force as soon as its sync commits.
 
-Why a temporary table and not columns of ``sources``: the index's copy of the config is
-another part of the work (sources synced into the index); once it lands, the temporary
-table is replaced by those columns and the statements stay the same.
+The statements are SQLAlchemy Core and compile for PostgreSQL too; orderings say where
+NULLs go (``nulls_last``), which SQLite and PostgreSQL default differently.
 """
 
 from __future__ import annotations
 
-import time
+import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -36,55 +34,7 @@ STATES = ("new", "ok", "erroring", "paused", "gone", "disabled")
 #: ``?sort=`` values and what they order by (then by config position, for a stable page).
 SORTS = ("config", "name", "state", "last_poll", "next_poll", "failures")
 
-# The temporary table's own copy of the table definitions (SQLAlchemy Core, so the
-# statements compile for PostgreSQL too). ``metadata`` is separate: ``create_all`` of
-# the index must never make it a real table.
-_meta = sa.MetaData()
-dash_sources = sa.Table(
-    "dash_sources",
-    _meta,
-    sa.Column("name", sa.String, primary_key=True),
-    sa.Column("pos", sa.Integer, nullable=False),  # the order of config.yaml
-    sa.Column("rank", sa.Integer, nullable=False),  # the order of the names
-    sa.Column("path", sa.Text, nullable=False),  # categories joined by CATEGORY_SEPARATOR
-    sa.Column("label", sa.Text, nullable=False),  # categories joined by " › "
-    sa.Column("url", sa.Text, nullable=False),  # in full: only the admin sees or searches it
-    sa.Column("url_shown", sa.Text, nullable=False),  # redacted: what visitors see and search
-    sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Index("ix_dash_sources_pos", "pos", unique=True),
-    sa.Index("ix_dash_sources_rank", "rank", unique=True),
-    sa.Index("ix_dash_sources_path", "path"),
-    prefixes=["TEMPORARY"],
-)
-dash_token = sa.Table(
-    "dash_token", _meta, sa.Column("token", sa.String, nullable=False), prefixes=["TEMPORARY"]
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigRows:
-    """The config's side of the source list, computed once per configuration.
-
-    ``rows``: (name, position, rank by name, category path, label, URL, redacted URL,
-    enabled), in config order. ``token`` names this configuration: a connection whose table holds
-    another token fills it again.
-    """
-
-    token: str
-    rows: tuple[tuple[str, int, int, str, str, str, str, bool], ...]
-    names: frozenset[str]  # every source's name
-    disabled: frozenset[str]  # the names of those with ``enabled: false``
-
-    @classmethod
-    def of(cls, token: str, rows: Sequence[tuple[str, str, str, str, str, bool]]) -> ConfigRows:
-        """From (name, category path, label, URL, redacted URL, enabled), in config order."""
-        rank = {name: i for i, name in enumerate(sorted(row[0] for row in rows))}
-        return cls(
-            token=token,
-            rows=tuple((row[0], pos, rank[row[0]], *row[1:]) for pos, row in enumerate(rows)),
-            names=frozenset(row[0] for row in rows),
-            disabled=frozenset(row[0] for row in rows if not row[5]),
-        )
+PROBLEMS = ("erroring", "paused", "gone")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,98 +60,190 @@ class SourcePage:
     by_state: dict[str, int]  # every source in the config, by state (filters ignored)
 
 
-PROBLEMS = ("erroring", "paused", "gone")
-
-
 def _status() -> sa.ColumnElement[str]:
-    c, s = dash_sources.c, sources_table.c
-    return sa.case((c.enabled.is_(False), "disabled"), else_=sa.func.coalesce(s.status, "new"))
+    """The state the overview shows (one of ``STATES``)."""
+    s = sources_table.c
+    return sa.case((s.enabled == sa.false(), "disabled"), else_=sa.func.coalesce(s.status, "new"))
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _ensure(conn: Connection, config: ConfigRows) -> None:
-    """Fill this connection's temporary table with ``config``, unless it holds it."""
-    _meta.create_all(conn, checkfirst=True)
-    if conn.execute(sa.select(dash_token.c.token)).scalar() == config.token:
-        conn.commit()
-        return
-    conn.execute(sa.delete(dash_sources))
-    conn.execute(sa.delete(dash_token))
-    keys = ("name", "pos", "rank", "path", "label", "url", "url_shown", "enabled")
-    for start in range(0, len(config.rows), 5000):
-        batch = config.rows[start : start + 5000]
-        conn.execute(sa.insert(dash_sources), [dict(zip(keys, row, strict=True)) for row in batch])
-    conn.execute(sa.insert(dash_token).values(token=config.token))
-    conn.commit()  # temporary tables only: the index itself is not written
-
-
-def _where(filters: Filters) -> list[sa.ColumnElement[bool]]:
-    c, s = dash_sources.c, sources_table.c
-    clauses: list[sa.ColumnElement[bool]] = []
+def _where(
+    filters: Filters, dialect: str = "", *, hide_state: bool = False
+) -> list[sa.ColumnElement[bool]]:
+    """The filters' conditions. ``hide_state``: the state's through coalesce(), which
+    no index holds, so that the planner walks the order's index instead of the
+    (status, enabled, position) one (``_page_names``)."""
+    s = sources_table.c
+    clauses: list[sa.ColumnElement[bool]] = [s.position.is_not(None)]
     if filters.name is not None:
-        clauses.append(c.name == filters.name)
-    # On the columns themselves, not on the status expression: the join then starts
-    # from the sources table's index on status, not from every source.
+        clauses.append(s.name == filters.name)
+    status: Any = sa.func.coalesce(s.status, "new") if hide_state else s.status
     if filters.state == "problems":
-        clauses += [s.status.in_(PROBLEMS), c.enabled.is_(True)]
+        clauses += [status.in_(PROBLEMS), s.enabled == sa.true()]
+    elif filters.state == "new" and hide_state:
+        clauses += [status == "new", s.enabled == sa.true()]
     elif filters.state == "new":
-        clauses += [s.name.is_(None), c.enabled.is_(True)]
+        clauses += [sa.or_(s.status.is_(None), s.status == "new"), s.enabled == sa.true()]
     elif filters.state == "disabled":
-        clauses.append(c.enabled.is_(False))
+        clauses.append(s.enabled == sa.false())
     elif filters.state:
-        clauses += [s.status == filters.state, c.enabled.is_(True)]
+        clauses += [status == filters.state, s.enabled == sa.true()]
     if filters.category:
         prefix = CATEGORY_SEPARATOR.join(filters.category)
         # This level, or below it: "a\x1fb" < x < "a\x1fb\x20" (as the feeds' queries do).
         clauses.append(
             sa.or_(
-                c.path == prefix,
+                s.category_path == prefix,
                 sa.and_(
-                    c.path >= prefix + CATEGORY_SEPARATOR,
-                    c.path < prefix + chr(ord(CATEGORY_SEPARATOR) + 1),
+                    s.category_path >= prefix + CATEGORY_SEPARATOR,
+                    s.category_path < prefix + chr(ord(CATEGORY_SEPARATOR) + 1),
                 ),
             )
         )
     if filters.search:
-        needle = "%" + _escape_like(filters.search) + "%"
-        url = c.url if filters.reveal else c.url_shown
-        # The feeds' titles through a subquery: a scan of one column of the sources
-        # table, not a lookup of every source's row.
-        t = sources_table.alias("titled")
-        titled = sa.select(t.c.name).where(t.c.title.like(needle, escape="\\"))
-        clauses.append(
-            sa.or_(
-                c.name.like(needle, escape="\\"),
-                url.like(needle, escape="\\"),
-                c.label.like(needle, escape="\\"),
-                c.name.in_(titled),
-            )
-        )
+        clauses.append(_found(filters, dialect))
     return clauses
 
 
+def _found(filters: Filters, dialect: str) -> sa.ColumnElement[bool]:
+    """The sources whose name, label, URL (redacted unless ``reveal``) or feed title
+    hold the search text, in any case.
+
+    ``search`` is lowercased by the sync (Python's lower: any script). The title and
+    the full URL are not: SQLite's LIKE ignores ASCII case by itself (``ilike`` would
+    call lower() on each row: half again the scan's time); elsewhere, ``ilike``.
+    """
+    s = sources_table.c
+    needle = "%" + _escape_like(filters.search.lower()) + "%"
+    found = [s.search.like(needle, escape="\\")]
+    texts = [s.title, s.url] if filters.reveal else [s.title]
+    for text in texts:
+        if dialect == "sqlite":
+            found.append(text.like(needle, escape="\\"))
+        else:
+            found.append(text.ilike(needle, escape="\\"))
+    return sa.or_(*found)
+
+
 def _order(filters: Filters) -> list[Any]:
-    c, s = dash_sources.c, sources_table.c
-    key: Any = {
-        "config": c.pos,
-        "name": c.name,
-        "state": _status(),
-        "last_poll": s.last_polled_at,
-        "next_poll": s.next_poll_at,
-        "failures": sa.func.coalesce(s.failures, 0),
-    }.get(filters.sort, c.pos)
+    """The page's order."""
+    c = sources_table.c
+    if filters.sort == "name":
+        return [c.name.desc() if filters.descending else c.name]
+    if filters.sort == "failures":  # never NULL; ascending: the reverse of descending
+        if filters.descending:
+            return [c.failures.desc(), c.position]
+        return [c.failures, c.position.desc()]
+    if filters.sort == "state":
+        return [_status().desc() if filters.descending else _status(), c.position]
+    key: Any = {"last_poll": c.last_polled_at, "next_poll": c.next_poll_at}.get(filters.sort)
+    if key is None:  # config order
+        return [c.position.desc() if filters.descending else c.position]
+    # NULLs (never polled) last either way, said explicitly: SQLite puts them first in
+    # ascending order, PostgreSQL in descending order. Ties in the same direction, so
+    # that one index on (time, position) serves both.
     if filters.descending:
-        # NULLs (never polled) last either way: "nulls last" is not SQLite's default.
-        return [key.is_(None), key.desc(), c.pos]
-    return [key.is_(None), key.asc(), c.pos]
+        return [key.desc().nulls_last(), c.position.desc()]
+    return [key.asc().nulls_last(), c.position]
+
+
+#: A filter matching at least 1/DENSE of the listed sources is paged along its order's
+#: index (a page is found after about DENSE rows per row shown); one matching fewer is
+#: found first, then sorted (fewer than 1/DENSE of the sources: a small sort).
+DENSE = 20
+
+#: The most matches of a search sorted by name list (``_sorted_hits``): bound parameters.
+MAX_HITS = 5000
+
+#: The state sort's groups, in the order of their names (what ``_status`` sorts by).
+STATE_ORDER = tuple(sorted(STATES))
+
+
+def _page_names(
+    conn: Connection,
+    filters: Filters,
+    matching: int,
+    by_state: dict[str, int],
+    offset: int,
+    limit: int,
+) -> list[str]:
+    """The names of the page's sources, in order; ``matching``: how many the filters
+    match, ``by_state``: every listed source by state.
+
+    Which plan fits depends on how many sources match, which is known by now:
+
+    * no filter, config order: positions are 0..n-1, so a page is a range of them;
+    * no filter, state order: the groups of each state, in turn, in config order:
+      each group's part of the page is a range of the (status, enabled, position)
+      index (their sizes are the counts by state);
+    * a filter that matches many: along the order's index (the state's index hidden),
+      the filter checked on the way;
+    * one that matches few: those found first (the search index, a state's, a
+      category's), MATERIALIZED so that the planner cannot fold it into a walk along
+      the order, then sorted.
+    """
+    s = sources_table.c
+    total = sum(by_state.values())
+    dialect = conn.dialect.name
+    if not _filtered(filters) and filters.sort == "config":
+        first = total - 1 - offset if filters.descending else offset
+        last = s.position <= first if filters.descending else s.position >= first
+        where = [*_where(filters), last]
+        query = sa.select(s.name).where(*where).order_by(*_order(filters)).limit(limit)
+        return list(conn.execute(query).scalars())
+    if not _filtered(filters) and filters.sort == "state":
+        return _state_groups(conn, filters, by_state, offset, limit)
+    if matching * DENSE >= total:
+        where = _where(filters, dialect, hide_state=filters.sort != "config")
+        query = sa.select(s.name).where(*where).order_by(*_order(filters))
+        return list(conn.execute(query.offset(offset).limit(limit)).scalars())
+    # Only the names (the search index holds them), then the rows they name, sorted.
+    matched = sa.select(s.name).where(*_where(filters, dialect)).cte("matched")
+    if dialect != "sqlite" or sqlite3.sqlite_version_info >= (3, 35):
+        matched = matched.prefix_with("MATERIALIZED")  # older SQLite: the planner's choice
+    query = (
+        sa.select(s.name)
+        .select_from(matched.join(sources_table, s.name == matched.c.name))
+        .order_by(*_order(filters))
+    )
+    return list(conn.execute(query.offset(offset).limit(limit)).scalars())
+
+
+def _filtered(filters: Filters) -> bool:
+    return bool(filters.state or filters.category or filters.search or filters.name)
+
+
+def _state_groups(
+    conn: Connection, filters: Filters, by_state: dict[str, int], offset: int, limit: int
+) -> list[str]:
+    """The page of the list in state order, each state's part from its own index range."""
+    names: list[str] = []
+    order = STATE_ORDER[::-1] if filters.descending else STATE_ORDER
+    for state in order:
+        size = by_state[state]
+        if offset >= size:
+            offset -= size
+            continue
+        group = replace(filters, state=state, sort="config", descending=False)
+        query = (
+            sa.select(sources_table.c.name)
+            .where(*_where(group))
+            .order_by(sources_table.c.position)
+            .offset(offset)
+            .limit(limit - len(names))
+        )
+        names += conn.execute(query).scalars()
+        offset = 0
+        if len(names) >= limit:
+            break
+    return names
 
 
 def source_page(
     conn: Connection,
-    config: ConfigRows,
     filters: Filters,
     *,
     offset: int,
@@ -214,144 +256,143 @@ def source_page(
     recorded state's columns, ``articles`` and ``recent`` (kept entries, and those first
     seen since ``since``): counted for this page's sources only.
     """
-    _ensure(conn, config)
-    c, s = dash_sources.c, sources_table.c
-    joined = dash_sources.outerjoin(sources_table, s.name == c.name)
-    status = _status().label("status")
-    by_state = state_counts(conn, config)
+    s = sources_table.c
+    by_state = state_counts(conn)
     total = sum(by_state.values())
-    where = _where(filters)
-    if where:
-        matching = int(
-            conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
-        )
-    else:
-        matching = total
-    order = _order(filters)
-    if not where and filters.sort in ("config", "name"):
-        # The whole list in config or name order: positions are 0..n-1, so a page is a
-        # range of them, read from the index (an OFFSET would step over every row before).
-        key = c.pos if filters.sort == "config" else c.rank
-        first = total - 1 - offset if filters.descending else offset
-        where = [key <= first] if filters.descending else [key >= first]
-        order = [key.desc() if filters.descending else key]
-        offset = 0
-    query = (
-        sa.select(
-            c.name,
-            c.url,
-            c.label.label("path"),
-            status,
-            s.title,
-            s.last_polled_at,
-            s.next_poll_at,
-            s.last_ok_at,
-            s.last_http_status,
-            s.last_error,
-            s.reason,
-            s.moved_to,
-            sa.func.coalesce(s.failures, 0).label("failures"),
-        )
-        .select_from(joined)
-        .where(*where)
-        .order_by(*order)
-        .offset(offset)
-        .limit(limit)
+    matching = total
+    if filters.search:
+        # A search is a scan (of the search index): one, which finds every match when
+        # they are few; when they are many, counted apart, and paged along the order.
+        few = min(total // DENSE, MAX_HITS)
+        where = _where(filters, conn.dialect.name)
+        probe = sa.select(s.position, s.name).where(*where).limit(few + 1)
+        hits = [(row.position, row.name) for row in conn.execute(probe)]
+        if len(hits) <= few:
+            page = _sorted_hits(conn, filters, hits, offset, limit)
+            return _page(conn, page, since, SourcePage([], len(hits), total, by_state))
+    if _filtered(filters):
+        where = _where(filters, conn.dialect.name)
+        query = sa.select(sa.func.count()).select_from(sources_table).where(*where)
+        matching = int(conn.execute(query).scalar_one())
+    page = _page_names(conn, filters, matching, by_state, offset, limit)
+    return _page(conn, page, since, SourcePage([], matching, total, by_state))
+
+
+def _sorted_hits(
+    conn: Connection, filters: Filters, hits: list[tuple[int, str]], offset: int, limit: int
+) -> list[str]:
+    """The page of a search's few matches (position, name): in config order, sorted
+    here; in another, by SQL over those names only."""
+    if filters.sort == "config":
+        ordered = sorted(hits, reverse=filters.descending)
+        return [name for _, name in ordered[offset : offset + limit]]
+    s = sources_table.c
+    query = sa.select(s.name).where(s.name.in_([name for _, name in hits]))
+    query = query.order_by(*_order(filters)).offset(offset).limit(limit)
+    return list(conn.execute(query).scalars())
+
+
+def _rows_query() -> sa.Select[Any]:
+    """The listed columns of the sources named by the ``names`` parameter."""
+    s = sources_table.c
+    return sa.select(
+        s.name,
+        s.url,
+        s.label.label("path"),
+        _status().label("status"),
+        s.title,
+        s.last_polled_at,
+        s.next_poll_at,
+        s.last_ok_at,
+        s.last_http_status,
+        s.last_error,
+        s.reason,
+        s.moved_to,
+        s.failures,
+    ).where(s.name.in_(sa.bindparam("names", expanding=True)))
+
+
+def _entry_counts_query() -> sa.Select[Any]:
+    """(source, kept entries, those first seen since ``since``) of the ``names``."""
+    t = entries_table.c
+    since = sa.bindparam("since", type_=t.first_seen.type)
+    recent = sa.func.sum(sa.case((t.first_seen >= since, 1), else_=0))
+    return (
+        sa.select(t.source, sa.func.count(), recent)
+        .where(kept(), t.source.in_(sa.bindparam("names", expanding=True)))
+        .group_by(t.source)
     )
-    rows = [dict(r._mapping) for r in conn.execute(query)]
+
+
+# Made once: building a statement (an IN of a page of names above all) cost more than
+# running it.
+_ROWS, _ENTRY_COUNTS = _rows_query(), _entry_counts_query()
+
+
+def _page(conn: Connection, page: list[str], since: datetime, around: SourcePage) -> SourcePage:
+    """``around`` (the counts) with the rows of the sources named by ``page``, in order."""
+    # The page's names first (along an index that holds them), then their rows by key.
+    found = {r.name: dict(r._mapping) for r in conn.execute(_ROWS, {"names": page})}
+    rows = [found[name] for name in page if name in found]
     counts = entry_counts(conn, [r["name"] for r in rows], since)
     for row in rows:
         row["articles"], row["recent"] = counts.get(row["name"], (0, 0))
-    return SourcePage(rows=rows, matching=matching, total=total, by_state=by_state)
+    return replace(around, rows=rows)
 
 
-def worst_sources(conn: Connection, config: ConfigRows, limit: int = 10) -> list[dict[str, Any]]:
-    """The ``limit`` sources in the worst shape: erroring, paused or gone, the most
-    failures in a row first, then the longest without a good poll (never: first).
+def worst_query(limit: int = 10) -> sa.Select[Any]:
+    """The ``limit`` listed, enabled sources in the worst shape: erroring, paused or
+    gone, the most failures in a row first, then the longest without a good poll
+    (never: first), then in config order.
 
-    Read from the ``sources`` table along its index in that order (SQLite puts NULL,
-    never, first), skipping rows outside the config or of disabled sources, until
-    ``limit`` are found.
+    Where NULL goes is said (``nulls_first``): PostgreSQL would put it last.
     """
+    s = sources_table.c
+    return (
+        sa.select(s.name, s.status, s.failures, s.last_ok_at, s.last_error, s.reason)
+        # coalesce(): not the (status, ...) index, from which every problem row would be
+        # sorted, but the one in failures order (ix_sources_failures), each count of
+        # failures sorted by the last good poll, read until ``limit`` are found.
+        .where(
+            sa.func.coalesce(s.status, "").in_(PROBLEMS),
+            s.enabled == sa.true(),
+            s.position.is_not(None),
+        )
+        .order_by(s.failures.desc(), s.last_ok_at.asc().nulls_first(), s.position)
+        .limit(limit)
+    )
+
+
+def worst_sources(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
+    """The ``limit`` listed, enabled sources in the worst shape (``worst_query``)."""
+    query = worst_query(limit)
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def state_counts(conn: Connection) -> dict[str, int]:
+    """Every listed source, counted by state: one pass over the (status, enabled,
+    position) index."""
     s = sources_table.c
     query = (
-        sa.select(s.name, s.status, s.failures, s.last_ok_at, s.last_error, s.reason)
-        # coalesce(): not the index on status (then every problem row is sorted), but the
-        # one in this order, read until ``limit`` are found.
-        .where(sa.func.coalesce(s.status, "").in_(PROBLEMS))
-        .order_by(s.failures.desc(), s.last_ok_at, s.name)
+        sa.select(s.status, s.enabled, sa.func.count())
+        .where(s.position.is_not(None))
+        .group_by(s.status, s.enabled)
     )
-    found = []
-    for row in conn.execute(query):
-        if row.name in config.names and row.name not in config.disabled:
-            found.append(dict(row._mapping))
-            if len(found) == limit:
-                break
-    return found
-
-
-def state_counts(conn: Connection, config: ConfigRows) -> dict[str, int]:
-    """Every source in the config, counted by state.
-
-    Counted from the ``sources`` table's index on ``status`` (no join over every source):
-    its rows by status, less those of disabled sources and of sources no longer in the
-    config (``_outside``); the config's sources without a row are new.
-    """
-    s = sources_table.c
-    recorded = {
-        str(status): int(count)
-        for status, count in conn.execute(sa.select(s.status, sa.func.count()).group_by(s.status))
-    }
-    for chunk in chunks(sorted(_outside(conn, config))):
-        query = sa.select(s.status, sa.func.count()).where(s.name.in_(chunk)).group_by(s.status)
-        for status, count in conn.execute(query):
-            recorded[str(status)] -= int(count)
     by_state = dict.fromkeys(STATES, 0)
-    for status, count in recorded.items():
-        if status in by_state:
-            by_state[status] += count
-    by_state["disabled"] = len(config.disabled)
-    by_state["new"] = len(config.names) - sum(by_state.values())
+    for status, enabled, count in conn.execute(query):
+        state = "disabled" if not enabled else str(status or "new")
+        if state in by_state:
+            by_state[state] += int(count)
     return by_state
-
-
-_OUTSIDE: dict[str, tuple[float, frozenset[str]]] = {}
-OUTSIDE_TTL = 60.0  # seconds: rows of names outside the config appear only by a reload
-
-
-def _outside(conn: Connection, config: ConfigRows) -> frozenset[str]:
-    """Names with a state row that the counts leave out: disabled sources, and sources
-    removed from the config (their rows stay).
-
-    Found with one pass over the rows' names, once per configuration (and a minute):
-    while a configuration is in force, no poll writes a row of a name outside it.
-    """
-    now = time.monotonic()
-    found = _OUTSIDE.get(config.token)
-    if found is not None and now - found[0] < OUTSIDE_TTL:
-        return found[1]
-    names = conn.execute(sa.select(sources_table.c.name)).scalars()
-    outside = frozenset(n for n in names if n not in config.names or n in config.disabled)
-    if len(_OUTSIDE) > 8:
-        _OUTSIDE.clear()
-    _OUTSIDE[config.token] = (now, outside)
-    return outside
 
 
 def entry_counts(
     conn: Connection, names: Sequence[str], since: datetime
 ) -> dict[str, tuple[int, int]]:
     """For each of ``names``: (kept entries, kept entries first seen since ``since``)."""
-    t = entries_table
-    recent = sa.func.sum(sa.case((t.c.first_seen >= since, 1), else_=0))
     found: dict[str, tuple[int, int]] = {}
     for chunk in chunks(sorted(set(names))):
-        query = (
-            sa.select(t.c.source, sa.func.count(), recent)
-            .where(kept(), t.c.source.in_(chunk))
-            .group_by(t.c.source)
-        )
-        for row in conn.execute(query):
+        for row in conn.execute(_ENTRY_COUNTS, {"names": chunk, "since": since}):
             found[row[0]] = (int(row[1]), int(row[2] or 0))
     return found
 

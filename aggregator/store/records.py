@@ -75,6 +75,12 @@ class SourceStateUpdate:
     host: Update[str | None] = KEEP
     added_at: Update[datetime | None] = KEEP
     removed_at: Update[datetime | None] = KEEP
+    #: The overview's columns, also synced: config position (None: not in the config),
+    #: the category label, the redacted URL, and the lowercased search text.
+    position: Update[int | None] = KEEP
+    label: Update[str | None] = KEEP
+    url_shown: Update[str | None] = KEEP
+    search: Update[str | None] = KEEP
 
     def columns(self) -> dict[str, object]:
         """The columns to write, by name (those left as ``KEEP`` are not among them)."""

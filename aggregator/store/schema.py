@@ -72,6 +72,11 @@ sources_table = sa.Table(
     sa.Column("host", sa.String),  # the URL's host, lowercased; NULL for a local file
     sa.Column("added_at", UTCDateTime),  # first synced
     sa.Column("removed_at", UTCDateTime),  # gone from the config (its articles are kept)
+    # What the overview lists, sorts and searches (store/overview.py), also synced:
+    sa.Column("position", sa.Integer),  # in config order, 0..n-1; NULL: not in the config
+    sa.Column("label", sa.Text),  # the categories joined by " › "
+    sa.Column("url_shown", sa.Text),  # the URL redacted: what a visitor sees and searches
+    sa.Column("search", sa.Text),  # name, label and url_shown, lowercased, one per line
     sa.Index("ix_sources_category_path", "category_path"),
     sa.Index("ix_sources_next_poll_at", "next_poll_at", "name"),  # the claim's order
     # The leases held (few): partial, so the planner never takes it for "not leased".
@@ -82,16 +87,41 @@ sources_table = sa.Table(
         postgresql_where=sa.text("lease_token IS NOT NULL"),
     ),
 )
-# The dashboard counts sources by state, and finds the worst (most failures in a row, the
-# longest without a good poll: NULL, never, comes first in SQLite's ascending order)
-# without a scan or a sort of every source.
-sa.Index("ix_sources_status", sources_table.c.status)
+# The overview (store/overview.py) pages, filters, sorts and counts the listed sources
+# (``position`` set) along these, never by a scan and a sort of every source:
+# config order; the counts by state and each state's page in config order; the disabled;
+# the most failures in a row first (and the worst, for /healthz: those, then the longest
+# without a good poll, a sort within each count of failures); newest poll first; the
+# names in order; and a search, scanning this narrow index, not the table's wide rows.
+sa.Index("ix_sources_position", sources_table.c.position)
 sa.Index(
-    "ix_sources_worst",
-    sources_table.c.failures.desc(),
-    sources_table.c.last_ok_at,
+    "ix_sources_state",
+    sources_table.c.status,
+    sources_table.c.enabled,
+    sources_table.c.position,
+)
+# Partial: the planner, knowing nothing of how few are disabled, would take an index on
+# ``enabled`` for "enabled = 1" too.
+sa.Index(
+    "ix_sources_disabled",
+    sources_table.c.position,
+    sqlite_where=sa.text("enabled = 0"),
+    postgresql_where=sa.text("NOT enabled"),
+)
+sa.Index("ix_sources_failures", sources_table.c.failures.desc(), sources_table.c.position)
+sa.Index("ix_sources_polled", sources_table.c.last_polled_at, sources_table.c.position)
+sa.Index("ix_sources_name", sources_table.c.name, sources_table.c.position)
+sa.Index(
+    "ix_sources_search",
+    sources_table.c.search,
+    sources_table.c.title,
+    sources_table.c.url,  # the admin searches the URLs in full
+    sources_table.c.position,
     sources_table.c.name,
 )
+# Indexes of earlier versions that those above replace: dropped on upgrade (each costs
+# every poll's write).
+OBSOLETE_INDEXES = ("ix_sources_status", "ix_sources_worst", "ix_claims_claimed_at")
 
 entries_table = sa.Table(
     "entries",
@@ -205,8 +235,10 @@ claims_table = sa.Table(
     "claims",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("claimed_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=False),
     sa.Column("late", sa.Float, nullable=False),  # seconds
+    # The window's rows and their lateness, read from the index alone (claims.lateness).
+    sa.Index("ix_claims_window", "claimed_at", "late"),
 )
 
 meta_table = sa.Table(
@@ -326,6 +358,8 @@ def add_missing_columns(conn: Connection) -> None:
         # Last opened by an older version: one before the folds were kept, or one that
         # wrote rows without them after a downgrade (and set its own, lower, version).
         _fill_path_folds(conn)
+    for name in OBSOLETE_INDEXES:
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
     for table in metadata.sorted_tables:  # create_all makes the indexes of new tables only
         for index in table.indexes:
             index.create(conn, checkfirst=True)  # after the fill: faster made at once

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask, Request, Response
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
@@ -149,6 +149,10 @@ def create_app(
         adder=adder,
         headers=security_headers(config),
     )
+    if service is None:
+        # Alone, the app is the one to put its configuration into the index's sources
+        # table (the overview lists that); at once, as a service does at its start.
+        app.extensions[EXTENSION].listed()
     app.jinja_env.globals["version"] = __version__
     app.jinja_env.filters["localtime"] = _localtime_filter(config.settings.server.timezone)
     app.jinja_env.filters["byline"] = _byline_filter
@@ -176,6 +180,13 @@ class CookielessSessions(SecureCookieSessionInterface):
         if app.secret_key and not request.environ.get("HTTP_COOKIE"):
             return self.session_class()
         return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Nothing to do for a session that is empty and was never looked at (a feed
+        reader's): Flask's would first work out every cookie setting it then ignores."""
+        if not session and not session.modified and not session.accessed:
+            return
+        super().save_session(app, session, response)
 
 
 def secret_mark(key: str, secret: str) -> str:

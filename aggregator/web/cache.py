@@ -46,6 +46,9 @@ class Rendered:
     _gzipped: bytes | None = field(default=None, repr=False)
     # The answer's headers, made once: (plain, gzip); set by the feeds view.
     headers: tuple[list[tuple[str, str]], list[tuple[str, str]]] | None = None
+    # A full answer's headers (with the body's type and length), made once for each form
+    # (False: plain, True: gzip); set by the feeds view.
+    answers: dict[bool, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.etag:

@@ -26,7 +26,6 @@ from aggregator.store.overview import (
     SORTS,
     STATES,
     Filters,
-    entry_counts,
     new_since,
     state_counts,
     worst_sources,
@@ -181,10 +180,10 @@ def index() -> ResponseReturnValue:
     view = state.view
     since = state.clock.now() - timedelta(hours=24)
     pages = _pages(1, SOURCES_PER_PAGE)
+    state.listed()
     with state.store.reading() as conn:
         first = list_sources(
             conn,
-            view.sources,
             query.filters,
             offset=(query.page - 1) * SOURCES_PER_PAGE,
             limit=SOURCES_PER_PAGE,
@@ -196,7 +195,6 @@ def index() -> ResponseReturnValue:
             query = replace(query, page=pages)
             listing = list_sources(
                 conn,
-                view.sources,
                 query.filters,
                 offset=(pages - 1) * SOURCES_PER_PAGE,
                 limit=SOURCES_PER_PAGE,
@@ -237,11 +235,25 @@ def index() -> ResponseReturnValue:
     )
 
 
+LATENESS_TTL = 5.0  # seconds the lateness figures are reused (by the app's clock)
+
+
 def _lateness() -> claims.Lateness:
-    """How late the last hour's polls started (claim time - their next-poll time)."""
+    """How late the last hour's polls started (claim time - their next-poll time).
+
+    Summarised in SQL over the hour's claims (a row per poll: some 200,000 at 100,000
+    sources polled every half hour, tens of ms to sum and rank), so at most every
+    ``LATENESS_TTL`` seconds per app; the requests meanwhile share it.
+    """
     state = app_state()
+    now = state.clock.monotonic()
+    held = state.lateness.get("last")
+    if held is not None and now - held[0] < LATENESS_TTL:
+        return held[1]
     with state.store.reading() as conn:
-        return claims.lateness(conn, state.clock.now())
+        late = claims.lateness(conn, state.clock.now())
+    state.lateness["last"] = (now, late)
+    return late
 
 
 def hook_rows(reveal: bool, limit: int = 10) -> list[dict[str, Any]]:
@@ -270,13 +282,12 @@ def source_page(name: str) -> ResponseReturnValue:
     source = indexed.config
     admin = is_admin()
     since = state.clock.now() - timedelta(hours=24)
+    state.listed()
     with store.reading() as conn:
-        found = list_sources(
-            conn, state.view.sources, Filters(name=name), offset=0, limit=1, since=since
-        )
-        # Synced by another process, not in the config in force here: the index's row.
-        rows = found.rows or _indexed_row(conn, store, name, since)
-    [row] = [_row(r, admin) for r in rows]
+        # The index's row: also a source that another process synced, and this
+        # process's config lacks.
+        found = list_sources(conn, Filters(name=name), offset=0, limit=1, since=since)
+    [row] = [_row(r, admin) for r in found.rows]
     articles = store.entries(name, limit=50)
     with store.reading() as conn:  # full text: where each body came from, and why
         origins = body_origins(conn, name, [a["key"] for a in articles])
@@ -296,27 +307,6 @@ def source_page(name: str) -> ResponseReturnValue:
         admin=admin,
         admin_enabled=state.admin is not None,
     )
-
-
-def _indexed_row(
-    conn: Connection, store: Store, name: str, since: datetime
-) -> list[dict[str, Any]]:
-    """A source's page row from the index alone (the overview lists the config in force
-    here): its label is its category path."""
-    values = store.source_settings(name)
-    if values is None:
-        return []
-    articles, recent = entry_counts(conn, [name], since).get(name, (0, 0))
-    return [
-        values
-        | {
-            "name": name,
-            "path": " / ".join(values["categories"]),
-            "status": values["status"].value,
-            "articles": articles,
-            "recent": recent,
-        }
-    ]
 
 
 @bp.get("/articles/<uid>")
@@ -414,9 +404,10 @@ def healthz() -> ResponseReturnValue:
     state = app_state()
     by_state: dict[str, int] = {}
     try:
+        state.listed()
         with state.store.reading() as conn:
-            by_state = state_counts(conn, state.view.sources)
-            worst = worst_sources(conn, state.view.sources, HEALTH_WORST)
+            by_state = state_counts(conn)
+            worst = worst_sources(conn, HEALTH_WORST)
         sources = [
             f"{s['name']}: {s['status']}"
             + (f" ({redact(s['last_error'])})" if s["last_error"] else "")
@@ -468,8 +459,9 @@ def metrics() -> ResponseReturnValue:
         "# HELP aggregator_sources Sources by state.",
         "# TYPE aggregator_sources gauge",
     ]
+    state.listed()
     with store.reading() as conn:
-        states = {k: v for k, v in state_counts(conn, state.view.sources).items() if v}
+        states = {k: v for k, v in state_counts(conn).items() if v}
     lines += [f'aggregator_sources{{status="{k}"}} {v}' for k, v in sorted(states.items())]
     late = _lateness()
     lines += [

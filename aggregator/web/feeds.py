@@ -7,16 +7,21 @@ URLs: ``/feeds/all.rss``, ``/feeds/<section>[/<site>[/<feed>]].<rss|atom|json>``
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, abort, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Headers
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
 from aggregator import __version__
 from aggregator.config import split_host
-from aggregator.content.filter import QueryError, parse_query
+from aggregator.content.filter import Query, QueryError, parse_query
 from aggregator.content.publish import FORMATS, Format, render
 from aggregator.content.selection import (
     Selection,
@@ -25,12 +30,13 @@ from aggregator.content.selection import (
     output_selection,
 )
 from aggregator.web.cache import Rendered, content_etag
-from aggregator.web.state import AppState, SecuredResponse, app_state
+from aggregator.web.state import AppState, SecuredResponse, TrustedHeaders, app_state
 from aggregator.web.view import WebView, bind_name
 
 bp = Blueprint("feeds", __name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the changes of a feed no entry ever reached
 BASES_KEPT = 64  # base URLs remembered per configuration, by the request's address
+SELECTIONS_KEPT = 4096  # category feeds' selections remembered per configuration
 
 
 def split_spec(spec: str) -> tuple[str, Format]:
@@ -94,14 +100,17 @@ def serve(
     store, cache = state.store, state.cache
     state.feed_requests[kind] += 1  # approximate under threads; for /metrics only
     settings = view.config.settings.publish
-    try:
-        query = parse_query(
-            request.args.items(multi=True), settings.default_limit, settings.max_limit
-        )
-    except QueryError as exc:
-        return Response(
-            f"400 Bad Request: {exc}\n", status=400, content_type="text/plain; charset=utf-8"
-        )
+    if request.environ.get("QUERY_STRING"):
+        try:
+            query = parse_query(
+                request.args.items(multi=True), settings.default_limit, settings.max_limit
+            )
+        except QueryError as exc:
+            return Response(
+                f"400 Bad Request: {exc}\n", status=400, content_type="text/plain; charset=utf-8"
+            )
+    else:  # most requests: no filters, the same query each time
+        query = _plain_query(settings.default_limit, settings.max_limit)
     base = base_url(view)
     key = (view.fingerprint, selection.key, kind, query.key(), base)
     now, changes = state.clock.monotonic(), store.changes
@@ -140,6 +149,12 @@ def serve(
         rendered.confirm(now, changes)
         cache.put(key, rendered)
     return respond(state, rendered, settings.max_age, key)
+
+
+@functools.lru_cache(maxsize=16)
+def _plain_query(default_limit: int, max_limit: int) -> Query:
+    """The query of a request without a query string (parsed once per limits)."""
+    return parse_query((), default_limit, max_limit)
 
 
 def _headers(
@@ -183,14 +198,14 @@ def respond(
     state: AppState, rendered: Rendered, max_age: float, key: tuple[object, ...] = ()
 ) -> Response:
     """The HTTP answer for a rendered feed: 304 when the client has it, gzip if asked."""
-    zipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    environ = request.environ  # read directly: each ``request.headers`` look-up costs more
+    zipped = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
     if rendered.headers is None:
         rendered.headers = _headers(state, rendered, max_age)
     headers = rendered.headers[1 if zipped else 0]
-    if _not_modified(rendered, headers[0][1]):
+    if _not_modified(environ, rendered, headers[0][1]):
         # The validators and caching headers only: the client has the rest (RFC 9110).
         return SecuredResponse(status=304, headers=_trusted_headers(headers))
-    representation = [*headers, *state.headers, ("Content-Type", rendered.content_type)]
     if not zipped:
         body = rendered.body
     else:
@@ -198,8 +213,24 @@ def respond(
         body = rendered.gzipped()
         if rendered.size != before:
             state.cache.grew(key, rendered, before)
-        representation.append(("Content-Encoding", "gzip"))
-    return SecuredResponse(body, headers=_trusted_headers(representation))
+    answer = rendered.answers.get(zipped)
+    if answer is None:
+        # Content-Type first: Werkzeug looks for it in each new response's headers.
+        answer = [
+            ("Content-Type", rendered.content_type),
+            ("Content-Length", str(len(body))),
+            *headers,
+            *state.headers,
+        ]
+        if zipped:
+            answer.append(("Content-Encoding", "gzip"))
+        rendered.answers[zipped] = answer
+    # The body given as it is sent (a list of one bytes), with its length in the headers
+    # already: Werkzeug's set_data would set the length header again, looking through
+    # every header for it, and wrap the list in an encoding generator.
+    response = SecuredResponse(headers=_trusted_headers(answer), direct_passthrough=True)
+    response.response = [body]
+    return response
 
 
 def _trusted_headers(items: list[tuple[str, str]]) -> Headers:
@@ -208,17 +239,19 @@ def _trusted_headers(items: list[tuple[str, str]]) -> Headers:
     Werkzeug checks every value of a list it is given for line breaks: on a cached feed,
     that was a tenth of the request's time in the app.
     """
-    headers = Headers()
+    headers = TrustedHeaders()
     headers._list = list(items)  # werkzeug's own storage: a list of pairs
     return headers
 
 
-def _not_modified(rendered: Rendered, etag: str) -> bool:
-    if_none_match = request.headers.get("If-None-Match")
+def _not_modified(environ: WSGIEnvironment, rendered: Rendered, etag: str) -> bool:
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
     if if_none_match is not None:
+        if if_none_match == etag:  # the usual case: the one tag it was given
+            return True
         tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
         return etag in tags or "*" in tags
-    since = request.headers.get("If-Modified-Since")
+    since = environ.get("HTTP_IF_MODIFIED_SINCE")
     if since:
         try:
             when = parsedate_to_datetime(since)
@@ -235,7 +268,13 @@ def category_feed(spec: str) -> ResponseReturnValue:
     path, kind = split_spec(spec)
     state = app_state()
     view = state.view
-    selection = category_selection(view.config, path, view.categories)
+    try:
+        selection = view.selections[path]
+    except KeyError:
+        selection = category_selection(view.config, path, view.categories)
+        if len(view.selections) >= SELECTIONS_KEPT:
+            view.selections.clear()  # random paths: bounded
+        view.selections[path] = selection
     if selection is None:
         abort(404)
     return serve(state, view, selection, kind, f"feeds/{spec}")

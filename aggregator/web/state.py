@@ -10,10 +10,11 @@ tests move time forward instead of sleeping.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from flask import Flask, Response, current_app
 from werkzeug.datastructures import Headers
@@ -23,6 +24,7 @@ from aggregator.content.discover import AddedSource, Discovery, FoundFeed
 from aggregator.models import RebuildStatus
 from aggregator.store import Store
 from aggregator.store.catalog import IndexedSource
+from aggregator.store.claims import Lateness
 from aggregator.web.cache import FeedCache
 from aggregator.web.throttle import LoginThrottle
 from aggregator.web.view import CurrentView, WebView
@@ -156,6 +158,8 @@ class AppState:
     feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
     # The overview's entry totals and when they were counted (``dashboard._entry_figures``).
     entry_figures: dict[str, tuple[float, dict[str, int], int]] = field(default_factory=dict)
+    # The lateness figures and when they were summarised (``dashboard._lateness``).
+    lateness: dict[str, tuple[float, Lateness]] = field(default_factory=dict)
 
     @property
     def view(self) -> WebView:
@@ -175,11 +179,46 @@ class AppState:
         has the synced settings (``Store.sources_by_key``)."""
         return self.store.source_by_key(name, self.config)
 
+    def listed(self) -> None:
+        """Make sure the index's ``sources`` table holds the configuration in force,
+        which the overview, /healthz and /metrics list and count.
+
+        The service syncs it at start and on each reload; an app that runs alone syncs
+        its configuration when it is made (``create_app``), and here again only if that
+        failed, or if a service's sync did: a sync of an unchanged configuration writes
+        nothing.
+        """
+        config = self.config
+        if self.store.synced_sources is not config.sources:
+            self.store.sync_sources(config.sources, self.clock.now())
+
+
+class TrustedHeaders(Headers):
+    """A header list of ours, checked when it was made: looked into without Werkzeug's
+    way of saying "absent" (an exception, made at each response's Content-Type check:
+    more than a 304's own work)."""
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return super().__contains__(key)  # type: ignore[operator]
+        wanted = key.lower()
+        return any(name.lower() == wanted for name, _ in self._list)
+
 
 class SecuredResponse(Response):
     """A feed's answer, its headers made once for its cached document: they carry the
     security headers already (the app's after-request step leaves it alone), and go
-    out as they are (no Location to make absolute, the body's length set with it)."""
+    out as they are (no Location to make absolute, the body's length set with it).
+    No default Content-Type: a 304 has none."""
+
+    default_mimetype = None
+
+    def get_app_iter(self, environ: WSGIEnvironment) -> Iterable[bytes]:
+        """The body as it is held (a list of one bytes), or none for a 304 or a HEAD:
+        nothing to encode and nothing to close, so no closing wrapper around it."""
+        if self.status_code == 304 or environ["REQUEST_METHOD"] == "HEAD":
+            return ()
+        return cast("Iterable[bytes]", self.response)
 
     def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
         """The headers themselves: Werkzeug's copy and checks of every header value

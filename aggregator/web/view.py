@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aggregator.config import Config, split_host
-from aggregator.redact import redact
-from aggregator.store.overview import ConfigRows
-from aggregator.store.schema import CATEGORY_SEPARATOR
+from aggregator.content.selection import Selection
 
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 WILDCARD = ("", "0.0.0.0", "::", "[::]")
@@ -47,24 +45,6 @@ def feed_links(config: Config) -> tuple[tuple[str, str, str], ...]:
     return tuple(links)
 
 
-def config_rows(config: Config, token: str) -> ConfigRows:
-    """The config's side of the dashboard's source list (``store.overview``)."""
-    return ConfigRows.of(
-        token,
-        [
-            (
-                source.key,
-                CATEGORY_SEPARATOR.join(source.categories),
-                " › ".join(source.categories),
-                source.url,
-                redact(source.url),
-                source.enabled,
-            )
-            for source in config.sources
-        ],
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class WebView:
     """What the web layer derives from one configuration, computed when it comes in
@@ -76,10 +56,11 @@ class WebView:
     trusted_hosts: frozenset[tuple[str, int | None]]  # Host headers self links may use
     feed_links: tuple[tuple[str, str, str], ...]  # the dashboard's list of feeds
     feed_search: tuple[str, ...]  # each feed link's label and path, lowercase, to search
-    sources: ConfigRows  # the config's side of the dashboard's source list
     # The base URL of self links by the request's Host, server name and port, scheme and
     # root (``feeds.base_url``): worked out once, not on every feed request.
     bases: dict[tuple[object, ...], str] = field(default_factory=dict, compare=False)
+    # The category feeds' selections by path (``feeds.category_feed``), made once each.
+    selections: dict[str, Selection | None] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, config: Config) -> WebView:
@@ -93,7 +74,6 @@ class WebView:
             trusted_hosts=trusted_hosts(config),
             feed_links=links,
             feed_search=tuple(f"{label}\n{path}".lower() for label, path, _ in links),
-            sources=config_rows(config, fingerprint),
         )
 
     def feeds_matching(self, search: str) -> tuple[tuple[str, str, str], ...]:
