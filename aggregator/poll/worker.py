@@ -21,7 +21,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeAlias, TypeVar
 
 from aggregator.content.convert import SourceView, convert_entry, untrusted_dates
 from aggregator.content.fulltext import Extraction, Page, extract_page
@@ -79,6 +79,19 @@ def prepare(
     prepared = _convert_all(view, entries, now, feed.title, [*feed.skipped], warnings)
     hints = feed_hints(feed.ttl, feed.update_period, feed.update_frequency, headers)
     return replace(prepared, hints=hints)
+
+
+#: What ``prepare`` takes of one document: the source's view, its URL, body, headers,
+#: and the time of its poll.
+Document: TypeAlias = tuple[SourceView, str, bytes, "dict[str, str] | None", datetime]
+
+
+def prepare_many(documents: Sequence[Document]) -> list[Prepared]:
+    """``prepare`` each of several documents: one job of the pool for them all (a small
+    feed's parse costs little more than pickling it there and back)."""
+    return [
+        prepare(view, url, body, headers, now=now) for view, url, body, headers, now in documents
+    ]
 
 
 def prepare_stored(
