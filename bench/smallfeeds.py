@@ -85,10 +85,11 @@ poll_profiles: list[cProfile.Profile] = []
 
 
 def _profiled_polls() -> None:
-    """Profile each poll thread's work too (cProfile sees only its own thread)."""
-    inner = Poller._poll_guarded
+    """Profile each poll thread's work too (cProfile sees only its own thread): the
+    fetches (poll_sources parses in the pool, and stores on the main thread)."""
+    inner = Poller._fetch_guarded
 
-    def poll_guarded(self: Poller, *args: object) -> object:
+    def fetch_guarded(self: Poller, *args: object) -> object:
         profiler = cProfile.Profile()
         profiler.enable()
         try:
@@ -97,7 +98,7 @@ def _profiled_polls() -> None:
             profiler.disable()
             poll_profiles.append(profiler)
 
-    Poller._poll_guarded = poll_guarded  # type: ignore[method-assign,assignment]
+    Poller._fetch_guarded = fetch_guarded  # type: ignore[method-assign,assignment]
 
 
 def _print_profile(main: cProfile.Profile, threads: list[cProfile.Profile]) -> None:

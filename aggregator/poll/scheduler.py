@@ -5,7 +5,10 @@ has come, oldest first, as many as the job pool has free threads and at most
 ``per_host`` in flight per host, and starts their polls there (``store/claims.py`` has
 the statements). A claim leases its row: no other claim, here or in another process,
 takes the source until the poll's record ends the lease, or until the lease runs out (a
-crashed poller's sources come back). The poll's record sets the next time (so the
+crashed poller's sources come back). A claim reads its sources' states in one query,
+not one per poll (unless an admin held a source since: then the poll reads its own);
+polls that end together are stored and recorded in one transaction (the poller's group
+commit), each with its lease. The poll's record sets the next time (so the
 interval adapts, backs off and pauses); a refresh, a pause and a resume are row updates
 the next tick sees. A per-source lock still keeps a poll by hand (``_run``) and an
 admin's pause apart from a claimed poll. Next-poll times live in the store, so a restart
@@ -37,7 +40,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,7 +57,7 @@ from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
 from aggregator.store import Store, claims
 from aggregator.store.claims import Claim, Lateness
-from aggregator.store.records import KEEP, Keep
+from aggregator.store.records import KEEP, Keep, SourceState
 from aggregator.store.static import StaticFeeds
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,16 @@ CLAIM_SECONDS = 1.0  # the claim loop's tick
 LEASE_FACTOR = 2.0  # a claim's lease, in units of the longest a poll should take
 STOP_MARGIN = 10.0  # seconds beyond the longest fetch for a poll to parse and store
 RESTART_SETTINGS = ("posts_dir", "database", "server", "workers")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The states of a claim's sources, read in one query when it was made."""
+
+    #: name → state; absent: never polled.
+    states: dict[str, SourceState]
+    #: ``Service._holds`` when they were read.
+    holds: int
 
 
 class Rebuilder:
@@ -172,6 +185,7 @@ class Service:
         self.pool: Executor = make_executor(self.poller.workers, max(2, len(config.sources)))
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._holds = 0  # admin holds so far (``holding``): a claim's states go stale
         self._reload_lock = threading.Lock()
         self._claim_lock = threading.Lock()  # one claim at a time in this process
         self._idle = threading.Condition()  # guards the two fields below
@@ -303,6 +317,7 @@ class Service:
             except StoreError as exc:  # e.g. a locked or full database: next tick
                 log.error("cannot claim sources: %s", exc)
                 return []
+            loaded = self._load_states([c.name for c in got])
             started: list[Claim] = []
             for claim in got:
                 with self._idle:
@@ -313,7 +328,7 @@ class Service:
                     self._end(claim.name, claim.token, done=False)  # back at once
                     continue
                 try:
-                    self.jobs.submit(self._run_claimed, claim)
+                    self.jobs.submit(self._run_claimed, claim, loaded)
                 except RuntimeError:  # the job pool was shut down meanwhile (a stop)
                     self._finished()
                     self._end(claim.name, claim.token, done=False)
@@ -323,9 +338,21 @@ class Service:
         finally:
             self._claim_lock.release()
 
-    def _run_claimed(self, claim: Claim) -> None:
+    def _load_states(self, names: list[str]) -> Loaded | None:
+        """The states of a claim's sources, in one query (not one per poll); None when
+        they cannot be read now (each poll reads its own then)."""
+        if not names:
+            return None
+        holds = self._holds
         try:
-            self._poll(claim.name, claim.manual, claim.token)
+            return Loaded(self.store.load_states(names), holds)
+        except StoreError as exc:
+            log.warning("cannot read the claimed sources' states: %s", exc)
+            return None
+
+    def _run_claimed(self, claim: Claim, loaded: Loaded | None = None) -> None:
+        try:
+            self._poll(claim.name, claim.manual, claim.token, loaded)
         except Exception:  # logged; the lease brings the source back
             log.exception("source=%s claimed poll crashed", claim.name)
         finally:
@@ -435,6 +462,8 @@ class Service:
         """Wait for a source's in-flight poll to end and keep others out meanwhile
         (an admin's pause must not be overwritten by a poll that was already running)."""
         lock = self._lock(name)
+        with self._locks_guard:
+            self._holds += 1  # the states a claim read before are not to be trusted now
         if not lock.acquire(timeout=timeout):
             raise TimeoutError(f"source {name} is still being polled")
         try:
@@ -458,7 +487,9 @@ class Service:
         finally:
             self._finished()
 
-    def _poll(self, name: str, manual: bool, token: str | None) -> SourceOutcome | None:
+    def _poll(
+        self, name: str, manual: bool, token: str | None, loaded: Loaded | None = None
+    ) -> SourceOutcome | None:
         source = self.config.source(name)
         if source is None or not (source.enabled or manual):
             self._end(name, token, next_poll=None)  # removed or disabled: not scheduled
@@ -469,8 +500,13 @@ class Service:
             log.info("source=%s already being polled; skipped", name)
             self._end(name, token, done=False)
             return None
+        # The states read with the claim, unless an admin held a source since (a pause
+        # made meanwhile must be seen: the poll reads its state again then).
+        states = loaded.states if loaded is not None and loaded.holds == self._holds else None
         try:
-            outcome = self.poller.poll_source(source, self.pool, manual=manual, lease=token)
+            outcome = self.poller.poll_source(
+                source, self.pool, manual=manual, lease=token, states=states
+            )
         except Exception:  # a bug must not kill the source's schedule; retry later
             log.exception("source=%s poll crashed", name)
             retry = self.clock() + timedelta(seconds=self.poller.policy.interval)
