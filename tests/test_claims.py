@@ -326,7 +326,7 @@ def test_a_lease_lost_mid_batch_records_history_only_and_the_batch_goes_on(
     assert lost.lease_token == "newer"  # the newer claim still holds it
     assert lost.last_polled_at is None and lost.body_hash is None  # state untouched
     with service.store.reading() as conn:
-        by_source = dict(
+        by_source: dict[str, int] = dict(
             conn.execute(
                 sa.select(polls_table.c.source, sa.func.count()).group_by(polls_table.c.source)
             ).all()
