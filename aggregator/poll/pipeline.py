@@ -361,7 +361,17 @@ class Poller:
         try:
             return pool.submit(
                 prepare_many,
-                [(d.resolved.view, d.url, d.body, d.headers, d.attempt.started) for d in documents],
+                [
+                    (
+                        d.resolved.view,
+                        d.url,
+                        d.body,
+                        d.headers,
+                        d.attempt.started,
+                        (d.resolved.options, d.resolved.render_key),
+                    )
+                    for d in documents
+                ],
             )
         except Exception as exc:  # e.g. a broken pool: the job's failure, as its result
             failed: Future[list[Prepared]] = Future()
