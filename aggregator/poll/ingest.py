@@ -2,8 +2,8 @@
 
 ``decide`` (pure) chooses; this module does the I/O around it, inside the caller's store
 transaction: it reads what the index and the posts folder know of a batch, asks
-``decide``, writes the article files (concurrently), then the index rows of the
-entries whose file is on disk. Used by every poll and by rebuilds.
+``decide``, writes the article files (concurrently, when there are many), then the index
+rows of the entries whose file is on disk. Used by every poll and by rebuilds.
 """
 
 from __future__ import annotations
