@@ -17,7 +17,7 @@ from werkzeug import Response
 
 from aggregator.config import load_config
 from aggregator.models import Status
-from aggregator.poll.pipeline import Parsed, Polled
+from aggregator.poll.batch import Parsed, Polled
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store, claims
 from aggregator.store.schema import polls_table, sources_table

@@ -17,7 +17,7 @@ import threading
 import pytest
 from conftest import FeedFile, Harness, HarnessFactory, MakeConfig, item, rss
 
-from aggregator.poll.pipeline import GroupRecorder, Polled
+from aggregator.poll.batch import GroupRecorder, Polled
 from aggregator.store.records import PollRecord
 
 

@@ -1,8 +1,11 @@
 """Poll sources: fetch → parse → convert → store, recording every outcome.
 
-The CPU-heavy part (parse and clean) is a pure function, ``prepare``, run in a process
-pool when there is more than one source and more than one core. The main process keeps
-the I/O: fetching (threads), deciding what changed, writing files and the index.
+The CPU-heavy part (parse, clean, render) is a pure function, ``prepare``, run in a
+process pool when there is more than one source and more than one core. The main process
+keeps the I/O: fetching (threads), deciding what changed, writing files and the index.
+A pass over many sources is a pipeline (``Poller.poll_sources``), and the writer stores
+and records many polls to a transaction (``Poller._write``), retrying a failed batch one
+poll at a time; ``poll/batch.py`` has what a poll carries between the stages.
 """
 
 from __future__ import annotations
@@ -11,19 +14,19 @@ import hashlib
 import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from aggregator.config import Config, SourceConfig
 from aggregator.content.fulltext import Page
 from aggregator.errors import FetchError, LocalFaultError, StoreError
 from aggregator.models import Changes, Counts, SourceOutcome, Status
+from aggregator.poll.batch import PARSE_BATCH, Fetched, GroupRecorder, Parsed, Polled, parse_batch
 from aggregator.poll.fetch import Fetcher
 from aggregator.poll.ingest import Applied, Ingest
 from aggregator.poll.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
@@ -56,42 +59,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 RECORD_BATCH = 64  # polls written per transaction by Poller.poll_sources
-PARSE_BATCH = 16  # documents per job of the process pool, at most (poll_sources)
-PARSE_BATCH_BYTES = 256 * 1024  # and their bodies' bytes: big feeds still spread out
 CHECKPOINT_AFTER = 500  # entries written by one poll pass before the WAL is folded in
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """A poll whose document came and is to be parsed (``prepare``), then stored."""
-
-    source: SourceConfig
-    #: Its state before the poll (None: never polled).
-    state: SourceState | None
-    resolved: ResolvedSource
-    #: Where the document was found, after redirects, without credentials: the base of
-    #: relative links.
-    url: str
-    body: bytes
-    headers: dict[str, str]
-    #: The poll so far: when it started, the answer, the validators for the next GET.
-    attempt: Attempt
-    #: ``time.perf_counter()`` at its start (the poll's duration).
-    clock_start: float
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """A poll whose document is parsed and converted, its articles not stored yet: the
-    writer (``Poller._write``) stores them, and records the poll, with others'."""
-
-    #: The poll (its body dropped once parsed).
-    fetched: Fetched
-    prepared: Prepared
-
-
-#: A poll that ended, ready for the writer: its articles to store, or only its record.
-Polled: TypeAlias = Parsed | PollRecord
 
 
 def utcnow() -> datetime:
@@ -234,7 +202,7 @@ class Poller:
                 while documents and len(parsing) < 2 * workers:
                     if len(documents) < PARSE_BATCH and len(parsing) >= workers and fetching:
                         return
-                    batch = _parse_batch(documents)
+                    batch = parse_batch(documents)
                     # Taken off the list once handed out: a signal meanwhile leaves them
                     # there, parsed here before they are recorded.
                     parsing[self._submit_parse(batch, pool)] = batch
@@ -693,68 +661,6 @@ class Poller:
                     conn, source.name, source.keep_days, source.keep_max, now
                 )
         return pruned
-
-
-class GroupRecorder:
-    """Writes single polls (``aggregator run``'s jobs): their articles and records,
-    several to a transaction when they end together: a group commit.
-
-    A poll's thread returns once its poll is written. The first to arrive writes what is
-    waiting; those that arrive meanwhile wait, and the next of them writes all of theirs
-    in one transaction. Alone, a poll writes its own at once (no delay is added): its
-    article files are on disk as soon as it has been parsed.
-    """
-
-    def __init__(self, write: Callable[[list[Polled], list[str | None]], list[PollRecord]]) -> None:
-        self._write = write
-        self._cond = threading.Condition()
-        self._pending: list[tuple[Polled, str | None, list[PollRecord]]] = []
-        self._issued = 0  # tickets handed out
-        self._written = 0  # every ticket up to this one is written
-        self._writing = False
-
-    def record(self, polled: Polled, lease: str | None = None) -> PollRecord:
-        """Write ``polled`` (in a batch with others waiting), ending its claim's
-        ``lease`` if it has one; returns its record as written.
-
-        Raises:
-            StoreError: the batch's writer failed before it came to this poll.
-        """
-        written: list[PollRecord] = []  # filled by whichever thread writes it
-        with self._cond:
-            self._issued += 1
-            ticket = self._issued
-            self._pending.append((polled, lease, written))
-            while self._written < ticket:
-                if self._writing:
-                    self._cond.wait()
-                    continue
-                batch, self._pending = self._pending, []
-                last = self._issued
-                self._writing = True
-                self._cond.release()
-                try:
-                    records = self._write([p for p, _, _ in batch], [le for _, le, _ in batch])
-                    for (_, _, slot), record in zip(batch, records, strict=True):
-                        slot.append(record)
-                finally:
-                    self._cond.acquire()
-                    self._writing = False
-                    self._written = last
-                    self._cond.notify_all()
-        if not written:
-            raise StoreError("the poll was not recorded: its batch's writer failed")
-        return written[0]
-
-
-def _parse_batch(documents: list[Fetched]) -> list[Fetched]:
-    """The first documents waiting, as many as make one job of the pool."""
-    size = 0
-    for count, document in enumerate(documents[:PARSE_BATCH]):
-        size += len(document.body)
-        if size > PARSE_BATCH_BYTES and count:
-            return documents[:count]
-    return documents[:PARSE_BATCH]
 
 
 def _stored_page(stored: StoredPage | None) -> Page | str | None:
