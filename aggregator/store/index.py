@@ -218,19 +218,11 @@ class Store(Queries, Logins, Catalog):
 
     # -- reading -------------------------------------------------------------------------
 
-    def alt_keys(self, conn: Connection, source: str, keys: Iterable[str]) -> dict[str, str]:
-        """For those of ``keys`` stored in ``source``: key → its recorded alt key."""
-        wanted = sorted(set(keys))
-        found: dict[str, str] = {}
-        for chunk in chunks(wanted):
-            rows = conn.execute(_ALT_KEYS, {"source": source, "keys": chunk})
-            found.update({r.key: r.alt_key for r in rows})
-        return found
-
     def stored_entries(
         self, conn: Connection, source: str, keys: Iterable[str]
     ) -> dict[str, StoredEntry]:
-        """The stored state of those of ``keys`` that ``source`` has."""
+        """The stored state of those of ``keys`` that ``source`` has (with their recorded
+        alt keys, which assigning keys reads)."""
         wanted = sorted(set(keys))
         found: dict[str, StoredEntry] = {}
         for chunk in chunks(wanted):
@@ -247,6 +239,7 @@ class Store(Queries, Logins, Catalog):
                     first_seen=r.first_seen,
                     pruned=r.pruned_at is not None,
                     dropped_by=r.dropped_by,
+                    alt_key=r.alt_key,
                 )
         return found
 
@@ -517,6 +510,8 @@ class Store(Queries, Logins, Catalog):
         Returns:
             How many entries were pruned.
         """
+        if keep_days is None and keep_max is None:
+            return 0  # no retention: nothing to ask (a small feed's poll is cheap)
         t = entries_table
         live = sa.and_(t.c.source == source, kept())
         doomed: list[tuple[int, str | None]] = []
@@ -726,9 +721,6 @@ def _upsert_states(columns: tuple[str, ...]) -> sa.Insert:
 # rows, and building and keying a statement afresh cost more than running it.
 _e = entries_table
 _keys: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
-_ALT_KEYS = sa.select(_e.c.key, _e.c.alt_key).where(
-    _e.c.source == sa.bindparam("source"), _e.c.key.in_(_keys)
-)
 _STORED_ENTRIES = sa.select(
     _e.c.id,
     _e.c.key,
@@ -740,6 +732,7 @@ _STORED_ENTRIES = sa.select(
     _e.c.first_seen,
     _e.c.pruned_at,
     _e.c.dropped_by,
+    _e.c.alt_key,
 ).where(_e.c.source == sa.bindparam("source"), _e.c.key.in_(_keys))
 _FOLDS_TAKEN = (
     sa.select(_e.c.path_fold)
