@@ -186,7 +186,7 @@ class Poller:
                     # Full text: the source's pages, now that its entries are stored,
                     # beside the other sources' polls (the same bounded threads).
                     source = by_name[record.outcome.source]
-                    if pages and record.outcome.ok and self.resolved(source).full_text:
+                    if pages and self.resolved(source).full_text:
                         page_passes.append(threads.submit(self.update_pages, source, pool))
 
             def fetched(result: Fetched | PollRecord | SourceOutcome) -> None:
