@@ -208,6 +208,18 @@ class ParsedFeed:
 
 
 @dataclass(frozen=True, slots=True)
+class Prerendered:
+    """An article's file text, rendered where it was converted (a worker process, beside
+    the parsing) for the id and date a new entry gets: the decision uses it when it
+    gives the entry just those, under the same settings, and renders afresh otherwise."""
+
+    uid: str
+    date: datetime
+    render_key: str  # the render settings it was made under (``ResolvedSource``)
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Article:
     """An entry converted for keeping: cleaned, with its front matter, ready to write."""
 
@@ -229,6 +241,8 @@ class Article:
     enclosures: tuple[Enclosure, ...] = ()  # every enclosure, as the feed gave it
     body_from: str = "feed"  # where ``body_html`` came from: "feed", or "page" (full text)
     body_note: str | None = None  # why the page's full text was not used, when it was not
+    #: Its file's text, if the worker rendered it (not part of what the entry is).
+    prerendered: Prerendered | None = field(default=None, compare=False, repr=False)
 
     @property
     def byline(self) -> str:

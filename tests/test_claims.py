@@ -17,6 +17,7 @@ from werkzeug import Response
 
 from aggregator.config import load_config
 from aggregator.models import Status
+from aggregator.poll.batch import Parsed, Polled
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store, claims
 from aggregator.store.schema import claims_table, polls_table, sources_table
@@ -316,3 +317,66 @@ def test_lateness_summarised_in_sql_as_by_hand(tmp_path: Path, stores: list[Stor
     with store.reading() as conn:
         empty = claims.lateness(conn, FIXED_NOW + timedelta(hours=2))
     assert (empty.polls, empty.p50, empty.p99, empty.buckets[-1]) == (0, 0.0, 0.0, (3600.0, 0))
+
+
+def test_a_lease_lost_mid_batch_records_history_only_and_the_batch_goes_on(
+    make_config: MakeConfig, feeds: list[str], services: list[Service]
+) -> None:
+    clock = ManualClock()
+    service = make_service(make_config, feeds, clock, services)
+    service.start(paused=True)
+    with service.store.transaction() as conn:
+        got = claims.claim(conn, clock.now(), limit=3, per_host=3, lease=LEASE)
+    tokens = {c.name: c.token for c in got}
+    with service.store.transaction() as conn:  # s1's lease ran out; another claim took it
+        conn.execute(
+            sa.update(sources_table)
+            .where(sources_table.c.name == "s1")
+            .values(lease_token="newer", lease_until=FIXED_NOW + LEASE)
+        )
+    poller = service.poller
+    states = service.store.load_states(tokens)
+    polled: list[Polled] = []
+    for name in ("s0", "s1", "s2"):
+        source = service.config.source(name)
+        assert source is not None
+        result = poller._poll_guarded(source, states.get(name), None, False)
+        assert isinstance(result, Parsed)
+        polled.append(result)
+    # The three polls written as one batch, as a group commit of claimed polls is.
+    records = poller._write(polled, [tokens["s0"], tokens["s1"], tokens["s2"]])
+    assert [r.outcome.new for r in records] == [1, 1, 1]
+    for name in ("s0", "s2"):
+        after = row(service.store, name)
+        assert after.lease_token is None and after.last_polled_at == FIXED_NOW
+    lost = row(service.store, "s1")
+    assert lost.lease_token == "newer"  # the newer claim still holds it
+    assert lost.last_polled_at is None and lost.body_hash is None  # state untouched
+    with service.store.reading() as conn:
+        by_source: dict[str, int] = dict(
+            conn.execute(
+                sa.select(polls_table.c.source, sa.func.count()).group_by(polls_table.c.source)
+            ).all()
+        )
+    assert by_source == {"s0": 1, "s1": 1, "s2": 1}  # its history is recorded all the same
+
+
+def test_a_pause_after_the_claim_read_its_states_is_seen_by_the_poll(
+    make_config: MakeConfig, feeds: list[str], services: list[Service]
+) -> None:
+    clock = ManualClock()
+    service = make_service(make_config, feeds[:1], clock, services)
+    service.start(paused=True)
+    with service.store.transaction() as conn:
+        [claimed] = claims.claim(conn, clock.now(), limit=1, per_host=3, lease=LEASE)
+    loaded = service._load_states(["s0"])  # as claim_due reads them, before the pause
+    assert loaded is not None and loaded.states["s0"].status == Status.NEW
+    with service.holding("s0"):  # the admin's pause, while the claimed poll waits
+        service.store.set_status("s0", feeds[0], Status.PAUSED.value, "paused by the admin")
+    with service._idle:
+        service._in_flight += 1  # counted in flight, as claim_due does before it starts one
+    service.jobs.submit(service._run_claimed, claimed, None, loaded).result(timeout=30)
+    after = row(service.store, "s0")
+    assert after.status == Status.PAUSED.value and after.reason == "paused by the admin"
+    assert after.last_polled_at is None  # skipped: the poll read the state again
+    assert after.lease_token is None  # and its claim ended

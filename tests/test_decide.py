@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from aggregator.config import parse_config
 from aggregator.content.convert import entry_uid, fold_path, render_article, text_hash
-from aggregator.models import Article, Counts, WriteFailure
+from aggregator.models import Article, Counts, Prerendered, WriteFailure
 from aggregator.poll.decide import (
     Known,
     Look,
@@ -362,3 +362,24 @@ def test_files_to_examine(rebuild: bool, expected: dict[str, Look]) -> None:
     wanted = wanted_paths(SOURCE, batch, entries)
     assert wanted == {"b": "A/Post.md"}  # a has a file, c is dropped by a rule
     assert files_to_examine(SOURCE, batch, entries, wanted, orphans, rebuild=rebuild) == expected
+
+
+@pytest.mark.parametrize(
+    ("uid", "date", "render_key", "used"),
+    [
+        (entry_uid(SOURCE.name, "a"), NOW - timedelta(days=1), SOURCE.render_key, True),
+        ("another-id", NOW - timedelta(days=1), SOURCE.render_key, False),
+        (entry_uid(SOURCE.name, "a"), NOW, SOURCE.render_key, False),
+        (entry_uid(SOURCE.name, "a"), NOW - timedelta(days=1), OLD_KEY, False),
+    ],
+    ids=["as-decided", "other-id", "other-date", "other-settings"],
+)
+def test_a_worker_rendered_text_is_used_only_for_the_id_date_and_settings_decided(
+    uid: str, date: datetime, render_key: str, used: bool
+) -> None:
+    plain = article("a")
+    given = replace(plain, prerendered=Prerendered(uid, date, render_key, "from the worker"))
+    assert given == plain  # not part of what the entry is
+    plan = decide(SOURCE, make_batch(SOURCE, ["a"], [given]), Known(), NOW)
+    [written] = plan.writes.values()
+    assert written == ("from the worker" if used else text(plain))

@@ -2,8 +2,10 @@
 
 A folder is listed once and kept while its mtime holds (our own writes keep the listing
 current); a rollback forgets every listing, so a killed or failed poll's files are still
-adopted by entry_id; an unchanged re-poll writes no entry row; single polls (``run``'s
-jobs) that end together are recorded in one transaction, and every poll is recorded.
+adopted by entry_id; an unchanged re-poll writes no entry row and no file; single polls
+(``run``'s jobs) that end together are recorded in one transaction, and every poll is
+recorded; a batch that fails is written again poll by poll, so one failing source costs
+the others nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import sqlite3
 import threading
 
 import pytest
-from conftest import FeedFile, HarnessFactory, MakeConfig, item, rss
+from conftest import FeedFile, Harness, HarnessFactory, MakeConfig, item, rss
 
-from aggregator.poll.pipeline import GroupRecorder
+from aggregator.poll.batch import GroupRecorder, Polled
 from aggregator.store.records import PollRecord
 
 
@@ -115,11 +117,12 @@ def test_single_polls_that_end_together_are_recorded_in_one_transaction() -> Non
     first_started = threading.Event()
     release = threading.Event()
 
-    def write(batch: list[PollRecord], batch_leases: list[str | None]) -> None:
+    def write(batch: list[Polled], batch_leases: list[str | None]) -> list[PollRecord]:
         written.append([str(r) for r in batch])
         leases.extend(batch_leases)
         first_started.set()
         release.wait(10)
+        return batch  # type: ignore[return-value]  # strings standing for records
 
     recorder = GroupRecorder(write)
     threads = [
@@ -157,3 +160,67 @@ def test_concurrent_single_polls_are_each_recorded(
         assert conn.execute("SELECT count(*) FROM polls").fetchone() == (8,)
         assert conn.execute("SELECT count(DISTINCT source) FROM polls").fetchone() == (8,)
         assert conn.execute("SELECT value FROM meta WHERE key = 'polls_total'").fetchone() == ("8",)
+
+
+def test_a_failing_source_in_a_batch_still_records_every_other_source(
+    make_config: MakeConfig,
+    harness: HarnessFactory,
+    feed_file: FeedFile,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    names = ["a", "b", "bad", "junk", "c"]
+    paths = {n: feed_file(f"{n}.xml", rss(item(f"{n}1", f"Post of {n}"))) for n in names}
+    feed_file("junk.xml", b"\x00\xff<rss><channel><item><title>")  # not a feed at all
+    h = harness(
+        make_config([{"url": str(paths[n]), "categories": ["A"], "name": n} for n in names])
+    )
+    database = h.config.settings.database
+    with sqlite3.connect(database) as conn:  # a real failure of one source's rows
+        conn.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON entries WHEN NEW.source = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+    outcomes = {o.source: o for o in h.poll()}  # one batch: one transaction, at first
+    assert "5 polls stored one by one after a failure" in caplog.text
+    assert not outcomes["bad"].ok and "boom" in (outcomes["bad"].error or "")
+    assert not outcomes["junk"].ok and outcomes["junk"].error
+    assert {n: outcomes[n].new for n in ("a", "b", "c")} == {"a": 1, "b": 1, "c": 1}
+    with sqlite3.connect(database) as conn:
+        polls = dict(conn.execute("SELECT source, count(*) FROM polls GROUP BY source").fetchall())
+        kept = dict(conn.execute("SELECT source, count(*) FROM entries GROUP BY source").fetchall())
+        errors = dict(conn.execute("SELECT name, last_error FROM sources").fetchall())
+    assert polls == dict.fromkeys(names, 1)  # every poll recorded, once
+    assert kept == {"a": 1, "b": 1, "c": 1}
+    assert "boom" in errors["bad"] and errors["junk"] and errors["a"] is None
+
+
+def _files_and_rows(h: Harness) -> tuple[dict[str, tuple[int, int]], list[tuple[object, ...]]]:
+    """Each article file's inode and mtime, and each entry row's change stamps."""
+    files = {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in h.files()}
+    with sqlite3.connect(h.config.settings.database) as conn:
+        rows = conn.execute("SELECT key, seq, changed_at, path FROM entries ORDER BY key")
+        return files, rows.fetchall()
+
+
+def test_an_unchanged_repoll_rewrites_no_file_and_no_row(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    items = item("a", "Post") + item("b", "Other")
+    path = feed_file("f.xml", rss(items))
+    h = harness(make_config([{"url": str(path), "categories": ["A"]}]))
+    [first] = h.poll()
+    assert first.new == 2
+    before = _files_and_rows(h)
+    assert len(before[0]) == 2 and len(before[1]) == 2
+    # The same bytes (a pass, then a single poll as run's jobs make): not even parsed.
+    [again] = h.poll()
+    single = h.poller.poll_source(h.config.sources[0])
+    assert again.not_modified and single.not_modified
+    assert _files_and_rows(h) == before
+    # Other bytes, the same entries: parsed, and found unchanged.
+    feed_file("f.xml", rss(items, title="Renamed feed"))
+    changed = h.poller.poll_source(h.config.sources[0])
+    assert not changed.not_modified and changed.ok
+    assert (changed.new, changed.updated, changed.unchanged) == (0, 0, 2)
+    assert not changed.changes.files and not changed.changes.entries
+    assert _files_and_rows(h) == before

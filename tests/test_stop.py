@@ -279,7 +279,7 @@ def test_a_stop_between_two_submits_records_the_polls_already_started(
     def submit_then_stop(
         self: ThreadPoolExecutor, fn: Callable[..., object], /, *args: object
     ) -> Future[object]:
-        if getattr(fn, "__name__", "") != "_poll_guarded":  # the store's file writers submit too
+        if getattr(fn, "__name__", "") != "_fetch_guarded":  # the store's file writers submit too
             return submit(self, fn, *args)
         if len(handed) == 3:
             assert three_started.wait(DEADLINE)

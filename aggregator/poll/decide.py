@@ -272,7 +272,7 @@ def decide(
             rows.append(PlannedRow(Change.DROPPED, row))
             continue
         path = state.path if state and state.path else new_paths[key]
-        text = render_article(article, uid, date, source.options)
+        text = _rendered(source, article, uid, date)
         digest = text_hash(text)
         on_disk = known.files.get(path)
         write, warning = _needs_write(on_disk, path, text, digest, uid, state, rebuild)
@@ -297,6 +297,15 @@ def decide(
         dropped=dropped,
         warnings=tuple(warnings),
     )
+
+
+def _rendered(source: ResolvedSource, article: Article, uid: str, date: datetime) -> str:
+    """The article's file text: the one its worker rendered when made for this id, date
+    and settings (a new entry's, usually), else rendered here."""
+    pre = article.prerendered
+    if pre is not None and (pre.uid, pre.date, pre.render_key) == (uid, date, source.render_key):
+        return pre.text
+    return render_article(article, uid, date, source.options)
 
 
 def _needs_write(

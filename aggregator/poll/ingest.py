@@ -2,8 +2,8 @@
 
 ``decide`` (pure) chooses; this module does the I/O around it, inside the caller's store
 transaction: it reads what the index and the posts folder know of a batch, asks
-``decide``, writes the article files (concurrently), then the index rows of the
-entries whose file is on disk. Used by every poll and by rebuilds.
+``decide``, writes the article files (concurrently, when there are many), then the index
+rows of the entries whose file is on disk. Used by every poll and by rebuilds.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from aggregator.poll.decide import (
 )
 from aggregator.poll.resolve import ResolvedSource
 from aggregator.store import Store
-from aggregator.store.records import EntryRow
+from aggregator.store.records import EntryRow, StoredEntry
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -83,18 +83,22 @@ class Ingest:
         articles = list(articles)
         rebuild = keys is not None
         repeats: list[str] = []
+        stored: Mapping[str, StoredEntry] | None = None
         if keys is None:
             # A document's repeats of one entry become one article; the rebuild's
             # stored entries are one each already.
             kept, repeats = keep_one_per_entry(articles)
             articles = [k.article for k in kept]
             pairs = [(k.article.key, k.alt_keys) for k in kept]
-            recorded = self.store.alt_keys(
+            # One read for both: the keys' recorded alt keys, and the stored state of
+            # whichever of them the entries get.
+            stored = self.store.stored_entries(
                 conn, source.name, [k for key, alts in pairs for k in (key, *alts)]
             )
+            recorded = {k: e.alt_key for k, e in stored.items() if e.alt_key is not None}
             keys = assign_keys(pairs, recorded)
         batch = make_batch(source, keys, articles)
-        known = self._gather(conn, source, batch, rebuild)
+        known = self._gather(conn, source, batch, rebuild, stored)
         plan = decide(source, batch, known, now, rebuild=rebuild, force=force)
         files = self.store.files
         for path in plan.deletes:
@@ -126,10 +130,18 @@ class Ingest:
         self.store.touch_entries(conn, applied.source, applied.seen_again, applied.seen_at)
 
     def _gather(
-        self, conn: Connection, source: ResolvedSource, batch: Batch, rebuild: bool
+        self,
+        conn: Connection,
+        source: ResolvedSource,
+        batch: Batch,
+        rebuild: bool,
+        stored: Mapping[str, StoredEntry] | None = None,
     ) -> Known:
-        """What the index and the posts folder know of a batch, as values for ``decide``."""
-        entries = self.store.stored_entries(conn, source.name, batch.articles)
+        """What the index and the posts folder know of a batch, as values for ``decide``
+        (``stored``: the source's entries already read, for keys the batch's among them)."""
+        if stored is None:
+            stored = self.store.stored_entries(conn, source.name, batch.articles)
+        entries = {key: stored[key] for key in batch.articles if key in stored}
         wanted = wanted_paths(source, batch, entries)
         taken: set[str] = set()
         orphans: Mapping[str, str] = {}

@@ -1,8 +1,11 @@
 """Poll sources: fetch → parse → convert → store, recording every outcome.
 
-The CPU-heavy part (parse and clean) is a pure function, ``prepare``, run in a process
-pool when there is more than one source and more than one core. The main process keeps
-the I/O: fetching (threads), deciding what changed, writing files and the index.
+The CPU-heavy part (parse, clean, render) is a pure function, ``prepare``, run in a
+process pool when there is more than one source and more than one core. The main process
+keeps the I/O: fetching (threads), deciding what changed, writing files and the index.
+A pass over many sources is a pipeline (``Poller.poll_sources``), and the writer stores
+and records many polls to a transaction (``Poller._write``), retrying a failed batch one
+poll at a time; ``poll/batch.py`` has what a poll carries between the stages.
 """
 
 from __future__ import annotations
@@ -11,18 +14,19 @@ import hashlib
 import logging
 import os
 import random
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from aggregator.config import Config, SourceConfig
 from aggregator.content.fulltext import Page
 from aggregator.errors import FetchError, LocalFaultError, StoreError
 from aggregator.models import Changes, Counts, SourceOutcome, Status
+from aggregator.poll.batch import PARSE_BATCH, Fetched, GroupRecorder, Parsed, Polled, parse_batch
 from aggregator.poll.fetch import Fetcher
 from aggregator.poll.ingest import Applied, Ingest
 from aggregator.poll.leases import PassLeases
@@ -35,7 +39,7 @@ from aggregator.poll.worker import (
     LazyProcessPool,
     Prepared,
     make_executor,
-    prepare,
+    prepare_many,
     prepare_stored,
 )
 from aggregator.redact import redact, without_credentials
@@ -48,6 +52,9 @@ from aggregator.store.pages import (
     record_results,
 )
 from aggregator.store.records import KEEP, PollRecord, SourceState, SourceStateUpdate
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +116,7 @@ class Poller:
             max_failures=schedule.max_failures,
         )
         self.rng = rng or random.Random()
-        self._recorder = GroupRecorder(self._record)
+        self._recorder = GroupRecorder(self._write)
 
     def close(self) -> None:
         """Release the HTTP connections."""
@@ -137,6 +144,10 @@ class Poller:
     ) -> list[SourceOutcome]:
         """Poll each source once, ``concurrency`` at a time; failures are recorded, not raised.
 
+        A pipeline, so that many small feeds cost little more than parsing them: threads
+        fetch; the fetched documents go to the process pool several to a job; this thread
+        stores the parsed ones and records the polls, many to a transaction (``_write``).
+
         Args:
             sources: the sources to poll.
             on_done: called with each outcome as it completes (progress bars).
@@ -153,57 +164,87 @@ class Poller:
         states = self.store.load_states(s.key for s in sources)
         concurrency = min(self.config.settings.schedule.concurrency, len(sources))
         outcomes: dict[str, SourceOutcome] = {}
+        by_name = {s.key: s for s in sources}
         with (
             make_executor(self.workers, len(sources)) as pool,
             ThreadPoolExecutor(concurrency, thread_name_prefix="poll") as threads,
         ):
-            futures: list[Future[PollRecord | SourceOutcome]] = []
-            pending: list[PollRecord] = []
+            workers = self.workers if isinstance(pool, LazyProcessPool) else 1
+            fetching: set[Future[Fetched | PollRecord | SourceOutcome]] = set()
+            parsing: dict[Future[list[Prepared]], list[Fetched]] = {}
+            documents: list[Fetched] = []  # fetched, waiting for the pool
+            pending: list[Polled] = []  # ended, waiting for the writer
             page_passes: list[Future[PagesDone]] = []
-            by_name = {s.key: s for s in sources}
+            queue = iter(sources)
 
-            def flush() -> None:
-                if not pending:
-                    return
-                tokens = [leases.token(r.outcome.source) for r in pending] if leases else None
-                self._record(pending, tokens)
-                for record in pending:
-                    outcomes[record.outcome.source] = record.outcome
-                    if on_done is not None:
-                        on_done(record.outcome)
+            def done(outcome: SourceOutcome) -> None:
+                outcomes[outcome.source] = outcome
+                if on_done is not None:
+                    on_done(outcome)
+
+            def flush(pages: bool = True) -> None:
+                if leases is None:
+                    tokens: list[str | None] = [None] * len(pending)
+                else:
+                    tokens = [leases.token(_source_key(item)) for item in pending]
+                records = self._write(pending, tokens) if pending else []
                 pending.clear()
+                for record in records:
+                    done(record.outcome)
+                    # Full text: the source's pages, now that its entries are stored,
+                    # beside the other sources' polls (the same bounded threads).
+                    source = by_name[record.outcome.source]
+                    if pages and self.resolved(source).full_text:
+                        page_passes.append(threads.submit(self.update_pages, source, pool))
+
+            def fetched(result: Fetched | PollRecord | SourceOutcome) -> None:
+                if isinstance(result, Fetched):
+                    documents.append(result)
+                elif isinstance(result, PollRecord):
+                    pending.append(result)
+                else:
+                    done(result)
+
+            def hand_out() -> None:
+                # Full jobs; or what is waiting, when a worker would idle without it.
+                while documents and len(parsing) < 2 * workers:
+                    if len(documents) < PARSE_BATCH and len(parsing) >= workers and fetching:
+                        return
+                    batch = parse_batch(documents)
+                    # Taken off the list once handed out: a signal meanwhile leaves them
+                    # there, parsed here before they are recorded.
+                    parsing[self._submit_parse(batch, pool)] = batch
+                    del documents[: len(batch)]
 
             try:
-                # Submitted inside the ``try``: a signal between two submits must still
-                # record the polls already started.
-                for source in sources:
-                    state = states.get(source.key)
-                    if leases is None:
-                        futures.append(
-                            threads.submit(self._poll_guarded, source, state, pool, manual)
-                        )
-                    else:
-                        futures.append(
-                            threads.submit(self._poll_leased, source, state, pool, manual, leases)
-                        )
-                for done, future in enumerate(as_completed(futures), start=1):
-                    result = future.result()
-                    if isinstance(result, PollRecord):
-                        pending.append(result)
-                        # Full text: the source's pages, now that its entries are stored,
-                        # beside the other sources' polls (the same bounded threads); its
-                        # record is written without waiting for them.
-                        source = by_name[result.outcome.source]
-                        if self.resolved(source).full_text:
-                            page_passes.append(threads.submit(self.update_pages, source, pool))
-                    else:
-                        outcomes[result.source] = result
-                        if on_done is not None:
-                            on_done(result)
+                while True:
+                    # Submitted inside the ``try``: a signal between two submits must
+                    # still record the polls already started.
+                    while len(fetching) < concurrency and len(documents) < 2 * PARSE_BATCH:
+                        source = next(queue, None)
+                        if source is None:
+                            break
+                        state = states.get(source.key)
+                        if leases is None:
+                            job = threads.submit(self._fetch_guarded, source, state, manual)
+                        else:
+                            job = threads.submit(self._fetch_leased, source, state, manual, leases)
+                        fetching.add(job)
+                    hand_out()
                     # Recorded in batches: one transaction for many polls (a warm poll of
                     # hundreds of 304s is otherwise all transaction overhead).
-                    if len(pending) >= RECORD_BATCH or done == len(futures):
+                    if len(pending) >= RECORD_BATCH or not (fetching or parsing or documents):
                         flush()
+                    if not (fetching or parsing or documents):
+                        break
+                    waiting: list[Future[Any]] = [*fetching, *parsing]
+                    ended, _ = wait(waiting, return_when=FIRST_COMPLETED)
+                    for future in ended:
+                        if future in parsing:
+                            pending += self._parsed(parsing.pop(future), future, pool)
+                        else:
+                            fetching.discard(future)
+                            fetched(future.result())
                 for page_pass in page_passes:
                     # The files a page pass rewrote are this pass's changes too (hooks).
                     pages = page_pass.result()
@@ -215,8 +256,14 @@ class Poller:
                 # Interrupted (a signal, Ctrl-C): start no more polls, let those in flight
                 # end (their fetch timeouts bound it), and record every poll that ended.
                 threads.shutdown(wait=True, cancel_futures=True)
-                pending[:] = _unrecorded(futures, outcomes)
-                flush()
+                for future in fetching:
+                    if not future.cancelled() and future.exception() is None:
+                        fetched(future.result())
+                for future, batch in parsing.items():
+                    pending.extend(self._parsed(batch, future, pool))
+                if documents:
+                    pending.extend(self._parse_guarded(documents, None))
+                flush(pages=False)
                 raise
         if sum(o.new + o.updated for o in outcomes.values()) >= CHECKPOINT_AFTER:
             self.store.checkpoint()
@@ -229,6 +276,7 @@ class Poller:
         *,
         manual: bool = False,
         lease: str | None = None,
+        states: Mapping[str, SourceState] | None = None,
     ) -> SourceOutcome:
         """Poll one source: conditional fetch, parse only what changed, store, record.
 
@@ -238,12 +286,14 @@ class Poller:
             manual: poll even a paused or gone source (a refresh asked for by a user).
             lease: the claim's token (``store/claims.py``): the record clears the lease,
                 and writes the source's state only while the lease is still this one's.
+            states: the states of a batch of sources read in one query (a claim's); the
+                source's is read here when None (absent from them: never polled).
         """
-        result = self._poll_guarded(source, self.store.load_state(source.key), pool, manual)
-        if isinstance(result, PollRecord):
-            self._recorder.record(result, lease)
-            return result.outcome
-        return result
+        state = states.get(source.key) if states is not None else self.store.load_state(source.key)
+        result = self._poll_guarded(source, state, pool, manual)
+        if isinstance(result, SourceOutcome):
+            return result
+        return self._recorder.record(result, lease).outcome
 
     def refuse(
         self, source: SourceConfig, reason: str, *, lease: str | None = None
@@ -265,15 +315,14 @@ class Poller:
         self._recorder.record(record, lease)
         return record.outcome
 
-    def _poll_leased(
+    def _fetch_leased(
         self,
         source: SourceConfig,
         state: SourceState | None,
-        pool: Executor | None,
         manual: bool,
         leases: PassLeases,
-    ) -> PollRecord | SourceOutcome:
-        """``_poll_guarded`` under the source's lease (skipped when another holds it)."""
+    ) -> Fetched | PollRecord | SourceOutcome:
+        """``_fetch_guarded`` under the source's lease (skipped when another holds it)."""
         try:
             held = leases.take(source.key) is None
         except StoreError as exc:
@@ -283,7 +332,7 @@ class Poller:
             return SourceOutcome(
                 source=source.key, url=source.url, status=status, skipped=True, held=True
             )
-        return self._poll_guarded(source, state, pool, manual)
+        return self._fetch_guarded(source, state, manual)
 
     def _poll_guarded(
         self,
@@ -291,37 +340,103 @@ class Poller:
         state: SourceState | None,
         pool: Executor | None,
         manual: bool,
-    ) -> PollRecord | SourceOutcome:
-        """Poll without recording: a PollRecord to write, or the outcome of a skip.
+    ) -> Polled | SourceOutcome:
+        """Poll without storing or recording: what the writer stores and records
+        (``_write``), or the outcome of a skip.
 
         Whatever goes wrong becomes a recorded failure of this source (and its backoff),
         never an exception that would lose the other sources' results.
         """
+        fetched = self._fetch_guarded(source, state, manual)
+        if not isinstance(fetched, Fetched):
+            return fetched
+        [parsed] = self._parse_guarded([fetched], pool)
+        return parsed
+
+    def _fetch_guarded(
+        self, source: SourceConfig, state: SourceState | None, manual: bool
+    ) -> Fetched | PollRecord | SourceOutcome:
+        """Fetch a source: its document to parse, or the record of a poll that ends here
+        (unchanged, failed), or the outcome of a skip; never raises."""
         started = self.clock()
         clock_start = time.perf_counter()
-
-        def record(attempt: Attempt) -> PollRecord:
-            duration = time.perf_counter() - clock_start
-            return poll_record(self.policy, source, state, attempt, rng=self.rng, duration=duration)
-
         try:
-            attempt = self._fetch_and_store(source, state, pool, manual, started)
-            return attempt if isinstance(attempt, SourceOutcome) else record(attempt)
-        except Exception as exc:  # a bug or a dead worker: recorded like any failure
+            fetched = self._fetch(source, state, manual, started, clock_start)
+        except Exception as exc:  # a bug: recorded like any failure
             log.exception("poll source=%s failed unexpectedly", source.key)
+            fetched = Attempt(started, error=f"internal error: {type(exc).__name__}: {exc}")
+        if isinstance(fetched, Attempt):
+            return self._make_record(source, state, fetched, clock_start)
+        return fetched
+
+    def _parse_guarded(self, documents: Sequence[Fetched], pool: Executor | None) -> list[Polled]:
+        """Parse and convert fetched documents in the pool: each parsed, or the record of
+        its failure."""
+        pool = pool or InlineExecutor()
+        return self._parsed(documents, self._submit_parse(documents, pool), pool)
+
+    def _submit_parse(self, documents: Sequence[Fetched], pool: Executor) -> Future[list[Prepared]]:
+        """Hand documents to the pool, several to one job (one pickling round trip)."""
+        try:
+            return pool.submit(
+                prepare_many,
+                [
+                    (
+                        d.resolved.view,
+                        d.url,
+                        d.body,
+                        d.headers,
+                        d.attempt.started,
+                        (d.resolved.options, d.resolved.render_key),
+                    )
+                    for d in documents
+                ],
+            )
+        except Exception as exc:  # e.g. a broken pool: the job's failure, as its result
+            failed: Future[list[Prepared]] = Future()
+            failed.set_exception(exc)
+            return failed
+
+    def _parsed(
+        self, documents: Sequence[Fetched], job: Future[list[Prepared]], pool: Executor
+    ) -> list[Polled]:
+        """A parse job's documents, parsed, or the records of their failure."""
+        try:
+            return [
+                Parsed(replace(d, body=b""), prepared)
+                for d, prepared in zip(documents, job.result(), strict=True)
+            ]
+        except Exception as exc:  # a bug or a dead worker: recorded like any failure
+            log.exception("parsing %d documents failed unexpectedly", len(documents))
             if isinstance(exc, BrokenProcessPool) and isinstance(pool, LazyProcessPool):
                 pool.reset()  # a worker died (e.g. out of memory): start afresh next time
-            return record(Attempt(started, error=f"internal error: {type(exc).__name__}: {exc}"))
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            return [self._failed(d, error) for d in documents]
 
-    def _fetch_and_store(
+    def _make_record(
         self,
         source: SourceConfig,
         state: SourceState | None,
-        pool: Executor | None,
+        attempt: Attempt,
+        clock_start: float,
+    ) -> PollRecord:
+        duration = time.perf_counter() - clock_start
+        return poll_record(self.policy, source, state, attempt, rng=self.rng, duration=duration)
+
+    def _failed(self, fetched: Fetched, error: str) -> PollRecord:
+        """The record of a fetched document that could not be parsed."""
+        attempt = replace(fetched.attempt, error=error)
+        return self._make_record(fetched.source, fetched.state, attempt, fetched.clock_start)
+
+    def _fetch(
+        self,
+        source: SourceConfig,
+        state: SourceState | None,
         manual: bool,
         started: datetime,
-    ) -> Attempt | SourceOutcome:
-        """Fetch, parse only what changed, store: what the poll did (or a skip's outcome)."""
+        clock_start: float,
+    ) -> Attempt | Fetched | SourceOutcome:
+        """Fetch: a document to parse, what the poll did (unchanged, failed), or a skip."""
         fingerprint = source.fingerprint()
         changed = state is not None and state.config_hash not in (None, fingerprint)
         if (
@@ -360,30 +475,25 @@ class Poller:
                     ttl=state.feed_hint if state is not None else None,
                 ),
             )
-        job = (pool or InlineExecutor()).submit(
-            prepare,
-            resolved.view,
-            without_credentials(fetched.url),  # the final URL: the base of relative links
-            fetched.body,
-            fetched.headers,
-            now=started,
-        )
-        prepared = job.result()
-        stored, error, fault = self._store(resolved, prepared, started)
-        return Attempt(
+        attempt = Attempt(
             started,
-            counts=prepared_counts(prepared) + stored,
-            error=error,
-            fault=fault,
             answer=answer,
-            hints=prepared.hints,
-            feed_title=prepared.feed_title,
             validators=Validators(
                 fetched.headers.get("etag"),
                 fetched.headers.get("last-modified"),
                 body_hash,
                 resolved.render_key,
             ),
+        )
+        return Fetched(
+            source,
+            state,
+            resolved,
+            without_credentials(fetched.url),  # the final URL: the base of relative links
+            fetched.body,
+            fetched.headers,
+            attempt,
+            clock_start,
         )
 
     # -- full text -----------------------------------------------------------------------
@@ -430,65 +540,103 @@ class Poller:
             if done.error is not None or done.fetched == 0:
                 return total
 
-    def _store(
-        self, source: ResolvedSource, prepared: Prepared, now: datetime
-    ) -> tuple[Counts, str | None, str | None]:
-        """Write a parsed document's articles and apply retention, in one transaction.
+    def _write(self, items: Sequence[Polled], leases: Sequence[str | None]) -> list[PollRecord]:
+        """Store the parsed polls' articles and record every poll, in one transaction,
+        and log one line per poll.
 
-        Returns:
-            What was done (what was decided before a failure still counts), the index's
-            error, and our storage's fault, if any.
-        """
-        if prepared.error is not None:
-            return Counts(), prepared.error, None
-        applied: Applied | None = None
-        pruned = 0
-        deleted: list[str] = []
-        error = fault = None
-        try:
-            with self.store.transaction() as conn:
-                applied = self.ingest.write_files(conn, source, prepared.articles, now)
-                self.ingest.write_rows(conn, applied)
-                pruned = self.store.prune(
-                    conn, source.name, source.keep_days, source.keep_max, now, deleted
-                )
-        except LocalFaultError as exc:
-            fault = str(exc)
-        except StoreError as exc:
-            error = str(exc)
-        counts = applied.counts if applied is not None else Counts()
-        return (
-            counts + Counts(dropped=pruned, changes=Changes(deleted=tuple(deleted))),
-            error,
-            fault,
-        )
-
-    def _record(
-        self, records: list[PollRecord], leases: Sequence[str | None] | None = None
-    ) -> None:
-        """Write polls and states in one transaction, and log one line per poll.
-
+        One transaction for many polls: a pass of many small feeds is otherwise mostly
+        commits. A batch that fails (a hostile document, a bug, a database error) is
+        written again one poll at a time, so one source's failure never costs the others
+        their articles or records; a poll that fails alone is recorded with its error.
         With a lease (claimed polls), the claim ends here; a claim that lost its lease
         records its history, not its state (a newer claim's poll owns that now).
         """
         try:
             with self.store.transaction() as conn:
-                kept: list[PollRecord] = []
-                for record, lease in zip(records, leases or [None] * len(records), strict=True):
-                    state = record.state
-                    if lease is not None and not claims.release(conn, state.name, lease):
-                        log.warning(
-                            "source=%s lease lost; state left to the newer claim", state.name
-                        )
-                        record = replace(record, state=SourceStateUpdate(state.name, state.url))
-                    kept.append(record)
-                records = kept
-                self.store.record_polls(conn, records, self.config.settings.schedule.history)
-        except StoreError as exc:
-            log.error("cannot record %d polls: %s", len(records), exc)
+                records = [self._stored(conn, item) for item in items]
+                records = self._record_in(conn, records, leases)
+        except Exception as exc:
+            if len(items) > 1:
+                log.warning("%d polls stored one by one after a failure: %s", len(items), exc)
+                return [
+                    r
+                    for i, lease in zip(items, leases, strict=True)
+                    for r in self._write([i], [lease])
+                ]
+            records = [self._unstored(items[0], exc)]
+            try:
+                with self.store.transaction() as conn:
+                    records = self._record_in(conn, records, leases)
+            except StoreError as again:
+                log.error("cannot record %d polls: %s", len(records), again)
         if log.isEnabledFor(logging.INFO):
             for record in records:
                 log.info("poll %s", logfmt(record.outcome))
+        return records
+
+    def _stored(self, conn: Connection, item: Polled) -> PollRecord:
+        """A parsed poll's articles written (files, rows, retention) in ``conn``: its record."""
+        if isinstance(item, PollRecord):
+            return item
+        fetched, prepared = item.fetched, item.prepared
+        source, now = fetched.resolved, fetched.attempt.started
+        counts = prepared_counts(prepared)
+        if prepared.error is None:
+            applied = self.ingest.write_files(conn, source, prepared.articles, now)
+            self.ingest.write_rows(conn, applied)
+            deleted: list[str] = []
+            pruned = self.store.prune(
+                conn, source.name, source.keep_days, source.keep_max, now, deleted
+            )
+            counts += applied.counts + Counts(
+                dropped=pruned, changes=Changes(deleted=tuple(deleted))
+            )
+        attempt = replace(
+            fetched.attempt,
+            counts=counts,
+            error=prepared.error,
+            hints=prepared.hints,
+            feed_title=prepared.feed_title,
+        )
+        return self._make_record(fetched.source, fetched.state, attempt, fetched.clock_start)
+
+    def _unstored(self, item: Polled, exc: Exception) -> PollRecord:
+        """The record of a poll whose articles could not be stored (rolled back): the
+        index's error, our storage's fault, or a bug's."""
+        if isinstance(item, PollRecord):
+            return item
+        fetched, prepared = item.fetched, item.prepared
+        error = fault = None
+        if isinstance(exc, LocalFaultError):
+            fault = str(exc)
+        elif isinstance(exc, StoreError):
+            error = str(exc)
+        else:
+            log.error("poll source=%s failed unexpectedly", fetched.source.key, exc_info=exc)
+            error = f"internal error: {type(exc).__name__}: {exc}"
+        attempt = replace(
+            fetched.attempt,
+            counts=prepared_counts(prepared),
+            error=error,
+            fault=fault,
+            hints=prepared.hints,
+            feed_title=prepared.feed_title,
+        )
+        return self._make_record(fetched.source, fetched.state, attempt, fetched.clock_start)
+
+    def _record_in(
+        self, conn: Connection, records: list[PollRecord], leases: Sequence[str | None]
+    ) -> list[PollRecord]:
+        """Write polls and states in ``conn``; a claim that lost its lease records history."""
+        kept: list[PollRecord] = []
+        for record, lease in zip(records, leases, strict=True):
+            state = record.state
+            if lease is not None and not claims.release(conn, state.name, lease):
+                log.warning("source=%s lease lost; state left to the newer claim", state.name)
+                record = replace(record, state=SourceStateUpdate(state.name, state.url))
+            kept.append(record)
+        self.store.record_polls(conn, kept, self.config.settings.schedule.history)
+        return kept
 
     # -- rebuild and prune ---------------------------------------------------------------
 
@@ -566,45 +714,11 @@ class Poller:
         return pruned
 
 
-class GroupRecorder:
-    """Writes the records of single polls (``aggregator run``'s jobs), several to a
-    transaction when they end together: a group commit.
-
-    A poll's thread returns once its record is written. The first to arrive writes what
-    is waiting; those that arrive meanwhile wait, and the next of them writes all of
-    theirs in one transaction. Alone, a poll writes its own at once (no delay is added).
-    """
-
-    def __init__(self, write: Callable[[list[PollRecord], list[str | None]], None]) -> None:
-        self._write = write
-        self._cond = threading.Condition()
-        self._pending: list[tuple[PollRecord, str | None]] = []
-        self._issued = 0  # tickets handed out
-        self._written = 0  # every ticket up to this one is written
-        self._writing = False
-
-    def record(self, record: PollRecord, lease: str | None = None) -> None:
-        """Write ``record`` (in a batch with others waiting), ending its claim's
-        ``lease`` if it has one, then return."""
-        with self._cond:
-            self._issued += 1
-            ticket = self._issued
-            self._pending.append((record, lease))
-            while self._written < ticket:
-                if self._writing:
-                    self._cond.wait()
-                    continue
-                batch, self._pending = self._pending, []
-                last = self._issued
-                self._writing = True
-                self._cond.release()
-                try:
-                    self._write([r for r, _ in batch], [lease for _, lease in batch])
-                finally:
-                    self._cond.acquire()
-                    self._writing = False
-                    self._written = last
-                    self._cond.notify_all()
+def _source_key(polled: Polled) -> str:
+    """The key of the source a poll ready for the writer belongs to."""
+    if isinstance(polled, Parsed):
+        return polled.fetched.source.key
+    return polled.outcome.source
 
 
 def _stored_page(stored: StoredPage | None) -> Page | str | None:
@@ -618,14 +732,6 @@ def _stored_page(stored: StoredPage | None) -> Page | str | None:
 def prepared_counts(prepared: Prepared) -> Counts:
     """What parsing and converting a document already tells of its entries."""
     return Counts(failed=prepared.failed, warnings=prepared.warnings)
-
-
-def _unrecorded(
-    futures: list[Future[PollRecord | SourceOutcome]], outcomes: dict[str, SourceOutcome]
-) -> list[PollRecord]:
-    """The polls among ``futures`` that ended, with a record not yet in ``outcomes``."""
-    ended = (f.result() for f in futures if f.done() and not f.cancelled() and not f.exception())
-    return [r for r in ended if isinstance(r, PollRecord) and r.outcome.source not in outcomes]
 
 
 def logfmt(outcome: SourceOutcome) -> str:

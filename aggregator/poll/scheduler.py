@@ -5,7 +5,10 @@ has come, oldest first, as many as the job pool has free threads and at most
 ``per_host`` in flight per host, and starts their polls there (``store/claims.py`` has
 the statements). A claim leases its row: no other claim, here or in another process,
 takes the source until the poll's record ends the lease, or until the lease runs out (a
-crashed poller's sources come back). The poll's record sets the next time (so the
+crashed poller's sources come back). A claim reads its sources' states in one query,
+not one per poll (unless an admin held a source since: then the poll reads its own);
+polls that end together are stored and recorded in one transaction (the poller's group
+commit), each with its lease. The poll's record sets the next time (so the
 interval adapts, backs off and pauses); a refresh, a pause and a resume are row updates
 the next tick sees. A per-source lock still keeps a poll by hand (``_run``) and an
 admin's pause apart from a claimed poll. Next-poll times live in the store, so a restart
@@ -42,7 +45,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,7 +63,7 @@ from aggregator.redact import redact
 from aggregator.store import Store, claims
 from aggregator.store.catalog import IndexedSource
 from aggregator.store.claims import Claim, Lateness
-from aggregator.store.records import KEEP, Keep
+from aggregator.store.records import KEEP, Keep, SourceState
 from aggregator.store.static import StaticFeeds
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,16 @@ CLAIM_SECONDS = 1.0  # the claim loop's tick
 LEASE_FACTOR = 2.0  # a claim's lease, in units of the longest a poll should take
 STOP_MARGIN = 10.0  # seconds beyond the longest fetch for a poll to parse and store
 RESTART_SETTINGS = ("posts_dir", "database", "server", "workers")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The states of a claim's sources, read in one query when it was made."""
+
+    #: name → state; absent: never polled.
+    states: dict[str, SourceState]
+    #: ``Service._holds`` when they were read.
+    holds: int
 
 
 class Rebuilder:
@@ -178,6 +191,7 @@ class Service:
         self.pool: Executor = make_executor(self.poller.workers, max(2, len(config.sources)))
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._holds = 0  # admin holds so far (``holding``): a claim's states go stale
         self._reload_lock = threading.Lock()
         self._claim_lock = threading.Lock()  # one claim at a time in this process
         self._idle = threading.Condition()  # guards the two fields below
@@ -317,6 +331,7 @@ class Service:
                 known = self._sources([claim.name for claim in got]) if got else {}
             except StoreError as exc:
                 log.error("cannot read the claimed sources: %s", exc)
+            loaded = self._load_states([c.name for c in got])
             started: list[Claim] = []
             for claim in got:
                 with self._idle:
@@ -327,7 +342,7 @@ class Service:
                     self._end(claim.name, claim.token, done=False)  # back at once
                     continue
                 try:
-                    self.jobs.submit(self._run_claimed, claim, known)
+                    self.jobs.submit(self._run_claimed, claim, known, loaded)
                 except RuntimeError:  # the job pool was shut down meanwhile (a stop)
                     self._finished()
                     self._end(claim.name, claim.token, done=False)
@@ -337,9 +352,26 @@ class Service:
         finally:
             self._claim_lock.release()
 
-    def _run_claimed(self, claim: Claim, known: dict[str, IndexedSource] | None = None) -> None:
+    def _load_states(self, names: list[str]) -> Loaded | None:
+        """The states of a claim's sources, in one query (not one per poll); None when
+        they cannot be read now (each poll reads its own then)."""
+        if not names:
+            return None
+        holds = self._holds
         try:
-            self._poll(claim.name, claim.manual, claim.token, known)
+            return Loaded(self.store.load_states(names), holds)
+        except StoreError as exc:
+            log.warning("cannot read the claimed sources' states: %s", exc)
+            return None
+
+    def _run_claimed(
+        self,
+        claim: Claim,
+        known: dict[str, IndexedSource] | None = None,
+        loaded: Loaded | None = None,
+    ) -> None:
+        try:
+            self._poll(claim.name, claim.manual, claim.token, known, loaded)
         except Exception:  # logged; the lease brings the source back
             log.exception("source=%s claimed poll crashed", claim.name)
         finally:
@@ -454,6 +486,8 @@ class Service:
         """Wait for a source's in-flight poll to end and keep others out meanwhile
         (an admin's pause must not be overwritten by a poll that was already running)."""
         lock = self._lock(name)
+        with self._locks_guard:
+            self._holds += 1  # the states a claim read before are not to be trusted now
         if not lock.acquire(timeout=timeout):
             raise TimeoutError(f"source {name} is still being polled")
         try:
@@ -483,6 +517,7 @@ class Service:
         manual: bool,
         token: str | None,
         known: dict[str, IndexedSource] | None = None,
+        loaded: Loaded | None = None,
     ) -> SourceOutcome | None:
         indexed = known.get(name) if known is not None else self._sources([name]).get(name)
         if indexed is None or not (indexed.config.enabled or manual):
@@ -496,11 +531,16 @@ class Service:
             log.info("source=%s already being polled; skipped", name)
             self._end(name, token, done=False)
             return None
+        # The states read with the claim, unless an admin held a source since (a pause
+        # made meanwhile must be seen: the poll reads its state again then).
+        states = loaded.states if loaded is not None and loaded.holds == self._holds else None
         try:
             if indexed.problem is not None:  # never fetched without its secrets
                 outcome = self.poller.refuse(source, indexed.problem, lease=token)
             else:
-                outcome = self.poller.poll_source(source, self.pool, manual=manual, lease=token)
+                outcome = self.poller.poll_source(
+                    source, self.pool, manual=manual, lease=token, states=states
+                )
         except Exception:  # a bug must not kill the source's schedule; retry later
             log.exception("source=%s poll crashed", name)
             retry = self.clock() + timedelta(seconds=self.poller.policy.interval)

@@ -21,13 +21,20 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeAlias, TypeVar
 
-from aggregator.content.convert import SourceView, convert_entry, untrusted_dates
+from aggregator.content.convert import (
+    RenderOptions,
+    SourceView,
+    convert_entry,
+    entry_uid,
+    render_article,
+    untrusted_dates,
+)
 from aggregator.content.fulltext import Extraction, Page, extract_page
 from aggregator.content.parse import parse_feed
 from aggregator.errors import AggregatorError
-from aggregator.models import Article, ParsedEntry
+from aggregator.models import Article, ParsedEntry, Prerendered
 from aggregator.poll.policy import Hints, feed_hints
 from aggregator.signals import STOP_SIGNALS
 
@@ -58,11 +65,14 @@ def prepare(
     headers: dict[str, str] | None = None,
     *,
     now: datetime,
+    render: Render | None = None,
 ) -> Prepared:
     """Parse a feed document and convert its entries; never raises for bad input.
 
     ``url`` is where the document was found, after redirects: relative links resolve
     against it. ``now`` is the time of the poll (a date far ahead of it is not trusted).
+    With ``render``, each article's file is rendered here too, as a new entry's
+    (``Prerendered``): the process that stores it then only writes it.
     """
     try:
         feed = parse_feed(url, body, headers)
@@ -78,7 +88,35 @@ def prepare(
         entries = entries[: view.max_entries]
     prepared = _convert_all(view, entries, now, feed.title, [*feed.skipped], warnings)
     hints = feed_hints(feed.ttl, feed.update_period, feed.update_frequency, headers)
-    return replace(prepared, hints=hints)
+    articles = prepared.articles
+    if render is not None:
+        articles = tuple(_prerender(view.name, a, now, render) for a in articles)
+    return replace(prepared, articles=articles, hints=hints)
+
+
+def _prerender(name: str, article: Article, now: datetime, render: Render) -> Article:
+    """An article with its file's text as a new entry gets it (its id and date)."""
+    options, render_key = render
+    uid = entry_uid(name, article.key)
+    date = article.published or article.updated or now
+    text = render_article(article, uid, date, options)
+    return replace(article, prerendered=Prerendered(uid, date, render_key, text))
+
+
+#: How to render a source's articles: its options, and its render key.
+Render: TypeAlias = tuple[RenderOptions, str]
+#: What ``prepare`` takes of one document: the source's view, its URL, body, headers,
+#: the time of its poll, and how to render its articles.
+Document: TypeAlias = tuple[SourceView, str, bytes, "dict[str, str] | None", datetime, Render]
+
+
+def prepare_many(documents: Sequence[Document]) -> list[Prepared]:
+    """``prepare`` each of several documents: one job of the pool for them all (a small
+    feed's parse costs little more than pickling it there and back)."""
+    return [
+        prepare(view, url, body, head, now=now, render=render)
+        for view, url, body, head, now, render in documents
+    ]
 
 
 def prepare_stored(

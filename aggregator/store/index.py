@@ -218,39 +218,15 @@ class Store(Queries, Logins, Catalog):
 
     # -- reading -------------------------------------------------------------------------
 
-    def alt_keys(self, conn: Connection, source: str, keys: Iterable[str]) -> dict[str, str]:
-        """For those of ``keys`` stored in ``source``: key → its recorded alt key."""
-        wanted = sorted(set(keys))
-        t = entries_table
-        found: dict[str, str] = {}
-        for chunk in chunks(wanted):
-            rows = conn.execute(
-                sa.select(t.c.key, t.c.alt_key).where(t.c.source == source, t.c.key.in_(chunk))
-            )
-            found.update({r.key: r.alt_key for r in rows})
-        return found
-
     def stored_entries(
         self, conn: Connection, source: str, keys: Iterable[str]
     ) -> dict[str, StoredEntry]:
-        """The stored state of those of ``keys`` that ``source`` has."""
+        """The stored state of those of ``keys`` that ``source`` has (with their recorded
+        alt keys, which assigning keys reads)."""
         wanted = sorted(set(keys))
-        t = entries_table
         found: dict[str, StoredEntry] = {}
-        columns = (
-            t.c.id,
-            t.c.key,
-            t.c.uid,
-            t.c.path,
-            t.c.raw_hash,
-            t.c.file_hash,
-            t.c.render_key,
-            t.c.first_seen,
-            t.c.pruned_at,
-            t.c.dropped_by,
-        )
         for chunk in chunks(wanted):
-            rows = conn.execute(sa.select(*columns).where(t.c.source == source, t.c.key.in_(chunk)))
+            rows = conn.execute(_STORED_ENTRIES, {"source": source, "keys": chunk})
             for r in rows:
                 found[r.key] = StoredEntry(
                     id=r.id,
@@ -263,6 +239,7 @@ class Store(Queries, Logins, Catalog):
                     first_seen=r.first_seen,
                     pruned=r.pruned_at is not None,
                     dropped_by=r.dropped_by,
+                    alt_key=r.alt_key,
                 )
         return found
 
@@ -278,11 +255,9 @@ class Store(Queries, Logins, Catalog):
     def folds_taken(self, conn: Connection, folds: Iterable[str]) -> set[str]:
         """Those of ``folds`` (``fold_path``) that the path of an entry in the index has."""
         wanted = sorted(set(folds))
-        t = entries_table
         taken: set[str] = set()
         for chunk in chunks(wanted):
-            query = sa.select(t.c.path_fold).where(t.c.path_fold.in_(chunk)).distinct()
-            taken.update(conn.execute(query).scalars())
+            taken.update(conn.execute(_FOLDS_TAKEN, {"folds": chunk}).scalars())
         return taken
 
     def entries_for_rebuild(self, conn: Connection, source: str) -> list[tuple[str, str]]:
@@ -367,11 +342,8 @@ class Store(Queries, Logins, Catalog):
         self, conn: Connection, source: str, keys: Sequence[str], now: datetime
     ) -> None:
         """Record that unchanged entries were seen again."""
-        t = entries_table
         for chunk in chunks(keys):
-            conn.execute(
-                sa.update(t).where(t.c.source == source, t.c.key.in_(chunk)).values(last_seen=now)
-            )
+            conn.execute(_TOUCH_ENTRIES, {"of_source": source, "keys": chunk, "now": now})
 
     def record_polls(
         self, conn: Connection, records: Sequence[PollRecord], history: int = 50
@@ -538,6 +510,8 @@ class Store(Queries, Logins, Catalog):
         Returns:
             How many entries were pruned.
         """
+        if keep_days is None and keep_max is None:
+            return 0  # no retention: nothing to ask (a small feed's poll is cheap)
         t = entries_table
         live = sa.and_(t.c.source == source, kept())
         doomed: list[tuple[int, str | None]] = []
@@ -741,3 +715,32 @@ def _upsert_states(columns: tuple[str, ...]) -> sa.Insert:
         index_elements=["name"],
         set_={c: statement.excluded[c] for c in columns if c != "name"},
     )
+
+
+# A poll's reads and writes of its own entries, built once: a small feed's poll is a few
+# rows, and building and keying a statement afresh cost more than running it.
+_e = entries_table
+_keys: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
+_STORED_ENTRIES = sa.select(
+    _e.c.id,
+    _e.c.key,
+    _e.c.uid,
+    _e.c.path,
+    _e.c.raw_hash,
+    _e.c.file_hash,
+    _e.c.render_key,
+    _e.c.first_seen,
+    _e.c.pruned_at,
+    _e.c.dropped_by,
+    _e.c.alt_key,
+).where(_e.c.source == sa.bindparam("source"), _e.c.key.in_(_keys))
+_FOLDS_TAKEN = (
+    sa.select(_e.c.path_fold)
+    .where(_e.c.path_fold.in_(sa.bindparam("folds", expanding=True)))
+    .distinct()
+)
+_TOUCH_ENTRIES = (
+    sa.update(_e)
+    .where(_e.c.source == sa.bindparam("of_source"), _e.c.key.in_(_keys))
+    .values(last_seen=sa.bindparam("now"))
+)

@@ -127,6 +127,8 @@ class StoredEntry:
     first_seen: datetime
     pruned: bool
     dropped_by: str | None
+    #: Its recorded alt key (key assignment reads it: ``convert.assign_keys``).
+    alt_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
