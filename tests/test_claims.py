@@ -169,6 +169,17 @@ def make_service(
     return service
 
 
+def started_service(
+    make_config: MakeConfig, urls: list[str], made: list[Service]
+) -> tuple[ManualClock, Service]:
+    """A service over ``urls`` on a clock of its own, its rows set, its loop not running
+    (the tests claim themselves)."""
+    clock = ManualClock()
+    service = make_service(make_config, urls, clock, made)
+    service.start(paused=True)
+    return clock, service
+
+
 def settle(service: Service) -> None:
     wait_for(lambda: service._in_flight == 0, "the claimed polls to be recorded")
 
@@ -194,9 +205,7 @@ def test_never_polled_sources_are_claimed_polled_and_rescheduled(
 def test_pause_refresh_and_resume_are_row_updates_the_loop_honours(
     make_config: MakeConfig, feeds: list[str], services: list[Service]
 ) -> None:
-    clock = ManualClock()
-    service = make_service(make_config, feeds[:1], clock, services)
-    service.start(paused=True)
+    clock, service = started_service(make_config, feeds[:1], services)
     service.store.set_status("s0", feeds[0], Status.PAUSED.value, "paused by the admin")
     service.unschedule("s0")  # what the admin's pause does
     clock.advance(3600)
@@ -220,9 +229,7 @@ def test_pause_refresh_and_resume_are_row_updates_the_loop_honours(
 def test_a_late_completion_records_its_history_but_not_its_state(
     make_config: MakeConfig, feeds: list[str], services: list[Service]
 ) -> None:
-    clock = ManualClock()
-    service = make_service(make_config, feeds[:1], clock, services)
-    service.start(paused=True)
+    clock, service = started_service(make_config, feeds[:1], services)
     with service.store.transaction() as conn:
         [stale] = claims.claim(conn, clock.now(), limit=1, per_host=2, lease=LEASE)
         clock.advance(LEASE.total_seconds())
@@ -241,9 +248,7 @@ def test_a_late_completion_records_its_history_but_not_its_state(
 def test_lateness_is_recorded_and_shown(
     make_config: MakeConfig, feeds: list[str], services: list[Service]
 ) -> None:
-    clock = ManualClock()
-    service = make_service(make_config, feeds, clock, services)
-    service.start(paused=True)
+    clock, service = started_service(make_config, feeds, services)
     clock.advance(30)  # every source was due at FIXED_NOW: claimed 30 s late
     assert [c.late for c in service.claim_due()] == [30.0, 30.0, 30.0]
     settle(service)
@@ -273,9 +278,7 @@ def test_a_stop_waits_for_a_claimed_poll_and_records_it(
     threaded_httpserver.expect_request("/slow").respond_with_handler(
         gate.held(lambda _r: Response(rss(item("g", "Post")), content_type="application/rss+xml"))
     )
-    clock = ManualClock()
-    service = make_service(make_config, [threaded_httpserver.url_for("/slow")], clock, services)
-    service.start(paused=True)
+    _, service = started_service(make_config, [threaded_httpserver.url_for("/slow")], services)
     assert [c.name for c in service.claim_due()] == ["s0"]
     gate.wait(lambda g: g.active == 1, "the claimed poll's request")
     stopped: list[bool] = []
@@ -322,9 +325,7 @@ def test_lateness_summarised_in_sql_as_by_hand(tmp_path: Path, stores: list[Stor
 def test_a_lease_lost_mid_batch_records_history_only_and_the_batch_goes_on(
     make_config: MakeConfig, feeds: list[str], services: list[Service]
 ) -> None:
-    clock = ManualClock()
-    service = make_service(make_config, feeds, clock, services)
-    service.start(paused=True)
+    clock, service = started_service(make_config, feeds, services)
     with service.store.transaction() as conn:
         got = claims.claim(conn, clock.now(), limit=3, per_host=3, lease=LEASE)
     tokens = {c.name: c.token for c in got}
@@ -364,9 +365,7 @@ def test_a_lease_lost_mid_batch_records_history_only_and_the_batch_goes_on(
 def test_a_pause_after_the_claim_read_its_states_is_seen_by_the_poll(
     make_config: MakeConfig, feeds: list[str], services: list[Service]
 ) -> None:
-    clock = ManualClock()
-    service = make_service(make_config, feeds[:1], clock, services)
-    service.start(paused=True)
+    clock, service = started_service(make_config, feeds[:1], services)
     with service.store.transaction() as conn:
         [claimed] = claims.claim(conn, clock.now(), limit=1, per_host=3, lease=LEASE)
     loaded = service._load_states(["s0"])  # as claim_due reads them, before the pause
