@@ -75,6 +75,7 @@ NEW_ITEMS = 2  # items a changed feed gains before the warm pass
 PROBES = ("/", "/?category=c7", "/?q=s00042", "/healthz")
 BARE_PROBE = "/feed"
 QUICK = 2000
+YAML_FLOOR = "YAML parse process (yaml.load)"
 PLAIN_LOCATION = """
         location /plain/ { etag off; if_modified_since off; }
 """
@@ -309,10 +310,12 @@ import sys, time
 start = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from config import floor_load
+from config import floor_events, floor_load
 ready = time.perf_counter()
 floor_load(Path(sys.argv[2]))
-print(time.perf_counter() - ready)
+loaded = time.perf_counter()
+floor_events(Path(sys.argv[2]))
+print(loaded - ready, time.perf_counter() - loaded)
 """
 FLOOR_CONFIG = """
 import sys
@@ -604,10 +607,10 @@ def main() -> None:
         nginx.terminate()
         nginx.wait(10)
     results["load_after"] = os.getloadavg()
-    floor_yaml = next(r for r in rows if r.measure.startswith("config load")).floor
+    floor_yaml = rows[0].floor
     rows += [
-        Row("start-up: process to first claim", startup, floor_yaml, "s", "YAML parse process"),
-        Row("start-up: process to web answering", web_up, floor_yaml, "s", "YAML parse process"),
+        Row("start-up: process to first claim", startup, floor_yaml, "s", YAML_FLOOR),
+        Row("start-up: process to web answering", web_up, floor_yaml, "s", YAML_FLOOR),
         Row(
             "cold pass (first claim to all polled)",
             cold,
@@ -672,21 +675,34 @@ def main() -> None:
 
 
 def measure_config(config: Path) -> list[Row]:
-    """check-config against its floor: a Python process that imports PyYAML and parses
-    the same files with libyaml (bench/config's ``floor_load``, timed inside a process
-    that imports bench/config, plus the start of one that only imports yaml)."""
+    """check-config against its floors: a Python process that imports PyYAML and parses
+    the same files with libyaml, to objects (``yaml.load``, CSafeLoader: the usual way)
+    and as the bare event stream (nothing that reads YAML in Python beats it). Both are
+    bench/config's, timed inside a process, plus the start of one that only imports yaml.
+    """
     rounds = 3
     start, _ = timed_process([sys.executable, "-c", "import yaml"], rounds)
     parses = [
-        float(timed_process([sys.executable, "-c", FLOOR_YAML, str(HERE), str(config)], 1)[1])
+        [
+            float(x)
+            for x in timed_process([sys.executable, "-c", FLOOR_YAML, str(HERE), str(config)], 1)[
+                1
+            ].split()
+        ]
         for _ in range(rounds)
     ]
-    floor = start + statistics.median(parses)
+    load, events = (start + statistics.median(p[i] for p in parses) for i in (0, 1))
     check, _ = timed_process(
         [sys.executable, "-m", "aggregator", "check-config", "--config", str(config)], rounds
     )
-    print(f"config load: check-config {check:.2f} s, YAML floor {floor:.2f} s", flush=True)
-    return [Row("config load (check-config)", check, floor, "s", "YAML parse process")]
+    print(
+        f"config load: check-config {check:.2f} s, YAML floors {load:.2f} s, {events:.2f} s",
+        flush=True,
+    )
+    return [
+        Row("config load (check-config)", check, load, "s", YAML_FLOOR),
+        Row("config load (check-config)", check, events, "s", "YAML event stream process"),
+    ]
 
 
 if __name__ == "__main__":
