@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from poll import ensure_nginx, free_port, start_nginx  # noqa: E402
+from workload import ensure_nginx, free_port, start_nginx  # noqa: E402
 
 SOURCES, ITEMS = 1000, 10
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,72 +27,11 @@ import urllib3
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from workload import FEEDS, ITEMS, write_feeds  # noqa: E402
+from workload import FEEDS, ITEMS, free_port, start_nginx, write_feeds  # noqa: E402
 
 from aggregator.config import load_config  # noqa: E402
 from aggregator.poll.pipeline import Poller  # noqa: E402
 from aggregator.store import Store  # noqa: E402
-
-NGINX_CONF = """
-user root;
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/tmp-body;
-    proxy_temp_path {root}/tmp-proxy;
-    fastcgi_temp_path {root}/tmp-fastcgi;
-    uwsgi_temp_path {root}/tmp-uwsgi;
-    scgi_temp_path {root}/tmp-scgi;
-    keepalive_requests 100000;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root}/www;
-        default_type application/rss+xml;
-        etag on;
-    }}
-}}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ensure_nginx() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if found:
-        return found
-    print("installing Debian's nginx (apt-get) ...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx"], check=True, env=env)
-    subprocess.run(["pkill", "-x", "nginx"], check=False)  # the package starts one on :80
-    return "/usr/sbin/nginx"
-
-
-def start_nginx(root: Path, port: int) -> subprocess.Popen[bytes]:
-    conf = root / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(root=root, port=port), encoding="utf-8")
-    process = subprocess.Popen(
-        [ensure_nginx(), "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL
-    )
-    http = urllib3.PoolManager()
-    for _ in range(100):
-        try:
-            http.request("GET", f"http://127.0.0.1:{port}/feed-000.xml", retries=False)
-            return process
-        except urllib3.exceptions.HTTPError:
-            time.sleep(0.05)
-    process.terminate()
-    raise SystemExit("nginx did not start")
 
 
 def reader_python() -> Path:

@@ -20,7 +20,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from urllib.parse import unquote
 import urllib3
 
 HERE = Path(__file__).resolve().parent
-from workload import store_entries  # noqa: E402
+from workload import ensure_tool, free_port, store_entries  # noqa: E402
 from wsgi_requests import FEED  # noqa: E402
 
 from aggregator.content.convert import entry_uid  # noqa: E402
@@ -43,21 +42,8 @@ SECTIONS, SITES, FEEDS = 5, 2, 5  # 50 leaf categories
 THREADS = 4
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("installing wrk (apt-get) ...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
-    return "wrk"
+    return ensure_tool("wrk")
 
 
 def categories() -> list[tuple[str, str, str]]:

@@ -7,13 +7,20 @@ The generator is seeded, so every run measures the same bytes.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import urllib3
 
 if TYPE_CHECKING:
     from aggregator.store import Store
@@ -129,3 +136,101 @@ def config_text(paths: list[Path], workdir: Path) -> str:
             "    remove: ['.appendQr_wrap', '.ori_titlesource', '.article-editor']",
         ]
     return "\n".join(lines) + "\n"
+
+
+NGINX_CONF = """
+user root;
+worker_processes 1;
+worker_rlimit_nofile {files};
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp-body;
+    proxy_temp_path {root}/tmp-proxy;
+    fastcgi_temp_path {root}/tmp-fastcgi;
+    uwsgi_temp_path {root}/tmp-uwsgi;
+    scgi_temp_path {root}/tmp-scgi;
+    keepalive_requests 100000;
+    server {{
+        listen {listen};
+        root {root}/www;
+        default_type application/rss+xml;
+        etag on;
+        {locations}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_tool(name: str) -> str:
+    """The path of command ``name``, its Debian package (same name) installed with
+    apt-get on first use."""
+    found = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
+    if found:
+        return found
+    print(f"installing Debian's {name} (apt-get) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", name], check=True, env=env)
+    if name == "nginx":
+        subprocess.run(["pkill", "-x", "nginx"], check=False)  # the package starts one on :80
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def ensure_nginx() -> str:
+    """Debian's nginx, installed on first use; its path."""
+    return ensure_tool("nginx")
+
+
+def start_nginx(
+    root: Path,
+    port: int,
+    *,
+    listen: str | None = None,
+    locations: str = "",
+    connections: int = 1024,
+    probe: str = "feed-000.xml",
+) -> subprocess.Popen[bytes]:
+    """Start nginx serving ``root/www`` (static files with ETag and Last-Modified, so
+    conditional GETs get 304s) and wait until ``probe`` answers; the caller stops it.
+
+    Args:
+        listen: nginx's ``listen`` value; default 127.0.0.1:port. A bare port binds every
+            address, so all of 127.0.0.0/8 reaches it (thousands of distinct hosts).
+        locations: extra ``location`` blocks inside the server.
+        connections: worker_connections (each client keeps its connections alive).
+        probe: a file under www/ that must exist.
+    """
+    conf = root / "nginx.conf"
+    text = NGINX_CONF.format(
+        root=root,
+        listen=listen or f"127.0.0.1:{port}",
+        locations=locations,
+        connections=connections,
+        files=2 * connections + 64,
+    )
+    conf.write_text(text, encoding="utf-8")
+    process = subprocess.Popen(
+        [ensure_nginx(), "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL
+    )
+    http = urllib3.PoolManager()
+    for _ in range(100):
+        try:
+            http.request("GET", f"http://127.0.0.1:{port}/{probe}", retries=False)
+            return process
+        except urllib3.exceptions.HTTPError:
+            time.sleep(0.05)
+    process.terminate()
+    raise SystemExit("nginx did not start")
