@@ -84,6 +84,22 @@ def bare_parse(bodies: list[bytes]) -> float:
 
 
 poll_profiles: list[cProfile.Profile] = []
+writer_cpu: list[float] = []  # CPU seconds of the writer (``Poller._write``), per pass
+
+
+def _timed_writer() -> None:
+    """Count the CPU time (this thread's, kernel time included) the writer spends in
+    ``Poller._write``: storing every parsed poll (files, rows) and recording them all."""
+    inner = Poller._write
+
+    def write(self: Poller, *args: object) -> object:
+        start = time.thread_time()
+        try:
+            return inner(self, *args)  # type: ignore[arg-type]
+        finally:
+            writer_cpu[-1] += time.thread_time() - start
+
+    Poller._write = write  # type: ignore[method-assign,assignment]
 
 
 def _profiled_polls() -> None:
@@ -129,6 +145,7 @@ def passes(
         poller = Poller(config, store, workers=workers)
         profiler = cProfile.Profile() if profile == name else None
         poll_profiles.clear()
+        writer_cpu.append(0.0)
         start = time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -137,6 +154,8 @@ def passes(
             profiler.disable()
 
         times.append(time.perf_counter() - start)
+        if name == "warm":
+            writer_cpu.pop()  # the cold pass's is the one reported
         poller.close()
         assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:3]
         new = sum(o.new for o in outcomes)
@@ -149,6 +168,7 @@ def passes(
     # As ``run``'s jobs poll: one source per call, from a pool of 8 job threads, with the
     # states its claim loop reads for a claim of up to 100 sources in one query.
     poller = Poller(config, store, workers=workers)
+    writer_cpu.append(0.0)  # not reported: only the cold pass's is
     start = time.perf_counter()
     singles = []
     with ThreadPoolExecutor(config.settings.schedule.concurrency) as jobs:
@@ -157,6 +177,7 @@ def passes(
             states = store.load_states(s.key for s in claimed)
             singles += jobs.map(partial(poller.poll_source, states=states), claimed)
     times.append(time.perf_counter() - start)
+    writer_cpu.pop()
     poller.close()
     assert all(o.ok and o.not_modified for o in singles)
     assert store.count_entries() == len(paths) * ITEMS
@@ -185,6 +206,7 @@ def main() -> None:
             _profiled_polls()
             passes(paths, root, args.workers, args.profile)
             return
+        _timed_writer()
         floor, cold, warm, single = [], [], [], []
         for round_ in range(1, args.rounds + 1):
             floor.append(bare_parse(bodies))
@@ -194,13 +216,19 @@ def main() -> None:
             single.append(one)
             print(
                 f"round {round_}: parse {floor[-1]:.2f} s, cold {c:.2f} s, warm {w:.2f} s, "
-                f"warm single polls {one:.2f} s"
+                f"warm single polls {one:.2f} s; cold writer CPU "
+                f"{writer_cpu[-1] / n * 1e6:.0f} us/source"
             )
         f, c, w, one = (statistics.median(x) for x in (floor, cold, warm, single))
         print(f"medians of {args.rounds}:")
         print(f"  floor feedparser.parse: {f:6.2f} s  {f / n * 1e6:7.0f} us/source")
         print(
             f"  cold pass:              {c:6.2f} s  {c / n * 1e6:7.0f} us/source  {c / f:.2f}x floor"
+        )
+        print(
+            f"  cold writer CPU:        {statistics.median(writer_cpu):6.2f} s  "
+            f"{statistics.median(writer_cpu) / n * 1e6:7.0f} us/source  (Poller._write, "
+            "its thread's CPU: files, rows, records)"
         )
         print(
             f"  warm pass (unchanged):  {w:6.2f} s  {w / n * 1e6:7.0f} us/source  {w / f:.2f}x floor"
