@@ -223,24 +223,23 @@ class Store(Queries, Logins, Catalog):
     ) -> dict[str, StoredEntry]:
         """The stored state of those of ``keys`` that ``source`` has (with their recorded
         alt keys, which assigning keys reads)."""
-        wanted = sorted(set(keys))
-        found: dict[str, StoredEntry] = {}
-        for chunk in chunks(wanted):
-            rows = conn.execute(_STORED_ENTRIES, {"source": source, "keys": chunk})
-            for r in rows:
-                found[r.key] = StoredEntry(
-                    id=r.id,
-                    key=r.key,
-                    uid=r.uid,
-                    path=r.path,
-                    raw_hash=r.raw_hash,
-                    file_hash=r.file_hash,
-                    render_key=r.render_key,
-                    first_seen=r.first_seen,
-                    pruned=r.pruned_at is not None,
-                    dropped_by=r.dropped_by,
-                    alt_key=r.alt_key,
-                )
+        return self.stored_entries_of(conn, {source: keys})[source]
+
+    def stored_entries_of(
+        self, conn: Connection, wanted: Mapping[str, Iterable[str]]
+    ) -> dict[str, dict[str, StoredEntry]]:
+        """``stored_entries`` of several sources (each with its own keys), in one query
+        per chunk: the writer stores many small feeds' polls to a transaction, and one
+        query each cost more than the rows they read."""
+        keys = {source: set(its) for source, its in wanted.items()}
+        found: dict[str, dict[str, StoredEntry]] = {source: {} for source in keys}
+        every = sorted(set().union(*keys.values()))
+        for sources in chunks(sorted(keys), 100):
+            for chunk in chunks(every):
+                rows = conn.execute(_STORED_ENTRIES, {"sources": sources, "keys": chunk})
+                for r in rows:
+                    if r.key in keys[r.source]:  # not another of the sources' key
+                        found[r.source][r.key] = _stored_entry(r)
         return found
 
     def paths_taken(self, conn: Connection, paths: Iterable[str]) -> set[str]:
@@ -601,6 +600,23 @@ def damaged_report(database: str, damage: str) -> str:
     )
 
 
+def _stored_entry(r: Any) -> StoredEntry:
+    """A row of ``_STORED_ENTRIES``, typed."""
+    return StoredEntry(
+        id=r.id,
+        key=r.key,
+        uid=r.uid,
+        path=r.path,
+        raw_hash=r.raw_hash,
+        file_hash=r.file_hash,
+        render_key=r.render_key,
+        first_seen=r.first_seen,
+        pruned=r.pruned_at is not None,
+        dropped_by=r.dropped_by,
+        alt_key=r.alt_key,
+    )
+
+
 def _row_values(row: EntryRow) -> dict[str, Any]:
     return {
         "source": row.source,
@@ -733,7 +749,8 @@ _STORED_ENTRIES = sa.select(
     _e.c.pruned_at,
     _e.c.dropped_by,
     _e.c.alt_key,
-).where(_e.c.source == sa.bindparam("source"), _e.c.key.in_(_keys))
+    _e.c.source,
+).where(_e.c.source.in_(sa.bindparam("sources", expanding=True)), _e.c.key.in_(_keys))
 _FOLDS_TAKEN = (
     sa.select(_e.c.path_fold)
     .where(_e.c.path_fold.in_(sa.bindparam("folds", expanding=True)))
