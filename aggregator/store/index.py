@@ -234,12 +234,12 @@ class Store(Queries, Logins, Catalog):
         keys = {source: set(its) for source, its in wanted.items()}
         found: dict[str, dict[str, StoredEntry]] = {source: {} for source in keys}
         every = sorted(set().union(*keys.values()))
-        for sources in chunks(sorted(keys), 100):
-            for chunk in chunks(every):
-                rows = conn.execute(_STORED_ENTRIES, {"sources": sources, "keys": chunk})
-                for r in rows:
-                    if r.key in keys[r.source]:  # not another of the sources' key
-                        found[r.source][r.key] = _stored_entry(r)
+        if not every:
+            return found
+        values = {"sources": json.dumps(sorted(keys)), "keys": json.dumps(every)}
+        for r in conn.execute(_STORED_ENTRIES, values):
+            if r.key in keys[r.source]:  # not another of the sources' key
+                found[r.source][r.key] = _stored_entry(r)
         return found
 
     def paths_taken(self, conn: Connection, paths: Iterable[str]) -> set[str]:
@@ -254,10 +254,9 @@ class Store(Queries, Logins, Catalog):
     def folds_taken(self, conn: Connection, folds: Iterable[str]) -> set[str]:
         """Those of ``folds`` (``fold_path``) that the path of an entry in the index has."""
         wanted = sorted(set(folds))
-        taken: set[str] = set()
-        for chunk in chunks(wanted):
-            taken.update(conn.execute(_FOLDS_TAKEN, {"folds": chunk}).scalars())
-        return taken
+        if not wanted:
+            return set()
+        return set(conn.execute(_FOLDS_TAKEN, {"folds": json.dumps(wanted)}).scalars())
 
     def entries_for_rebuild(self, conn: Connection, source: str) -> list[tuple[str, str]]:
         """(key, raw_json) of every entry of ``source`` not pruned (dropped ones too:
@@ -341,8 +340,10 @@ class Store(Queries, Logins, Catalog):
         self, conn: Connection, source: str, keys: Sequence[str], now: datetime
     ) -> None:
         """Record that unchanged entries were seen again."""
-        for chunk in chunks(keys):
-            conn.execute(_TOUCH_ENTRIES, {"of_source": source, "keys": chunk, "now": now})
+        if keys:
+            conn.execute(
+                _TOUCH_ENTRIES, {"of_source": source, "keys": json.dumps(keys), "now": now}
+            )
 
     def record_polls(
         self, conn: Connection, records: Sequence[PollRecord], history: int = 50
@@ -733,10 +734,18 @@ def _upsert_states(columns: tuple[str, ...]) -> sa.Insert:
     )
 
 
+def _json_list(name: str) -> sa.Select[Any]:
+    """The values of a JSON array given as the parameter ``name``: an IN list whose
+    statement is one string however long the list (an expanding parameter renders the
+    statement again for every length, which costs more than a small feed's query)."""
+    return sa.select(
+        sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued("value").c.value
+    )
+
+
 # A poll's reads and writes of its own entries, built once: a small feed's poll is a few
 # rows, and building and keying a statement afresh cost more than running it.
 _e = entries_table
-_keys: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
 _STORED_ENTRIES = sa.select(
     _e.c.id,
     _e.c.key,
@@ -750,14 +759,10 @@ _STORED_ENTRIES = sa.select(
     _e.c.dropped_by,
     _e.c.alt_key,
     _e.c.source,
-).where(_e.c.source.in_(sa.bindparam("sources", expanding=True)), _e.c.key.in_(_keys))
-_FOLDS_TAKEN = (
-    sa.select(_e.c.path_fold)
-    .where(_e.c.path_fold.in_(sa.bindparam("folds", expanding=True)))
-    .distinct()
-)
+).where(_e.c.source.in_(_json_list("sources")), _e.c.key.in_(_json_list("keys")))
+_FOLDS_TAKEN = sa.select(_e.c.path_fold).where(_e.c.path_fold.in_(_json_list("folds"))).distinct()
 _TOUCH_ENTRIES = (
     sa.update(_e)
-    .where(_e.c.source == sa.bindparam("of_source"), _e.c.key.in_(_keys))
+    .where(_e.c.source == sa.bindparam("of_source"), _e.c.key.in_(_json_list("keys")))
     .values(last_seen=sa.bindparam("now"))
 )
