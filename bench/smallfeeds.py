@@ -10,15 +10,19 @@ Measures, in one run and on the same bytes:
   * warm single polls: the same again as ``run``'s jobs poll, ``Poller.poll_source`` per
     source from 8 threads, with the states a claim of 100 sources reads in one query.
 Prints each as seconds, µs per source and the ratio to the floor (aim: cold ≤ 2, warm a
-few hundred µs per source). ``--profile cold|warm`` prints a cProfile of that pass instead.
+few hundred µs per source), and where the cold pass's CPU went: the writer's thread
+(``Poller._write``: files, rows, records; user and system time), this whole process (fetch
+threads, loop, writer) and the pool's processes (parse, clean, render). ``--profile cold|warm`` prints a cProfile of that pass instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import tempfile
@@ -32,6 +36,7 @@ from workload import write_feeds
 
 from aggregator.config import load_config
 from aggregator.poll.pipeline import Poller
+from aggregator.poll.worker import LazyProcessPool
 from aggregator.store import Store
 
 FEEDS = 3000
@@ -84,6 +89,59 @@ def bare_parse(bodies: list[bytes]) -> float:
 
 
 poll_profiles: list[cProfile.Profile] = []
+# CPU seconds (user, system) of the writer (``Poller._write``), per pass.
+writer_cpu: list[list[float]] = []
+# CPU seconds of the cold pass, this process's (fetch threads, loop, writer) and its pool
+# processes' (parse, clean, render), per round.
+cold_cpu: list[tuple[float, float]] = []
+
+
+pool_cpu: list[float] = [0.0]  # CPU seconds of the pool processes that have ended
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds so far (user + system) of this process, and of the pool processes."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime, pool_cpu[0]
+
+
+def _process_cpu(pid: int) -> float:
+    """A live process's CPU seconds so far, from /proc (the pool's processes are the
+    forkserver's children, not ours: RUSAGE_CHILDREN never sees them)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _counted_pools() -> None:
+    """Add each pool's processes' CPU to ``pool_cpu`` as the pool shuts down."""
+    inner = LazyProcessPool.shutdown
+
+    def shutdown(self: LazyProcessPool, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pool = self._pool
+        if pool is not None:
+            for pid in list(getattr(pool, "_processes", None) or {}):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    pool_cpu[0] += _process_cpu(pid)
+        inner(self, wait, cancel_futures=cancel_futures)
+
+    LazyProcessPool.shutdown = shutdown  # type: ignore[method-assign]
+
+
+def _timed_writer() -> None:
+    """Count the CPU time (this thread's, kernel time included) the writer spends in
+    ``Poller._write``: storing every parsed poll (files, rows) and recording them all."""
+    inner = Poller._write
+
+    def write(self: Poller, *args: object) -> object:
+        start = resource.getrusage(resource.RUSAGE_THREAD)
+        try:
+            return inner(self, *args)  # type: ignore[arg-type]
+        finally:
+            end = resource.getrusage(resource.RUSAGE_THREAD)
+            writer_cpu[-1][0] += end.ru_utime - start.ru_utime
+            writer_cpu[-1][1] += end.ru_stime - start.ru_stime
+
+    Poller._write = write  # type: ignore[method-assign,assignment]
 
 
 def _profiled_polls() -> None:
@@ -129,6 +187,8 @@ def passes(
         poller = Poller(config, store, workers=workers)
         profiler = cProfile.Profile() if profile == name else None
         poll_profiles.clear()
+        writer_cpu.append([0.0, 0.0])
+        cpu = _cpu()
         start = time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -138,6 +198,11 @@ def passes(
 
         times.append(time.perf_counter() - start)
         poller.close()
+        if name == "cold":  # the pool's processes have ended (and been waited for)
+            after = _cpu()
+            cold_cpu.append((after[0] - cpu[0], after[1] - cpu[1]))
+        if name == "warm":
+            writer_cpu.pop()  # the cold pass's is the one reported
         assert all(o.ok for o in outcomes), [o for o in outcomes if not o.ok][:3]
         new = sum(o.new for o in outcomes)
         if name == "cold":
@@ -149,6 +214,7 @@ def passes(
     # As ``run``'s jobs poll: one source per call, from a pool of 8 job threads, with the
     # states its claim loop reads for a claim of up to 100 sources in one query.
     poller = Poller(config, store, workers=workers)
+    writer_cpu.append([0.0, 0.0])  # not reported: only the cold pass's is
     start = time.perf_counter()
     singles = []
     with ThreadPoolExecutor(config.settings.schedule.concurrency) as jobs:
@@ -157,6 +223,7 @@ def passes(
             states = store.load_states(s.key for s in claimed)
             singles += jobs.map(partial(poller.poll_source, states=states), claimed)
     times.append(time.perf_counter() - start)
+    writer_cpu.pop()
     poller.close()
     assert all(o.ok and o.not_modified for o in singles)
     assert store.count_entries() == len(paths) * ITEMS
@@ -185,6 +252,8 @@ def main() -> None:
             _profiled_polls()
             passes(paths, root, args.workers, args.profile)
             return
+        _timed_writer()
+        _counted_pools()
         floor, cold, warm, single = [], [], [], []
         for round_ in range(1, args.rounds + 1):
             floor.append(bare_parse(bodies))
@@ -194,13 +263,27 @@ def main() -> None:
             single.append(one)
             print(
                 f"round {round_}: parse {floor[-1]:.2f} s, cold {c:.2f} s, warm {w:.2f} s, "
-                f"warm single polls {one:.2f} s"
+                f"warm single polls {one:.2f} s; cold writer CPU "
+                f"{sum(writer_cpu[-1]) / n * 1e6:.0f} us/source, main process "
+                f"{cold_cpu[-1][0] / n * 1e6:.0f}, pool {cold_cpu[-1][1] / n * 1e6:.0f}"
             )
         f, c, w, one = (statistics.median(x) for x in (floor, cold, warm, single))
         print(f"medians of {args.rounds}:")
         print(f"  floor feedparser.parse: {f:6.2f} s  {f / n * 1e6:7.0f} us/source")
         print(
             f"  cold pass:              {c:6.2f} s  {c / n * 1e6:7.0f} us/source  {c / f:.2f}x floor"
+        )
+        user, system = (statistics.median(w[i] for w in writer_cpu) for i in (0, 1))
+        print(
+            f"  cold writer CPU:        {user + system:6.2f} s  {(user + system) / n * 1e6:7.0f} "
+            f"us/source  (Poller._write's thread: user {user / n * 1e6:.0f}, system "
+            f"{system / n * 1e6:.0f})"
+        )
+        own, pool = (statistics.median(c[i] for c in cold_cpu) for i in (0, 1))
+        print(
+            f"  cold CPU: main process {own / n * 1e6:.0f} us/source (writer included), "
+            f"pool processes {pool / n * 1e6:.0f} us/source, together {(own + pool) / f:.2f}x "
+            "floor"
         )
         print(
             f"  warm pass (unchanged):  {w:6.2f} s  {w / n * 1e6:7.0f} us/source  {w / f:.2f}x floor"

@@ -190,6 +190,53 @@ def test_namesakes_get_distinct_stable_files(
     assert sorted(p.name for p in h.files()) == names
 
 
+def test_namesakes_of_sources_sharing_a_folder_stored_together_get_distinct_files(
+    make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
+) -> None:
+    """The writer stores a pass's polls together, their rows after all their files: the
+    second source's name choice sees the name the first one took in the same batch, even
+    one that differs only in case (no file of that name on a case-sensitive disk, and
+    the folder's kept listing is current with our own writes)."""
+    earlier = item("x", "Earlier", "<p>x</p>")
+    other = item("y", "Other", "<p>y</p>")
+    first = feed_file("one.xml", rss(earlier))
+    second = feed_file("two.xml", rss(other))
+    h = harness(
+        make_config(
+            [
+                {"url": str(first), "name": "one", "categories": ["Shared"]},
+                {"url": str(second), "name": "two", "categories": ["Shared"]},
+            ]
+        )
+    )
+    assert [o.new for o in h.poll()] == [1, 1]  # the shared folder is listed, and kept
+    feed_file("one.xml", rss(earlier + item("a", "Same title", "<p>From one</p>")))
+    feed_file("two.xml", rss(other + item("b", "SAME TITLE", "<p>From two</p>")))
+    h.now += timedelta(hours=1)
+    assert [o.new for o in h.poll()] == [1, 1]
+    files = h.files()
+    names = sorted(p.name for p in files)
+    assert len({n.lower() for n in names}) == 4  # no two names fold alike
+    assert names[:2] == ["Earlier.md", "Other.md"]
+    # Whichever poll the writer got first took the plain name.
+    assert names[2:] in (
+        ["SAME-TITLE.md", "Same-title-" + names[3][11:]],
+        ["SAME-TITLE-" + names[2][11:], "Same-title.md"],
+    )
+    assert all(re.fullmatch(r"(SAME-TITLE|Same-title)(-[0-9a-f]{8})?\.md", n) for n in names[2:])
+    bodies = sorted(front_and_body(p)[1].strip() for p in files)
+    assert bodies[:2] == ["<div><p>From one</p></div>", "<div><p>From two</p></div>"]
+    with h.store.engine.connect() as conn:
+        paths = conn.exec_driver_sql("SELECT path FROM entries").scalars().all()
+    assert sorted(paths) == sorted(str(p.relative_to(h.posts)) for p in files)
+    h.now += timedelta(hours=1)
+    h.poller.sources = {
+        name: replace(resolved, render_key="forced") for name, resolved in h.poller.sources.items()
+    }
+    assert [(o.new, o.unchanged) for o in h.poll()] == [(0, 2), (0, 2)]
+    assert h.files() == files
+
+
 def test_a_users_own_file_is_never_overwritten(
     make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:

@@ -8,7 +8,7 @@ rows of the entries whose file is on disk. Used by every poll and by rebuilds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -74,16 +74,22 @@ class Ingest:
         *,
         keys: Sequence[str] | None = None,
         force: bool = False,
+        stored: Mapping[str, StoredEntry] | None = None,
+        chosen: set[str] | None = None,
     ) -> Applied:
         """Decide what changed and write (or delete) the article files.
 
         ``keys`` (for a rebuild) are the stored keys; otherwise they are assigned here.
         ``force`` renders every entry again even when nothing seems to have changed.
+        ``stored``: the source's entries already read for every key and alt key of
+        ``articles`` (``entry_keys``; the writer reads many polls' in one query).
+        ``chosen``: the folds of the paths given, earlier in this transaction, to rows not
+        written yet (the writer writes many polls' rows together): taken, as if indexed,
+        and this batch's are added.
         """
         articles = list(articles)
         rebuild = keys is not None
         repeats: list[str] = []
-        stored: Mapping[str, StoredEntry] | None = None
         if keys is None:
             # A document's repeats of one entry become one article; the rebuild's
             # stored entries are one each already.
@@ -92,13 +98,16 @@ class Ingest:
             pairs = [(k.article.key, k.alt_keys) for k in kept]
             # One read for both: the keys' recorded alt keys, and the stored state of
             # whichever of them the entries get.
-            stored = self.store.stored_entries(
-                conn, source.name, [k for key, alts in pairs for k in (key, *alts)]
-            )
+            if stored is None:
+                stored = self.store.stored_entries(
+                    conn, source.name, [k for key, alts in pairs for k in (key, *alts)]
+                )
             recorded = {k: e.alt_key for k, e in stored.items() if e.alt_key is not None}
             keys = assign_keys(pairs, recorded)
+        else:
+            stored = None  # a rebuild's keys are the stored ones: read by them
         batch = make_batch(source, keys, articles)
-        known = self._gather(conn, source, batch, rebuild, stored)
+        known = self._gather(conn, source, batch, rebuild, stored, chosen or frozenset())
         plan = decide(source, batch, known, now, rebuild=rebuild, force=force)
         files = self.store.files
         for path in plan.deletes:
@@ -115,6 +124,8 @@ class Ingest:
         settled = [*(r.path for r in rows if r.path), *plan.deletes]
         for folder in {p.rpartition("/")[0] for p in (*plan.writes, *plan.deletes)}:
             self.store.folder_written(folder, settled, failed=bool(failures))
+        if chosen is not None:
+            chosen.update(fold_path(r.path) for r in rows if r.path)
         changes = _changes(plan.rows, plan.writes, plan.deletes, failures, rebuild=rebuild)
         return Applied(
             source.name,
@@ -124,10 +135,12 @@ class Ingest:
             Counts(warnings=tuple(repeats), changes=changes) + counts,
         )
 
-    def write_rows(self, conn: Connection, applied: Applied) -> None:
-        """Write the index rows of a batch whose files ``write_files`` wrote."""
-        self.store.upsert_entries(conn, applied.rows)
-        self.store.touch_entries(conn, applied.source, applied.seen_again, applied.seen_at)
+    def write_rows(self, conn: Connection, *batches: Applied) -> None:
+        """Write the index rows of batches whose files ``write_files`` wrote (of several
+        sources: one statement for all their rows)."""
+        self.store.upsert_entries(conn, [row for applied in batches for row in applied.rows])
+        for applied in batches:
+            self.store.touch_entries(conn, applied.source, applied.seen_again, applied.seen_at)
 
     def _gather(
         self,
@@ -135,10 +148,12 @@ class Ingest:
         source: ResolvedSource,
         batch: Batch,
         rebuild: bool,
-        stored: Mapping[str, StoredEntry] | None = None,
+        stored: Mapping[str, StoredEntry] | None,
+        chosen: Set[str],
     ) -> Known:
         """What the index and the posts folder know of a batch, as values for ``decide``
-        (``stored``: the source's entries already read, for keys the batch's among them)."""
+        (``stored``: the source's entries already read, for keys the batch's among them;
+        ``chosen``: folds taken by rows not written yet)."""
         if stored is None:
             stored = self.store.stored_entries(conn, source.name, batch.articles)
         entries = {key: stored[key] for key in batch.articles if key in stored}
@@ -148,7 +163,7 @@ class Ingest:
         if wanted:  # only new files need these (a folder listing is not free)
             folds = {fold_path(p) for p in wanted.values()}
             folder = self.store.scan_folder(conn, source.folder)
-            taken = (self.store.folds_taken(conn, folds) | folder.folds) & folds
+            taken = (self.store.folds_taken(conn, folds) | folder.folds | chosen) & folds
             orphans = folder.orphans
         looks = files_to_examine(source, batch, entries, wanted, orphans, rebuild=rebuild)
         return Known(
@@ -157,6 +172,12 @@ class Ingest:
             orphans=orphans,
             files=self._examine(looks),
         )
+
+    @staticmethod
+    def entry_keys(articles: Iterable[Article]) -> list[str]:
+        """Every key and alt key ``write_files`` reads the stored entries of, for these
+        articles (``keep_one_per_entry`` and ``assign_keys`` choose among them)."""
+        return [k for a in articles for k in (a.key, a.alt_key)]
 
     def _examine(self, looks: Mapping[str, Look]) -> dict[str, OnDisk]:
         """The files at those paths that are there, read as far as asked."""

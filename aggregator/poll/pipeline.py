@@ -553,7 +553,7 @@ class Poller:
         """
         try:
             with self.store.transaction() as conn:
-                records = [self._stored(conn, item) for item in items]
+                records = self._stored(conn, items)
                 records = self._record_in(conn, records, leases)
         except Exception as exc:
             if len(items) > 1:
@@ -574,16 +574,47 @@ class Poller:
                 log.info("poll %s", logfmt(record.outcome))
         return records
 
-    def _stored(self, conn: Connection, item: Polled) -> PollRecord:
-        """A parsed poll's articles written (files, rows, retention) in ``conn``: its record."""
+    def _stored(self, conn: Connection, items: Sequence[Polled]) -> list[PollRecord]:
+        """Parsed polls' articles written in ``conn``: their records.
+
+        Every poll's files first (each decided in turn, seeing the names chosen before it),
+        then all their rows in one statement, then each source's retention: a small
+        feed's poll is a few rows, and a statement each cost more than writing them. A
+        source polled twice in the batch (single polls of one group commit) is written
+        poll by poll: its second poll must read what its first one stored.
+        """
+        parsed = [i for i in items if isinstance(i, Parsed) and i.prepared.error is None]
+        names = [i.fetched.resolved.name for i in parsed]
+        if len(set(names)) < len(names):
+            return [r for item in items for r in self._stored(conn, [item])]
+        stored = self.store.stored_entries_of(
+            conn,
+            {i.fetched.resolved.name: self.ingest.entry_keys(i.prepared.articles) for i in parsed},
+        )
+        chosen: set[str] = set()  # folds of the names given to rows not written yet
+        applied = {
+            id(i): self.ingest.write_files(
+                conn,
+                i.fetched.resolved,
+                i.prepared.articles,
+                i.fetched.attempt.started,
+                stored=stored[i.fetched.resolved.name],
+                chosen=chosen,
+            )
+            for i in parsed
+        }
+        self.ingest.write_rows(conn, *applied.values())
+        return [self._stored_record(conn, item, applied.get(id(item))) for item in items]
+
+    def _stored_record(self, conn: Connection, item: Polled, applied: Applied | None) -> PollRecord:
+        """A poll's record, once its articles are written (``applied``), after its
+        source's retention."""
         if isinstance(item, PollRecord):
             return item
         fetched, prepared = item.fetched, item.prepared
         source, now = fetched.resolved, fetched.attempt.started
         counts = prepared_counts(prepared)
-        if prepared.error is None:
-            applied = self.ingest.write_files(conn, source, prepared.articles, now)
-            self.ingest.write_rows(conn, applied)
+        if applied is not None:
             deleted: list[str] = []
             pruned = self.store.prune(
                 conn, source.name, source.keep_days, source.keep_max, now, deleted

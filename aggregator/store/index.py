@@ -223,24 +223,23 @@ class Store(Queries, Logins, Catalog):
     ) -> dict[str, StoredEntry]:
         """The stored state of those of ``keys`` that ``source`` has (with their recorded
         alt keys, which assigning keys reads)."""
-        wanted = sorted(set(keys))
-        found: dict[str, StoredEntry] = {}
-        for chunk in chunks(wanted):
-            rows = conn.execute(_STORED_ENTRIES, {"source": source, "keys": chunk})
-            for r in rows:
-                found[r.key] = StoredEntry(
-                    id=r.id,
-                    key=r.key,
-                    uid=r.uid,
-                    path=r.path,
-                    raw_hash=r.raw_hash,
-                    file_hash=r.file_hash,
-                    render_key=r.render_key,
-                    first_seen=r.first_seen,
-                    pruned=r.pruned_at is not None,
-                    dropped_by=r.dropped_by,
-                    alt_key=r.alt_key,
-                )
+        return self.stored_entries_of(conn, {source: keys})[source]
+
+    def stored_entries_of(
+        self, conn: Connection, wanted: Mapping[str, Iterable[str]]
+    ) -> dict[str, dict[str, StoredEntry]]:
+        """``stored_entries`` of several sources (each with its own keys), in one query
+        per chunk: the writer stores many small feeds' polls to a transaction, and one
+        query each cost more than the rows they read."""
+        keys = {source: set(its) for source, its in wanted.items()}
+        found: dict[str, dict[str, StoredEntry]] = {source: {} for source in keys}
+        every = sorted(set().union(*keys.values()))
+        if not every:
+            return found
+        values = {"sources": json.dumps(sorted(keys)), "keys": json.dumps(every)}
+        for r in conn.execute(_STORED_ENTRIES, values):
+            if r.key in keys[r.source]:  # not another of the sources' key
+                found[r.source][r.key] = _stored_entry(r)
         return found
 
     def paths_taken(self, conn: Connection, paths: Iterable[str]) -> set[str]:
@@ -255,10 +254,9 @@ class Store(Queries, Logins, Catalog):
     def folds_taken(self, conn: Connection, folds: Iterable[str]) -> set[str]:
         """Those of ``folds`` (``fold_path``) that the path of an entry in the index has."""
         wanted = sorted(set(folds))
-        taken: set[str] = set()
-        for chunk in chunks(wanted):
-            taken.update(conn.execute(_FOLDS_TAKEN, {"folds": chunk}).scalars())
-        return taken
+        if not wanted:
+            return set()
+        return set(conn.execute(_FOLDS_TAKEN, {"folds": json.dumps(wanted)}).scalars())
 
     def entries_for_rebuild(self, conn: Connection, source: str) -> list[tuple[str, str]]:
         """(key, raw_json) of every entry of ``source`` not pruned (dropped ones too:
@@ -342,8 +340,10 @@ class Store(Queries, Logins, Catalog):
         self, conn: Connection, source: str, keys: Sequence[str], now: datetime
     ) -> None:
         """Record that unchanged entries were seen again."""
-        for chunk in chunks(keys):
-            conn.execute(_TOUCH_ENTRIES, {"of_source": source, "keys": chunk, "now": now})
+        if keys:
+            conn.execute(
+                _TOUCH_ENTRIES, {"of_source": source, "keys": json.dumps(keys), "now": now}
+            )
 
     def record_polls(
         self, conn: Connection, records: Sequence[PollRecord], history: int = 50
@@ -601,6 +601,23 @@ def damaged_report(database: str, damage: str) -> str:
     )
 
 
+def _stored_entry(r: Any) -> StoredEntry:
+    """A row of ``_STORED_ENTRIES``, typed."""
+    return StoredEntry(
+        id=r.id,
+        key=r.key,
+        uid=r.uid,
+        path=r.path,
+        raw_hash=r.raw_hash,
+        file_hash=r.file_hash,
+        render_key=r.render_key,
+        first_seen=r.first_seen,
+        pruned=r.pruned_at is not None,
+        dropped_by=r.dropped_by,
+        alt_key=r.alt_key,
+    )
+
+
 def _row_values(row: EntryRow) -> dict[str, Any]:
     return {
         "source": row.source,
@@ -717,10 +734,18 @@ def _upsert_states(columns: tuple[str, ...]) -> sa.Insert:
     )
 
 
+def _json_list(name: str) -> sa.Select[Any]:
+    """The values of a JSON array given as the parameter ``name``: an IN list whose
+    statement is one string however long the list (an expanding parameter renders the
+    statement again for every length, which costs more than a small feed's query)."""
+    return sa.select(
+        sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued("value").c.value
+    )
+
+
 # A poll's reads and writes of its own entries, built once: a small feed's poll is a few
 # rows, and building and keying a statement afresh cost more than running it.
 _e = entries_table
-_keys: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
 _STORED_ENTRIES = sa.select(
     _e.c.id,
     _e.c.key,
@@ -733,14 +758,11 @@ _STORED_ENTRIES = sa.select(
     _e.c.pruned_at,
     _e.c.dropped_by,
     _e.c.alt_key,
-).where(_e.c.source == sa.bindparam("source"), _e.c.key.in_(_keys))
-_FOLDS_TAKEN = (
-    sa.select(_e.c.path_fold)
-    .where(_e.c.path_fold.in_(sa.bindparam("folds", expanding=True)))
-    .distinct()
-)
+    _e.c.source,
+).where(_e.c.source.in_(_json_list("sources")), _e.c.key.in_(_json_list("keys")))
+_FOLDS_TAKEN = sa.select(_e.c.path_fold).where(_e.c.path_fold.in_(_json_list("folds"))).distinct()
 _TOUCH_ENTRIES = (
     sa.update(_e)
-    .where(_e.c.source == sa.bindparam("of_source"), _e.c.key.in_(_keys))
+    .where(_e.c.source == sa.bindparam("of_source"), _e.c.key.in_(_json_list("keys")))
     .values(last_seen=sa.bindparam("now"))
 )
