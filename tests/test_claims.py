@@ -155,11 +155,16 @@ def services() -> Iterator[list[Service]]:
 
 
 def make_service(
-    make_config: MakeConfig, urls: list[str], clock: ManualClock, made: list[Service]
+    make_config: MakeConfig,
+    urls: list[str],
+    clock: ManualClock,
+    made: list[Service],
+    concurrency: int = 100,
 ) -> Service:
+    schedule = {"jitter": 0, "interval": 600, "startup_spread": 0, "per_host": 3}
     path = make_config(
         [{"url": u, "categories": ["A"], "name": f"s{n}"} for n, u in enumerate(urls)],
-        schedule={"jitter": 0, "interval": 600, "startup_spread": 0, "per_host": 3},
+        schedule=schedule | {"concurrency": concurrency},
         workers=1,
     )
     config = load_config(path)
@@ -379,3 +384,33 @@ def test_a_pause_after_the_claim_read_its_states_is_seen_by_the_poll(
     assert after.status == Status.PAUSED.value and after.reason == "paused by the admin"
     assert after.last_polled_at is None  # skipped: the poll read the state again
     assert after.lease_token is None  # and its claim ended
+
+
+def test_a_backlog_is_claimed_again_as_its_polls_end_not_a_tick_later(
+    make_config: MakeConfig, httpserver: HTTPServer, services: list[Service]
+) -> None:
+    """Two slots, seven sources due, one tick: the polls that end claim the rest (each
+    once), so quick polls are not held to ``concurrency`` a tick."""
+    urls = []
+    for n in range(7):
+        httpserver.expect_request(f"/b{n}").respond_with_data(
+            rss(item(f"b{n}", f"Post {n}")), content_type="application/rss+xml"
+        )
+        urls.append(httpserver.url_for(f"/b{n}"))
+    clock = ManualClock()
+    service = make_service(make_config, urls, clock, services, concurrency=2)
+    service.start(paused=True)  # no tick but the test's one call
+    assert len(service.claim_due()) == 2
+    wait_for(
+        lambda: all(row(service.store, f"s{n}").last_polled_at for n in range(7)),
+        "every due source polled after one tick",
+    )
+    settle(service)
+    with service.store.reading() as conn:
+        counts: dict[str, int] = dict(
+            conn.execute(
+                sa.select(polls_table.c.source, sa.func.count()).group_by(polls_table.c.source)
+            ).all()
+        )
+    assert counts == {f"s{n}": 1 for n in range(7)}
+    assert not service.claim_due()  # none due now: their next polls are 600 s away
