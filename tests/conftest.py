@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from werkzeug import Request, Response
 
 from aggregator.config import Config, load_config
 from aggregator.models import SourceOutcome
-from aggregator.poll.pipeline import Poller
+from aggregator.poll.pipeline import Clock, Poller, utcnow
+from aggregator.poll.scheduler import Service
 from aggregator.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,3 +313,38 @@ def start_run(
         process.kill()
         raise
     return process, line.split("serving on ", 1)[1].strip()
+
+
+# -- services ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """The services a test opens (``open_service``): shut down and closed after it."""
+    made: list[Service] = []
+    yield made
+    for service in made:
+        service.shutdown(wait=True)
+        service.store.close()
+
+
+def open_service(path: Path, made: list[Service], clock: Clock = utcnow) -> Service:
+    """A service over the config at ``path``, its store opened, on ``clock``, with a
+    seeded random (``services`` closes it)."""
+    config = load_config(path)
+    store = Store(config.settings.database, config.settings.posts_dir)
+    service = Service(path, config, store, clock=clock, rng=random.Random(5))
+    made.append(service)
+    return service
+
+
+@pytest.fixture
+def served_feeds(httpserver: HTTPServer) -> list[str]:
+    """Three small RSS feeds on the local server (``/f0`` to ``/f2``), a post each."""
+    urls = []
+    for n in range(3):
+        httpserver.expect_request(f"/f{n}").respond_with_data(
+            rss(item(f"g{n}", f"Post {n}")), content_type="application/rss+xml"
+        )
+        urls.append(httpserver.url_for(f"/f{n}"))
+    return urls

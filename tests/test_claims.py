@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import FIXED_NOW, Gate, MakeConfig, ManualClock, item, rss, wait_for
+from conftest import FIXED_NOW, Gate, MakeConfig, ManualClock, item, open_service, rss, wait_for
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from aggregator.config import load_config
 from aggregator.models import Status
 from aggregator.poll.batch import Parsed, Polled
 from aggregator.poll.scheduler import Service
@@ -135,23 +134,8 @@ def test_the_per_host_cap_applies_at_claim_time_across_claims(
 
 
 @pytest.fixture
-def feeds(httpserver: HTTPServer) -> list[str]:
-    urls = []
-    for n in range(3):
-        httpserver.expect_request(f"/f{n}").respond_with_data(
-            rss(item(f"g{n}", f"Post {n}")), content_type="application/rss+xml"
-        )
-        urls.append(httpserver.url_for(f"/f{n}"))
-    return urls
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    made: list[Service] = []
-    yield made
-    for service in made:
-        service.shutdown(wait=True)
-        service.store.close()
+def feeds(served_feeds: list[str]) -> list[str]:
+    return served_feeds
 
 
 def make_service(
@@ -167,11 +151,7 @@ def make_service(
         schedule=schedule | {"concurrency": concurrency},
         workers=1,
     )
-    config = load_config(path)
-    store = Store(config.settings.database, config.settings.posts_dir)
-    service = Service(path, config, store, clock=clock.now, rng=random.Random(5))
-    made.append(service)
-    return service
+    return open_service(path, made, clock.now)
 
 
 def started_service(

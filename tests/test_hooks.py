@@ -7,11 +7,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import random
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from conftest import (
     HarnessFactory,
     MakeConfig,
     item,
+    open_service,
     rss,
     start_aggregator,
     start_run,
@@ -62,20 +61,8 @@ def pid_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    made: list[Service] = []
-    yield made
-    for service in made:
-        service.shutdown(wait=True)
-        service.store.close()
-
-
 def make_service(path: Path, made: list[Service]) -> Service:
-    config = load_config(path)
-    store = Store(config.settings.database, config.settings.posts_dir)
-    service = Service(path, config, store, rng=random.Random(5))
-    made.append(service)
+    service = open_service(path, made)
     service.start(paused=True)  # polls are run by hand: ``_run``
     return service
 

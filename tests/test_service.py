@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import random
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import FIXED_NOW, MakeConfig, item, rss
+from conftest import FIXED_NOW, MakeConfig, open_service
 from pytest_httpserver import HTTPServer
 from test_dashboard import SECRET
 
-from aggregator.config import load_config
 from aggregator.poll.scheduler import Service
-from aggregator.store import Store
 from aggregator.web import ADMIN_SECRET_ENV, create_app
 
 
@@ -25,34 +21,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def served_feeds(httpserver: HTTPServer) -> list[str]:
-    urls = []
-    for n in range(3):
-        httpserver.expect_request(f"/f{n}").respond_with_data(
-            rss(item(f"g{n}", f"Post {n}")), content_type="application/rss+xml"
-        )
-        urls.append(httpserver.url_for(f"/f{n}"))
-    return urls
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    made: list[Service] = []
-    yield made
-    for service in made:
-        service.shutdown(wait=True)
-        service.store.close()
-
-
-def make_service(path: Path, clock: Clock, made: list[Service]) -> Service:
-    config = load_config(path)
-    store = Store(config.settings.database, config.settings.posts_dir)
-    service = Service(path, config, store, clock=clock, rng=random.Random(5))
-    made.append(service)
-    return service
 
 
 def config_for(make_config: MakeConfig, urls: list[str], **schedule: object) -> Path:
@@ -67,7 +35,7 @@ def test_new_sources_start_spread_over_the_startup_window(
     make_config: MakeConfig, served_feeds: list[str], services: list[Service]
 ) -> None:
     clock = Clock()
-    service = make_service(config_for(make_config, served_feeds), clock, services)
+    service = open_service(config_for(make_config, served_feeds), services, clock)
     service.start(paused=True)
     runs = {f"s{n}": service.next_run(f"s{n}") for n in range(3)}
     assert all(
@@ -80,7 +48,7 @@ def test_a_poll_reschedules_its_source_at_the_chosen_time(
     make_config: MakeConfig, served_feeds: list[str], services: list[Service]
 ) -> None:
     clock = Clock()
-    service = make_service(config_for(make_config, served_feeds), clock, services)
+    service = open_service(config_for(make_config, served_feeds), services, clock)
     service.start(paused=True)
     outcome = service._run("s0")
     assert outcome is not None and outcome.new == 1
@@ -93,19 +61,19 @@ def test_restart_keeps_stored_times_and_forgets_no_source(
 ) -> None:
     clock = Clock()
     path = config_for(make_config, served_feeds)
-    first = make_service(path, clock, services)
+    first = open_service(path, services, clock)
     first.start(paused=True)
     first._run("s0")  # next poll of s0 stored: now + 600 s
     first.shutdown()
     clock.now += timedelta(seconds=100)
-    second = make_service(path, clock, services)
+    second = open_service(path, services, clock)
     second.start(paused=True)
     assert second.next_run("s0") == FIXED_NOW + timedelta(seconds=600)  # not hammered now
     for name in ("s1", "s2"):  # never polled: soon, within the spread
         when = second.next_run(name)
         assert when is not None and clock.now <= when <= clock.now + timedelta(seconds=60)
     clock.now += timedelta(hours=2)
-    third = make_service(path, clock, services)
+    third = open_service(path, services, clock)
     third.start(paused=True)
     when = third.next_run("s0")  # overdue after a long stop: soon, not forgotten
     assert when is not None and clock.now <= when <= clock.now + timedelta(seconds=60)
@@ -117,12 +85,12 @@ def test_paused_sources_wait_for_a_refresh(
     httpserver.expect_request("/broken").respond_with_data("no", status=500)
     clock = Clock()
     path = config_for(make_config, [httpserver.url_for("/broken")], max_failures=1)
-    service = make_service(path, clock, services)
+    service = open_service(path, services, clock)
     service.start(paused=True)
     outcome = service._run("s0")
     assert outcome is not None and outcome.status == "paused"
     assert service.next_run("s0") is None
-    restarted = make_service(path, clock, services)
+    restarted = open_service(path, services, clock)
     restarted.start(paused=True)
     assert restarted.next_run("s0") is None  # still paused after a restart
     assert restarted.refresh("s0")
@@ -135,7 +103,7 @@ def test_reload_applies_added_removed_and_changed_sources(
 ) -> None:
     clock = Clock()
     path = config_for(make_config, served_feeds[:2])
-    service = make_service(path, clock, services)
+    service = open_service(path, services, clock)
     service.start(paused=True)
     service._run("s0")
     assert service.next_run("s0") == FIXED_NOW + timedelta(seconds=600)
@@ -159,7 +127,7 @@ def test_invalid_config_is_refused_and_the_old_one_keeps_running(
 ) -> None:
     clock = Clock()
     path = config_for(make_config, served_feeds)
-    service = make_service(path, clock, services)
+    service = open_service(path, services, clock)
     service.start(paused=True)
     before = {f"s{n}": service.next_run(f"s{n}") for n in range(3)}
     path.write_text(path.read_text(encoding="utf-8") + "bogus_key: 1\n", encoding="utf-8")
@@ -177,7 +145,7 @@ def test_refused_reload_is_shown_until_a_valid_config_loads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = config_for(make_config, served_feeds[:1])
-    service = make_service(path, Clock(), services)
+    service = open_service(path, services, Clock())
     service.start(paused=True)
     client = create_app(service.config, service.store, service).test_client()
     good = path.read_text(encoding="utf-8")
@@ -217,7 +185,7 @@ def test_config_file_change_is_noticed(
 ) -> None:
     clock = Clock()
     path = config_for(make_config, served_feeds)
-    service = make_service(path, clock, services)
+    service = open_service(path, services, clock)
     service.start(paused=True)
     service.check_config()  # unchanged: nothing happens
     assert service.next_run("s2") is not None

@@ -5,7 +5,6 @@ included file's change. Real files on tmp_path, a real SQLite index."""
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import FIXED_NOW
+from conftest import FIXED_NOW, open_service
 
 from aggregator.config import load_config, parse_config
 from aggregator.errors import ConfigError
@@ -330,21 +329,8 @@ def test_sync_of_many_sources_is_one_transaction(tmp_path: Path, store: Store) -
 # -- the service ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    made: list[Service] = []
-    yield made
-    for service in made:
-        service.shutdown(wait=True)
-        service.store.close()
-
-
 def service_for(path: Path, made: list[Service]) -> Service:
-    config = load_config(path)
-    store = Store(config.settings.database, config.settings.posts_dir)
-    service = Service(path, config, store, clock=lambda: FIXED_NOW, rng=random.Random(5))
-    made.append(service)
-    return service
+    return open_service(path, made, lambda: FIXED_NOW)
 
 
 def touch_later(path: Path) -> None:

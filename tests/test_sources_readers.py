@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXED_NOW, item, rss, wait_for, write_config
+from conftest import FIXED_NOW, item, open_service, rss, wait_for, write_config
 from pytest_httpserver import HTTPServer
 from test_dashboard import SECRET
-from test_service import Clock, make_service, services  # noqa: F401 (a fixture)
+from test_service import Clock
 
 from aggregator.cli import cli
 from aggregator.config import Config, load_config
@@ -93,7 +93,7 @@ def others() -> Iterator[list[Other]]:
 
 
 def start_service(path: Path, clock: Clock, made: list[Service]) -> Service:
-    service = make_service(path, clock, made)
+    service = open_service(path, made, clock)
     service.start(paused=True)
     return service
 
@@ -194,7 +194,7 @@ def test_fetch_options_come_only_from_a_config_with_the_synced_settings(
 def test_a_running_service_polls_a_source_another_process_synced(
     tmp_path: Path,
     httpserver: HTTPServer,
-    services: list[Service],  # noqa: F811 (test_service's fixture)
+    services: list[Service],
     others: list[Other],
 ) -> None:
     mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
@@ -231,7 +231,7 @@ def test_a_running_service_polls_a_source_another_process_synced(
 def test_missing_secrets_are_recorded_and_never_fetched_without(
     tmp_path: Path,
     httpserver: HTTPServer,
-    services: list[Service],  # noqa: F811 (test_service's fixture)
+    services: list[Service],
     others: list[Other],
 ) -> None:
     mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
@@ -260,7 +260,7 @@ def test_missing_secrets_are_recorded_and_never_fetched_without(
 def test_the_web_reads_sources_by_key_from_the_index(
     tmp_path: Path,
     httpserver: HTTPServer,
-    services: list[Service],  # noqa: F811 (test_service's fixture)
+    services: list[Service],
     others: list[Other],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
