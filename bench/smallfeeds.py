@@ -32,7 +32,7 @@ from functools import partial
 from pathlib import Path
 
 import feedparser
-from workload import write_feeds
+from workload import config_text, write_feeds
 
 from aggregator.config import load_config
 from aggregator.poll.pipeline import Poller
@@ -63,21 +63,9 @@ def feed_document(index: int) -> bytes:
     ).encode()
 
 
-def config_text(paths: list[Path], workdir: Path) -> str:
-    lines = [
-        "settings:",
-        f"  posts_dir: {workdir / 'posts'}",
-        f"  database: {workdir / 'index.sqlite'}",
-        f"  fetch: {{file_roots: [{paths[0].parent}]}}",
-        "sources:",
-    ]
-    for index, path in enumerate(paths):
-        lines += [
-            f"  - url: {path}",
-            f"    name: feed-{index:04d}",
-            f"    categories: [small, group{index % 20}]",
-        ]
-    return "\n".join(lines) + "\n"
+def small_source(index: int) -> list[str]:
+    """A small feed's source lines after its URL: a name, one of 20 folders."""
+    return [f"    name: feed-{index:04d}", f"    categories: [small, group{index % 20}]"]
 
 
 def bare_parse(bodies: list[bytes]) -> float:
@@ -179,7 +167,7 @@ def passes(
     """A cold pass, a warm pass and warm single polls on a fresh store: their times."""
     workdir = Path(tempfile.mkdtemp(dir=root))
     config_path = workdir / "config.yaml"
-    config_path.write_text(config_text(paths, workdir), encoding="utf-8")
+    config_path.write_text(config_text(paths, workdir, small_source), encoding="utf-8")
     config = load_config(config_path)
     store = Store(config.settings.database, config.settings.posts_dir)
     times = []

@@ -120,8 +120,19 @@ def store_entries(store: Store, rows: Iterable[EntryRow], batch: int = 5000) -> 
             store.upsert_entries(conn, chunk)
 
 
-def config_text(paths: list[Path], workdir: Path) -> str:
-    """A config.yaml polling the given local feeds into ``workdir``."""
+def seed_source(index: int) -> list[str]:
+    """A source's lines after its URL: the seed article's categories and removals."""
+    return [
+        f"    categories: [金融, 新浪财经, 频道{index}]",
+        "    remove: ['.appendQr_wrap', '.ori_titlesource', '.article-editor']",
+    ]
+
+
+def config_text(
+    paths: list[Path], workdir: Path, source: Callable[[int], list[str]] = seed_source
+) -> str:
+    """A config.yaml polling the given local feeds into ``workdir``; ``source`` gives
+    each source's lines after its URL."""
     lines = [
         "settings:",
         f"  posts_dir: {workdir / 'posts'}",
@@ -130,11 +141,7 @@ def config_text(paths: list[Path], workdir: Path) -> str:
         "sources:",
     ]
     for index, path in enumerate(paths):
-        lines += [
-            f"  - url: {path}",
-            f"    categories: [金融, 新浪财经, 频道{index}]",
-            "    remove: ['.appendQr_wrap', '.ori_titlesource', '.article-editor']",
-        ]
+        lines += [f"  - url: {path}", *source(index)]
     return "\n".join(lines) + "\n"
 
 
