@@ -46,6 +46,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     # Longest first: a secret that contains another is masked whole.
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, MASK)
+    if not any(mark in text for mark in "@?&#"):  # nothing the patterns below could match
+        return text
     text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
     return _BARE.sub(rf"\g<1>{MASK}", _PARAMETER.sub(rf"\g<1>{MASK}", text))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -326,6 +327,15 @@ def services() -> Iterator[list[Service]]:
     for service in made:
         service.shutdown(wait=True)
         service.store.close()
+
+
+def force_render_key(poller: Poller, key: str) -> None:
+    """Give every configured source of ``poller`` another render key (as an upgrade or
+    new render settings would), so the next poll reads bodies again."""
+    poller.sources = {
+        s.key: dataclasses.replace(poller.resolved(s), render_key=key)
+        for s in poller.config.sources
+    }
 
 
 def open_service(path: Path, made: list[Service], clock: Clock = utcnow) -> Service:

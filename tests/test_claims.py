@@ -15,6 +15,7 @@ from conftest import FIXED_NOW, Gate, MakeConfig, ManualClock, item, open_servic
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
+from aggregator.config import load_config
 from aggregator.models import Status
 from aggregator.poll.batch import Parsed, Polled
 from aggregator.poll.scheduler import Service
@@ -394,3 +395,40 @@ def test_a_backlog_is_claimed_again_as_its_polls_end_not_a_tick_later(
         )
     assert counts == {f"s{n}": 1 for n in range(7)}
     assert not service.claim_due()  # none due now: their next polls are 600 s away
+
+
+def test_a_start_times_the_overdue_and_untimed_but_not_the_held_or_leased(
+    tmp_path: Path, stores: list[Store], make_config: MakeConfig
+) -> None:
+    names = ["future", "overdue", "untimed", "paused", "woken", "leased", "off"]
+    sources: list[dict[str, object]] = [
+        {"url": f"http://h{n}.test/f", "name": n, "categories": ["A"]} for n in names
+    ]
+    sources[-1]["enabled"] = False
+    config = load_config(make_config(sources))
+    store = open_store(tmp_path, stores)
+    store.sync_sources(config.sources, FIXED_NOW)
+    t = sources_table
+    early = FIXED_NOW - timedelta(hours=5)
+    with store.transaction() as conn:
+        claims.set_next(conn, {"future": FIXED_NOW + timedelta(hours=2), "untimed": None})
+        claims.set_next(conn, dict.fromkeys(("overdue", "paused", "leased"), early))
+        claims.set_next(conn, {"woken": early}, wake=claims.MANUAL)
+        for name in ("paused", "woken"):
+            conn.execute(sa.update(t).where(t.c.name == name).values(status="paused"))
+        conn.execute(sa.update(t).where(t.c.name == "leased").values(lease_token="x"))
+    before = {n: row(store, n).next_poll_at for n in names}
+
+    # Without a spread only the sources with no time get one: the overdue are due already.
+    with store.transaction() as conn:
+        assert claims.schedule_idle(conn, FIXED_NOW) == 1
+    assert row(store, "untimed").next_poll_at == FIXED_NOW
+
+    later = FIXED_NOW + timedelta(seconds=30)
+    with store.transaction() as conn:
+        set_now = claims.schedule_idle(conn, FIXED_NOW + timedelta(seconds=1), lambda: later)
+    assert set_now == 3  # overdue, untimed (now due) and the woken paused one
+    after = {n: row(store, n).next_poll_at for n in names}
+    assert after["overdue"] == after["untimed"] == after["woken"] == later
+    for name in ("future", "paused", "leased", "off"):
+        assert after[name] == before[name], name

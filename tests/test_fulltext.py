@@ -23,7 +23,7 @@ from aggregator.cli import cli
 from aggregator.config import load_config
 from aggregator.content.fulltext import Page, extract_page
 from aggregator.models import Changes
-from aggregator.poll.resolve import resolve_sources
+from aggregator.poll.resolve import resolve_source
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
 from aggregator.store.pages import page_notes
@@ -314,7 +314,8 @@ def test_full_text_defaults_from_settings(make_config: MakeConfig, site: Site) -
         ],
         full_text=True,
     )
-    resolved = resolve_sources(load_config(path))
+    config = load_config(path)
+    resolved = {s.key: resolve_source(config, s) for s in config.sources}
     assert resolved["on"].full_text and not resolved["off"].full_text
 
 

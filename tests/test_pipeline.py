@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import yaml
-from conftest import DATA, EXAMPLES, ROOT, FeedFile, HarnessFactory, MakeConfig, item, rss
+from conftest import (
+    DATA,
+    EXAMPLES,
+    ROOT,
+    FeedFile,
+    HarnessFactory,
+    MakeConfig,
+    force_render_key,
+    item,
+    rss,
+)
 
 from aggregator.poll.pipeline import utcnow
 
@@ -125,9 +134,7 @@ def test_rerun_rewrites_nothing(make_config: MakeConfig, harness: HarnessFactory
     h.close()
     h.reload()
     # Parsed again from scratch (new render settings would do this too): still no writes.
-    h.poller.sources = {
-        name: replace(resolved, render_key="forced") for name, resolved in h.poller.sources.items()
-    }
+    force_render_key(h.poller, "forced")
     third = h.poll()
     assert sum(o.unchanged for o in third) == 5
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in h.files()} == before
@@ -230,9 +237,7 @@ def test_namesakes_of_sources_sharing_a_folder_stored_together_get_distinct_file
         paths = conn.exec_driver_sql("SELECT path FROM entries").scalars().all()
     assert sorted(paths) == sorted(str(p.relative_to(h.posts)) for p in files)
     h.now += timedelta(hours=1)
-    h.poller.sources = {
-        name: replace(resolved, render_key="forced") for name, resolved in h.poller.sources.items()
-    }
+    force_render_key(h.poller, "forced")
     assert [(o.new, o.unchanged) for o in h.poll()] == [(0, 2), (0, 2)]
     assert h.files() == files
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,7 +15,6 @@ from aggregator.poll.policy import (
     after_failure,
     after_success,
     feed_hints,
-    first_runs,
     with_jitter,
 )
 
@@ -87,20 +86,6 @@ def test_jitter_stays_within_bounds_and_is_reproducible() -> None:
     assert all(900 <= v <= 1100 for v in spread)
     assert max(spread) - min(spread) > 150
     assert with_jitter(1000, 0, random.Random(1)) == 1000
-
-
-def test_first_runs_keep_future_times_and_spread_the_overdue() -> None:
-    future = NOW + timedelta(hours=2)
-    stored = {"later": future, "overdue": NOW - timedelta(hours=5), "never": None}
-    runs = first_runs(["later", "overdue", "never", "unknown"], stored, NOW, 60, random.Random(3))
-    assert runs["later"] == future
-    for name in ("overdue", "never", "unknown"):
-        assert NOW <= runs[name] <= NOW + timedelta(seconds=60)
-    many = first_runs([f"s{i}" for i in range(500)], {}, NOW, 600, random.Random(1))
-    per_minute = [0] * 10
-    for when in many.values():
-        per_minute[min(9, int((when - NOW).total_seconds() // 60))] += 1
-    assert max(per_minute) < 80  # 500 sources spread over ten minutes, not all at once
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -19,7 +18,17 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from conftest import FIXED_NOW, Gate, Harness, HarnessFactory, MakeConfig, item, rss, wait_for
+from conftest import (
+    FIXED_NOW,
+    Gate,
+    Harness,
+    HarnessFactory,
+    MakeConfig,
+    force_render_key,
+    item,
+    rss,
+    wait_for,
+)
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -123,10 +132,7 @@ def test_a_new_version_or_new_render_settings_read_the_body_again(
     """After an upgrade, a 304 would keep articles made the old way: no validators then."""
     h, scripted = setup()
     start_good(h, scripted)
-    h.poller.sources = {
-        name: replace(resolved, render_key="after an upgrade")
-        for name, resolved in h.poller.sources.items()
-    }
+    force_render_key(h.poller, "after an upgrade")
     scripted.then(ok(GOOD, ETag='"v1"'), status(304))
     outcome = poll(h)
     assert "If-None-Match" not in scripted.requests[1]

@@ -98,6 +98,34 @@ def test_paused_sources_wait_for_a_refresh(
     assert not restarted.refresh("nope")
 
 
+def test_a_paused_source_whose_settings_change_is_polled_again(
+    make_config: MakeConfig, httpserver: HTTPServer, services: list[Service]
+) -> None:
+    httpserver.expect_request("/broken").respond_with_data("no", status=500)
+    clock = Clock()
+    path = config_for(make_config, [httpserver.url_for("/broken")] * 2, max_failures=1)
+    service = open_service(path, services, clock)
+    service.start(paused=True)
+    for name in ("s0", "s1"):
+        outcome = service._run(name)
+        assert outcome is not None and outcome.status == "paused"
+    service.shutdown()
+    # s0's settings change while the service is stopped: the sync at start wakes it.
+    text = path.read_text(encoding="utf-8").replace("name: s0", "name: s0\n  interval: 1200")
+    path.write_text(text, encoding="utf-8")
+    restarted = open_service(path, services, clock)
+    restarted.start(paused=True)
+    woken = restarted.next_run("s0")
+    assert woken is not None and FIXED_NOW <= woken <= FIXED_NOW + timedelta(seconds=60)
+    assert restarted.next_run("s1") is None  # unchanged: still paused
+    # s1's change arrives with a reload.
+    text = path.read_text(encoding="utf-8").replace("name: s1", "name: s1\n  interval: 1200")
+    path.write_text(text, encoding="utf-8")
+    assert restarted.reload()
+    woken = restarted.next_run("s1")
+    assert woken is not None and FIXED_NOW <= woken <= FIXED_NOW + timedelta(seconds=60)
+
+
 def test_reload_applies_added_removed_and_changed_sources(
     make_config: MakeConfig, served_feeds: list[str], services: list[Service]
 ) -> None:

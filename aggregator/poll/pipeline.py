@@ -33,7 +33,7 @@ from aggregator.poll.leases import PassLeases
 from aggregator.poll.outcome import Answer, Attempt, Validators, poll_record, rebuild_outcome
 from aggregator.poll.pages import PagesDone, update_pages
 from aggregator.poll.policy import Policy, feed_hints
-from aggregator.poll.resolve import ResolvedSource, resolve_source, resolve_sources
+from aggregator.poll.resolve import ResolvedSource, render_options, resolve_source
 from aggregator.poll.worker import (
     InlineExecutor,
     LazyProcessPool,
@@ -95,8 +95,10 @@ class Poller:
         self.workers = workers if workers is not None else settings.workers
         if self.workers <= 0:
             self.workers = os.cpu_count() or 1
-        # Each source's settings, resolved once (a new configuration makes a new Poller).
-        self.sources = resolve_sources(config)
+        # Each source's settings, resolved once, when first polled (a new configuration
+        # makes a new Poller): a start does not resolve 100,000 sources before a poll.
+        self.sources: dict[str, ResolvedSource] = {}  # by key, as far as resolved
+        self._options = render_options(config)
         self.ingest = Ingest(store)
         self.fetcher = Fetcher(
             settings.fetch.timeout,
@@ -128,8 +130,11 @@ class Poller:
         A source that is not the configuration's own (edited since) is resolved afresh.
         """
         resolved = self.sources.get(source.key)
-        if resolved is None or resolved.config != source:
-            return resolve_source(self.config, source)
+        if resolved is not None and (resolved.config is source or resolved.config == source):
+            return resolved
+        resolved = resolve_source(self.config, source, self._options)
+        if source is self.config.source(source.key):  # not one edited since
+            self.sources[source.key] = resolved
         return resolved
 
     # -- polling -------------------------------------------------------------------------

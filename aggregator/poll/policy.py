@@ -17,9 +17,8 @@ No I/O and no clock: ``now`` and the random source are arguments, so tests fix b
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from aggregator.models import Status
@@ -175,25 +174,3 @@ def after_local_fault(
 def with_jitter(delay: float, jitter: float, rng: random.Random) -> float:
     """Spread a delay by ± ``jitter`` of itself."""
     return delay * (1.0 + rng.uniform(-jitter, jitter)) if jitter else delay
-
-
-def first_runs(
-    names: Iterable[str],
-    stored: Mapping[str, datetime | None],
-    now: datetime,
-    spread: float,
-    rng: random.Random,
-) -> dict[str, datetime]:
-    """When each source runs first after a start.
-
-    A stored future time is kept (a restart forgets nothing); a source never polled, or
-    overdue, runs within ``spread`` seconds from now, at a random point, so a restart
-    does not hammer every source at once.
-    """
-    runs: dict[str, datetime] = {}
-    for name in names:
-        when = stored.get(name)
-        if when is None or when <= now:
-            when = now + timedelta(seconds=rng.uniform(0, spread))
-        runs[name] = when
-    return runs

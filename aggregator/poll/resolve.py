@@ -4,15 +4,14 @@ A source's effective settings are its own merged with the global ones: the remov
 and iframe hosts its articles are cleaned with, its ingest rules, its retention, and the
 render key (a fingerprint of everything besides the entry that shapes its article
 file). The poll, the rebuild, the prune and the rules' dry run all read them from one
-``ResolvedSource``, made when a configuration is loaded (``resolve_sources``), so they
-can never disagree on them.
+``ResolvedSource``, made once per source and configuration (``Poller.resolved``, when the
+source is first polled), so they can never disagree on them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aggregator import __version__
@@ -106,12 +105,6 @@ def fetch_options(source: SourceConfig) -> FetchOptions:
         user_agent=source.user_agent,
         proxy=source.proxy.get_secret_value() if source.proxy else None,
     )
-
-
-def resolve_sources(config: Config) -> Mapping[str, ResolvedSource]:
-    """Every configured source, resolved, by name."""
-    options = render_options(config)
-    return {s.key: resolve_source(config, s, options) for s in config.sources}
 
 
 def _render_key(view: SourceView, options: RenderOptions, rules: tuple[Rule, ...]) -> str:

@@ -55,9 +55,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from aggregator.config import Config, SourceConfig, included_files, load_config
 from aggregator.errors import ConfigError, StoreError
 from aggregator.hooks import Hooks
-from aggregator.models import Changes, RebuildStatus, SourceOutcome, Status
+from aggregator.models import Changes, RebuildStatus, SourceOutcome
 from aggregator.poll.pipeline import Clock, Poller, utcnow
-from aggregator.poll.policy import first_runs
 from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
 from aggregator.store import Store, claims
@@ -242,8 +241,13 @@ class Service:
             paused: set the times without running anything (tests inspect the schedule
                 and call ``claim_due`` themselves).
         """
-        self.sync_sources(self.config)
-        self._schedule_all(self.config.sources)
+        self.sync_sources(self.config)  # an added source gets its time here
+        due = self._spread()
+        try:
+            with self.store.transaction() as conn:
+                claims.schedule_idle(conn, self.clock(), due)  # overdue while stopped
+        except StoreError as exc:
+            log.error("sources not scheduled at start: %s", exc)
         # Two instances allowed: a tick that waits on the write lock (a big poll's commit)
         # makes the next one return at once (``_claim_lock``) instead of APScheduler
         # logging a skipped run every second.
@@ -420,38 +424,25 @@ class Service:
 
     # -- scheduling ----------------------------------------------------------------------
 
-    def _schedule_all(
-        self, sources: tuple[SourceConfig, ...] | list[SourceConfig], *, fresh: bool = False
-    ) -> None:
-        """Set sources' next-poll times: their stored ones (``fresh``: soon, spread out);
-        sources never polled get their row here, so the claim loop sees them."""
-        wanted = [s for s in sources if s.enabled]
-        known = self.store.next_polls()
-        stored = {} if fresh else known
-        states = self.store.load_states(s.key for s in wanted)  # one query, not one each
-        runnable: list[SourceConfig] = []
-        woken: list[str] = []
-        for source in wanted:
-            state = states.get(source.key)
-            held = state is not None and state.status in (Status.PAUSED, Status.GONE)
-            if held and state is not None and state.config_hash == source.fingerprint():
-                log.info("source=%s not scheduled: %s", source.key, state.status)
-                continue
-            if held:
-                woken.append(source.key)  # paused, but its settings changed: polled again
-            runnable.append(source)
-        runs = first_runs(
-            [s.key for s in runnable],
-            stored,
-            self.clock(),
-            self.config.settings.schedule.startup_spread,
-            self.rng,
-        )
-        moved = {k: v for k, v in runs.items() if k in known and known[k] != v}
+    def _reschedule(self, sources: list[SourceConfig]) -> None:
+        """Poll sources whose settings a reload changed soon (spread over
+        ``startup_spread``); a held one only if the sync woke it (its settings differ from
+        those it was held with)."""
+        due = self._spread()
+        now = self.clock()
+        times = {s.key: due() if due else now for s in sources if s.enabled}
         with self.store.transaction() as conn:
-            claims.add_missing(conn, {s.key: (s.url, runs[s.key]) for s in runnable})
-            claims.set_next(conn, moved)
-            claims.set_next(conn, {k: runs[k] for k in woken}, wake=claims.CONFIG)
+            claims.set_next(conn, times, unheld=True)
+
+    def _spread(self) -> Callable[[], datetime] | None:
+        """A source's first time after a start or a reload: within ``startup_spread``
+        seconds from now, at a random point, so a start does not hammer every source at
+        once (None: no spread, every one due now)."""
+        spread = self.config.settings.schedule.startup_spread
+        if not spread:
+            return None
+        now = self.clock()
+        return lambda: now + timedelta(seconds=self.rng.uniform(0, spread))
 
     def _sources(self, names: list[str]) -> dict[str, IndexedSource]:
         """Sources by key from the index (with this process's secrets where it has the
@@ -629,7 +620,7 @@ class Service:
         removed). A database error is logged: the configuration stays in force."""
         self._syncs += 1
         try:
-            done = self.store.sync_sources(config.sources, self.clock())
+            done = self.store.sync_sources(config.sources, self.clock(), self._spread())
         except StoreError as exc:
             log.error("sources not synced to the index: %s", exc)
             return
@@ -685,7 +676,7 @@ class Service:
                 for name, s in new_sources.items()
                 if name not in old_sources or old_sources[name] != s
             ]
-            self._schedule_all(changed, fresh=True)
+            self._reschedule(changed)
             self._pass_ended()  # titles, outputs or the static folder may have changed
             log.info(
                 "config reloaded: %d sources (%d added or changed, %d removed)",

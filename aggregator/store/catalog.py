@@ -36,7 +36,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +49,7 @@ from sqlalchemy.engine import Connection
 from aggregator.config import FETCH_OPTIONS, Config, SourceConfig
 from aggregator.models import Status
 from aggregator.redact import redact
+from aggregator.store.claims import CONFIG, HELD
 from aggregator.store.schema import category_path, sources_table
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,9 @@ class SourceSync:
     removed: tuple[str, ...] = ()
 
 
+NO_FETCH_OPTIONS = '{"fetch_options":[]}'  # json.dumps's, as above, made once
+
+
 def source_row(source: SourceConfig) -> dict[str, Any]:
     """A source's configuration columns (fetch option values left out: the fingerprint
     shows that they changed, through scrypt; ``fetch_options`` names those that are set).
@@ -142,10 +146,11 @@ def source_row(source: SourceConfig) -> dict[str, Any]:
     """
     # The fingerprint's JSON, made once per source, with the names of the fetch options
     # set: one serialisation per source, not two.
-    extra = json.dumps(
-        {"fetch_options": list(source.fetch_options_set())},
-        ensure_ascii=False,
-        separators=(",", ":"),
+    named = source.fetch_options_set()
+    extra = (
+        json.dumps({"fetch_options": list(named)}, ensure_ascii=False, separators=(",", ":"))
+        if named
+        else NO_FETCH_OPTIONS
     )
     label = " › ".join(source.categories)
     shown = redact(source.url)
@@ -231,17 +236,25 @@ class Catalog:
         """One configured source by key (``sources_by_key``); None: unknown or removed."""
         return self.sources_by_key([key], local).get(key)
 
-    def sync_sources(self, sources: Sequence[SourceConfig], now: datetime) -> SourceSync:
+    def sync_sources(
+        self,
+        sources: Sequence[SourceConfig],
+        now: datetime,
+        due: Callable[[], datetime] | None = None,
+    ) -> SourceSync:
         """Make the table's configured sources those of ``sources``, in one transaction.
 
         One read of the stored keys, fingerprints and positions, then batched inserts and
         updates of only what differs: a source whose settings are unchanged but whose
         place in the list moved gets its position alone. An enabled source added (or
-        changed, or back) without a next-poll time is due ``now``, so every poller's claim
-        loop takes it, even one that never loaded this config (a service spreads its own
-        start-up's over ``startup_spread``); a removed one gets none.
+        changed, or back) without a next-poll time is due at ``due()`` (each call one
+        source's time: a service spreads its start over ``startup_spread``), else ``now``,
+        so every poller's claim loop takes it, even one that never loaded this config; a
+        removed one gets none. A paused or gone source whose settings changed is woken
+        (``claims.CONFIG``): it is polled again at its time.
         """
         t = sources_table
+        when = due or (lambda: now)
         with self.transaction() as conn:
             stored = {
                 row.name: row
@@ -260,17 +273,22 @@ class Catalog:
             moved: list[dict[str, Any]] = []
             for position, source in enumerate(sources):
                 have = stored.get(source.key)
-                due = now if source.enabled else None
+                at = when() if source.enabled else None
                 if have is None:
                     row = {"name": source.key, "added_at": now, "position": position}
-                    added.append(row | {"next_poll_at": due} | source_row(source))
+                    added.append(row | {"next_poll_at": at} | source_row(source))
                 elif (
-                    have.fingerprint != source.fingerprint()
+                    (edited := have.fingerprint != source.fingerprint())
                     or have.removed_at is not None
                     or not have.listed  # written before the overview's columns were
                 ):
                     changed.append(
-                        {"b_name": source.key, "b_due": due, "position": position}
+                        {
+                            "b_name": source.key,
+                            "b_due": at,
+                            "b_wake": CONFIG if edited and source.enabled else None,
+                            "position": position,
+                        }
                         | source_row(source)
                     )
                 elif have.position != position:
@@ -287,15 +305,20 @@ class Catalog:
             # the column's ISO text.
             stamp = sa.literal(now, t.c.added_at.type)
             # The configuration columns come from each row's parameters.
+            due_at = sa.bindparam("b_due", type_=t.c.next_poll_at.type)
+            # A held source whose settings changed: due at its new time, and woken.
+            wake = sa.bindparam("b_wake", type_=t.c.wake.type)
+            woken = sa.and_(wake.is_not(None), sa.or_(*(t.c.status == value for value in HELD)))
             update = (
                 sa.update(t)
                 .where(t.c.name == sa.bindparam("b_name"))
                 .values(
                     removed_at=None,
                     added_at=sa.func.coalesce(t.c.added_at, stamp),
-                    next_poll_at=sa.func.coalesce(
-                        t.c.next_poll_at, sa.bindparam("b_due", type_=t.c.next_poll_at.type)
+                    next_poll_at=sa.case(
+                        (woken, due_at), else_=sa.func.coalesce(t.c.next_poll_at, due_at)
                     ),
+                    wake=sa.case((woken, wake), else_=t.c.wake),
                 )
             )
             for batch in _batches(changed):

@@ -80,8 +80,16 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
         t.c.next_poll_at.is_not(None),
         t.c.next_poll_at <= now,
         t.c.lease_token.is_(None),
-        sa.or_(t.c.status.is_(None), t.c.status.not_in(HELD), t.c.wake.is_not(None)),
+        _unheld(),
     )
+
+
+def _unheld() -> sa.ColumnElement[bool]:
+    """Neither paused nor gone, or woken (by a refresh or a change of settings)."""
+    t = sources_table
+    # Not NOT IN: an expanding IN list cannot be part of an executemany statement.
+    others = sa.and_(*(t.c.status != value for value in HELD))
+    return sa.or_(t.c.status.is_(None), others, t.c.wake.is_not(None))
 
 
 def claim(
@@ -246,20 +254,51 @@ def add_missing(conn: Connection, wanted: Mapping[str, tuple[str, datetime]]) ->
     return len(rows)
 
 
+def schedule_idle(
+    conn: Connection, now: datetime, due: Callable[[], datetime] | None = None
+) -> int:
+    """Give a time to the enabled configured sources that the claim loop would take but
+    has no time for (``now``), and with ``due``, to those overdue too (``due()`` each: a
+    start spreads them); held and leased sources are left as they are. The number set.
+    """
+    t = sources_table
+    idle: sa.ColumnElement[bool] = t.c.next_poll_at.is_(None)
+    if due is not None:
+        idle = sa.or_(idle, t.c.next_poll_at <= now)
+    names = conn.execute(
+        sa.select(t.c.name).where(
+            idle,
+            t.c.settings.is_not(None),
+            t.c.removed_at.is_(None),
+            t.c.enabled.is_(True),
+            t.c.lease_token.is_(None),
+            _unheld(),
+        )
+    ).scalars()
+    when = due or (lambda: now)
+    times: dict[str, datetime | None] = {name: when() for name in names}
+    set_next(conn, times)
+    return len(times)
+
+
 def set_next(
     conn: Connection,
     times: Mapping[str, datetime | None],
     *,
     wake: str | None = None,
     clear_wake: bool = False,
+    unheld: bool = False,
 ) -> None:
     """Set sources' next poll times (None: not scheduled), with ``wake`` if given
-    (``clear_wake``: without one)."""
+    (``clear_wake``: without one); ``unheld``: only of those not paused or gone (or
+    woken)."""
     t = sources_table
     values: dict[str, object] = {"next_poll_at": sa.bindparam("when")}
     if wake is not None or clear_wake:
         values["wake"] = wake
     statement = sa.update(t).where(t.c.name == sa.bindparam("key")).values(values)
+    if unheld:
+        statement = statement.where(_unheld())
     rows = [{"key": name, "when": when} for name, when in times.items()]
     if rows:
         conn.execute(statement, rows)
