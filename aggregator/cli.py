@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from aggregator.content.discover import FoundFeed
+    from aggregator.export import Exporter
     from aggregator.poll.discovery import SourceAdder
     from aggregator.poll.scheduler import Rebuilder, Service
     from aggregator.store.records import HookRun
@@ -97,9 +98,9 @@ def listen_options(func: F) -> F:
     )(func)
 
 
-def _open_store(config: Config) -> Store:
+def _open_store(config: Config, *, outbox: bool = False) -> Store:
     try:
-        return Store(config.settings.database, config.settings.posts_dir)
+        return Store(config.settings.database, config.settings.posts_dir, outbox=outbox)
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -728,6 +729,115 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
             os._exit(EXIT_STUCK)  # their threads would keep the interpreter from exiting
         store.close()
         click.echo("stopped", err=True)
+
+
+@cli.command()
+@config_option
+def poller(config_path: str) -> None:
+    """Claim and poll sources, as `run` does, with no web server and no files: the
+    article changes go to the outbox, for `aggregator export`."""
+    from aggregator.poll.scheduler import Service
+
+    config = _load(config_path)
+    _log_for_service()
+    store = _open_store(config, outbox=True)
+    service = Service(config_path, config, store)
+    signal.signal(
+        signal.SIGHUP,
+        lambda _s, _f: threading.Thread(target=service.reload, name="sighup").start(),
+    )
+    try:
+        service.start()
+        click.echo("polling into the outbox", err=True)
+        threading.Event().wait()  # until a signal raises Interrupted
+    except Interrupted:
+        pass  # the way it is meant to stop: exit 0 once cleaned up
+    finally:
+        if not service.shutdown(wait=True):
+            click.echo(
+                f"stopped after {service.stop_grace:g} s with polls still in flight", err=True
+            )
+            os._exit(EXIT_STUCK)  # their threads would keep the interpreter from exiting
+        store.close()
+        click.echo("stopped", err=True)
+
+
+@cli.command("export")
+@config_option
+@click.option("--once", is_flag=True, help="Drain the outbox, run the hooks, and exit.")
+def export_command(config_path: str, once: bool) -> None:
+    """Write the outbox's article changes into posts_dir and run the hooks (one
+    exporter per posts folder: a second one is refused)."""
+    from aggregator.export import Exporter
+    from aggregator.hooks import Hooks
+    from aggregator.store.outbox import LockHeld, exporter_lock
+
+    config = _load(config_path)
+    if not once:
+        _log_for_service()
+    store = _open_store(config)
+    hooks = Hooks(config.settings.hooks, store)
+    try:
+        with exporter_lock(store.engine):
+            store.files.sweep_temp_files()
+            if once:
+                done = Exporter(store).drain()
+                click.echo(
+                    f"{done.rows} outbox rows: {len(done.changes.written)} files written, "
+                    f"{len(done.changes.deleted)} deleted, {len(done.problems)} not at their path"
+                )
+                for problem in done.problems:
+                    click.echo(f"{problem.target}: {problem.error}", err=True)
+                if done.changes.files:
+                    hooks.run_now(done.changes)
+                return
+            _export_until_stopped(Exporter(store, hooks.notify), config)
+    except LockHeld as exc:
+        raise click.ClickException(
+            f"another exporter is writing into {config.settings.posts_dir} "
+            "(one per posts folder); not started"
+        ) from exc
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        hooks.close()
+        store.close()
+
+
+def _export_until_stopped(exporter: Exporter, config: Config) -> None:
+    """Run the exporter on a thread of its own until SIGTERM or SIGINT: a stop lets the
+    batch in hand finish (a batch cut short would only be applied again)."""
+    stop = threading.Event()
+    worker = threading.Thread(target=exporter.run, args=(stop,), name="export")
+    worker.start()
+    click.echo(f"exporting into {config.settings.posts_dir}", err=True)
+    try:
+        while worker.is_alive():
+            worker.join(1.0)
+    except Interrupted:
+        pass  # the way it is meant to stop
+    finally:
+        stop.set()
+        worker.join()
+    click.echo("stopped", err=True)
+
+
+@cli.command("sync-config")
+@config_option
+def sync_config(config_path: str) -> None:
+    """Sync the config's sources into the index (pollers read them from there), and exit."""
+    config = _load(config_path)
+    store = _open_store(config, outbox=True)  # syncing touches no article file
+    try:
+        done = store.sync_sources(config.sources, utcnow())
+    except AggregatorError as exc:
+        raise click.ClickException(f"cannot sync the sources into the index: {exc}") from exc
+    finally:
+        store.close()
+    click.echo(
+        f"{len(config.sources)} sources: {len(done.added)} added, {len(done.changed)} changed, "
+        f"{len(done.removed)} removed"
+    )
 
 
 @cli.command()

@@ -289,6 +289,23 @@ pages_table = sa.Table(
 )
 
 
+# Article changes for the exporter (``aggregator export``, ``store/outbox.py``), written
+# by a poller without the posts folder in the transaction that writes the entry rows;
+# deleted by the exporter once their files are written. Applied in ``id`` order.
+outbox_table = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("op", sa.String, nullable=False),  # "write" or "delete"
+    sa.Column("path", sa.String, nullable=False),  # relative to posts_dir, as decided
+    sa.Column("uid", sa.String, nullable=False),  # the entry's entry_id
+    sa.Column("text", sa.Text),  # the article file's text (a write)
+    sa.Column("change", sa.String),  # "new" or "updated" upstream (the webhooks'); NULL: none
+    sa.Column("seq", sa.Integer, nullable=False),  # the writing transaction's change number
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+
 def kept() -> sa.ColumnElement[bool]:
     """The entries that are published: not pruned, not dropped by a rule."""
     t = entries_table
