@@ -6,10 +6,13 @@ exporter, one per posts folder (``outbox.exporter_lock``), reads the rows in ``i
 order, a batch at a time, writes and deletes the files with the atomic writer, then
 deletes the rows in one transaction, then tells the hooks what the batch changed.
 
-Applying a row twice is harmless (a write writes the same bytes again; a delete finds
-the file gone, or no longer the entry's), so a crash anywhere loses and duplicates
-nothing: the rows go only once their files are on disk, and a restarted exporter starts
-again at the first row still there.
+A write is carried out only while its text is the entry's as the index records it
+(``file_hash``): an older row of an entry, which a later row (or ``aggregator poll``
+with the folder) has superseded, is passed over, so the newest text is the one that
+stays, whatever the order the rows became visible in. Applying a row twice is harmless
+(a write writes the same bytes again; a delete finds the file gone, or no longer the
+entry's), so a crash anywhere loses and duplicates nothing: the rows go only once their
+files are on disk, and a restarted exporter starts again at the first row still there.
 
 A file at an article's path that is not that entry's article (no or another
 ``entry_id``: someone's own file) is never overwritten: the article goes where
@@ -27,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from aggregator.content.convert import article_name
+from aggregator.content.convert import article_name, text_hash
 from aggregator.errors import LocalFaultError
 from aggregator.models import Changes, EntryChange
 from aggregator.store import Store, outbox
@@ -172,6 +175,13 @@ class Exporter:
             path = moves.get(item.uid) or (owner.path if owner is not None else None)
             if owner is None or path is None or item.text is None:
                 continue  # pruned or dropped since: the delete that followed is queued too
+            if item.change is not None:  # the entry did change upstream, written or not
+                entries.append(replace(owner.change, kind=item.change, path=path))
+            if text_hash(item.text) != owner.file_hash:
+                # Not the entry's text now: a later row of the outbox (or a writer with
+                # the folder) has the newer one. Writing this would only be undone, or
+                # would undo the newer.
+                continue
             if not self._free_for(path, item.uid):
                 moved, problem = self._move(path, item.uid, owner)
                 problems.append(problem)
@@ -186,8 +196,6 @@ class Exporter:
                 problems.append(self._problem(path, str(error)))
                 continue
             written.append(path)
-            if item.change is not None:
-                entries.append(replace(owner.change, kind=item.change, path=path))
         changes = Changes(tuple(written), tuple(deleted), tuple(entries))
         return Drained(len(rows), changes, tuple(problems)), moves
 

@@ -374,3 +374,26 @@ def test_sync_config_syncs_and_counts(tmp_path: Path, make_config: MakeConfig) -
     again = run("sync-config", "--config", str(path), cwd=tmp_path)
     assert again.stdout.strip() == "2 sources: 0 added, 0 changed, 0 removed"
     assert not (tmp_path / "posts").exists()  # syncing touches no article file
+
+
+def test_an_entry_changed_twice_before_the_export_is_written_once_as_it_is_now(
+    tmp_path: Path,
+) -> None:
+    feeds = local_feeds(tmp_path, 1)
+    poller_config, exporter_config = split_configs(tmp_path, feeds)
+    config = load_config(exporter_config)
+    fill(poller_config, ["feed0"])
+    Path(feeds[0]["url"]).write_text(feed(0, version=1), encoding="utf-8")
+    fill(poller_config, ["feed0"])
+    store = Store(config.settings.database, config.settings.posts_dir)
+    try:
+        done = Exporter(store).drain()
+        assert done.rows == 4 + 3  # four new entries, three of them updated
+        assert len(done.changes.written) == 4  # each file once, with its newest text
+        kinds = sorted(e.kind for e in done.changes.entries)
+        assert kinds == ["new"] * 4 + ["updated"] * 3  # what the webhooks are told
+        files = tree(Path(config.settings.posts_dir))
+        assert sum(b"v1</p>" in text for text in files.values()) == 3
+        assert not any(b"v0</p>" in text for text in files.values())
+    finally:
+        store.close()

@@ -66,6 +66,9 @@ class Owner:
 
     #: Its path now (None: pruned or dropped since).
     path: str | None
+    #: The hash of its article's text as last decided (``convert.text_hash``): only a
+    #: write of that text is the entry's current one.
+    file_hash: str | None
     change: EntryChange
 
 
@@ -115,6 +118,7 @@ def owners(conn: Connection, uids: Iterable[str]) -> dict[str, Owner]:
             sa.select(
                 t.c.uid,
                 t.c.path,
+                t.c.file_hash,
                 t.c.source,
                 t.c.title,
                 t.c.link,
@@ -125,7 +129,7 @@ def owners(conn: Connection, uids: Iterable[str]) -> dict[str, Owner]:
             ).where(t.c.uid.in_(wanted[start : start + 500]))
         )
         for r in rows:
-            found[r.uid] = Owner(r.path, _entry_change(r))
+            found[r.uid] = Owner(r.path, r.file_hash, _entry_change(r))
     return found
 
 
