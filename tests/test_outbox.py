@@ -33,6 +33,7 @@ from aggregator.poll.pipeline import Poller
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
 from aggregator.store.outbox import DELETE, LockHeld, OutboxItem, exporter_lock
+from aggregator.web import create_app
 
 
 def settings(tmp_path: Path, **more: Any) -> dict[str, Any]:
@@ -387,6 +388,8 @@ def test_an_entry_changed_twice_before_the_export_is_written_once_as_it_is_now(
     fill(poller_config, ["feed0"])
     store = Store(config.settings.database, config.settings.posts_dir)
     try:
+        metrics = create_app(config, store).test_client().get("/metrics").get_data(as_text=True)
+        assert "aggregator_outbox_rows 7\n" in metrics  # the exporter's backlog
         done = Exporter(store).drain()
         assert done.rows == 4 + 3  # four new entries, three of them updated
         assert len(done.changes.written) == 4  # each file once, with its newest text
