@@ -24,6 +24,7 @@ that failed, with what was done instead.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from aggregator.content.convert import article_name, text_hash
-from aggregator.errors import LocalFaultError
+from aggregator.errors import AggregatorError, LocalFaultError
 from aggregator.models import Changes, EntryChange
 from aggregator.store import Store, outbox
 from aggregator.store.outbox import DELETE, Owner, Pending
@@ -135,13 +136,16 @@ class Exporter:
         return done
 
     def run(self, stop: threading.Event) -> None:
-        """Drain, then wait for new rows, until ``stop`` is set; a failing folder is
-        logged and tried again at the next look."""
+        """Drain, then wait for new rows, until ``stop`` is set. A failure (a full or
+        read-only folder, a locked database, a bug) is logged and the batch tried again
+        at the next look: its rows are still there."""
         while not stop.is_set():
             try:
                 self.drain(stop.is_set)
-            except LocalFaultError as exc:
+            except AggregatorError as exc:
                 log.error("export paused: %s", exc)
+            except Exception:  # a bug must not end the service; the rows wait
+                log.exception("export failed unexpectedly")
             self.wait(stop)
 
     def wait(self, stop: threading.Event) -> None:
@@ -196,14 +200,16 @@ class Exporter:
                 problems.append(self._problem(path, str(error)))
                 continue
             written.append(path)
-        changes = Changes(tuple(written), tuple(deleted), tuple(entries))
+        changes = Changes(tuple(dict.fromkeys(written)), tuple(deleted), tuple(entries))
         return Drained(len(rows), changes, tuple(problems)), moves
 
     def _free_for(self, path: str, uid: str) -> bool:
-        """Whether the entry ``uid``'s article may be written at ``path``: no file is
-        there, or the entry's own article is."""
+        """Whether the entry ``uid``'s article may be written at ``path``: nothing is
+        there (no file, folder or link), or the entry's own article is."""
         files = self.store.files
-        return not files.file_exists(path) or files.entry_id_of(path) == uid
+        if not os.path.lexists(files.file_path(path)):
+            return True
+        return files.file_exists(path) and files.entry_id_of(path) == uid
 
     def _move(self, path: str, uid: str, owner: Owner) -> tuple[str | None, HookRun]:
         """Where an article goes when someone's file is at its path: the name with its

@@ -293,13 +293,17 @@ def test_a_users_file_at_an_articles_path_is_left_alone_and_shown(tmp_path: Path
         assert polled.returncode == 0, polled.stderr
         assert tree(direct / "posts") == tree(posts)
 
-        # The entry changes upstream: its article follows it to its new name.
-        Path(feeds[0]["url"]).write_text(feed(0, version=1), encoding="utf-8")
+        # The entry changes upstream: its article follows it to its new name. A new
+        # entry comes, and a folder of the user's is at its path: someone's too.
+        theirs = posts / "News" / "feed-0" / "Post-3-of-feed-0.md"
+        theirs.mkdir()
+        Path(feeds[0]["url"]).write_text(feed(0, items=4, version=1), encoding="utf-8")
         fill(poller_config, ["feed0"])
         again = Exporter(store).drain()
-        assert again.problems == ()
+        assert [p.target for p in again.problems] == ["News/feed-0/Post-3-of-feed-0.md"]
         assert mine.read_text() == "my own notes\n"
         assert "Text 1 v1" in moved.read_text()
+        assert theirs.is_dir()
     finally:
         store.close()
 
