@@ -26,6 +26,7 @@ from conftest import (
 )
 from pytest_httpserver import HTTPServer
 from test_cli import run
+from test_stop import DEADLINE, HeldFeed, interrupt
 
 from aggregator.config import load_config
 from aggregator.export import Exporter
@@ -404,3 +405,26 @@ def test_an_entry_changed_twice_before_the_export_is_written_once_as_it_is_now(
         assert not any(b"v0</p>" in text for text in files.values())
     finally:
         store.close()
+
+
+@pytest.fixture
+def held(httpserver: HTTPServer) -> Iterator[HeldFeed]:
+    feed = HeldFeed(httpserver)
+    yield feed
+    feed.release.set()  # the server's only thread must be free before it stops
+
+
+def test_sigterm_to_a_poller_lets_its_poll_in_flight_finish_into_the_outbox(
+    held: HeldFeed, tmp_path: Path
+) -> None:
+    poller_config, _ = split_configs(tmp_path, [{"url": held.url, "categories": ["H"]}])
+    database = tmp_path / "shared" / "index.sqlite"
+    log = tmp_path / "poller.log"
+    with running(["poller", "--config", str(poller_config)], tmp_path, log) as process:
+        assert held.arrived.wait(DEADLINE)
+        interrupt(process, log)
+        held.release.set()  # the poll ends after the stop began
+        assert process.wait(timeout=DEADLINE) == 0, log.read_text()
+    output = log.read_text()
+    assert "status=ok" in output and output.rstrip().endswith("stopped")
+    assert query(database, "SELECT op, path FROM outbox") == [("write", "H/Held-back.md")]
