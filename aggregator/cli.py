@@ -22,7 +22,7 @@ import click
 from aggregator import __version__
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.models import SourceOutcome
+from aggregator.models import Changes, SourceOutcome
 from aggregator.poll.pipeline import Poller, iter_enabled, utcnow
 from aggregator.redact import redact
 from aggregator.signals import Interrupted, install_stop_handlers
@@ -241,7 +241,7 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
             leases.close()
         status = _summarise(outcomes, ctx.obj["verbose"])
         _pass_ended(config, poller.store)  # the static feeds first: a hook may publish them
-        _run_hooks(config, poller.store, outcomes)
+        _run_hooks(config, poller.store, _changes(outcomes))
     ctx.exit(status)
 
 
@@ -279,15 +279,20 @@ def _indexed(
     return sources
 
 
-def _run_hooks(config: Config, store: Store, outcomes: Sequence[SourceOutcome]) -> None:
-    """Once, after a pass (or a rebuild): the on_change commands and webhooks, if it
-    changed anything (a rebuild tells no webhook: no entry changed upstream).
+def _changes(outcomes: Sequence[SourceOutcome]) -> Changes:
+    """What a pass changed, all its polls together."""
+    return sum((o.changes for o in outcomes), Changes())
+
+
+def _run_hooks(config: Config, store: Store, changes: Changes) -> None:
+    """Once, after a pass (or a rebuild, or an export): the on_change commands and
+    webhooks, if it changed anything (a rebuild tells no webhook: no entry changed
+    upstream).
 
     Their failures are printed and recorded, and do not change the exit status (that
     says how the sources went).
     """
     from aggregator.hooks import Hooks
-    from aggregator.models import Changes
 
     def show(run: HookRun) -> None:
         verdict = "ok" if run.ok else f"FAILED: {run.error}"
@@ -296,7 +301,7 @@ def _run_hooks(config: Config, store: Store, outcomes: Sequence[SourceOutcome]) 
     hooks = Hooks(config.settings.hooks, store, on_run=show)
     if hooks.configured:
         try:
-            hooks.run_now(sum((o.changes for o in outcomes), Changes()))
+            hooks.run_now(changes)
         finally:
             hooks.close()
 
@@ -315,7 +320,7 @@ def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
         known = {s.key for s in config.sources}
         orphans = [n for n in poller.store.source_names() if n not in known]
         _pass_ended(config, poller.store)
-        _run_hooks(config, poller.store, outcomes)  # the files it rewrote, if any
+        _run_hooks(config, poller.store, _changes(outcomes))  # the files it rewrote, if any
     for name in orphans:
         click.echo(f"note: {name!r} has stored entries but is not in the config; left as is")
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
@@ -776,7 +781,6 @@ def export_command(config_path: str, once: bool) -> None:
     if not once:
         _log_for_service()
     store = _open_store(config)
-    hooks = Hooks(config.settings.hooks, store)
     try:
         with exporter_lock(store.engine):
             store.files.sweep_temp_files()
@@ -788,10 +792,13 @@ def export_command(config_path: str, once: bool) -> None:
                 )
                 for problem in done.problems:
                     click.echo(f"{problem.target}: {problem.error}", err=True)
-                if done.changes.files:
-                    hooks.run_now(done.changes)
+                _run_hooks(config, store, done.changes)
                 return
-            _export_until_stopped(Exporter(store, hooks.notify), config)
+            hooks = Hooks(config.settings.hooks, store)
+            try:
+                _export_until_stopped(Exporter(store, hooks.notify), config)
+            finally:
+                hooks.close()  # kills a running command: a stop never waits for the site
     except LockHeld as exc:
         raise click.ClickException(
             f"another exporter is writing into {config.settings.posts_dir} "
@@ -800,7 +807,6 @@ def export_command(config_path: str, once: bool) -> None:
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
-        hooks.close()
         store.close()
 
 

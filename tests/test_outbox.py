@@ -118,9 +118,11 @@ def served(httpserver: HTTPServer) -> list[str]:
     return [httpserver.url_for(f"/f{n}") for n in range(3)]
 
 
-def split_configs(tmp_path: Path, feeds: list[dict[str, Any]]) -> tuple[Path, Path]:
+def split_configs(
+    tmp_path: Path, feeds: list[dict[str, Any]], **exporting: Any
+) -> tuple[Path, Path]:
     """A poller's config whose posts folder cannot exist (under a file), and the
-    exporter's, over one index."""
+    exporter's (with the settings ``exporting``), over one index."""
     database = str(tmp_path / "shared" / "index.sqlite")
     poller, exporter = tmp_path / "poller", tmp_path / "exporter"
     poller.mkdir()
@@ -130,14 +132,17 @@ def split_configs(tmp_path: Path, feeds: list[dict[str, Any]]) -> tuple[Path, Pa
         write_config(
             poller, feeds, **settings(tmp_path, posts_dir="blocker/posts", database=database)
         ),
-        write_config(exporter, feeds, **settings(tmp_path, database=database)),
+        write_config(exporter, feeds, **settings(tmp_path, database=database, **exporting)),
     )
 
 
 def test_a_poller_fills_the_outbox_and_export_writes_what_poll_writes(
     tmp_path: Path, served: list[str]
 ) -> None:
-    poller_config, exporter_config = split_configs(tmp_path, sources(served))
+    hook = 'cat "$AGGREGATOR_CHANGED_FILE" >> changed.txt'
+    poller_config, exporter_config = split_configs(
+        tmp_path, sources(served), hooks={"on_change": [hook]}
+    )
     database = tmp_path / "shared" / "index.sqlite"
     log = tmp_path / "poller.log"
     with running(["poller", "--config", str(poller_config)], tmp_path, log) as process:
@@ -152,6 +157,8 @@ def test_a_poller_fills_the_outbox_and_export_writes_what_poll_writes(
     assert exported.returncode == 0, exported.stderr
     assert "12 outbox rows: 12 files written, 0 deleted, 0 not at their path" in exported.stdout
     assert query(database, "SELECT count(*) FROM outbox") == [(0,)]
+    changed = (tmp_path / "exporter" / "changed.txt").read_text().splitlines()
+    assert len(changed) == 12  # the hooks ran once, with every file
 
     # The same feeds, polled by `aggregator poll` (files written directly, as `run` does).
     direct = tmp_path / "direct"
