@@ -217,7 +217,7 @@ hook_runs_table = sa.Table(
     "hook_runs",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("kind", sa.String, nullable=False),  # "command" or "webhook"
+    sa.Column("kind", sa.String, nullable=False),  # "command", "webhook" or "export"
     sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Float, nullable=False),  # seconds
