@@ -769,7 +769,9 @@ def poller(config_path: str) -> None:
 
 @cli.command("export")
 @config_option
-@click.option("--once", is_flag=True, help="Drain the outbox, run the hooks, and exit.")
+@click.option(
+    "--once", is_flag=True, help="Apply the rows in the outbox now, run the hooks, and exit."
+)
 def export_command(config_path: str, once: bool) -> None:
     """Write the outbox's article changes into posts_dir and run the hooks (one
     exporter per posts folder: a second one is refused)."""
@@ -785,7 +787,7 @@ def export_command(config_path: str, once: bool) -> None:
         with exporter_lock(store.engine):
             store.files.sweep_temp_files()
             if once:
-                done = Exporter(store).drain()
+                done = Exporter(store).drain(once=True)
                 click.echo(
                     f"{done.rows} outbox rows: {len(done.changes.written)} files written, "
                     f"{len(done.changes.deleted)} deleted, {len(done.problems)} not at their path"

@@ -94,25 +94,37 @@ class Exporter:
         self.batch = batch
         self.clock = clock
 
-    def drain(self, should_stop: Callable[[], bool] = lambda: False) -> Drained:
+    def drain(
+        self, should_stop: Callable[[], bool] = lambda: False, *, once: bool = False
+    ) -> Drained:
         """Apply batches until the outbox is empty (or ``should_stop``, between two).
+
+        Args:
+            should_stop: asked between two batches.
+            once: only the rows there now (``aggregator export --once``: it ends even
+                while pollers keep adding rows).
 
         Raises:
             LocalFaultError: the posts folder is failing (full, read-only): the batch's
                 rows stay, to be applied again.
         """
+        up_to = None
+        if once:
+            with self.store.reading() as conn:
+                up_to = outbox.last_id(conn)
         total = Drained()
         while not should_stop():
-            done = self.drain_batch()
+            done = self.drain_batch(up_to)
             if not done.rows:
                 break
             total += done
         return total
 
-    def drain_batch(self) -> Drained:
-        """Apply the first rows of the outbox, then delete them; tell ``on_change``."""
+    def drain_batch(self, up_to: int | None = None) -> Drained:
+        """Apply the first rows of the outbox (of an id up to ``up_to``), then delete
+        them; tell ``on_change``."""
         with self.store.reading() as conn:
-            rows = outbox.pending(conn, self.batch)
+            rows = outbox.pending(conn, self.batch, up_to)
             owners = outbox.owners(conn, {r.item.uid for r in rows})
         if not rows:
             return Drained()

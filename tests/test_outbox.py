@@ -30,6 +30,7 @@ from test_stop import DEADLINE, HeldFeed, interrupt
 
 from aggregator.config import load_config
 from aggregator.export import Exporter
+from aggregator.models import Changes
 from aggregator.poll.pipeline import Poller
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
@@ -435,3 +436,23 @@ def test_sigterm_to_a_poller_lets_its_poll_in_flight_finish_into_the_outbox(
     output = log.read_text()
     assert "status=ok" in output and output.rstrip().endswith("stopped")
     assert query(database, "SELECT op, path FROM outbox") == [("write", "H/Held-back.md")]
+
+
+def test_export_once_applies_the_rows_there_when_it_started(tmp_path: Path) -> None:
+    poller_config, exporter_config = split_configs(tmp_path, local_feeds(tmp_path, 2))
+    config = load_config(exporter_config)
+    fill(poller_config, ["feed0"])
+    store = Store(config.settings.database, config.settings.posts_dir)
+    added: list[int] = []
+
+    def poller_meanwhile(_changes: Changes) -> None:
+        if not added:  # a poller commits while the export runs
+            fill(poller_config, ["feed1"])
+            added.append(1)
+
+    try:
+        done = Exporter(store, poller_meanwhile, batch=2).drain(once=True)
+        assert added and done.rows == 4  # feed0's four, not feed1's
+        assert query(Path(config.settings.database), "SELECT count(*) FROM outbox") == [(4,)]
+    finally:
+        store.close()

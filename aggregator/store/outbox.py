@@ -92,15 +92,20 @@ def append(conn: Connection, items: Sequence[OutboxItem], seq: int, now: datetim
         )
 
 
-def pending(conn: Connection, limit: int) -> list[Pending]:
-    """The first ``limit`` rows not applied yet, in the order they are to be applied."""
+def pending(conn: Connection, limit: int, up_to: int | None = None) -> list[Pending]:
+    """The first ``limit`` rows not applied yet (with an id of at most ``up_to``), in
+    the order they are to be applied."""
     t = outbox_table
-    rows = conn.execute(
-        sa.select(t.c.id, t.c.op, t.c.path, t.c.uid, t.c.text, t.c.change)
-        .order_by(t.c.id)
-        .limit(limit)
-    )
+    statement = sa.select(t.c.id, t.c.op, t.c.path, t.c.uid, t.c.text, t.c.change)
+    if up_to is not None:
+        statement = statement.where(t.c.id <= up_to)
+    rows = conn.execute(statement.order_by(t.c.id).limit(limit))
     return [Pending(r.id, OutboxItem(r.op, r.path, r.uid, r.text, r.change)) for r in rows]
+
+
+def last_id(conn: Connection) -> int:
+    """The id of the newest row (0: none)."""
+    return int(conn.execute(sa.select(sa.func.max(outbox_table.c.id))).scalar() or 0)
 
 
 def backlog(conn: Connection) -> int:
