@@ -22,7 +22,7 @@ import click
 from aggregator import __version__
 from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.models import SourceOutcome
+from aggregator.models import Changes, SourceOutcome
 from aggregator.poll.pipeline import Poller, iter_enabled, utcnow
 from aggregator.redact import redact
 from aggregator.signals import Interrupted, install_stop_handlers
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from aggregator.content.discover import FoundFeed
+    from aggregator.export import Exporter
     from aggregator.poll.discovery import SourceAdder
     from aggregator.poll.scheduler import Rebuilder, Service
     from aggregator.store.records import HookRun
@@ -97,9 +98,9 @@ def listen_options(func: F) -> F:
     )(func)
 
 
-def _open_store(config: Config) -> Store:
+def _open_store(config: Config, *, outbox: bool = False) -> Store:
     try:
-        return Store(config.settings.database, config.settings.posts_dir)
+        return Store(config.settings.database, config.settings.posts_dir, outbox=outbox)
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -240,7 +241,7 @@ def poll(ctx: click.Context, config_path: str, only: str | None, workers: int | 
             leases.close()
         status = _summarise(outcomes, ctx.obj["verbose"])
         _pass_ended(config, poller.store)  # the static feeds first: a hook may publish them
-        _run_hooks(config, poller.store, outcomes)
+        _run_hooks(config, poller.store, _changes(outcomes))
     ctx.exit(status)
 
 
@@ -278,15 +279,20 @@ def _indexed(
     return sources
 
 
-def _run_hooks(config: Config, store: Store, outcomes: Sequence[SourceOutcome]) -> None:
-    """Once, after a pass (or a rebuild): the on_change commands and webhooks, if it
-    changed anything (a rebuild tells no webhook: no entry changed upstream).
+def _changes(outcomes: Sequence[SourceOutcome]) -> Changes:
+    """What a pass changed, all its polls together."""
+    return sum((o.changes for o in outcomes), Changes())
+
+
+def _run_hooks(config: Config, store: Store, changes: Changes) -> None:
+    """Once, after a pass (or a rebuild, or an export): the on_change commands and
+    webhooks, if it changed anything (a rebuild tells no webhook: no entry changed
+    upstream).
 
     Their failures are printed and recorded, and do not change the exit status (that
     says how the sources went).
     """
     from aggregator.hooks import Hooks
-    from aggregator.models import Changes
 
     def show(run: HookRun) -> None:
         verdict = "ok" if run.ok else f"FAILED: {run.error}"
@@ -295,7 +301,7 @@ def _run_hooks(config: Config, store: Store, outcomes: Sequence[SourceOutcome]) 
     hooks = Hooks(config.settings.hooks, store, on_run=show)
     if hooks.configured:
         try:
-            hooks.run_now(sum((o.changes for o in outcomes), Changes()))
+            hooks.run_now(changes)
         finally:
             hooks.close()
 
@@ -314,7 +320,7 @@ def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
         known = {s.key for s in config.sources}
         orphans = [n for n in poller.store.source_names() if n not in known]
         _pass_ended(config, poller.store)
-        _run_hooks(config, poller.store, outcomes)  # the files it rewrote, if any
+        _run_hooks(config, poller.store, _changes(outcomes))  # the files it rewrote, if any
     for name in orphans:
         click.echo(f"note: {name!r} has stored entries but is not in the config; left as is")
     ctx.exit(_summarise(outcomes, ctx.obj["verbose"]))
@@ -728,6 +734,118 @@ def run(config_path: str, host: str | None, port: int | None) -> None:
             os._exit(EXIT_STUCK)  # their threads would keep the interpreter from exiting
         store.close()
         click.echo("stopped", err=True)
+
+
+@cli.command()
+@config_option
+def poller(config_path: str) -> None:
+    """Claim and poll sources, as `run` does, with no web server and no files: the
+    article changes go to the outbox, for `aggregator export`."""
+    from aggregator.poll.scheduler import Service
+
+    config = _load(config_path)
+    _log_for_service()
+    store = _open_store(config, outbox=True)
+    service = Service(config_path, config, store)
+    signal.signal(
+        signal.SIGHUP,
+        lambda _s, _f: threading.Thread(target=service.reload, name="sighup").start(),
+    )
+    try:
+        service.start()
+        click.echo("polling into the outbox", err=True)
+        threading.Event().wait()  # until a signal raises Interrupted
+    except Interrupted:
+        pass  # the way it is meant to stop: exit 0 once cleaned up
+    finally:
+        if not service.shutdown(wait=True):
+            click.echo(
+                f"stopped after {service.stop_grace:g} s with polls still in flight", err=True
+            )
+            os._exit(EXIT_STUCK)  # their threads would keep the interpreter from exiting
+        store.close()
+        click.echo("stopped", err=True)
+
+
+@cli.command("export")
+@config_option
+@click.option(
+    "--once", is_flag=True, help="Apply the rows in the outbox now, run the hooks, and exit."
+)
+def export_command(config_path: str, once: bool) -> None:
+    """Write the outbox's article changes into posts_dir and run the hooks (one
+    exporter per posts folder: a second one is refused)."""
+    from aggregator.export import Exporter
+    from aggregator.hooks import Hooks
+    from aggregator.store.outbox import LockHeld, exporter_lock
+
+    config = _load(config_path)
+    if not once:
+        _log_for_service()
+    store = _open_store(config)
+    try:
+        with exporter_lock(store.engine):
+            store.files.sweep_temp_files()
+            if once:
+                done = Exporter(store).drain(once=True)
+                click.echo(
+                    f"{done.rows} outbox rows: {len(done.changes.written)} files written, "
+                    f"{len(done.changes.deleted)} deleted, {len(done.problems)} not at their path"
+                )
+                for problem in done.problems:
+                    click.echo(f"{problem.target}: {problem.error}", err=True)
+                _run_hooks(config, store, done.changes)
+                return
+            hooks = Hooks(config.settings.hooks, store)
+            try:
+                _export_until_stopped(Exporter(store, hooks.notify), config)
+            finally:
+                hooks.close()  # kills a running command: a stop never waits for the site
+    except LockHeld as exc:
+        raise click.ClickException(
+            f"another exporter is writing into {config.settings.posts_dir} "
+            "(one per posts folder); not started"
+        ) from exc
+    except AggregatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+
+
+def _export_until_stopped(exporter: Exporter, config: Config) -> None:
+    """Run the exporter on a thread of its own until SIGTERM or SIGINT: a stop lets the
+    batch in hand finish (a batch cut short would only be applied again)."""
+    stop = threading.Event()
+    worker = threading.Thread(target=exporter.run, args=(stop,), name="export")
+    worker.start()
+    click.echo(f"exporting into {config.settings.posts_dir}", err=True)
+    try:
+        while worker.is_alive():
+            worker.join(1.0)
+    except Interrupted:
+        pass  # the way it is meant to stop
+    finally:
+        stop.set()
+        worker.join()
+    click.echo("stopped", err=True)
+
+
+@cli.command("sync-config")
+@config_option
+def sync_config(config_path: str) -> None:
+    """Sync the config's sources into the index (pollers read them from there), and exit."""
+    config = _load(config_path)
+    store = _open_store(config, outbox=True)  # syncing touches no article file
+    try:
+        done = store.sync_sources(config.sources, utcnow())
+    except AggregatorError as exc:
+        raise click.ClickException(f"cannot sync the sources into the index: {exc}") from exc
+    finally:
+        store.close()
+    click.echo(
+        f"{len(config.sources)} sources: {len(done.added)} added, {len(done.changed)} changed, "
+        f"{len(done.removed)} removed"
+    )
 
 
 @cli.command()

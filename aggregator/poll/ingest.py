@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aggregator.content.convert import assign_keys, fold_path, keep_one_per_entry
-from aggregator.errors import LocalFaultError
+from aggregator.errors import LocalFaultError, StoreError
 from aggregator.models import Article, Changes, Counts, EntryChange, WriteFailure
 from aggregator.poll.decide import (
     Batch,
@@ -22,6 +22,7 @@ from aggregator.poll.decide import (
     Known,
     Look,
     OnDisk,
+    Plan,
     PlannedRow,
     decide,
     files_to_examine,
@@ -30,6 +31,7 @@ from aggregator.poll.decide import (
 )
 from aggregator.poll.resolve import ResolvedSource
 from aggregator.store import Store
+from aggregator.store.outbox import DELETE, WRITE, OutboxItem
 from aggregator.store.records import EntryRow, StoredEntry
 
 if TYPE_CHECKING:
@@ -49,6 +51,9 @@ class Applied:
     #: When they were seen.
     seen_at: datetime
     counts: Counts
+    #: The article files to write and delete, for the exporter (a store without the
+    #: posts folder: ``Store.outbox``); written after the rows, in their transaction.
+    sent: tuple[OutboxItem, ...] = ()
 
 
 class Ingest:
@@ -56,7 +61,9 @@ class Ingest:
 
     Files first, then rows (``write_files``, then ``write_rows``, in one transaction): a
     crash between the two leaves a complete file the index does not know yet, which the
-    next poll adopts by its ``entry_id``.
+    next poll adopts by its ``entry_id``. A store without the posts folder (a poller's,
+    ``Store.outbox``) is told the files to write and delete instead, with the rows: the
+    same plan, carried out later by the exporter (``aggregator/export.py``).
 
     Args:
         store: the index and the article files.
@@ -110,10 +117,15 @@ class Ingest:
         known = self._gather(conn, source, batch, rebuild, stored, chosen or frozenset())
         plan = decide(source, batch, known, now, rebuild=rebuild, force=force)
         files = self.store.files
-        for path in plan.deletes:
-            files.delete_file(path)
-        # Concurrently: creating a file is mostly kernel time.
-        failures = files.write_files(plan.writes)
+        sent: tuple[OutboxItem, ...] = ()
+        failures: dict[str, StoreError] = {}
+        if self.store.outbox:
+            sent = _outbox_items(plan, known)
+        else:
+            for path in plan.deletes:
+                files.delete_file(path)
+            # Concurrently: creating a file is mostly kernel time.
+            failures = files.write_files(plan.writes)
         rows, counts = plan.settle(
             {
                 path: WriteFailure(path, str(exc), isinstance(exc, LocalFaultError))
@@ -133,6 +145,7 @@ class Ingest:
             plan.seen_again,
             now,
             Counts(warnings=tuple(repeats), changes=changes) + counts,
+            sent,
         )
 
     def write_rows(self, conn: Connection, *batches: Applied) -> None:
@@ -141,6 +154,9 @@ class Ingest:
         self.store.upsert_entries(conn, [row for applied in batches for row in applied.rows])
         for applied in batches:
             self.store.touch_entries(conn, applied.source, applied.seen_again, applied.seen_at)
+        # After the rows: on PostgreSQL the entry rows' locks order two transactions that
+        # change one entry, and so the ids of their outbox rows.
+        self.store.send(conn, [item for applied in batches for item in applied.sent])
 
     def _gather(
         self,
@@ -180,7 +196,14 @@ class Ingest:
         return [k for a in articles for k in (a.key, a.alt_key)]
 
     def _examine(self, looks: Mapping[str, Look]) -> dict[str, OnDisk]:
-        """The files at those paths that are there, read as far as asked."""
+        """The files at those paths that are there, read as far as asked.
+
+        Without the posts folder (``Store.outbox``), the index is trusted: an indexed
+        entry's file is there (written, or waiting in the outbox), and a wanted name is
+        free unless an indexed path has its fold (``_gather``).
+        """
+        if self.store.outbox:
+            return {path: OnDisk() for path, look in looks.items() if look is Look.EXISTS}
         files = self.store.files
         found: dict[str, OnDisk] = {}
         for path, look in looks.items():
@@ -192,6 +215,20 @@ class Ingest:
                 content = files.read_file(path) if look is Look.CONTENT else None
                 found[path] = OnDisk(entry_id=files.entry_id_of(path), content=content)
         return found
+
+
+def _outbox_items(plan: Plan, known: Known) -> tuple[OutboxItem, ...]:
+    """A plan's deletes and writes as outbox rows, in the order a folder would see them."""
+    owners = {e.path: e.uid for e in known.entries.values() if e.path}
+    items = [OutboxItem(DELETE, path, owners[path]) for path in plan.deletes]
+    written = {p.row.path: p for p in plan.rows if p.row.path in plan.writes}
+    for path, text in plan.writes.items():
+        planned = written[path]
+        news = planned.change in (Change.NEW, Change.UPDATED)
+        items.append(
+            OutboxItem(WRITE, path, planned.row.uid, text, str(planned.change) if news else None)
+        )
+    return tuple(items)
 
 
 def _changes(

@@ -215,7 +215,11 @@ class Service:
         self.on_poll: Callable[[SourceOutcome], None] | None = None
         self.hooks = Hooks(config.settings.hooks, store)
         # Told of every poll and rebuild that changed files or entries (the one place).
-        self.change_listeners: list[Callable[[Changes], None]] = [self.hooks.notify]
+        # A poller without the posts folder (``aggregator poller``, ``Store.outbox``)
+        # tells nobody: its files are written by the exporter, which runs the hooks.
+        self.change_listeners: list[Callable[[Changes], None]] = (
+            [] if store.outbox else [self.hooks.notify]
+        )
         # One worker: a rebuild must not take the processes the scheduled polls parse in.
         # The static feeds (settings.publish.static_dir) follow every change, off the
         # poll's thread.
@@ -592,8 +596,10 @@ class Service:
 
     def _pass_ended(self) -> None:
         """After a poll, a rebuild or a reload: what follows a change of the entries (the
-        static feeds; each does nothing when nothing changed since its last run)."""
-        self.static.changed()
+        static feeds; each does nothing when nothing changed since its last run). A
+        poller without the posts folder writes no static feeds either: no shared files."""
+        if not self.store.outbox:
+            self.static.changed()
 
     # -- configuration changes -----------------------------------------------------------
 

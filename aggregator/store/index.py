@@ -37,11 +37,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from aggregator.content.convert import fold_path
 from aggregator.errors import LocalFaultError, StoreError
 from aggregator.models import Status, list_to_json
-from aggregator.store import claims
+from aggregator.store import claims, outbox
 from aggregator.store.catalog import Catalog
 from aggregator.store.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.store.files import ArticleFiles
 from aggregator.store.logins import Logins
+from aggregator.store.outbox import DELETE, OutboxItem
 from aggregator.store.queries import Queries, chunks
 from aggregator.store.records import (
     EntryRow,
@@ -83,6 +84,9 @@ class Store(Queries, Logins, Catalog):
         fsync: also flush each article file to the device before renaming it (slower,
             survives power loss, not just a crashed process).
         clock: the current UTC time, for the times of changes (tests move it).
+        outbox: this process has no posts folder (``aggregator poller``): it never
+            creates, lists or reads it; the article files a poll or prune writes and
+            deletes go to the outbox, for the exporter (``store/outbox.py``).
     """
 
     def __init__(
@@ -92,8 +96,10 @@ class Store(Queries, Logins, Catalog):
         *,
         fsync: bool = False,
         clock: Callable[[], datetime] | None = None,
+        outbox: bool = False,
     ) -> None:
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.outbox = outbox
         self.faults = Faults()
         self.files = ArticleFiles(posts_dir, fsync=fsync, faults=self.faults)
         self.database = database
@@ -114,8 +120,9 @@ class Store(Queries, Logins, Catalog):
             raise StoreError(damaged_report(database, damage))
         # Made now, so that a posts folder that disappears later (an unmounted disk) is
         # noticed by health(), not taken for a fresh install.
-        with suppress(OSError):
-            self.files.posts_dir.mkdir(parents=True, exist_ok=True)
+        if not outbox:
+            with suppress(OSError):
+                self.files.posts_dir.mkdir(parents=True, exist_ok=True)
         try:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = sa.create_engine(
@@ -150,7 +157,9 @@ class Store(Queries, Logins, Catalog):
         except StoreError as exc:
             problems.append(f"{DATABASE}: cannot be read: {exc}")
         folder = self.files.posts_dir
-        if not folder.is_dir():
+        if self.outbox:
+            pass  # not this process's: the exporter's
+        elif not folder.is_dir():
             problems.append(f"posts folder: {folder} is missing or not a folder")
         elif not os.access(folder, os.W_OK | os.X_OK):  # EROFS even for root
             problems.append(f"posts folder: {folder} is not writable")
@@ -337,6 +346,13 @@ class Store(Queries, Logins, Catalog):
         values = [{**_row_values(r), "seq": seq, "changed_at": now} for r in rows]
         conn.execute(_upsert_entries(tuple(values[0])), values)
 
+    def send(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
+        """Queue article files to write or delete for the exporter, in this transaction
+        (``outbox`` stores: after the entry rows they belong to)."""
+        if items:
+            seq, now = self.take_change(conn)
+            outbox.append(conn, items, seq, now)
+
     def touch_entries(
         self, conn: Connection, source: str, keys: Sequence[str], now: datetime
     ) -> None:
@@ -452,6 +468,8 @@ class Store(Queries, Logins, Catalog):
         writes keep the listing current (``folder_written``); anyone else's change moves
         the mtime, and the folder is listed again.
         """
+        if self.outbox:
+            return FolderContents({}, frozenset())  # no folder here: the index alone
         directory = self.files.posts_dir / folder
         try:
             mtime = directory.stat().st_mtime_ns
@@ -522,30 +540,35 @@ class Store(Queries, Logins, Catalog):
             return 0  # no retention: nothing to ask (a small feed's poll is cheap)
         t = entries_table
         live = sa.and_(t.c.source == source, kept())
-        doomed: list[tuple[int, str | None]] = []
+        doomed: list[tuple[int, str | None, str]] = []
         if keep_days is not None:
             cutoff = datetime.fromtimestamp(now.timestamp() - keep_days * 86400, UTC)
             doomed += [
-                (r.id, r.path)
-                for r in conn.execute(sa.select(t.c.id, t.c.path).where(live, t.c.date < cutoff))
+                (r.id, r.path, r.uid)
+                for r in conn.execute(
+                    sa.select(t.c.id, t.c.path, t.c.uid).where(live, t.c.date < cutoff)
+                )
             ]
         if keep_max is not None:
             doomed += [
-                (r.id, r.path)
+                (r.id, r.path, r.uid)
                 for r in conn.execute(
-                    sa.select(t.c.id, t.c.path)
+                    sa.select(t.c.id, t.c.path, t.c.uid)
                     .where(live)
                     .order_by(t.c.date.desc(), t.c.id.desc())
                     .offset(keep_max)
                 )
             ]
-        ids = sorted({i for i, _ in doomed})
+        ids = sorted({i for i, _, _ in doomed})
         seq, changed = self.take_change(conn) if ids else (0, now)
-        for _, path in doomed:
-            if path:
+        gone = {path: uid for _, path, uid in doomed if path}
+        if self.outbox:
+            self.send(conn, [OutboxItem(DELETE, path, uid) for path, uid in gone.items()])
+        else:
+            for path in gone:
                 self.files.delete_file(path)
-                if deleted is not None:
-                    deleted.append(path)
+        if deleted is not None:
+            deleted.extend(gone)
         for start in range(0, len(ids), 500):
             conn.execute(
                 sa.update(t)

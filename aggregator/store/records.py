@@ -178,7 +178,9 @@ class FolderContents:
 class HookRun:
     """One run of an ``on_change`` command, or one webhook delivery (all its attempts)."""
 
-    kind: str  # "command" or "webhook"
+    #: "command", "webhook", or "export" (an article the exporter could not put at its
+    #: path, which is ``target``).
+    kind: str
     target: str  # the command as written, or the webhook's URL redacted
     started_at: datetime
     duration: float  # seconds, all attempts included

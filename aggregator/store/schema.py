@@ -217,7 +217,7 @@ hook_runs_table = sa.Table(
     "hook_runs",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("kind", sa.String, nullable=False),  # "command" or "webhook"
+    sa.Column("kind", sa.String, nullable=False),  # "command", "webhook" or "export"
     sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Float, nullable=False),  # seconds
@@ -286,6 +286,23 @@ pages_table = sa.Table(
     sa.Column("reason", sa.Text),  # why the feed's own body was kept
     sa.Column("applied_hash", sa.String),  # the entry's raw_hash when that was decided
     sa.PrimaryKeyConstraint("source", "key"),
+)
+
+
+# Article changes for the exporter (``aggregator export``, ``store/outbox.py``), written
+# by a poller without the posts folder in the transaction that writes the entry rows;
+# deleted by the exporter once their files are written. Applied in ``id`` order.
+outbox_table = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("op", sa.String, nullable=False),  # "write" or "delete"
+    sa.Column("path", sa.String, nullable=False),  # relative to posts_dir, as decided
+    sa.Column("uid", sa.String, nullable=False),  # the entry's entry_id
+    sa.Column("text", sa.Text),  # the article file's text (a write)
+    sa.Column("change", sa.String),  # "new" or "updated" upstream (the webhooks'); NULL: none
+    sa.Column("seq", sa.Integer, nullable=False),  # the writing transaction's change number
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
 

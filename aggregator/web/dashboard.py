@@ -20,7 +20,7 @@ from aggregator.content.publish import entry_id
 from aggregator.errors import StoreError
 from aggregator.opml import export_opml
 from aggregator.redact import redact
-from aggregator.store import Store, claims
+from aggregator.store import Store, claims, outbox
 from aggregator.store.overview import (
     PROBLEMS,
     SORTS,
@@ -462,7 +462,13 @@ def metrics() -> ResponseReturnValue:
     state.listed()
     with store.reading() as conn:
         states = {k: v for k, v in state_counts(conn).items() if v}
+        waiting = outbox.backlog(conn)
     lines += [f'aggregator_sources{{status="{k}"}} {v}' for k, v in sorted(states.items())]
+    lines += [
+        "# HELP aggregator_outbox_rows Article changes pollers queued for the exporter.",
+        "# TYPE aggregator_outbox_rows gauge",
+        f"aggregator_outbox_rows {waiting}",
+    ]
     late = _lateness()
     lines += [
         "# HELP aggregator_polls_last_hour Polls claimed in the last hour.",
