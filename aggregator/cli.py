@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from aggregator import __version__
-from aggregator.config import Config, SourceConfig, load_config
+from aggregator.config import Config, SourceConfig, database_connections, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import SourceOutcome
 from aggregator.poll.pipeline import Poller, iter_enabled, utcnow
@@ -99,7 +99,11 @@ def listen_options(func: F) -> F:
 
 def _open_store(config: Config) -> Store:
     try:
-        return Store(config.settings.database, config.settings.posts_dir)
+        return Store(
+            config.settings.database,
+            config.settings.posts_dir,
+            connections=database_connections(config),
+        )
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from exc
 

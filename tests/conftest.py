@@ -1,4 +1,11 @@
-"""Shared fixtures: real files on tmp_path, a real SQLite file, a real HTTP server."""
+"""Shared fixtures: real files on tmp_path, a real SQLite file or PostgreSQL schema, a
+real HTTP server.
+
+A test marked ``both_dialects`` (or in a module that is) runs twice, on SQLite and on
+PostgreSQL (``tests/pg.py`` says which server): its ``dialect`` fixture is each in turn,
+``database`` the index it should open, and ``make_config`` writes that into the config.
+Other tests run on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from pg import Databases, server
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -26,6 +34,8 @@ from aggregator.models import SourceOutcome
 from aggregator.poll.pipeline import Clock, Poller, utcnow
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
+
+DIALECTS = ("sqlite", "postgresql")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "feeds"
@@ -79,10 +89,48 @@ def write_config(folder: Path, sources: list[dict[str, Any]], **settings: Any) -
     return path
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests marked ``both_dialects`` on each database."""
+    if "dialect" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_dialects"
+    ):
+        metafunc.parametrize("dialect", DIALECTS)
+
+
 @pytest.fixture
-def make_config(tmp_path: Path) -> MakeConfig:
-    """Write a config.yaml into tmp_path from Python data and return its path."""
-    return partial(write_config, tmp_path)
+def dialect() -> str:
+    """The index's database: SQLite, unless the test is marked ``both_dialects``."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Databases]:
+    """The session's PostgreSQL database (started only when a test needs it)."""
+    with server() as url:
+        databases = Databases(url)
+        yield databases
+        databases.close()
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> Iterator[str]:
+    """The index a test opens: a SQLite file's path on tmp_path, or the URL of a fresh
+    PostgreSQL schema."""
+    if dialect == "sqlite":
+        yield str(tmp_path / "db" / "index.sqlite")
+        return
+    postgres: Databases = request.getfixturevalue("postgres")
+    with postgres.schema() as url:
+        yield url
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, dialect: str, database: str) -> MakeConfig:
+    """Write a config.yaml into tmp_path from Python data and return its path (its
+    index the ``database`` fixture's on PostgreSQL; on SQLite ``db/index.sqlite``)."""
+    if dialect == "sqlite":
+        return partial(write_config, tmp_path)
+    return partial(write_config, tmp_path, database=database)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 from aggregator.content.convert import fold_path
 
@@ -17,21 +17,51 @@ SCHEMA_VERSION = 4
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware UTC datetimes stored as ISO 8601 text, which sorts in time order."""
+    """Aware UTC datetimes: on SQLite ISO 8601 text, which sorts in time order; on
+    PostgreSQL its own ``timestamp with time zone``.
+
+    Called without a dialect (``dialect`` None) it converts to and from the text, as
+    ``meta`` keeps the last change's time.
+    """
 
     impl = sa.String(32)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> str | None:
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.DateTime(timezone=True))
+        return dialect.type_descriptor(sa.String(32))
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect | None
+    ) -> str | datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
+        if _native_time(dialect):
+            return value.astimezone(UTC)
         # isoformat pads the year to four digits, so the text sorts in time order.
         return value.astimezone(UTC).isoformat(timespec="microseconds")
 
-    def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
+    def process_result_value(
+        self, value: str | datetime | None, dialect: Dialect | None
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):  # PostgreSQL's, in the session's time zone
+            return value.astimezone(UTC)
+        return datetime.fromisoformat(value)
+
+
+def _native_time(dialect: Dialect | None) -> bool:
+    return dialect is not None and dialect.name == "postgresql"
+
+
+#: Surrogate keys: 64-bit on PostgreSQL (at 500 polls/s a 32-bit ``polls.id`` runs out
+#: within two months); SQLite's INTEGER is 64-bit already, and must be spelled INTEGER
+#: for the key to be the rowid.
+RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 metadata = sa.MetaData()
@@ -126,7 +156,7 @@ OBSOLETE_INDEXES = ("ix_sources_status", "ix_sources_worst", "ix_claims_claimed_
 entries_table = sa.Table(
     "entries",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", RowId, primary_key=True),
     sa.Column("source", sa.String, nullable=False),
     sa.Column("key", sa.String, nullable=False),  # identity inside the source
     sa.Column("alt_key", sa.String, nullable=False),  # see convert.assign_keys
@@ -188,12 +218,40 @@ DEPARTURES_TRIGGER = (
     "VALUES (OLD.category_path, NEW.seq, NEW.changed_at); END"
 )
 
+# The same on PostgreSQL: a trigger runs a function there. ``IS DISTINCT FROM`` is
+# SQLite's ``IS NOT``; an upsert its ``INSERT OR REPLACE``.
+DEPARTURES_FUNCTION_POSTGRESQL = (
+    "CREATE OR REPLACE FUNCTION entries_departures() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO departures (category_path, seq, changed_at) "
+    "VALUES (OLD.category_path, NEW.seq, NEW.changed_at) "
+    "ON CONFLICT (category_path) DO UPDATE "
+    "SET seq = EXCLUDED.seq, changed_at = EXCLUDED.changed_at; "
+    "RETURN NULL; END $$"
+)
+DEPARTURES_TRIGGER_POSTGRESQL = (
+    "CREATE OR REPLACE TRIGGER entries_departures "
+    "AFTER UPDATE OF category_path ON entries FOR EACH ROW "
+    "WHEN (OLD.category_path IS DISTINCT FROM NEW.category_path "
+    "AND OLD.category_path IS NOT NULL) "
+    "EXECUTE FUNCTION entries_departures()"
+)
+
+
+def departures_trigger(dialect: str) -> tuple[str, ...]:
+    """The statements that make the departures trigger (if missing) on ``dialect``
+    ("sqlite" or "postgresql"); a migration runs them too."""
+    if dialect == "postgresql":
+        return DEPARTURES_FUNCTION_POSTGRESQL, DEPARTURES_TRIGGER_POSTGRESQL
+    return (DEPARTURES_TRIGGER,)
+
+
 CATEGORY_SEPARATOR = "\x1f"
 
 polls_table = sa.Table(
     "polls",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", RowId, primary_key=True),
     sa.Column("source", sa.String, nullable=False, index=True),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Float, nullable=False),
@@ -216,7 +274,7 @@ polls_table = sa.Table(
 hook_runs_table = sa.Table(
     "hook_runs",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", RowId, primary_key=True),
     sa.Column("kind", sa.String, nullable=False),  # "command" or "webhook"
     sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
     sa.Column("started_at", UTCDateTime, nullable=False),
@@ -234,7 +292,7 @@ hook_runs_table = sa.Table(
 claims_table = sa.Table(
     "claims",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", RowId, primary_key=True),
     sa.Column("claimed_at", UTCDateTime, nullable=False),
     sa.Column("late", sa.Float, nullable=False),  # seconds
     # The window's rows and their lateness, read from the index alone (claims.lateness).
