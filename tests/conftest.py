@@ -24,16 +24,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from pg import Databases, server
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from aggregator.config import Config, load_config
+from aggregator.config import Config, is_database_url, load_config
 from aggregator.models import SourceOutcome
 from aggregator.poll.pipeline import Clock, Poller, utcnow
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
+from aggregator.store.schema import metadata
 
 DIALECTS = ("sqlite", "postgresql")
 
@@ -122,6 +124,41 @@ def database(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> It
     postgres: Databases = request.getfixturevalue("postgres")
     with postgres.schema() as url:
         yield url
+
+
+def stored_bytes(store: Store) -> bytes:
+    """Everything the index holds, as bytes to search: the SQLite file (and its log), or
+    every row of every table as PostgreSQL prints it."""
+    if store.dialect == "sqlite":
+        files = Path(store.database).parent.glob(Path(store.database).name + "*")
+        return b"".join(path.read_bytes() for path in sorted(files))
+    with store.reading() as conn:
+        tables = conn.exec_driver_sql(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).scalars()
+        return b"\n".join(
+            "\n".join(
+                conn.exec_driver_sql(f'SELECT CAST(t AS text) FROM "{name}" t').scalars()
+            ).encode()
+            for name in list(tables)
+        )
+
+
+def lose_index(database: str) -> None:
+    """Forget everything the index holds, as if its file were deleted (a crash before
+    any commit, a lost disk): the SQLite file and its log go, a PostgreSQL schema's rows.
+    No Store may be open on it."""
+    if not is_database_url(database):
+        for path in Path(database).parent.glob(Path(database).name + "*"):
+            path.unlink()
+        return
+    engine = sa.create_engine(database)
+    try:
+        with engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(sa.delete(table))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

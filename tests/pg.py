@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -114,6 +115,14 @@ def cluster() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _collation(conn: psycopg.Connection[Any]) -> str:
+    """A natural language's collation for the session's database, where the server has
+    ICU: text then sorts as in most deployments (not byte by byte, as in SQLite and the
+    C locale), so that a query relying on byte order fails here first."""
+    found = conn.execute("SELECT 1 FROM pg_collation WHERE collname = 'en-US-x-icu'").fetchone()
+    return "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'" if found else ""
+
+
 class Databases:
     """The session's database on a server, and a fresh schema in it for each test."""
 
@@ -122,7 +131,11 @@ class Databases:
         self.name = f"aggregator_test_{os.getpid()}"
         with psycopg.connect(maintenance, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(self.name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 {}").format(
+                    sql.Identifier(self.name), sql.SQL(_collation(conn))
+                )
+            )
         self.url = maintenance.rsplit("/", 1)[0] + "/" + self.name
         self._admin = psycopg.connect(self.url, autocommit=True)
         self._free: list[str] = []

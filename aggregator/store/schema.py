@@ -63,6 +63,11 @@ def _native_time(dialect: Dialect | None) -> bool:
 #: for the key to be the rowid.
 RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+#: Category paths: compared byte by byte everywhere. A category and those below it are
+#: the range ``path`` < x < ``path + "\x20"`` only in that order (SQLite's, and the C
+#: locale's); a natural language's collation, PostgreSQL's usual default, ignores the
+#: separator (\x1f) and would find nothing.
+PathText = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
 metadata = sa.MetaData()
 
@@ -98,7 +103,7 @@ sources_table = sa.Table(
     sa.Column("settings", sa.Text),  # its validated settings, JSON; secret values left out
     sa.Column("fingerprint", sa.String),  # SourceConfig.fingerprint() of those settings
     sa.Column("enabled", sa.Boolean),
-    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.Column("category_path", PathText),  # categories joined by US (\x1f), for prefix queries
     sa.Column("host", sa.String),  # the URL's host, lowercased; NULL for a local file
     sa.Column("added_at", UTCDateTime),  # first synced
     sa.Column("removed_at", UTCDateTime),  # gone from the config (its articles are kept)
@@ -184,7 +189,7 @@ entries_table = sa.Table(
     sa.Column("pruned_at", UTCDateTime),  # set: removed by retention, never brought back
     sa.Column("dropped_by", sa.Text),  # set: a rule dropped it (the audit); no file
     sa.Column("dropped_at", UTCDateTime),
-    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.Column("category_path", PathText),  # categories joined by US (\x1f), for prefix queries
     sa.Column("path_fold", sa.Text),  # convert.fold_path(path): a new name must not share it
     # The change that last wrote the row (insert, update, prune, drop): the store's change
     # sequence, one number per write transaction in commit order, and that change's time.
@@ -205,7 +210,7 @@ entries_table = sa.Table(
 departures_table = sa.Table(
     "departures",
     metadata,
-    sa.Column("category_path", sa.Text, primary_key=True),
+    sa.Column("category_path", PathText, primary_key=True),
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("changed_at", UTCDateTime),
 )
