@@ -92,10 +92,13 @@ def write_config(folder: Path, sources: list[dict[str, Any]], **settings: Any) -
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run the tests marked ``both_dialects`` on each database."""
-    if "dialect" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "both_dialects"
-    ):
+    """Run the tests marked ``both_dialects`` on each database (unless the test names
+    its own: ``@pytest.mark.parametrize("dialect", ["postgresql"])``)."""
+    named = any(
+        "dialect" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")
+    )
+    marked = metafunc.definition.get_closest_marker("both_dialects") is not None
+    if "dialect" in metafunc.fixturenames and marked and not named:
         metafunc.parametrize("dialect", DIALECTS)
 
 

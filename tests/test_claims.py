@@ -140,6 +140,75 @@ def test_the_per_host_cap_applies_at_claim_time_across_claims(
     assert [c.name for c in claim(store, FIXED_NOW, per_host=2)] == ["a2"]
 
 
+# -- PostgreSQL: claimers that really run at once ----------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_concurrent_claimers_share_no_source_and_keep_the_per_host_cap(
+    stores: Stores, dialect: str
+) -> None:
+    """Four Stores (four engines: four "processes") claim from one PostgreSQL database in
+    threads at once, none releasing: no source is handed out twice, and no host ever has
+    more leases than its cap, though each claimer counts the leases it can see.
+
+    SQLite cannot run this: there the claim's first write takes the database's one
+    write lock, and claimers simply take turns.
+    """
+    claimers = [stores.open() for _ in range(4)]
+    hosts = [f"h{n}.example" for n in range(5)]
+    add_sources(claimers[0], {f"s{n:03}": f"http://{hosts[n % 5]}/{n}" for n in range(100)})
+    statements: list[str] = []
+    sa.event.listen(
+        claimers[0].engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_: statements.append(statement),
+    )
+    taken: list[list[str]] = [[] for _ in claimers]
+    start = threading.Barrier(len(claimers))
+
+    def claimer(store: Store, into: list[str]) -> None:
+        start.wait()
+        for _ in range(20):
+            into.extend(c.name for c in claim(store, FIXED_NOW, limit=2, per_host=3))
+
+    threads = [
+        threading.Thread(target=claimer, args=(store, into))
+        for store, into in zip(claimers, taken, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [name for names in taken for name in names]
+    assert len(everything) == len(set(everything))  # none twice
+    per_host = {
+        host: sum(1 for n in everything if int(n[1:]) % 5 == i) for i, host in enumerate(hosts)
+    }
+    assert per_host == dict.fromkeys(hosts, 3)  # every host at its cap, none above it
+    leased = sa.select(sources_table.c.name).where(sources_table.c.lease_token.is_not(None))
+    with claimers[0].reading() as conn:
+        assert sorted(conn.execute(leased).scalars()) == sorted(everything)
+    assert any("FOR UPDATE SKIP LOCKED" in statement for statement in statements)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_claim_skips_a_row_another_transaction_holds(stores: Stores, dialect: str) -> None:
+    """A source row locked by another transaction (another poller's claim, a poll's
+    record) is skipped, not waited for: it is claimed once the lock is gone."""
+    store, other = stores.open(), stores.open()
+    add_sources(store, {"held": "http://a.example/1", "free": "http://b.example/2"})
+    t = sources_table
+    with other.engine.connect() as holder, holder.begin():
+        holder.execute(sa.select(t.c.name).where(t.c.name == "held").with_for_update())
+        got: list[list[claims.Claim]] = []
+        thread = threading.Thread(target=lambda: got.append(claim(store, FIXED_NOW)))
+        thread.start()
+        thread.join(timeout=60)  # a claim that waited for the lock would still run
+        assert not thread.is_alive()
+    assert [c.name for c in got[0]] == ["free"]
+    assert [c.name for c in claim(store, FIXED_NOW)] == ["held"]
+
+
 # -- the service: real polls of a local server ------------------------------------------
 
 
