@@ -58,10 +58,11 @@ def _native_time(dialect: Dialect | None) -> bool:
     return dialect is not None and dialect.name == "postgresql"
 
 
-#: Surrogate keys: 64-bit on PostgreSQL (at 500 polls/s a 32-bit ``polls.id`` runs out
-#: within two months); SQLite's INTEGER is 64-bit already, and must be spelled INTEGER
-#: for the key to be the rowid.
-RowId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: Surrogate keys and the change sequence: 64-bit on PostgreSQL (at 500 polls/s a 32-bit
+#: ``polls.id`` runs out within two months, ``seq`` at 100 writing transactions/s within
+#: a year); SQLite's INTEGER is 64-bit already, and must be spelled INTEGER for a key to
+#: be the rowid.
+Int64 = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 #: Category paths: compared byte by byte everywhere. A category and those below it are
 #: the range ``path`` < x < ``path + "\x20"`` only in that order (SQLite's, and the C
@@ -161,7 +162,7 @@ OBSOLETE_INDEXES = ("ix_sources_status", "ix_sources_worst", "ix_claims_claimed_
 entries_table = sa.Table(
     "entries",
     metadata,
-    sa.Column("id", RowId, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("source", sa.String, nullable=False),
     sa.Column("key", sa.String, nullable=False),  # identity inside the source
     sa.Column("alt_key", sa.String, nullable=False),  # see convert.assign_keys
@@ -194,7 +195,7 @@ entries_table = sa.Table(
     # The change that last wrote the row (insert, update, prune, drop): the store's change
     # sequence, one number per write transaction in commit order, and that change's time.
     # A feed's version is the newest change in its categories (``Queries.feed_version``).
-    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("seq", Int64, nullable=False, server_default="0"),
     sa.Column("changed_at", UTCDateTime),
     sa.UniqueConstraint("source", "key"),
     sa.Index("ix_entries_source_date", "source", "date"),
@@ -211,7 +212,7 @@ departures_table = sa.Table(
     "departures",
     metadata,
     sa.Column("category_path", PathText, primary_key=True),
-    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("seq", Int64, nullable=False),
     sa.Column("changed_at", UTCDateTime),
 )
 
@@ -256,7 +257,7 @@ CATEGORY_SEPARATOR = "\x1f"
 polls_table = sa.Table(
     "polls",
     metadata,
-    sa.Column("id", RowId, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("source", sa.String, nullable=False, index=True),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Float, nullable=False),
@@ -279,7 +280,7 @@ polls_table = sa.Table(
 hook_runs_table = sa.Table(
     "hook_runs",
     metadata,
-    sa.Column("id", RowId, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("kind", sa.String, nullable=False),  # "command" or "webhook"
     sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
     sa.Column("started_at", UTCDateTime, nullable=False),
@@ -297,7 +298,7 @@ hook_runs_table = sa.Table(
 claims_table = sa.Table(
     "claims",
     metadata,
-    sa.Column("id", RowId, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("claimed_at", UTCDateTime, nullable=False),
     sa.Column("late", sa.Float, nullable=False),  # seconds
     # The window's rows and their lateness, read from the index alone (claims.lateness).
