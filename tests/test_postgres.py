@@ -15,9 +15,10 @@ from conftest import FIXED_NOW
 from pg import Databases
 
 from aggregator.config import parse_config
+from aggregator.content.convert import fold_path
 from aggregator.errors import ConfigError, StoreError
 from aggregator.store import Store, claims
-from aggregator.store.schema import claims_table, sources_table
+from aggregator.store.schema import claims_table, entries_table, fill_path_folds, sources_table
 
 PASSWORD = "pg-s3cret-pw"
 
@@ -146,3 +147,28 @@ def test_claims_lock_their_candidates_skipping_locked_rows_on_postgresql() -> No
     on_postgresql = query.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
     assert "FOR UPDATE SKIP LOCKED" in str(on_postgresql)
     assert "FOR UPDATE" not in str(query.compile(dialect=sqlite.dialect()))
+
+
+@pytest.mark.both_dialects
+def test_the_folds_of_stored_paths_are_computed_again(tmp_path: Path, database: str) -> None:
+    """On SQLite by a Python function SQLite calls, elsewhere row by row (a migration's)."""
+    store = Store(database, str(tmp_path / "posts"))
+    paths = ["A/Ünïcode-Title.md", "A/release-NOTES.md", None, "新闻/标题.md"]
+    rows = [
+        {"source": "s", "key": f"k{n}", "alt_key": f"a{n}", "uid": f"u{n}", "path": path}
+        | dict.fromkeys(("date", "first_seen", "last_seen"), FIXED_NOW)
+        for n, path in enumerate(paths)
+    ]
+    e = entries_table
+    try:
+        with store.transaction() as conn:
+            conn.execute(sa.insert(e), rows)
+            fill_path_folds(conn, batch=3)
+        with store.reading() as conn:
+            found = dict(conn.execute(sa.select(e.c.key, e.c.path_fold)).all())
+    finally:
+        store.close()
+    assert found == {
+        f"k{n}": None if path is None else fold_path(path) for n, path in enumerate(paths)
+    }
+    assert found["k0"] != paths[0]  # folded, not copied

@@ -421,7 +421,7 @@ def add_missing_columns(conn: Connection) -> None:
     if refold:
         # Last opened by an older version: one before the folds were kept, or one that
         # wrote rows without them after a downgrade (and set its own, lower, version).
-        _fill_path_folds(conn)
+        fill_path_folds(conn)
     for name in OBSOLETE_INDEXES:
         conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
     for table in metadata.sorted_tables:  # create_all makes the indexes of new tables only
@@ -434,9 +434,29 @@ def add_missing_columns(conn: Connection) -> None:
     )
 
 
-def _fill_path_folds(conn: Connection) -> None:
-    # The fold is Python's (SQLite knows nothing of Unicode categories or case folding),
-    # called by SQLite: one statement, no row goes through SQLAlchemy.
+def fill_path_folds(conn: Connection, batch: int = 5000) -> None:
+    """Compute again the fold (``convert.fold_path``) of every stored path.
+
+    The fold is Python's (no database knows Unicode categories and case folding as
+    Python does). SQLite calls it itself: one statement, no row goes through SQLAlchemy.
+    Elsewhere (a migration on PostgreSQL) the paths are read and their folds written back
+    ``batch`` rows at a time.
+    """
+    if conn.dialect.name != "sqlite":
+        e = entries_table
+        rows = conn.execute(sa.select(e.c.id, e.c.path).order_by(e.c.id)).all()
+        update = (
+            sa.update(e).where(e.c.id == sa.bindparam("row")).values(path_fold=sa.bindparam("fold"))
+        )
+        for start in range(0, len(rows), batch):
+            conn.execute(
+                update,
+                [
+                    {"row": i, "fold": _fold_or_none(path)}
+                    for i, path in rows[start : start + batch]
+                ],
+            )
+        return
     sqlite = conn.connection.driver_connection
     assert isinstance(sqlite, sqlite3.Connection)
     sqlite.create_function("aggregator_fold_path", 1, _fold_or_none, deterministic=True)
