@@ -18,6 +18,7 @@ from aggregator.config import parse_config
 from aggregator.content.convert import fold_path
 from aggregator.errors import ConfigError, StoreError
 from aggregator.store import Store, claims
+from aggregator.store.overview import Filters, source_page
 from aggregator.store.schema import claims_table, entries_table, fill_path_folds, sources_table
 
 PASSWORD = "pg-s3cret-pw"
@@ -172,3 +173,23 @@ def test_the_folds_of_stored_paths_are_computed_again(tmp_path: Path, database: 
         f"k{n}": None if path is None else fold_path(path) for n, path in enumerate(paths)
     }
     assert found["k0"] != paths[0]  # folded, not copied
+
+
+@pytest.mark.both_dialects
+def test_a_source_with_a_very_long_url_is_synced_and_found(tmp_path: Path, database: str) -> None:
+    """A B-tree entry on PostgreSQL holds at most 2,704 bytes: no index may hold a whole
+    URL twice (it once held the URL and the search text made from it)."""
+    url = "https://news.example.com/" + "".join(f"{n:04x}" for n in range(400))  # no repeats
+    config = parse_config(
+        f"sources:\n  - {{url: '{url}', categories: [A], name: long}}\n", "c.yaml", tmp_path
+    )
+    store = Store(database, str(tmp_path / "posts"))
+    try:
+        assert store.sync_sources(config.sources, FIXED_NOW).added == ("long",)
+        with store.reading() as conn:
+            page = source_page(
+                conn, Filters(search=url[900:912]), offset=0, limit=10, since=FIXED_NOW
+            )
+        assert [row["name"] for row in page.rows] == ["long"]
+    finally:
+        store.close()

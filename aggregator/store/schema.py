@@ -147,6 +147,9 @@ sa.Index(
 sa.Index("ix_sources_failures", sources_table.c.failures.desc(), sources_table.c.position)
 sa.Index("ix_sources_polled", sources_table.c.last_polled_at, sources_table.c.position)
 sa.Index("ix_sources_name", sources_table.c.name, sources_table.c.position)
+# SQLite only: a B-tree entry on PostgreSQL holds at most 2,704 bytes, and a long URL
+# (twice in it: in full, and in the search text) made a source's row impossible to
+# write; there a search reads the table (pg_trgm's GIN index would be the way to index it).
 sa.Index(
     "ix_sources_search",
     sources_table.c.search,
@@ -154,7 +157,7 @@ sa.Index(
     sources_table.c.url,  # the admin searches the URLs in full
     sources_table.c.position,
     sources_table.c.name,
-)
+).ddl_if(dialect="sqlite")
 # Indexes of earlier versions that those above replace: dropped on upgrade (each costs
 # every poll's write).
 OBSOLETE_INDEXES = ("ix_sources_status", "ix_sources_worst", "ix_claims_claimed_at")
