@@ -515,7 +515,7 @@ def test_a_pause_from_another_process_during_a_poll_is_not_overwritten(
     make_config: MakeConfig,
     threaded_httpserver: HTTPServer,
     services: list[Service],
-    stores: list[Store],
+    stores: Stores,
 ) -> None:
     """A web replica's pause (its own Store, no service) while a poller's request is in
     flight: the poll records its history, the source stays paused, the lease ends."""
@@ -525,8 +525,7 @@ def test_a_pause_from_another_process_during_a_poll_is_not_overwritten(
     )
     url = threaded_httpserver.url_for("/slow")
     _, service = started_service(make_config, [url], services)
-    replica = Store(service.config.settings.database, service.config.settings.posts_dir)
-    stores.append(replica)
+    replica = stores.open()  # the service's index, as another process opens it
     assert [c.name for c in service.claim_due()] == ["s0"]
     gate.wait(lambda g: g.active == 1, "the claimed poll's request")
     replica.set_status("s0", url, Status.PAUSED.value, "paused by the admin")
