@@ -128,7 +128,7 @@ class Databases:
 
     def __init__(self, maintenance: str) -> None:
         self.maintenance = maintenance
-        self.name = f"aggregator_test_{os.getpid()}"
+        self.name = f"pg_test_{os.getpid()}"
         with psycopg.connect(maintenance, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(self.name)))
             conn.execute(
