@@ -193,3 +193,17 @@ def test_a_source_with_a_very_long_url_is_synced_and_found(tmp_path: Path, datab
         assert [row["name"] for row in page.rows] == ["long"]
     finally:
         store.close()
+
+
+def test_a_sqlite_url_is_the_file_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "index.sqlite"
+    first = Store(str(path), str(tmp_path / "posts"))
+    with first.transaction() as conn:
+        claims.add_missing(conn, {"a": ("https://a.example/", FIXED_NOW)})
+    first.close()
+    second = Store(f"sqlite:///{path}", str(tmp_path / "posts"))
+    try:
+        assert second.dialect == "sqlite" and second.database == str(path)
+        assert second.source_names() == ["a"]
+    finally:
+        second.close()
