@@ -5,6 +5,7 @@ on both databases is in the files marked ``both_dialects``."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -207,3 +208,25 @@ def test_a_sqlite_url_is_the_file_it_names(tmp_path: Path) -> None:
         assert second.source_names() == ["a"]
     finally:
         second.close()
+
+
+def test_a_json_in_list_is_searched_along_the_index_on_sqlite(tmp_path: Path) -> None:
+    """``dialects.in_json`` is a comparison: SQLite, which has no booleans, once got
+    ``... IN (...) = 1``, and scanned every entry of the index for each poll."""
+    from sqlalchemy.dialects import sqlite
+
+    from aggregator.store.index import _FOLDS_TAKEN, _STORED_ENTRIES
+
+    Store(str(tmp_path / "index.sqlite"), str(tmp_path / "posts")).close()
+    database = sqlite3.connect(tmp_path / "index.sqlite")
+    try:
+        for statement, index in (
+            (_STORED_ENTRIES, "sqlite_autoindex_entries_1 (source=? AND key=?)"),
+            (_FOLDS_TAKEN, "ix_entries_path_fold (path_fold=?)"),
+        ):
+            sql = str(statement.compile(dialect=sqlite.dialect()))
+            values = ['["a"]'] * sql.count("?")
+            plan = " ".join(row[3] for row in database.execute("EXPLAIN QUERY PLAN " + sql, values))
+            assert "SEARCH entries USING" in plan and index in plan, plan
+    finally:
+        database.close()

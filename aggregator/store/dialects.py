@@ -130,6 +130,9 @@ class InJson(sa.sql.expression.ColumnElement[bool]):
 
     inherit_cache = True
     type = sa.Boolean()
+    # A comparison, like ``x IN (...)``: without this, a dialect without booleans (SQLite)
+    # gets ``... = 1``, which hides the IN from the planner (a scan, not the index).
+    _is_implicitly_boolean = True
     # As SQLAlchemy declares it (an instance variable): what the compiled form depends
     # on, so that statements holding one are cached.
     _traverse_internals: list[tuple[str, InternalTraversal]] = [  # noqa: RUF012
