@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from aggregator import __version__
-from aggregator.config import Config, SourceConfig, load_config
+from aggregator.config import Config, SourceConfig, database_connections, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.models import Changes, SourceOutcome
 from aggregator.poll.pipeline import Poller, iter_enabled, utcnow
@@ -100,7 +100,12 @@ def listen_options(func: F) -> F:
 
 def _open_store(config: Config, *, outbox: bool = False) -> Store:
     try:
-        return Store(config.settings.database, config.settings.posts_dir, outbox=outbox)
+        return Store(
+            config.settings.database,
+            config.settings.posts_dir,
+            connections=database_connections(config),
+            outbox=outbox,
+        )
     except AggregatorError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -129,6 +129,48 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
     return str((base / Path(value).expanduser()).resolve())
 
 
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _database(value: str, info: ValidationInfo) -> str:
+    """``settings.database``: a SQLite file's path or ``sqlite:///path`` (the path,
+    resolved against the config's folder), or a PostgreSQL URL (``postgresql://`` is
+    read as ``postgresql+psycopg://``: psycopg 3, the ``aggregator[postgres]`` extra).
+
+    A message never quotes the URL: it may hold a password.
+    """
+    found = _URL_SCHEME.match(value)
+    if not found:
+        return _resolve_path(value, info)
+    scheme, rest = found.group(1).lower(), value[found.end() :]
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        # sqlite:///relative/path, sqlite:////absolute/path: the path after the third /.
+        path = rest[1:] if rest.startswith("/") else ""
+        if not path or path == ":memory:":
+            raise ValueError("a sqlite URL needs a file's path (sqlite:///data/index.sqlite)")
+        return _resolve_path(path, info)
+    if scheme in ("postgresql", "postgresql+psycopg"):
+        if not urlsplit(value).path.strip("/"):
+            raise ValueError("a postgresql URL needs a database name (.../aggregator)")
+        return "postgresql+psycopg://" + rest
+    raise ValueError(
+        f"database URL scheme {scheme!r} is not supported: give a SQLite file's path, "
+        "sqlite:///path, or postgresql+psycopg://user@host:port/database"
+    )
+
+
+def database_connections(config: Config) -> int:
+    """How many database connections a process may use at once (a PostgreSQL pool's
+    size): each web thread one, and the store's writer, the claim loop, the scheduler's
+    reads and a health check."""
+    return config.settings.server.threads + 4
+
+
+def is_database_url(database: str) -> bool:
+    """True when a validated ``settings.database`` is a server's URL, not a file's path."""
+    return database.startswith("postgresql+psycopg://")
+
+
 # Endings of feed files, not top-level domains: "feed.xml" is a file name, not a host.
 _FILE_ENDINGS = frozenset({"xml", "rss", "atom", "rdf", "json", "html", "htm", "txt", "opml"})
 _HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -365,6 +407,7 @@ class Settings(_Model):
 
     # validate_default: relative defaults too are resolved against the config's folder.
     posts_dir: str = Field("site/source/_posts", validate_default=True)
+    # A SQLite file's path, or a PostgreSQL URL (``_database``).
     database: str = Field("data/aggregator.sqlite", validate_default=True)
     front_matter: FrontMatter = FrontMatter()
     fetch: FetchSettings = Field(default_factory=dict, validate_default=True)
@@ -380,7 +423,8 @@ class Settings(_Model):
     workers: Annotated[int, Field(ge=0, le=64)] = 0  # 0: one per CPU
     full_text: bool = False  # fetch each new entry's page for its full text (per source too)
 
-    _paths = field_validator("posts_dir", "database")(_resolve_path)
+    _paths = field_validator("posts_dir")(_resolve_path)
+    _db = field_validator("database")(_database)
     _selectors = field_validator("remove")(_check_selectors)
 
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: real files on tmp_path, a real SQLite file, a real HTTP server."""
+"""Shared fixtures: real files on tmp_path, a real SQLite file or PostgreSQL schema, a
+real HTTP server.
+
+A test marked ``both_dialects`` (or in a module that is) runs twice, on SQLite and on
+PostgreSQL (``tests/pg.py`` says which server): its ``dialect`` fixture is each in turn,
+``database`` the index it should open, and ``make_config`` writes that into the config.
+Other tests run on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +24,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import sqlalchemy as sa
 import yaml
+from pg import Databases, server
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from aggregator.config import Config, load_config
+from aggregator.config import Config, is_database_url, load_config
 from aggregator.models import SourceOutcome
 from aggregator.poll.pipeline import Clock, Poller, utcnow
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
+from aggregator.store.schema import metadata
+
+DIALECTS = ("sqlite", "postgresql")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "feeds"
@@ -79,10 +91,86 @@ def write_config(folder: Path, sources: list[dict[str, Any]], **settings: Any) -
     return path
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests marked ``both_dialects`` on each database (unless the test names
+    its own: ``@pytest.mark.parametrize("dialect", ["postgresql"])``)."""
+    named = any(
+        "dialect" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")
+    )
+    marked = metafunc.definition.get_closest_marker("both_dialects") is not None
+    if "dialect" in metafunc.fixturenames and marked and not named:
+        metafunc.parametrize("dialect", DIALECTS)
+
+
 @pytest.fixture
-def make_config(tmp_path: Path) -> MakeConfig:
-    """Write a config.yaml into tmp_path from Python data and return its path."""
-    return partial(write_config, tmp_path)
+def dialect() -> str:
+    """The index's database: SQLite, unless the test is marked ``both_dialects``."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Databases]:
+    """The session's PostgreSQL database (started only when a test needs it)."""
+    with server() as url:
+        databases = Databases(url)
+        yield databases
+        databases.close()
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> Iterator[str]:
+    """The index a test opens: a SQLite file's path on tmp_path, or the URL of a fresh
+    PostgreSQL schema."""
+    if dialect == "sqlite":
+        yield str(tmp_path / "db" / "index.sqlite")
+        return
+    postgres: Databases = request.getfixturevalue("postgres")
+    with postgres.schema() as url:
+        yield url
+
+
+def stored_bytes(store: Store) -> bytes:
+    """Everything the index holds, as bytes to search: the SQLite file (and its log), or
+    every row of every table as PostgreSQL prints it."""
+    if store.dialect == "sqlite":
+        files = Path(store.database).parent.glob(Path(store.database).name + "*")
+        return b"".join(path.read_bytes() for path in sorted(files))
+    with store.reading() as conn:
+        tables = conn.exec_driver_sql(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).scalars()
+        return b"\n".join(
+            "\n".join(
+                conn.exec_driver_sql(f'SELECT CAST(t AS text) FROM "{name}" t').scalars()
+            ).encode()
+            for name in list(tables)
+        )
+
+
+def lose_index(database: str) -> None:
+    """Forget everything the index holds, as if its file were deleted (a crash before
+    any commit, a lost disk): the SQLite file and its log go, a PostgreSQL schema's rows.
+    No Store may be open on it."""
+    if not is_database_url(database):
+        for path in Path(database).parent.glob(Path(database).name + "*"):
+            path.unlink()
+        return
+    engine = sa.create_engine(database)
+    try:
+        with engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(sa.delete(table))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, dialect: str, database: str) -> MakeConfig:
+    """Write a config.yaml into tmp_path from Python data and return its path (its
+    index the ``database`` fixture's on PostgreSQL; on SQLite ``db/index.sqlite``)."""
+    if dialect == "sqlite":
+        return partial(write_config, tmp_path)
+    return partial(write_config, tmp_path, database=database)
 
 
 @pytest.fixture

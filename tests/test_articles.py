@@ -31,6 +31,8 @@ from aggregator.content.parse import parse_feed
 from aggregator.models import SourceOutcome
 from aggregator.web import create_app
 
+pytestmark = pytest.mark.both_dialects
+
 CASES_DIR = DATA / "articles"
 REGOLD = os.environ.get("AGGREGATOR_REGOLD") == "1"
 PLACEHOLDER = "http://feeds.test"

@@ -1,5 +1,6 @@
 """The claim loop (issue 13): leases, per-host caps, row-driven refresh/pause/resume and
-lateness — on real SQLite files and a local HTTP server, with a hand-moved clock."""
+lateness — on a real SQLite file or PostgreSQL schema (each test runs on both) and a local
+HTTP server, with a hand-moved clock."""
 
 from __future__ import annotations
 
@@ -23,21 +24,31 @@ from aggregator.store import Store, claims
 from aggregator.store.schema import claims_table, polls_table, sources_table
 from aggregator.web import create_app
 
+pytestmark = pytest.mark.both_dialects
+
 LEASE = timedelta(seconds=60)
 
 
+class Stores:
+    """Stores on the test's index (``database``), each another "process": closed after."""
+
+    def __init__(self, database: str, posts: Path) -> None:
+        self.database = database
+        self.posts = posts
+        self.made: list[Store] = []
+
+    def open(self) -> Store:
+        store = Store(self.database, str(self.posts))
+        self.made.append(store)
+        return store
+
+
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[list[Store]]:
-    made: list[Store] = []
+def stores(tmp_path: Path, database: str) -> Iterator[Stores]:
+    made = Stores(database, tmp_path / "posts")
     yield made
-    for store in made:
+    for store in made.made:
         store.close()
-
-
-def open_store(tmp_path: Path, made: list[Store]) -> Store:
-    store = Store(str(tmp_path / "index.sqlite"), str(tmp_path / "posts"))
-    made.append(store)
-    return store
 
 
 def add_sources(store: Store, urls: dict[str, str], when: datetime = FIXED_NOW) -> None:
@@ -58,10 +69,8 @@ def row(store: Store, name: str) -> sa.Row[tuple[object, ...]]:
     return found
 
 
-def test_two_claimers_on_one_index_never_share_a_source(
-    tmp_path: Path, stores: list[Store]
-) -> None:
-    first, second = open_store(tmp_path, stores), open_store(tmp_path, stores)
+def test_two_claimers_on_one_index_never_share_a_source(tmp_path: Path, stores: Stores) -> None:
+    first, second = stores.open(), stores.open()
     names = [f"s{n:03}" for n in range(200)]
     add_sources(first, {n: f"http://h{n}.example/feed" for n in names})
     taken: dict[str, list[str]] = {"first": [], "second": []}
@@ -86,9 +95,9 @@ def test_two_claimers_on_one_index_never_share_a_source(
 
 
 def test_claims_come_in_next_poll_order_and_not_before_their_time(
-    tmp_path: Path, stores: list[Store]
+    tmp_path: Path, stores: Stores
 ) -> None:
-    store = open_store(tmp_path, stores)
+    store = stores.open()
     for n, name in enumerate(["late", "early", "future"]):
         add_sources(store, {name: f"http://{name}.example/"}, FIXED_NOW + timedelta(seconds=n))
     with store.transaction() as conn:
@@ -100,9 +109,9 @@ def test_claims_come_in_next_poll_order_and_not_before_their_time(
 
 
 def test_an_expired_lease_comes_back_and_its_late_completion_is_refused(
-    tmp_path: Path, stores: list[Store]
+    tmp_path: Path, stores: Stores
 ) -> None:
-    store = open_store(tmp_path, stores)
+    store = stores.open()
     add_sources(store, {"a": "http://a.example/"})
     [crashed] = claim(store, FIXED_NOW)
     assert not claim(store, FIXED_NOW + LEASE - timedelta(seconds=1))
@@ -117,9 +126,9 @@ def test_an_expired_lease_comes_back_and_its_late_completion_is_refused(
 
 
 def test_the_per_host_cap_applies_at_claim_time_across_claims(
-    tmp_path: Path, stores: list[Store]
+    tmp_path: Path, stores: Stores
 ) -> None:
-    store = open_store(tmp_path, stores)
+    store = stores.open()
     add_sources(store, {f"a{n}": f"http://A.example/feed{n}" for n in range(5)})
     add_sources(store, {f"b{n}": f"https://b.example:8443/{n}" for n in range(3)})
     first = claim(store, FIXED_NOW, per_host=2)
@@ -129,6 +138,75 @@ def test_the_per_host_cap_applies_at_claim_time_across_claims(
         claims.release(conn, "a0", first[0].token)  # polled: its next time is later
         claims.set_next(conn, {"a0": FIXED_NOW + timedelta(seconds=600)})
     assert [c.name for c in claim(store, FIXED_NOW, per_host=2)] == ["a2"]
+
+
+# -- PostgreSQL: claimers that really run at once ----------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_concurrent_claimers_share_no_source_and_keep_the_per_host_cap(
+    stores: Stores, dialect: str
+) -> None:
+    """Four Stores (four engines: four "processes") claim from one PostgreSQL database in
+    threads at once, none releasing: no source is handed out twice, and no host ever has
+    more leases than its cap, though each claimer counts the leases it can see.
+
+    SQLite cannot run this: there the claim's first write takes the database's one
+    write lock, and claimers simply take turns.
+    """
+    claimers = [stores.open() for _ in range(4)]
+    hosts = [f"h{n}.example" for n in range(5)]
+    add_sources(claimers[0], {f"s{n:03}": f"http://{hosts[n % 5]}/{n}" for n in range(100)})
+    statements: list[str] = []
+    sa.event.listen(
+        claimers[0].engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_: statements.append(statement),
+    )
+    taken: list[list[str]] = [[] for _ in claimers]
+    start = threading.Barrier(len(claimers))
+
+    def claimer(store: Store, into: list[str]) -> None:
+        start.wait()
+        for _ in range(20):
+            into.extend(c.name for c in claim(store, FIXED_NOW, limit=2, per_host=3))
+
+    threads = [
+        threading.Thread(target=claimer, args=(store, into))
+        for store, into in zip(claimers, taken, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [name for names in taken for name in names]
+    assert len(everything) == len(set(everything))  # none twice
+    per_host = {
+        host: sum(1 for n in everything if int(n[1:]) % 5 == i) for i, host in enumerate(hosts)
+    }
+    assert per_host == dict.fromkeys(hosts, 3)  # every host at its cap, none above it
+    leased = sa.select(sources_table.c.name).where(sources_table.c.lease_token.is_not(None))
+    with claimers[0].reading() as conn:
+        assert sorted(conn.execute(leased).scalars()) == sorted(everything)
+    assert any("FOR UPDATE SKIP LOCKED" in statement for statement in statements)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_claim_skips_a_row_another_transaction_holds(stores: Stores, dialect: str) -> None:
+    """A source row locked by another transaction (another poller's claim, a poll's
+    record) is skipped, not waited for: it is claimed once the lock is gone."""
+    store, other = stores.open(), stores.open()
+    add_sources(store, {"held": "http://a.example/1", "free": "http://b.example/2"})
+    t = sources_table
+    with other.engine.connect() as holder, holder.begin():
+        holder.execute(sa.select(t.c.name).where(t.c.name == "held").with_for_update())
+        got: list[list[claims.Claim]] = []
+        thread = threading.Thread(target=lambda: got.append(claim(store, FIXED_NOW)))
+        thread.start()
+        thread.join(timeout=60)  # a claim that waited for the lock would still run
+        assert not thread.is_alive()
+    assert [c.name for c in got[0]] == ["free"]
+    assert [c.name for c in claim(store, FIXED_NOW)] == ["held"]
 
 
 # -- the service: real polls of a local server ------------------------------------------
@@ -280,11 +358,11 @@ def test_a_stop_waits_for_a_claimed_poll_and_records_it(
     assert after.next_poll_at == FIXED_NOW + timedelta(seconds=600)
 
 
-def test_lateness_summarised_in_sql_as_by_hand(tmp_path: Path, stores: list[Store]) -> None:
+def test_lateness_summarised_in_sql_as_by_hand(tmp_path: Path, stores: Stores) -> None:
     """Counts, sum, buckets and the nearest-rank percentiles of the window, from SQL,
     equal those worked out here from the same values; claims older than the window
     are left out."""
-    store = open_store(tmp_path, stores)
+    store = stores.open()
     rng = random.Random(13)
     values = [round(rng.expovariate(1 / 20), 3) for _ in range(997)]
     old = [1e6] * 5  # claimed before the window: not counted
@@ -397,7 +475,7 @@ def test_a_backlog_is_claimed_again_as_its_polls_end_not_a_tick_later(
 
 
 def test_a_start_times_the_overdue_and_untimed_but_not_the_held_or_leased(
-    tmp_path: Path, stores: list[Store], make_config: MakeConfig
+    tmp_path: Path, stores: Stores, make_config: MakeConfig
 ) -> None:
     names = ["future", "overdue", "untimed", "paused", "woken", "leased", "off"]
     sources: list[dict[str, object]] = [
@@ -405,7 +483,7 @@ def test_a_start_times_the_overdue_and_untimed_but_not_the_held_or_leased(
     ]
     sources[-1]["enabled"] = False
     config = load_config(make_config(sources))
-    store = open_store(tmp_path, stores)
+    store = stores.open()
     store.sync_sources(config.sources, FIXED_NOW)
     t = sources_table
     early = FIXED_NOW - timedelta(hours=5)
@@ -437,7 +515,7 @@ def test_a_pause_from_another_process_during_a_poll_is_not_overwritten(
     make_config: MakeConfig,
     threaded_httpserver: HTTPServer,
     services: list[Service],
-    stores: list[Store],
+    stores: Stores,
 ) -> None:
     """A web replica's pause (its own Store, no service) while a poller's request is in
     flight: the poll records its history, the source stays paused, the lease ends."""
@@ -447,8 +525,7 @@ def test_a_pause_from_another_process_during_a_poll_is_not_overwritten(
     )
     url = threaded_httpserver.url_for("/slow")
     _, service = started_service(make_config, [url], services)
-    replica = Store(service.config.settings.database, service.config.settings.posts_dir)
-    stores.append(replica)
+    replica = stores.open()  # the service's index, as another process opens it
     assert [c.name for c in service.claim_due()] == ["s0"]
     gate.wait(lambda g: g.active == 1, "the claimed poll's request")
     replica.set_status("s0", url, Status.PAUSED.value, "paused by the admin")

@@ -22,6 +22,8 @@ from aggregator.poll.scheduler import Rebuilder, Service
 from aggregator.store import Store
 from aggregator.web import create_app
 
+pytestmark = pytest.mark.both_dialects
+
 SECRET = "correct horse battery staple"
 HOSTILE = (
     '<p>Before</p><script>alert("script")</script>'

@@ -345,8 +345,9 @@ def test_add_refuses_what_is_not_an_http_url(commented: Path) -> None:
 # -- aggregator sources -----------------------------------------------------------------
 
 
+@pytest.mark.both_dialects
 def test_sources_lists_state_articles_and_redacted_urls(
-    httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path
+    httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path, database: str
 ) -> None:
     httpserver.expect_request("/private.xml").respond_with_data(
         rss(item("1", "One") + item("2", "Two")), content_type="application/rss+xml"
@@ -391,7 +392,7 @@ def test_sources_lists_state_articles_and_redacted_urls(
         ("Off", "disabled", 0),
     ]
     assert rows[0]["categories"] == ["私人", "订阅"]
-    store = Store(str(tmp_path / "db" / "index.sqlite"), str(tmp_path / "posts"))
+    store = Store(database, str(tmp_path / "posts"))
     try:
         polled = store.source_states()["private"]["last_polled_at"]
     finally:

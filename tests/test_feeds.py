@@ -66,8 +66,9 @@ class Site:
         self.store.close()
 
 
-def build_site(folder: Path) -> Site:
-    """Four sources (two bundled examples, two feeds of ``folder``), outputs, one poll."""
+def build_site(folder: Path, database: str | None = None) -> Site:
+    """Four sources (two bundled examples, two feeds of ``folder``), outputs, one poll;
+    its index ``database`` (default: a SQLite file in ``folder``)."""
     feeds = folder / "feeds"
     feeds.mkdir()
     shutil.copy(EXAMPLES / "sina-finance-china.rss.xml", feeds / "sina.xml")
@@ -106,6 +107,7 @@ def build_site(folder: Path) -> Site:
             },
         ],
         publish={"max_age": 120, "default_limit": 10, "max_limit": 20, "cache_entries": 3},
+        **({"database": database} if database else {}),
     )
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["outputs"] = OUTPUTS
@@ -123,14 +125,17 @@ def module_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture
-def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+def site(
+    request: pytest.FixtureRequest, tmp_path: Path, dialect: str, database: str
+) -> Iterator[Site]:
     """The polled site: a test marked ``shared_site`` only reads it and shares one (polling
     takes most of such a test's time); any other test (it changes the feeds, the store or
-    the cache, or counts cache hits) gets a site of its own in tmp_path."""
+    the cache, or counts cache hits) gets a site of its own in tmp_path, on the test's
+    database."""
     if request.node.get_closest_marker("shared_site"):
         yield request.getfixturevalue("module_site")
         return
-    s = build_site(tmp_path)
+    s = build_site(tmp_path, database if dialect != "sqlite" else None)
     yield s
     s.close()
 
@@ -349,6 +354,7 @@ def test_validators_304_head_gzip_and_cache_control(site: Site) -> None:
     assert head.status_code == 200 and head.data == b"" and head.headers["ETag"] == etag
 
 
+@pytest.mark.both_dialects
 def test_cache_is_invalidated_when_entries_change_and_stays_bounded(
     site: Site, tmp_path: Path
 ) -> None:
@@ -452,6 +458,7 @@ def test_gzip_negotiation_and_its_own_etag(site: Site) -> None:
     assert again.status_code == 304
 
 
+@pytest.mark.both_dialects
 def test_last_modified_moves_when_a_backdated_entry_arrives(site: Site, tmp_path: Path) -> None:
     first = get(site, "feeds/Tech.rss")
     (tmp_path / "feeds" / "misc.xml").write_text(
@@ -568,6 +575,7 @@ def add_misc_entry(site: Site, tmp_path: Path) -> None:
     site.poll()
 
 
+@pytest.mark.both_dialects
 def test_a_new_entry_invalidates_only_the_feeds_of_its_categories(
     site: Site, tmp_path: Path
 ) -> None:
@@ -597,6 +605,7 @@ def test_a_new_entry_invalidates_only_the_feeds_of_its_categories(
         assert get(site, path, **{"If-None-Match": before.headers["ETag"]}).status_code == 200
 
 
+@pytest.mark.both_dialects
 def test_two_apps_over_one_index_give_the_same_validators(site: Site, tmp_path: Path) -> None:
     # Another process: its own store on the same file, its own cache, another clock.
     other_store = Store(site.config.settings.database, site.config.settings.posts_dir)
@@ -657,9 +666,10 @@ def entry_row(source: str, key: str, categories: tuple[str, ...], when: datetime
     )
 
 
-def test_a_feeds_version_moves_with_its_own_entries_only(tmp_path: Path) -> None:
+@pytest.mark.both_dialects
+def test_a_feeds_version_moves_with_its_own_entries_only(tmp_path: Path, database: str) -> None:
     clock = ManualClock()
-    store = Store(str(tmp_path / "index.sqlite"), str(tmp_path / "posts"), clock=clock.now)
+    store = Store(database, str(tmp_path / "posts"), clock=clock.now)
     a, b = ("A", "a1"), ("B",)
     feeds = {
         "A": Selection("category:A", "A", "", "/", categories=(("A",),)),

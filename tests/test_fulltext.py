@@ -29,6 +29,8 @@ from aggregator.store import Store
 from aggregator.store.pages import page_notes
 from aggregator.web import create_app
 
+pytestmark = pytest.mark.both_dialects
+
 DATA = Path(__file__).parent / "data" / "fulltext"
 BOILERPLATE = (
     "NavNews",

@@ -34,6 +34,8 @@ from aggregator.models import Changes
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
 
+pytestmark = pytest.mark.both_dialects
+
 DEADLINE = 60.0  # seconds to wait for each step before failing (not a speed assertion)
 
 
@@ -101,7 +103,7 @@ def test_retention_deletions_are_changes(
 
 
 def test_aggregator_poll_runs_the_hooks_once_with_the_changed_files(
-    make_config: MakeConfig, feed_file: FeedFile, tmp_path: Path
+    make_config: MakeConfig, feed_file: FeedFile, tmp_path: Path, database: str
 ) -> None:
     site = tmp_path / "site"
     site.mkdir()
@@ -133,7 +135,7 @@ def test_aggregator_poll_runs_the_hooks_once_with_the_changed_files(
     assert (site / "cwd.txt").read_text().strip() == str(site)
     assert (site / "argv.txt").read_text() == "x y"  # a list is argv: no shell splitting
     assert "command " in log.read_text() and ": ok (" in log.read_text()
-    store = Store(str(tmp_path / "db/index.sqlite"), str(tmp_path / "posts"))
+    store = Store(database, str(tmp_path / "posts"))
     try:
         runs = store.hook_runs()
         assert [(r["kind"], r["ok"], r["exit_code"], r["files"]) for r in runs] == [

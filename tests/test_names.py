@@ -25,6 +25,8 @@ from conftest import DATA, ROOT, FeedFile, HarnessFactory, MakeConfig, item, rss
 
 from aggregator.content.convert import fold_path
 
+pytestmark = pytest.mark.both_dialects
+
 CASES = DATA / "names"
 NAMES = sorted(p.stem for p in CASES.glob("*.xml"))
 REGOLD = os.environ.get("AGGREGATOR_REGOLD") == "1"

@@ -1,8 +1,9 @@
 """The overview and /healthz with a few thousand sources: paging, filters, sorting and
 counts done by the server, a small /healthz naming the ten worst sources.
 
-The sources' states are written straight into a real index (as polls would leave them);
-what each page should list is worked out here from the same plan, in Python.
+The sources' states are written straight into a real index (as polls would leave them),
+a SQLite file and a PostgreSQL schema in turn; what each page should list is worked out
+here from the same plan, in Python.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_config
+from conftest import DIALECTS, write_config
 from flask.testing import FlaskClient
 
 from aggregator.config import load_config
@@ -70,14 +72,26 @@ class Clock:
         return 0.0
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClient]:
+@pytest.fixture(scope="module", params=DIALECTS)
+def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FlaskClient]:
+    """The app over the planned sources, on each database in turn."""
     folder = tmp_path_factory.mktemp("overview")
+    if request.param == "sqlite":
+        yield from serve(folder, "db/index.sqlite")
+        return
+    with request.getfixturevalue("postgres").schema() as url:
+        yield from serve(folder, url)
+
+
+def serve(folder: Path, database: str) -> Iterator[FlaskClient]:
     sources = [
         {"name": p.name, "url": p.url, "categories": list(p.categories), "enabled": p.enabled}
         for p in PLANS
     ]
-    config = load_config(write_config(folder, sources, server={"admin_secret": SECRET}))
+    path = write_config(folder, sources, server={"admin_secret": SECRET}, database=database)
+    config = load_config(path)
     store = Store(config.settings.database, config.settings.posts_dir)
     with store.transaction() as conn:
         for i, p in enumerate(PLANS):

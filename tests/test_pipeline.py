@@ -1,4 +1,5 @@
-"""The whole path from a feed document to article files and the index, on real files."""
+"""The whole path from a feed document to article files and the index, on real files,
+with a SQLite index and a PostgreSQL one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import (
     DATA,
@@ -17,10 +19,13 @@ from conftest import (
     MakeConfig,
     force_render_key,
     item,
+    lose_index,
     rss,
 )
 
 from aggregator.poll.pipeline import utcnow
+
+pytestmark = pytest.mark.both_dialects
 
 SINA_REMOVE = [".appendQr_wrap", ".ori_titlesource", ".article-editor"]
 SINA_CATEGORIES = ["金融", "新浪财经", "新浪财经－国內"]
@@ -263,12 +268,8 @@ def test_crash_between_file_and_index_is_recovered_without_a_duplicate(
     h.poll()
     [file] = h.files()
     # Simulate a crash after the file was written but before the index commit.
-    Path(h.config.settings.database).unlink()
-    for extra in Path(h.config.settings.database).parent.glob("*-wal"):
-        extra.unlink()
-    for extra in Path(h.config.settings.database).parent.glob("*-shm"):
-        extra.unlink()
     h.close()
+    lose_index(h.config.settings.database)
     h.reload()
     [outcome] = h.poll()
     assert outcome.new == 1
@@ -503,8 +504,7 @@ def test_crash_then_title_change_adopts_the_orphan_file(
     [file] = h.files()
     # The index never saw the file (a kill before the commit), and the title then changed.
     h.close()
-    for leftover in Path(h.config.settings.database).parent.glob("index.sqlite*"):
-        leftover.unlink()
+    lose_index(h.config.settings.database)
     feed_file("f.xml", rss(item("a", "Second title")))
     h.reload()
     [outcome] = h.poll()

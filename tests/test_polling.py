@@ -34,6 +34,8 @@ from werkzeug import Request, Response
 
 from aggregator.models import SourceOutcome
 
+pytestmark = pytest.mark.both_dialects
+
 GOOD = rss(item("g1", "First post", "<p>Kept safe</p>"))
 NEWER = rss(item("g2", "Second post", "<p>New</p>") + item("g1", "First post", "<p>Kept safe</p>"))
 Script = list[Callable[[Request], Response]]

@@ -15,6 +15,8 @@ from aggregator.content.filter import Rule, verdict
 from aggregator.errors import ConfigError
 from aggregator.models import Person
 
+pytestmark = pytest.mark.both_dialects
+
 
 @dataclass(frozen=True)
 class Item:

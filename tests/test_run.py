@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import urllib.request
 from pathlib import Path
 
+import pytest
 from conftest import MakeConfig, item, rss, start_run, wait_for
 from pytest_httpserver import HTTPServer
+
+from aggregator.store import Store
+
+pytestmark = pytest.mark.both_dialects
 
 DEADLINE = 60.0  # seconds to wait for each step before failing (not a speed assertion)
 
 
 def test_run_polls_serves_and_stops_cleanly(
-    httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path
+    httpserver: HTTPServer, make_config: MakeConfig, tmp_path: Path, database: str
 ) -> None:
     httpserver.expect_request("/second").respond_with_data(
         rss(item("x1", "Added later")), content_type="application/rss+xml"
@@ -72,10 +76,12 @@ def test_run_polls_serves_and_stops_cleanly(
     assert "SIGTERM: shutting down" in output
     assert output.rstrip().endswith("stopped")
     assert "Traceback" not in output
-    database = sqlite3.connect(tmp_path / "db" / "index.sqlite")
+    store = Store(database, str(tmp_path / "posts"))
     try:
-        assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert database.execute("SELECT count(*) FROM entries").fetchone() == (3,)
+        assert store.count_entries() == 3
+        if store.dialect == "sqlite":
+            with store.reading() as conn:
+                assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
     finally:
-        database.close()
+        store.close()
     assert not list((tmp_path / "posts").rglob(".*.tmp"))

@@ -27,6 +27,8 @@ from aggregator.redact import redact
 from aggregator.store import Store
 from aggregator.web import create_app
 
+pytestmark = pytest.mark.both_dialects
+
 # -- credentials and tokens in source URLs ---------------------------------------------
 
 
@@ -187,8 +189,9 @@ def is_admin_with(app: Flask, cookie: str) -> bool:
     return "Rebuild all articles" in client.get("/").get_data(as_text=True)
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])  # a copy of the config: another database
 def test_the_session_key_is_random_kept_in_the_database_not_derived_from_the_secret(
-    make_config: MakeConfig, tmp_path: Path
+    make_config: MakeConfig, tmp_path: Path, dialect: str
 ) -> None:
     config = make_config([], server={"admin_secret": SECRET})
     dashes = []

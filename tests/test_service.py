@@ -14,6 +14,8 @@ from test_dashboard import SECRET
 from aggregator.poll.scheduler import Service
 from aggregator.web import ADMIN_SECRET_ENV, create_app
 
+pytestmark = pytest.mark.both_dialects
+
 
 class Clock:
     def __init__(self) -> None:

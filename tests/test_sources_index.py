@@ -1,6 +1,7 @@
 """Issue 13, sources: ``include:`` globs of source-list files, the sources synced into the
 index's ``sources`` table (added, changed, removed), and a reload that notices an
-included file's change. Real files on tmp_path, a real SQLite index."""
+included file's change. Real files on tmp_path, a real SQLite index; the index's side on
+PostgreSQL too."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import FIXED_NOW, open_service
+from conftest import FIXED_NOW, open_service, stored_bytes
 
 from aggregator.config import load_config, parse_config
 from aggregator.errors import ConfigError
@@ -35,9 +36,13 @@ def source_list(*names: str, category: str = "News") -> str:
     )
 
 
-def config_text(sources: str = "", include: str = "include: [sources.d/*.yaml]\n") -> str:
+def config_text(
+    sources: str = "",
+    include: str = "include: [sources.d/*.yaml]\n",
+    database: str = "data/index.sqlite",
+) -> str:
     return (
-        "settings:\n  database: data/index.sqlite\n  posts_dir: posts\n"
+        f"settings:\n  database: '{database}'\n  posts_dir: posts\n"
         + include
         + ("sources:\n" + "\n".join("  " + line for line in sources.splitlines()) + "\n")
         * bool(sources)
@@ -189,12 +194,13 @@ def sync(config_path: Path, store: Store, minutes: int = 0) -> tuple[tuple[str, 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    made = Store(str(tmp_path / "data" / "index.sqlite"), str(tmp_path / "posts"))
+def store(tmp_path: Path, database: str) -> Iterator[Store]:
+    made = Store(database, str(tmp_path / "posts"))
     yield made
     made.close()
 
 
+@pytest.mark.both_dialects
 def test_sync_adds_changes_and_removes_sources(tmp_path: Path, store: Store) -> None:
     config = write(tmp_path / "config.yaml", config_text(source_list("a", "b", "c")))
     write(tmp_path / "sources.d" / "more.yaml", source_list("d", category="Tech"))
@@ -245,6 +251,7 @@ def listed(store: Store) -> list[tuple[str, int, str, str, str]]:
         return [tuple(row) for row in conn.execute(query)]
 
 
+@pytest.mark.both_dialects
 def test_sync_keeps_the_overview_columns(tmp_path: Path, store: Store) -> None:
     """Config positions, labels, redacted URLs and search texts follow the config; a
     source that only moved gets its position, and is not reported as changed."""
@@ -296,6 +303,7 @@ def test_sync_keeps_the_overview_columns(tmp_path: Path, store: Store) -> None:
     assert [row[:2] for row in listed(store)] == [("a", 0)]
 
 
+@pytest.mark.both_dialects
 def test_removal_keeps_the_state_and_secrets_are_never_stored(tmp_path: Path, store: Store) -> None:
     from aggregator.store.records import SourceStateUpdate
 
@@ -308,7 +316,7 @@ def test_removal_keeps_the_state_and_secrets_are_never_stored(tmp_path: Path, st
         store.save_state(conn, SourceStateUpdate(name="a", url="x", etag='"v1"', failures=2))
     row = store.source_settings("a")
     assert row is not None and row["settings"]["fetch_options"] == ["username", "password"]
-    raw = Path(store.database).read_bytes()
+    raw = stored_bytes(store)
     assert b"hunter2-secret" not in raw and b"reader" not in raw
     write(config, config_text(include=""))
     sync(config, store, 1)
@@ -317,6 +325,7 @@ def test_removal_keeps_the_state_and_secrets_are_never_stored(tmp_path: Path, st
     assert state["removed_at"] == FIXED_NOW + timedelta(minutes=1)
 
 
+@pytest.mark.both_dialects
 def test_sync_of_many_sources_is_one_transaction(tmp_path: Path, store: Store) -> None:
     names = [f"s{n:05d}" for n in range(12000)]  # more than one batch of statements
     config = write(tmp_path / "config.yaml", config_text(source_list(*names), include=""))
@@ -339,8 +348,11 @@ def touch_later(path: Path) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
 
 
-def test_reload_notices_changes_of_included_files(tmp_path: Path, services: list[Service]) -> None:
-    config = write(tmp_path / "config.yaml", config_text(source_list("own")))
+@pytest.mark.both_dialects
+def test_reload_notices_changes_of_included_files(
+    tmp_path: Path, services: list[Service], database: str
+) -> None:
+    config = write(tmp_path / "config.yaml", config_text(source_list("own"), database=database))
     news = write(tmp_path / "sources.d" / "news.yaml", source_list("n1"))
     service = service_for(config, services)
     service.start(paused=True)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXED_NOW, item, open_service, rss, wait_for, write_config
+from conftest import FIXED_NOW, item, open_service, rss, stored_bytes, wait_for, write_config
 from pytest_httpserver import HTTPServer
 from test_dashboard import SECRET
 from test_service import Clock
@@ -25,6 +26,8 @@ from aggregator.poll.pipeline import utcnow
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store, claims
 from aggregator.web import ADMIN_SECRET_ENV, create_app
+
+pytestmark = pytest.mark.both_dialects
 
 
 def serve_feed(httpserver: HTTPServer, name: str) -> str:
@@ -43,15 +46,28 @@ def source(url: str, name: str, **more: Any) -> dict[str, Any]:
     return {"url": url, "categories": ["A", name], "name": name, **more}
 
 
-def config_at(folder: Path, sources: list[dict[str, Any]], shared: Path) -> Path:
+@dataclass(frozen=True)
+class Shared:
+    """What every process of a test shares: the index and the posts folder's parent."""
+
+    folder: Path
+    database: str
+
+
+@pytest.fixture
+def shared(tmp_path: Path, database: str) -> Shared:
+    return Shared(tmp_path, database)
+
+
+def config_at(folder: Path, sources: list[dict[str, Any]], shared: Shared) -> Path:
     """A config in ``folder`` over the index and posts of ``shared`` (another process's
     config file, same database)."""
     folder.mkdir(parents=True, exist_ok=True)
     return write_config(
         folder,
         sources,
-        database=str(shared / "db" / "index.sqlite"),
-        posts_dir=str(shared / "posts"),
+        database=shared.database,
+        posts_dir=str(shared.folder / "posts"),
         schedule={"jitter": 0, "interval": 600, "startup_spread": 60},
         workers=1,
     )
@@ -72,11 +88,11 @@ class Other:
 
 
 def other_syncs(
-    tmp_path: Path, httpserver: HTTPServer, others: list[Other], *extra: dict[str, Any]
+    shared: Shared, httpserver: HTTPServer, others: list[Other], *extra: dict[str, Any]
 ) -> Other:
     """Another process whose config has s0 (as ours) and ``extra``, synced."""
     theirs = config_at(
-        tmp_path / "b", [source(serve_feed(httpserver, "f0"), "s0"), *extra], tmp_path
+        shared.folder / "b", [source(serve_feed(httpserver, "f0"), "s0"), *extra], shared
     )
     other = Other(theirs)
     others.append(other)
@@ -109,7 +125,9 @@ def poll_claimed(service: Service, name: str) -> SourceOutcome:
 # -- the reader ----------------------------------------------------------------------------
 
 
-def test_sources_by_key_reads_a_batch_and_validates_once_per_fingerprint(tmp_path: Path) -> None:
+def test_sources_by_key_reads_a_batch_and_validates_once_per_fingerprint(
+    tmp_path: Path, shared: Shared
+) -> None:
     path = config_at(
         tmp_path,
         [
@@ -126,7 +144,7 @@ def test_sources_by_key_reads_a_batch_and_validates_once_per_fingerprint(tmp_pat
             source("https://b.example.com/feed", "b", enabled=False),
             source("https://c.example.com/feed", "c"),
         ],
-        tmp_path,
+        shared,
     )
     other = Other(path)
     try:
@@ -151,7 +169,7 @@ def test_sources_by_key_reads_a_batch_and_validates_once_per_fingerprint(tmp_pat
 
 
 def test_fetch_options_come_only_from_a_config_with_the_synced_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, shared: Shared, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FEED_PASSWORD", "hunter2")
     secret = source(
@@ -162,7 +180,7 @@ def test_fetch_options_come_only_from_a_config_with_the_synced_settings(
         headers={"X-Token": "t0ken"},
         user_agent="Reader (key-123)",
     )
-    path = config_at(tmp_path, [secret], tmp_path)
+    path = config_at(tmp_path, [secret], shared)
     other = Other(path)
     try:
         config = other.sync()
@@ -182,7 +200,7 @@ def test_fetch_options_come_only_from_a_config_with_the_synced_settings(
         changed = load_config(path)
         found = other.store.source_by_key("p", changed)
         assert found is not None and found.missing and found.config is not changed.source("p")
-        raw = Path(config.settings.database).read_bytes()
+        raw = stored_bytes(other.store)
         assert b"hunter2" not in raw and b"t0ken" not in raw and b"key-123" not in raw
     finally:
         other.store.close()
@@ -193,16 +211,17 @@ def test_fetch_options_come_only_from_a_config_with_the_synced_settings(
 
 def test_a_running_service_polls_a_source_another_process_synced(
     tmp_path: Path,
+    shared: Shared,
     httpserver: HTTPServer,
     services: list[Service],
     others: list[Other],
 ) -> None:
-    mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
+    mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], shared)
     clock = Clock()
     service = start_service(mine, clock, services)
     assert service.config.source("s9") is None and service.next_run("s9") is None
 
-    other = other_syncs(tmp_path, httpserver, others, source(serve_feed(httpserver, "f9"), "s9"))
+    other = other_syncs(shared, httpserver, others, source(serve_feed(httpserver, "f9"), "s9"))
     assert service.next_run("s9") == FIXED_NOW  # due at once, for any poller
 
     outcome = poll_claimed(service, "s9")
@@ -215,7 +234,7 @@ def test_a_running_service_polls_a_source_another_process_synced(
     # polls nothing.
     clock.now += timedelta(hours=1)
     off = source(httpserver.url_for("/f9"), "s9", enabled=False)
-    other.sync(config_at(tmp_path / "b", [source(httpserver.url_for("/f0"), "s0"), off], tmp_path))
+    other.sync(config_at(tmp_path / "b", [source(httpserver.url_for("/f0"), "s0"), off], shared))
     assert service.next_run("s9") is None
     assert "s9" in [c.name for c in service.claim_due()]
     assert service._wait_idle(30)
@@ -223,21 +242,22 @@ def test_a_running_service_polls_a_source_another_process_synced(
     assert service.store.next_polls()["s9"] is None
 
     # Removed by it: gone from every reader, and its time cleared.
-    other.sync(config_at(tmp_path / "b", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path))
+    other.sync(config_at(tmp_path / "b", [source(serve_feed(httpserver, "f0"), "s0")], shared))
     assert service.next_run("s9") is None and not service.refresh("s9")
     assert service.store.next_polls()["s9"] is None
 
 
 def test_missing_secrets_are_recorded_and_never_fetched_without(
     tmp_path: Path,
+    shared: Shared,
     httpserver: HTTPServer,
     services: list[Service],
     others: list[Other],
 ) -> None:
-    mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
+    mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], shared)
     service = start_service(mine, Clock(), services)
     with_token = source(serve_feed(httpserver, "f9"), "s9", headers={"X-Token": "t0ken"})
-    other_syncs(tmp_path, httpserver, others, with_token)
+    other_syncs(shared, httpserver, others, with_token)
 
     outcome = poll_claimed(service, "s9")
     assert fetched(httpserver, "f9") == []  # not fetched without its header
@@ -247,7 +267,7 @@ def test_missing_secrets_are_recorded_and_never_fetched_without(
     assert state["lease_token"] is None  # the record ended the claim
 
     # This process's config gets the same source: polled, with its header.
-    config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0"), with_token], tmp_path)
+    config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0"), with_token], shared)
     assert service.reload()
     assert service.refresh("s9")
     assert poll_claimed(service, "s9").ok
@@ -259,15 +279,16 @@ def test_missing_secrets_are_recorded_and_never_fetched_without(
 
 def test_the_web_reads_sources_by_key_from_the_index(
     tmp_path: Path,
+    shared: Shared,
     httpserver: HTTPServer,
     services: list[Service],
     others: list[Other],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(ADMIN_SECRET_ENV, SECRET)
-    mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
+    mine = config_at(tmp_path / "a", [source(serve_feed(httpserver, "f0"), "s0")], shared)
     service = start_service(mine, Clock(), services)
-    other_syncs(tmp_path, httpserver, others, source(serve_feed(httpserver, "f9"), "s9"))
+    other_syncs(shared, httpserver, others, source(serve_feed(httpserver, "f9"), "s9"))
 
     client = create_app(service.config, service.store, service).test_client()
     page = client.get("/sources/s9")
@@ -288,9 +309,9 @@ def test_the_web_reads_sources_by_key_from_the_index(
 
 
 def test_the_wsgi_app_syncs_the_config_it_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, shared: Shared, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = config_at(tmp_path, [source("https://a.example.com/feed", "a")], tmp_path)
+    path = config_at(tmp_path, [source("https://a.example.com/feed", "a")], shared)
     monkeypatch.setenv("AGGREGATOR_CONFIG", str(path))
     app = create_app()  # as gunicorn 'aggregator.web:create_app()' makes it
     store = app.extensions["aggregator"].store
@@ -306,12 +327,12 @@ def test_the_wsgi_app_syncs_the_config_it_loads(
 
 
 def test_aggregator_poll_skips_a_source_another_claimer_holds(
-    tmp_path: Path, httpserver: HTTPServer
+    tmp_path: Path, shared: Shared, httpserver: HTTPServer
 ) -> None:
     path = config_at(
         tmp_path,
         [source(serve_feed(httpserver, "f0"), "s0"), source(serve_feed(httpserver, "f1"), "s1")],
-        tmp_path,
+        shared,
     )
     config = load_config(path)
     store = Store(config.settings.database, config.settings.posts_dir)
@@ -343,9 +364,9 @@ def test_aggregator_poll_skips_a_source_another_claimer_holds(
 
 
 def test_poll_and_test_rules_find_sources_in_the_index(
-    tmp_path: Path, httpserver: HTTPServer
+    tmp_path: Path, shared: Shared, httpserver: HTTPServer
 ) -> None:
-    path = config_at(tmp_path, [source(serve_feed(httpserver, "f0"), "s0")], tmp_path)
+    path = config_at(tmp_path, [source(serve_feed(httpserver, "f0"), "s0")], shared)
     runner = CliRunner()
     result = runner.invoke(cli, ["poll", "--config", str(path), "--source", "nope"])
     assert result.exit_code == 2 and "no source named 'nope'" in result.output
@@ -358,9 +379,9 @@ def test_poll_and_test_rules_find_sources_in_the_index(
     assert "1 entries: 1 kept, 0 dropped" in result.output
 
 
-def test_claim_named_takes_free_and_expired_leases_only(tmp_path: Path) -> None:
+def test_claim_named_takes_free_and_expired_leases_only(tmp_path: Path, shared: Shared) -> None:
     path = config_at(
-        tmp_path, [source(f"https://{n}.example.com/feed", n) for n in ("a", "b", "c")], tmp_path
+        tmp_path, [source(f"https://{n}.example.com/feed", n) for n in ("a", "b", "c")], shared
     )
     other = Other(path)
     try:

@@ -42,8 +42,9 @@ OUTPUTS: list[dict[str, Any]] = [
 class Site:
     """A polled config with static_dir, its store and its web app on a fixed clock."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, database: str | None = None) -> None:
         self.folder = folder
+        self.database = database  # None: a SQLite file in the folder
         feeds = folder / "feeds"
         feeds.mkdir()
         shutil.copy(EXAMPLES / "sina-finance-china.rss.xml", feeds / "sina.xml")
@@ -65,6 +66,7 @@ class Site:
             self.folder,
             sources,
             publish={"base_url": BASE, "static_dir": "site/source/agg", "default_limit": 10},
+            **({"database": self.database} if self.database else {}),
         )
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         data["outputs"] = outputs
@@ -107,13 +109,14 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = Site(tmp_path)
+def site(tmp_path: Path, dialect: str, database: str) -> Iterator[Site]:
+    s = Site(tmp_path, database if dialect != "sqlite" else None)
     s.poll()
     yield s
     s.close()
 
 
+@pytest.mark.both_dialects
 def test_static_files_are_the_bytes_served_for_the_same_path(site: Site) -> None:
     site.export()
     manifest = json.loads((site.static / MANIFEST).read_text(encoding="utf-8"))
@@ -184,6 +187,7 @@ sources:
     assert left_out == ["'news' is not written: its files would be those of 'News'"]
 
 
+@pytest.mark.both_dialects
 def test_unchanged_files_are_not_rewritten_and_changed_ones_are(site: Site) -> None:
     site.export()
     before = site.files()
@@ -219,6 +223,7 @@ def test_unchanged_files_are_not_rewritten_and_changed_ones_are(site: Site) -> N
     assert site.export(force=False).skipped
 
 
+@pytest.mark.both_dialects
 def test_gone_feeds_files_are_removed_and_users_files_kept(site: Site) -> None:
     site.static.mkdir(parents=True)
     (site.static / INDEX).write_text("<p>my own page</p>", encoding="utf-8")
@@ -305,6 +310,7 @@ def test_export_feeds_needs_a_base_url(tmp_path: Path) -> None:
     assert "give --base-url or set settings.publish.base_url" in result.output
 
 
+@pytest.mark.both_dialects
 def test_poll_command_writes_the_static_feeds_after_a_pass(site: Site) -> None:
     site.close()
     runner = CliRunner()
@@ -321,6 +327,7 @@ def test_poll_command_writes_the_static_feeds_after_a_pass(site: Site) -> None:
     site.open()
 
 
+@pytest.mark.both_dialects
 def test_service_writes_the_static_feeds_after_a_poll(site: Site) -> None:
     site.close()
     site.misc.write_text(rss(item("m9", "Polled by the service")), encoding="utf-8")

@@ -8,11 +8,16 @@ and a time it ends. The poll's record clears the lease in its own transaction on
 the token still matches (``release``), so a poll that outlived its lease, whose source
 was claimed again, records its history but leaves the state to the newer claim.
 
-Plain SQLAlchemy Core, for SQLite and PostgreSQL alike. On PostgreSQL the candidates are
-read ``FOR UPDATE SKIP LOCKED``, so pollers skip each other's rows instead of waiting;
-SQLite compiles that to nothing, and there the claim's first statement (dropping expired
-leases) takes the database's single write lock, so two claimers take turns. The lease is
-also set by a compare-and-set update: a row another claimer took meanwhile is left out.
+Plain SQLAlchemy Core, for SQLite and PostgreSQL alike. Claimers take turns: on SQLite
+the claim's first statement (dropping expired leases) takes the database's single write
+lock; on PostgreSQL a transaction-level advisory lock (``CLAIM_LOCK``). The per-host cap
+needs it: each claimer counts the leases it can see, and two claiming at once would each
+miss the other's uncommitted ones and together exceed the cap (tests/test_claims.py saw
+five leases to a host capped at three). A claim is one short transaction per batch, so
+turns cost little. The candidates are read ``FOR UPDATE SKIP LOCKED`` (SQLite compiles
+that to nothing): a row locked by another transaction, a poll's record or a refresh, is
+skipped, not waited for. The lease is also set by a compare-and-set update: a row
+another claimer took meanwhile is left out.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ LATE_AFTER = 10.0  # seconds: a poll claimed later than this after its time star
 LATENESS_WINDOW = timedelta(hours=1)  # how long each claim's lateness is kept
 CANDIDATES = 4  # rows read per wanted claim, so a busy host does not starve the batch
 BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)  # seconds
+CLAIM_LOCK = 0x636C616D  # PostgreSQL advisory lock key ("clam"): one claimer at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,8 @@ def claim(
         host: a URL's host.
     """
     t = sources_table
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
     # Expired leases first: a crashed claim comes back. On SQLite this write also takes
     # the write lock, so the reads below and the updates after them are one claimer's.
     conn.execute(

@@ -1,4 +1,5 @@
-"""The store: the SQLite index's write side (SQLAlchemy Core) and the article files.
+"""The store: the index's write side (SQLAlchemy Core, SQLite or PostgreSQL) and the
+article files.
 
 With its helpers it is the only part of the package that touches disk: ``schema`` (the
 tables), ``queries`` (the read side), ``logins`` (the admin's sessions), ``records`` (the
@@ -12,6 +13,8 @@ leaves a complete file the index does not know yet; the next poll finds it again
 A damaged database file is refused when the store is opened (a quick integrity check,
 bounded in time), so that nothing keeps writing into it; a fault of the disk under the
 database or the posts folder while running is recorded in ``faults`` (see ``faults``).
+Those are SQLite's: a PostgreSQL server minds its own files, and a lost connection to it
+is a StoreError like any other database error (``dialects`` says what else differs).
 """
 
 from __future__ import annotations
@@ -30,15 +33,26 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.content.convert import fold_path
 from aggregator.errors import LocalFaultError, StoreError
 from aggregator.models import Status, list_to_json
+from aggregator.redact import redact
 from aggregator.store import claims, outbox
 from aggregator.store.catalog import Catalog
+from aggregator.store.dialects import (
+    POSTGRESQL,
+    SQLITE,
+    database_error,
+    database_url,
+    in_json,
+    insert,
+    insert_for,
+    insert_ignore,
+    make_engine,
+)
 from aggregator.store.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.store.files import ArticleFiles
 from aggregator.store.logins import Logins
@@ -53,11 +67,11 @@ from aggregator.store.records import (
     StoredEntry,
 )
 from aggregator.store.schema import (
-    DEPARTURES_TRIGGER,
     SCHEMA_VERSION,
     UTCDateTime,
     add_missing_columns,
     category_path,
+    departures_trigger,
     entries_table,
     hook_runs_table,
     kept,
@@ -73,13 +87,15 @@ HOOK_HISTORY = 50  # hook runs and webhook deliveries kept
 INTEGRITY_BUDGET = 5.0  # seconds the integrity check at open may take; larger files: partly
 SQLITE_INTERRUPT = 9
 DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+SCHEMA_LOCK = 0x61676772  # PostgreSQL advisory lock key ("aggr"): one schema creator at once
 
 
 class Store(Queries, Logins, Catalog):
     """The index database and the article folder.
 
     Args:
-        database: path of the SQLite file (created with its folder if missing).
+        database: path of the SQLite file (created with its folder if missing), or a
+            database URL (``sqlite:///path``, ``postgresql+psycopg://user@host/db``).
         posts_dir: the folder article files are written under.
         fsync: also flush each article file to the device before renaming it (slower,
             survives power loss, not just a crashed process).
@@ -87,6 +103,8 @@ class Store(Queries, Logins, Catalog):
         outbox: this process has no posts folder (``aggregator poller``): it never
             creates, lists or reads it; the article files a poll or prune writes and
             deletes go to the outbox, for the exporter (``store/outbox.py``).
+        connections: on PostgreSQL, the pool's size (and as many again in a burst): the
+            writer, the claim loop and the web threads each hold one while working.
     """
 
     def __init__(
@@ -97,12 +115,20 @@ class Store(Queries, Logins, Catalog):
         fsync: bool = False,
         clock: Callable[[], datetime] | None = None,
         outbox: bool = False,
+        connections: int = 8,
     ) -> None:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.outbox = outbox
         self.faults = Faults()
         self.files = ArticleFiles(posts_dir, fsync=fsync, faults=self.faults)
         self.database = database
+        try:
+            url = database_url(database)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from exc
+        self.dialect = url.get_backend_name()
+        #: The database as it may be shown: a path, or the URL without its password.
+        self.shown = (url.database or "") if self.dialect == SQLITE else redact(str(url))
         self._local = threading.local()
         self._raw_connections: list[sqlite3.Connection] = []
         self._version = 0
@@ -115,20 +141,21 @@ class Store(Queries, Logins, Catalog):
         # folder → what scan_folder found there, valid while the folder's mtime is the one
         # noted (only read and changed under ``_lock``).
         self._folders: dict[str, _Listing] = {}
-        damage = find_damage(database)
-        if damage is not None:
-            raise StoreError(damaged_report(database, damage))
+        if self.dialect == SQLITE:
+            assert url.database is not None
+            self.database = url.database
+            damage = find_damage(self.database)
+            if damage is not None:
+                raise StoreError(damaged_report(self.database, damage))
         # Made now, so that a posts folder that disappears later (an unmounted disk) is
         # noticed by health(), not taken for a fresh install.
         if not outbox:
             with suppress(OSError):
                 self.files.posts_dir.mkdir(parents=True, exist_ok=True)
         try:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = sa.create_engine(
-                f"sqlite:///{database}", connect_args={"timeout": 30}
-            )
-            sa.event.listen(self.engine, "connect", sqlite_pragmas)
+            self.engine: Engine = make_engine(url, connections=connections)
+            if self.dialect == SQLITE:
+                sa.event.listen(self.engine, "connect", sqlite_pragmas)
             _create_schema(self.engine)
             with self.engine.begin() as conn:
                 for key, value in (
@@ -136,11 +163,10 @@ class Store(Queries, Logins, Catalog):
                     ("content_version", "0"),
                     ("changed_at", ""),
                 ):
-                    conn.execute(
-                        sa.insert(meta_table).prefix_with("OR IGNORE").values(key=key, value=value)
-                    )
+                    conn.execute(insert_ignore(conn, meta_table).values(key=key, value=value))
         except (OSError, SQLAlchemyError) as exc:
-            raise StoreError(f"cannot open the database {database}: {exc}") from exc
+            message = f"cannot open the database {self.shown}: {exc}"
+            raise StoreError(message if self.dialect == SQLITE else redact(message)) from exc
 
     def health(self) -> list[str]:
         """What keeps the store from working now: local write faults in force, a database
@@ -170,7 +196,10 @@ class Store(Queries, Logins, Catalog):
 
         SQLite would do it at the next commit anyway; doing it here, at the end of a
         poll that wrote many entries, keeps that cost out of the next, small, writes.
+        PostgreSQL checkpoints by itself: nothing to do there.
         """
+        if self.dialect != SQLITE:
+            return
         with self.transaction() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -224,7 +253,7 @@ class Store(Queries, Logins, Catalog):
             message = f"database error: {cause}"
             self.faults.record(DATABASE, message)
             return LocalFaultError(message)
-        return StoreError(f"database error: {exc}")
+        return StoreError(database_error(exc, self.dialect))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -286,11 +315,12 @@ class Store(Queries, Logins, Catalog):
         for the entry rows it writes (``seq``, ``changed_at``); taken at its first write.
 
         The number is one more than the last committed one: the UPDATE takes SQLite's
-        write lock, held until the commit, so numbers follow the commit order in every
-        process. (On PostgreSQL a SEQUENCE would not make writers wait on this row, but
-        hands its numbers out before the commit: a later commit can carry a lower one, so
-        there a reader would also need the snapshot's oldest running transaction.) The
-        time never goes back within the process: a feed's Last-Modified follows it.
+        write lock (on PostgreSQL, this row's lock), held until the commit, so numbers
+        follow the commit order in every process. (On PostgreSQL a SEQUENCE would not
+        make writers wait on this row, but hands its numbers out before the commit: a
+        later commit can carry a lower one, so there a reader would also need the
+        snapshot's oldest running transaction.) The time never goes back within the
+        process: a feed's Last-Modified follows it.
         """
         if self._change is not None:
             return self._change
@@ -303,7 +333,7 @@ class Store(Queries, Logins, Catalog):
                 value=sa.case(
                     (
                         m.c.key == "content_version",
-                        sa.cast(sa.cast(m.c.value, sa.Integer) + 1, sa.String),
+                        sa.cast(sa.cast(m.c.value, sa.BigInteger) + 1, sa.String),
                     ),
                     else_=UTCDateTime().process_bind_param(now, None),
                 )
@@ -326,6 +356,13 @@ class Store(Queries, Logins, Catalog):
         now = time.monotonic()
         if now - self._version_checked < VERSION_RECHECK:
             return self._version
+        if self.dialect != SQLITE:
+            # A pooled connection: no file to open, and the pool keeps it warm.
+            with self.reading() as conn:
+                found = conn.execute(_CONTENT_VERSION).scalar()
+            self._version = int(found or 0)
+            self._version_checked = now
+            return self._version
         connection = getattr(self._local, "raw", None)
         if connection is None:
             # A plain sqlite3 connection per thread: this runs on every feed request.
@@ -344,7 +381,7 @@ class Store(Queries, Logins, Catalog):
             return
         seq, now = self.take_change(conn)
         values = [{**_row_values(r), "seq": seq, "changed_at": now} for r in rows]
-        conn.execute(_upsert_entries(tuple(values[0])), values)
+        conn.execute(_upsert_entries(conn.dialect.name, tuple(values[0])), values)
 
     def send(self, conn: Connection, items: Sequence[OutboxItem]) -> None:
         """Queue article files to write or delete for the exporter, in this transaction
@@ -374,7 +411,7 @@ class Store(Queries, Logins, Catalog):
             row = record.state.columns()
             groups.setdefault(tuple(sorted(row)), []).append(row)
         for columns, rows in groups.items():
-            conn.execute(_upsert_states(columns), rows)
+            conn.execute(_upsert_states(conn.dialect.name, columns), rows)
         t = polls_table
         names = sorted({r.outcome.source for r in records})
         ranked = (
@@ -400,15 +437,12 @@ class Store(Queries, Logins, Catalog):
 
     def _add_counters(self, conn: Connection, amounts: Mapping[str, int]) -> None:
         m = meta_table
-        statement = insert(m)
+        statement = insert(conn, m)
+        # 64-bit: on PostgreSQL an INTEGER is 32 (the milliseconds polled overflow it in
+        # weeks); SQLite's are 64 whatever the name.
+        added = sa.cast(m.c.value, sa.BigInteger) + sa.cast(statement.excluded.value, sa.BigInteger)
         statement = statement.on_conflict_do_update(
-            index_elements=[m.c.key],
-            set_={
-                "value": sa.cast(
-                    sa.cast(m.c.value, sa.Integer) + sa.cast(statement.excluded.value, sa.Integer),
-                    sa.String,
-                )
-            },
+            index_elements=[m.c.key], set_={"value": sa.cast(added, sa.String)}
         )
         conn.execute(statement, [{"key": k, "value": str(v)} for k, v in amounts.items()])
 
@@ -447,7 +481,7 @@ class Store(Queries, Logins, Catalog):
     def save_state(self, conn: Connection, update: SourceStateUpdate) -> None:
         """Insert or update a source's state row; columns left as ``KEEP`` stay as stored."""
         values = update.columns()
-        statement = insert(sources_table).values(values)
+        statement = insert(conn, sources_table).values(values)
         values.pop("name")
         conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
 
@@ -708,17 +742,25 @@ def _create_schema(engine: Engine) -> None:
     """Create missing tables and columns; safe when several processes start at once.
 
     Each looks first, then creates: two processes opening a new database together could
-    both see a table missing, and the second CREATE would fail. The write lock, taken
-    before looking, makes them take turns (DDL is transactional in SQLite).
+    both see a table missing, and the second CREATE would fail. A lock taken before
+    looking makes them take turns (DDL is transactional in both databases): SQLite's
+    write lock; on PostgreSQL an advisory lock, held to the commit. Only SQLite brings
+    an older index up to date here (``add_missing_columns``): a PostgreSQL index has
+    never been another version.
     """
     with engine.connect() as conn:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        metadata.create_all(conn)
-        add_missing_columns(conn)
-        for table in metadata.sorted_tables:  # an index added to an existing table
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
-        conn.exec_driver_sql(DEPARTURES_TRIGGER)
+        if conn.dialect.name == POSTGRESQL:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK)))
+            metadata.create_all(conn)
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            metadata.create_all(conn)
+            add_missing_columns(conn)
+            for table in metadata.sorted_tables:  # an index added to an existing table
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
+        for statement in departures_trigger(conn.dialect.name):
+            conn.exec_driver_sql(statement)
         conn.commit()
 
 
@@ -741,10 +783,10 @@ class _Listing:
 # Built once per set of columns: making an upsert construct costs more than running it
 # for a small feed's few rows.
 @functools.lru_cache(maxsize=16)
-def _upsert_entries(columns: tuple[str, ...]) -> sa.Insert:
+def _upsert_entries(dialect: str, columns: tuple[str, ...]) -> sa.Insert:
     """Insert entries, or update those stored (matched on source + key)."""
     t = entries_table
-    statement = insert(t)
+    statement = insert_for(dialect, t)
     keep = {"first_seen", "uid", "source", "key", "alt_key"}
     changes: dict[str, Any] = {c: statement.excluded[c] for c in columns if c not in keep}
     # When it was first dropped stays; a kept entry has no drop time.
@@ -756,21 +798,12 @@ def _upsert_entries(columns: tuple[str, ...]) -> sa.Insert:
 
 
 @functools.lru_cache(maxsize=64)
-def _upsert_states(columns: tuple[str, ...]) -> sa.Insert:
+def _upsert_states(dialect: str, columns: tuple[str, ...]) -> sa.Insert:
     """Insert or update sources' state rows, setting ``columns``."""
-    statement = insert(sources_table)
+    statement = insert_for(dialect, sources_table)
     return statement.on_conflict_do_update(
         index_elements=["name"],
         set_={c: statement.excluded[c] for c in columns if c != "name"},
-    )
-
-
-def _json_list(name: str) -> sa.Select[Any]:
-    """The values of a JSON array given as the parameter ``name``: an IN list whose
-    statement is one string however long the list (an expanding parameter renders the
-    statement again for every length, which costs more than a small feed's query)."""
-    return sa.select(
-        sa.func.json_each(sa.bindparam(name, type_=sa.String)).table_valued("value").c.value
     )
 
 
@@ -790,10 +823,11 @@ _STORED_ENTRIES = sa.select(
     _e.c.dropped_by,
     _e.c.alt_key,
     _e.c.source,
-).where(_e.c.source.in_(_json_list("sources")), _e.c.key.in_(_json_list("keys")))
-_FOLDS_TAKEN = sa.select(_e.c.path_fold).where(_e.c.path_fold.in_(_json_list("folds"))).distinct()
+).where(in_json(_e.c.source, "sources"), in_json(_e.c.key, "keys"))
+_FOLDS_TAKEN = sa.select(_e.c.path_fold).where(in_json(_e.c.path_fold, "folds")).distinct()
 _TOUCH_ENTRIES = (
     sa.update(_e)
-    .where(_e.c.source == sa.bindparam("of_source"), _e.c.key.in_(_json_list("keys")))
+    .where(_e.c.source == sa.bindparam("of_source"), in_json(_e.c.key, "keys"))
     .values(last_seen=sa.bindparam("now"))
 )
+_CONTENT_VERSION = sa.select(meta_table.c.value).where(meta_table.c.key == "content_version")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from aggregator.store.dialects import insert_ignore
 from aggregator.store.schema import admin_sessions_table, secrets_table
 
 SESSION_KEY = "session_key"
@@ -34,14 +35,13 @@ class Logins:
     def session_key(self) -> str:
         """The key that signs session cookies, made on first use.
 
-        ``INSERT OR IGNORE`` then read: two processes starting at once agree on one key.
+        Inserted unless present (``INSERT OR IGNORE``, ``ON CONFLICT DO NOTHING``), then
+        read: two processes starting at once agree on one key.
         """
         t = secrets_table
         with self.transaction() as conn:
             conn.execute(
-                sa.insert(t)
-                .prefix_with("OR IGNORE")
-                .values(key=SESSION_KEY, value=secrets.token_hex(32))
+                insert_ignore(conn, t).values(key=SESSION_KEY, value=secrets.token_hex(32))
             )
             key: str = conn.execute(sa.select(t.c.value).where(t.c.key == SESSION_KEY)).scalar_one()
         return key

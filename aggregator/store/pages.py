@@ -61,6 +61,8 @@ def page_work(conn: Connection, source: str, limit: int) -> list[PageWork]:
     """Kept entries of ``source`` with a web link whose page is not fetched yet, or whose
     entry changed since its page was last applied (the poll wrote the feed's body again)."""
     e, p = entries_table, pages_table
+    # Any case of the scheme: SQLite's LIKE ignores ASCII case, PostgreSQL's ILIKE.
+    like = e.c.link.like if conn.dialect.name == "sqlite" else e.c.link.ilike
     query = (
         sa.select(e.c.key, e.c.link, e.c.raw_json, e.c.raw_hash, p.c.key.label("page_key"))
         .select_from(e.outerjoin(p, sa.and_(p.c.source == e.c.source, p.c.key == e.c.key)))
@@ -69,7 +71,7 @@ def page_work(conn: Connection, source: str, limit: int) -> list[PageWork]:
             e.c.pruned_at.is_(None),
             e.c.dropped_by.is_(None),
             e.c.raw_json.is_not(None),
-            sa.or_(e.c.link.like("http://%"), e.c.link.like("https://%")),
+            sa.or_(like("http://%"), like("https://%")),
             sa.or_(p.c.key.is_(None), p.c.applied_hash.is_distinct_from(e.c.raw_hash)),
         )
         .order_by(e.c.date.desc())

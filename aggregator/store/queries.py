@@ -20,6 +20,7 @@ from aggregator.content.filter import Query
 from aggregator.content.selection import Selection, pick
 from aggregator.errors import StoreError
 from aggregator.models import Enclosure, Person, PublishedEntry, Status, list_from_json
+from aggregator.store.dialects import database_error
 from aggregator.store.records import FeedVersion, SourceState
 from aggregator.store.schema import (
     CATEGORY_SEPARATOR,
@@ -54,7 +55,7 @@ class Queries:
             with self.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {exc}") from exc
+            raise StoreError(database_error(exc, self.engine.dialect.name)) from exc
 
     def source_names(self) -> list[str]:
         """Every source the index has entries or state for."""
@@ -145,19 +146,17 @@ class Queries:
                 seq = int(found.get("content_version") or 0)
                 when = found.get("changed_at") or None
                 return FeedVersion(seq, _TIME.process_result_value(when, None) if seq else None)
-            # SQLite gives the bare column of the row whose seq is the largest.
-            newest = sa.select(sa.func.max(t.c.seq).label("seq"), t.c.changed_at)
+            where: list[sa.ColumnElement[bool]] = []
             if selection.categories:
-                newest = newest.where(_in_categories(t.c.category_path, selection.categories))
+                where.append(_in_categories(t.c.category_path, selection.categories))
             if selection.sources:
-                newest = newest.where(t.c.source.in_(list(selection.sources)))
-            found_seq, found_at = conn.execute(newest).one()
+                where.append(t.c.source.in_(list(selection.sources)))
+            found_seq, found_at = _newest(conn, t, where)
             version = FeedVersion(found_seq or 0, found_at if found_seq else None)
             if selection.categories:
-                left = sa.select(sa.func.max(d.c.seq), d.c.changed_at).where(
-                    _in_categories(d.c.category_path, selection.categories)
+                left_seq, left_at = _newest(
+                    conn, d, [_in_categories(d.c.category_path, selection.categories)]
                 )
-                left_seq, left_at = conn.execute(left).one()
                 if left_seq is not None and left_seq > version.seq:
                     version = FeedVersion(left_seq, left_at)
             return version
@@ -291,6 +290,24 @@ class Queries:
 
 
 _TIME = UTCDateTime()
+
+
+def _newest(
+    conn: Connection, table: sa.Table, where: Sequence[sa.ColumnElement[bool]]
+) -> tuple[int | None, datetime | None]:
+    """The largest ``seq`` among ``table``'s rows that match, and its ``changed_at``
+    ((None, None): no row)."""
+    c = table.c
+    if conn.dialect.name == "sqlite":
+        # SQLite gives the bare column of the row whose seq is the largest.
+        query = sa.select(sa.func.max(c.seq), c.changed_at).where(*where)
+        seq, at = conn.execute(query).one()
+        return seq, at
+    # Elsewhere a bare column is an error: the top row, by the (category_path, seq) index.
+    row = conn.execute(
+        sa.select(c.seq, c.changed_at).where(*where).order_by(c.seq.desc()).limit(1)
+    ).first()
+    return (None, None) if row is None else (row.seq, row.changed_at)
 
 
 def _in_categories(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 from aggregator.content.convert import fold_path
 
@@ -17,22 +17,58 @@ SCHEMA_VERSION = 4
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware UTC datetimes stored as ISO 8601 text, which sorts in time order."""
+    """Aware UTC datetimes: on SQLite ISO 8601 text, which sorts in time order; on
+    PostgreSQL its own ``timestamp with time zone``.
+
+    Called without a dialect (``dialect`` None) it converts to and from the text, as
+    ``meta`` keeps the last change's time.
+    """
 
     impl = sa.String(32)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> str | None:
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.DateTime(timezone=True))
+        return dialect.type_descriptor(sa.String(32))
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect | None
+    ) -> str | datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
+        if _native_time(dialect):
+            return value.astimezone(UTC)
         # isoformat pads the year to four digits, so the text sorts in time order.
         return value.astimezone(UTC).isoformat(timespec="microseconds")
 
-    def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
+    def process_result_value(
+        self, value: str | datetime | None, dialect: Dialect | None
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):  # PostgreSQL's, in the session's time zone
+            return value.astimezone(UTC)
+        return datetime.fromisoformat(value)
 
+
+def _native_time(dialect: Dialect | None) -> bool:
+    return dialect is not None and dialect.name == "postgresql"
+
+
+#: Surrogate keys and the change sequence: 64-bit on PostgreSQL (at 500 polls/s a 32-bit
+#: ``polls.id`` runs out within two months, ``seq`` at 100 writing transactions/s within
+#: a year); SQLite's INTEGER is 64-bit already, and must be spelled INTEGER for a key to
+#: be the rowid.
+Int64 = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+#: Category paths: compared byte by byte everywhere. A category and those below it are
+#: the range ``path`` < x < ``path + "\x20"`` only in that order (SQLite's, and the C
+#: locale's); a natural language's collation, PostgreSQL's usual default, ignores the
+#: separator (\x1f) and would find nothing.
+PathText = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
 metadata = sa.MetaData()
 
@@ -68,7 +104,7 @@ sources_table = sa.Table(
     sa.Column("settings", sa.Text),  # its validated settings, JSON; secret values left out
     sa.Column("fingerprint", sa.String),  # SourceConfig.fingerprint() of those settings
     sa.Column("enabled", sa.Boolean),
-    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.Column("category_path", PathText),  # categories joined by US (\x1f), for prefix queries
     sa.Column("host", sa.String),  # the URL's host, lowercased; NULL for a local file
     sa.Column("added_at", UTCDateTime),  # first synced
     sa.Column("removed_at", UTCDateTime),  # gone from the config (its articles are kept)
@@ -111,6 +147,9 @@ sa.Index(
 sa.Index("ix_sources_failures", sources_table.c.failures.desc(), sources_table.c.position)
 sa.Index("ix_sources_polled", sources_table.c.last_polled_at, sources_table.c.position)
 sa.Index("ix_sources_name", sources_table.c.name, sources_table.c.position)
+# SQLite only: a B-tree entry on PostgreSQL holds at most 2,704 bytes, and a long URL
+# (twice in it: in full, and in the search text) made a source's row impossible to
+# write; there a search reads the table (pg_trgm's GIN index would be the way to index it).
 sa.Index(
     "ix_sources_search",
     sources_table.c.search,
@@ -118,7 +157,7 @@ sa.Index(
     sources_table.c.url,  # the admin searches the URLs in full
     sources_table.c.position,
     sources_table.c.name,
-)
+).ddl_if(dialect="sqlite")
 # Indexes of earlier versions that those above replace: dropped on upgrade (each costs
 # every poll's write).
 OBSOLETE_INDEXES = ("ix_sources_status", "ix_sources_worst", "ix_claims_claimed_at")
@@ -126,7 +165,7 @@ OBSOLETE_INDEXES = ("ix_sources_status", "ix_sources_worst", "ix_claims_claimed_
 entries_table = sa.Table(
     "entries",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("source", sa.String, nullable=False),
     sa.Column("key", sa.String, nullable=False),  # identity inside the source
     sa.Column("alt_key", sa.String, nullable=False),  # see convert.assign_keys
@@ -154,12 +193,12 @@ entries_table = sa.Table(
     sa.Column("pruned_at", UTCDateTime),  # set: removed by retention, never brought back
     sa.Column("dropped_by", sa.Text),  # set: a rule dropped it (the audit); no file
     sa.Column("dropped_at", UTCDateTime),
-    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.Column("category_path", PathText),  # categories joined by US (\x1f), for prefix queries
     sa.Column("path_fold", sa.Text),  # convert.fold_path(path): a new name must not share it
     # The change that last wrote the row (insert, update, prune, drop): the store's change
     # sequence, one number per write transaction in commit order, and that change's time.
     # A feed's version is the newest change in its categories (``Queries.feed_version``).
-    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("seq", Int64, nullable=False, server_default="0"),
     sa.Column("changed_at", UTCDateTime),
     sa.UniqueConstraint("source", "key"),
     sa.Index("ix_entries_source_date", "source", "date"),
@@ -175,8 +214,8 @@ entries_table = sa.Table(
 departures_table = sa.Table(
     "departures",
     metadata,
-    sa.Column("category_path", sa.Text, primary_key=True),
-    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("category_path", PathText, primary_key=True),
+    sa.Column("seq", Int64, nullable=False),
     sa.Column("changed_at", UTCDateTime),
 )
 
@@ -188,12 +227,40 @@ DEPARTURES_TRIGGER = (
     "VALUES (OLD.category_path, NEW.seq, NEW.changed_at); END"
 )
 
+# The same on PostgreSQL: a trigger runs a function there. ``IS DISTINCT FROM`` is
+# SQLite's ``IS NOT``; an upsert its ``INSERT OR REPLACE``.
+DEPARTURES_FUNCTION_POSTGRESQL = (
+    "CREATE OR REPLACE FUNCTION entries_departures() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO departures (category_path, seq, changed_at) "
+    "VALUES (OLD.category_path, NEW.seq, NEW.changed_at) "
+    "ON CONFLICT (category_path) DO UPDATE "
+    "SET seq = EXCLUDED.seq, changed_at = EXCLUDED.changed_at; "
+    "RETURN NULL; END $$"
+)
+DEPARTURES_TRIGGER_POSTGRESQL = (
+    "CREATE OR REPLACE TRIGGER entries_departures "
+    "AFTER UPDATE OF category_path ON entries FOR EACH ROW "
+    "WHEN (OLD.category_path IS DISTINCT FROM NEW.category_path "
+    "AND OLD.category_path IS NOT NULL) "
+    "EXECUTE FUNCTION entries_departures()"
+)
+
+
+def departures_trigger(dialect: str) -> tuple[str, ...]:
+    """The statements that make the departures trigger (if missing) on ``dialect``
+    ("sqlite" or "postgresql"); a migration runs them too."""
+    if dialect == "postgresql":
+        return DEPARTURES_FUNCTION_POSTGRESQL, DEPARTURES_TRIGGER_POSTGRESQL
+    return (DEPARTURES_TRIGGER,)
+
+
 CATEGORY_SEPARATOR = "\x1f"
 
 polls_table = sa.Table(
     "polls",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("source", sa.String, nullable=False, index=True),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Float, nullable=False),
@@ -216,7 +283,7 @@ polls_table = sa.Table(
 hook_runs_table = sa.Table(
     "hook_runs",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("kind", sa.String, nullable=False),  # "command", "webhook" or "export"
     sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
     sa.Column("started_at", UTCDateTime, nullable=False),
@@ -234,7 +301,7 @@ hook_runs_table = sa.Table(
 claims_table = sa.Table(
     "claims",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("claimed_at", UTCDateTime, nullable=False),
     sa.Column("late", sa.Float, nullable=False),  # seconds
     # The window's rows and their lateness, read from the index alone (claims.lateness).
@@ -295,13 +362,13 @@ pages_table = sa.Table(
 outbox_table = sa.Table(
     "outbox",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("op", sa.String, nullable=False),  # "write" or "delete"
     sa.Column("path", sa.String, nullable=False),  # relative to posts_dir, as decided
     sa.Column("uid", sa.String, nullable=False),  # the entry's entry_id
     sa.Column("text", sa.Text),  # the article file's text (a write)
     sa.Column("change", sa.String),  # "new" or "updated" upstream (the webhooks'); NULL: none
-    sa.Column("seq", sa.Integer, nullable=False),  # the writing transaction's change number
+    sa.Column("seq", Int64, nullable=False),  # the writing transaction's change number
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -374,7 +441,7 @@ def add_missing_columns(conn: Connection) -> None:
     if refold:
         # Last opened by an older version: one before the folds were kept, or one that
         # wrote rows without them after a downgrade (and set its own, lower, version).
-        _fill_path_folds(conn)
+        fill_path_folds(conn)
     for name in OBSOLETE_INDEXES:
         conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
     for table in metadata.sorted_tables:  # create_all makes the indexes of new tables only
@@ -387,9 +454,29 @@ def add_missing_columns(conn: Connection) -> None:
     )
 
 
-def _fill_path_folds(conn: Connection) -> None:
-    # The fold is Python's (SQLite knows nothing of Unicode categories or case folding),
-    # called by SQLite: one statement, no row goes through SQLAlchemy.
+def fill_path_folds(conn: Connection, batch: int = 5000) -> None:
+    """Compute again the fold (``convert.fold_path``) of every stored path.
+
+    The fold is Python's (no database knows Unicode categories and case folding as
+    Python does). SQLite calls it itself: one statement, no row goes through SQLAlchemy.
+    Elsewhere (a migration on PostgreSQL) the paths are read and their folds written back
+    ``batch`` rows at a time.
+    """
+    if conn.dialect.name != "sqlite":
+        e = entries_table
+        rows = conn.execute(sa.select(e.c.id, e.c.path).order_by(e.c.id)).all()
+        update = (
+            sa.update(e).where(e.c.id == sa.bindparam("row")).values(path_fold=sa.bindparam("fold"))
+        )
+        for start in range(0, len(rows), batch):
+            conn.execute(
+                update,
+                [
+                    {"row": i, "fold": _fold_or_none(path)}
+                    for i, path in rows[start : start + batch]
+                ],
+            )
+        return
     sqlite = conn.connection.driver_connection
     assert isinstance(sqlite, sqlite3.Connection)
     sqlite.create_function("aggregator_fold_path", 1, _fold_or_none, deterministic=True)

@@ -23,7 +23,7 @@ from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 
 from aggregator import __version__
-from aggregator.config import Config, load_config
+from aggregator.config import Config, database_connections, load_config
 from aggregator.errors import ConfigError, StoreError
 from aggregator.models import Person, byline, list_from_json
 from aggregator.store import Store
@@ -110,7 +110,11 @@ def create_app(
     if config is None:
         config = load_config(os.environ.get("AGGREGATOR_CONFIG", "config.yaml"))
     if store is None:
-        store = Store(config.settings.database, config.settings.posts_dir)
+        store = Store(
+            config.settings.database,
+            config.settings.posts_dir,
+            connections=database_connections(config),
+        )
     app = Flask(
         "aggregator",
         template_folder=template_folder(),

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, abort, g, jsonify, render_template, reque
 from flask.typing import ResponseReturnValue
 from sqlalchemy.engine import Connection
 
-from aggregator.config import Config
+from aggregator.config import Config, is_database_url
 from aggregator.content.publish import entry_id
 from aggregator.errors import StoreError
 from aggregator.opml import export_opml
@@ -375,10 +375,9 @@ def service_problems() -> list[str]:
 
 def _public(problem: str, config: Config, store: Store) -> str:
     """A storage problem as an anonymous visitor may read it: folders by their setting."""
-    places = {
-        str(store.files.posts_dir): "settings.posts_dir",
-        str(Path(config.settings.database).resolve().parent): "the database's folder",
-    }
+    places = {str(store.files.posts_dir): "settings.posts_dir"}
+    if not is_database_url(config.settings.database):
+        places[str(Path(config.settings.database).resolve().parent)] = "the database's folder"
     for path, name in sorted(places.items(), key=lambda item: -len(item[0])):
         problem = problem.replace(path, name)
     return redact(problem)
