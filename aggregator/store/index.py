@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aggregator.content.convert import fold_path
 from aggregator.errors import LocalFaultError, StoreError
 from aggregator.models import Status, list_to_json
+from aggregator.store import migrate
 from aggregator.store.catalog import Catalog
 from aggregator.store.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.store.files import ArticleFiles
@@ -51,16 +52,13 @@ from aggregator.store.records import (
     StoredEntry,
 )
 from aggregator.store.schema import (
-    DEPARTURES_TRIGGER,
     SCHEMA_VERSION,
     UTCDateTime,
-    add_missing_columns,
     category_path,
     entries_table,
     hook_runs_table,
     kept,
     meta_table,
-    metadata,
     polls_table,
     sources_table,
     sqlite_pragmas,
@@ -121,7 +119,9 @@ class Store(Queries, Logins, Catalog):
                 f"sqlite:///{database}", connect_args={"timeout": 30}
             )
             sa.event.listen(self.engine, "connect", sqlite_pragmas)
-            _create_schema(self.engine)
+            # Creates the schema, or brings it up to date; another process opening the
+            # database at the same time waits its turn (``migrate``).
+            migrate.upgrade(self.engine)
             with self.engine.begin() as conn:
                 for key, value in (
                     ("schema_version", str(SCHEMA_VERSION)),
@@ -671,24 +671,6 @@ def _poll_values(record: PollRecord) -> dict[str, Any]:
         "not_modified": outcome.not_modified,
         "moved_to": outcome.moved_to,
     }
-
-
-def _create_schema(engine: Engine) -> None:
-    """Create missing tables and columns; safe when several processes start at once.
-
-    Each looks first, then creates: two processes opening a new database together could
-    both see a table missing, and the second CREATE would fail. The write lock, taken
-    before looking, makes them take turns (DDL is transactional in SQLite).
-    """
-    with engine.connect() as conn:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        metadata.create_all(conn)
-        add_missing_columns(conn)
-        for table in metadata.sorted_tables:  # an index added to an existing table
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
-        conn.exec_driver_sql(DEPARTURES_TRIGGER)
-        conn.commit()
 
 
 @dataclass(slots=True)

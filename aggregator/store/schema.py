@@ -1,4 +1,9 @@
-"""The index's tables (SQLAlchemy Core), and bringing an older database up to date."""
+"""The index's tables (SQLAlchemy Core), as this version uses them.
+
+A change here needs a revision in ``migrations/versions/`` that makes it in the databases
+already made (``tests/test_migrations.py`` fails until one does): docs/ARCHITECTURE.md,
+"Schema changes".
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,40 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
-from aggregator.content.convert import fold_path
-
+# The last schema version made by hand, before Alembic: kept in ``meta`` for good, so that
+# an older release knows it meets a newer index (``store/migrate.py``).
 SCHEMA_VERSION = 4
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware UTC datetimes stored as ISO 8601 text, which sorts in time order."""
+    """Aware UTC datetimes: ISO 8601 text on SQLite, which sorts in time order; a
+    ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL."""
 
     impl = sa.String(32)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> str | None:
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.DateTime(timezone=True))
+        return dialect.type_descriptor(self.impl)
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
+        if getattr(dialect, "name", None) == "postgresql":
+            return value.astimezone(UTC)
         # isoformat pads the year to four digits, so the text sorts in time order.
         return value.astimezone(UTC).isoformat(timespec="microseconds")
 
-    def process_result_value(self, value: str | None, dialect: Any) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
+    def process_result_value(self, value: str | datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):  # PostgreSQL's, in the session's time zone
+            return value.astimezone(UTC)
+        return datetime.fromisoformat(value)
 
 
 metadata = sa.MetaData()
@@ -119,14 +135,10 @@ sa.Index(
     sources_table.c.position,
     sources_table.c.name,
 )
-# Indexes of earlier versions that those above replace: dropped on upgrade (each costs
-# every poll's write).
-OBSOLETE_INDEXES = ("ix_sources_status", "ix_sources_worst", "ix_claims_claimed_at")
-
 entries_table = sa.Table(
     "entries",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("source", sa.String, nullable=False),
     sa.Column("key", sa.String, nullable=False),  # identity inside the source
     sa.Column("alt_key", sa.String, nullable=False),  # see convert.assign_keys
@@ -171,7 +183,9 @@ entries_table = sa.Table(
 
 # The newest change that took an entry out of a category path (its categories changed):
 # the newest change among a category's entries cannot show that one left it. Written by
-# the trigger below, never by Python; one row per category path ever left.
+# the trigger ``entries_departures`` (made by the baseline revision,
+# ``migrations/versions/r0001_baseline.py``), never by Python; one row per category path
+# ever left.
 departures_table = sa.Table(
     "departures",
     metadata,
@@ -180,20 +194,12 @@ departures_table = sa.Table(
     sa.Column("changed_at", UTCDateTime),
 )
 
-DEPARTURES_TRIGGER = (
-    "CREATE TRIGGER IF NOT EXISTS entries_departures "
-    "AFTER UPDATE OF category_path ON entries "
-    "WHEN OLD.category_path IS NOT NEW.category_path AND OLD.category_path IS NOT NULL "
-    "BEGIN INSERT OR REPLACE INTO departures (category_path, seq, changed_at) "
-    "VALUES (OLD.category_path, NEW.seq, NEW.changed_at); END"
-)
-
 CATEGORY_SEPARATOR = "\x1f"
 
 polls_table = sa.Table(
     "polls",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("source", sa.String, nullable=False, index=True),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Float, nullable=False),
@@ -216,7 +222,7 @@ polls_table = sa.Table(
 hook_runs_table = sa.Table(
     "hook_runs",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("kind", sa.String, nullable=False),  # "command" or "webhook"
     sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
     sa.Column("started_at", UTCDateTime, nullable=False),
@@ -234,7 +240,7 @@ hook_runs_table = sa.Table(
 claims_table = sa.Table(
     "claims",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column("claimed_at", UTCDateTime, nullable=False),
     sa.Column("late", sa.Float, nullable=False),  # seconds
     # The window's rows and their lateness, read from the index alone (claims.lateness).
@@ -298,89 +304,6 @@ def kept() -> sa.ColumnElement[bool]:
 def category_path(categories: Sequence[str]) -> str:
     """The stored form of a category path (a prefix of it is a prefix of the string)."""
     return CATEGORY_SEPARATOR.join(categories)
-
-
-# How a column added to an older database is filled from ``raw_json``
-# (``ParsedEntry.to_json``; before schema 4 it had one author name, as "author").
-_FROM_RAW = {
-    ("entries", "authors"): (
-        "UPDATE entries SET authors = CASE "
-        "WHEN json_type(raw_json, '$.authors') = 'array' "
-        "AND json_array_length(raw_json, '$.authors') > 0 "
-        "THEN json_extract(raw_json, '$.authors') "
-        "WHEN json_type(raw_json, '$.author') = 'text' "
-        "AND json_extract(raw_json, '$.author') != '' "
-        "THEN json_array(json_object('email', NULL, 'name', json_extract(raw_json, '$.author'), "
-        "'url', NULL)) END "
-        "WHERE json_valid(raw_json)"
-    ),
-    ("entries", "enclosures"): (
-        "UPDATE entries SET enclosures = json_extract(raw_json, '$.enclosures') "
-        "WHERE json_valid(raw_json) AND json_type(raw_json, '$.enclosures') = 'array' "
-        "AND json_array_length(raw_json, '$.enclosures') > 0"
-    ),
-}
-
-
-def add_missing_columns(conn: Connection) -> None:
-    """Bring an older database up to date: new columns are added, nullable or defaulted,
-    and the folds of the stored paths computed again."""
-    stored = conn.execute(
-        sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-    ).scalar()
-    inspector = sa.inspect(conn)
-    refold = stored is not None and int(stored) < SCHEMA_VERSION
-    for table in metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=conn.dialect)
-            default = ""
-            if isinstance(column.server_default, sa.DefaultClause):
-                default = f" NOT NULL DEFAULT {column.server_default.arg}"
-            conn.execute(
-                sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
-            )
-            if (table.name, column.name) == ("entries", "category_path"):
-                conn.execute(
-                    sa.text(
-                        "UPDATE entries SET category_path = (SELECT group_concat(value, "
-                        "char(31)) FROM json_each(entries.categories))"
-                    )
-                )
-            if (table.name, column.name) in _FROM_RAW:
-                # From the raw original each row keeps, so that feeds and ?author= show
-                # them at once, without a rebuild (pruned rows have none, and need none).
-                conn.execute(sa.text(_FROM_RAW[table.name, column.name]))
-            refold = refold or (table.name, column.name) == ("entries", "path_fold")
-    if refold:
-        # Last opened by an older version: one before the folds were kept, or one that
-        # wrote rows without them after a downgrade (and set its own, lower, version).
-        _fill_path_folds(conn)
-    for name in OBSOLETE_INDEXES:
-        conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
-    for table in metadata.sorted_tables:  # create_all makes the indexes of new tables only
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)  # after the fill: faster made at once
-    conn.execute(
-        sa.update(meta_table)
-        .where(meta_table.c.key == "schema_version")
-        .values(value=str(SCHEMA_VERSION))
-    )
-
-
-def _fill_path_folds(conn: Connection) -> None:
-    # The fold is Python's (SQLite knows nothing of Unicode categories or case folding),
-    # called by SQLite: one statement, no row goes through SQLAlchemy.
-    sqlite = conn.connection.driver_connection
-    assert isinstance(sqlite, sqlite3.Connection)
-    sqlite.create_function("aggregator_fold_path", 1, _fold_or_none, deterministic=True)
-    conn.execute(sa.text("UPDATE entries SET path_fold = aggregator_fold_path(path)"))
-
-
-def _fold_or_none(path: str | None) -> str | None:
-    return None if path is None else fold_path(path)
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
