@@ -18,25 +18,30 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.content.convert import fold_path
 from aggregator.errors import StoreError
-from aggregator.store.schema import SCHEMA_VERSION, meta_table
+from aggregator.store.schema import SCHEMA_VERSION, meta_table, sqlite_pragmas
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"  # the revision a legacy index (schema_version 4) equals
 # Any number, the same in every process: the advisory lock's key ("aggregator").
 ADVISORY_LOCK = 0x61676772
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,17 @@ class Revisions:
 
     before: str | None
     after: str
+
+
+def make_engine(database: str) -> Engine:
+    """An engine for ``settings.database``: a SQLAlchemy URL, or the path of a SQLite file
+    (its folder made if missing)."""
+    if "://" in database:
+        return sa.create_engine(database)
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
+    sa.event.listen(engine, "connect", sqlite_pragmas)
+    return engine
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -68,6 +84,35 @@ def head() -> str:
     newest = _script().get_current_head()
     assert newest is not None, "no revision in aggregator/store/migrations/versions"
     return newest
+
+
+def upgrade_database(database: str) -> Revisions:
+    """``upgrade`` the database ``settings.database`` names (``make_engine``).
+
+    Raises:
+        StoreError: as ``upgrade``, or the database cannot be reached.
+    """
+    return _on(database, upgrade, "cannot upgrade the database")
+
+
+def current_revision(database: str) -> str | None:
+    """``current`` of the database ``settings.database`` names.
+
+    Raises:
+        StoreError: the database cannot be reached.
+    """
+    return _on(database, current, "cannot read the database")
+
+
+def _on(database: str, run: Callable[[Engine], T], failure: str) -> T:
+    """``run`` on an engine of its own for ``database``; its errors as StoreError."""
+    engine = make_engine(database)
+    try:
+        return run(engine)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"{failure}: {exc}") from exc
+    finally:
+        engine.dispose()
 
 
 def current(engine: Engine) -> str | None:
@@ -100,7 +145,7 @@ def upgrade(engine: Engine) -> Revisions:
         if before == target and (legacy is None or legacy >= SCHEMA_VERSION):
             conn.rollback()  # nothing written: the lock is let go at once
             return Revisions(before, target)
-        if before is not None and not _known(before):
+        if before is not None and not known(before):
             raise StoreError(
                 f"the database was upgraded by a newer version of aggregator (its schema is "
                 f"at revision {before}; this version knows revisions up to {target}): "
@@ -124,10 +169,11 @@ def upgrade(engine: Engine) -> Revisions:
     return Revisions(before, target)
 
 
-def _known(revision: str) -> bool:
+def known(revision: str) -> bool:
+    """Whether ``revision`` is one of this version's."""
     try:
         return _script().get_revision(revision) is not None
-    except ResolutionError:
+    except CommandError:  # alembic's "Can't locate revision"
         return False
 
 
