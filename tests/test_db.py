@@ -4,10 +4,7 @@ subprocess, on an index made by real polls of a local server."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,23 +13,12 @@ import pytest
 import sqlalchemy as sa
 from conftest import FIXED_NOW, HarnessFactory, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
+from test_cli import run as aggregator
 
 from aggregator.store import migrate
 from aggregator.store.schema import UTCDateTime, metadata
 
 PASSWORD = "pg-s3cret"  # the server trusts 127.0.0.1: any password is accepted, none shown
-
-
-def aggregator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aggregator", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
-        check=False,
-    )
 
 
 @pytest.fixture
