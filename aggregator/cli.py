@@ -684,7 +684,7 @@ def db_current(config_path: str) -> None:
         revision = migrate.current_revision(database)
     except AggregatorError as exc:
         raise click.ClickException(f"{shown}: {redact(str(exc))}") from exc
-    head = migrate.head()
+    head = migrate.HEAD
     if revision == head:
         state = "the newest"
     elif revision is None:

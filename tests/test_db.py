@@ -69,7 +69,7 @@ def test_db_upgrade_and_current_say_the_revision_before_and_after(tmp_path: Path
     (tmp_path / "config.yaml").write_text(
         "settings:\n  database: db/index.sqlite\nsources: []\n", encoding="utf-8"
     )
-    head = migrate.head()
+    head = migrate.HEAD
     current = aggregator("db", "current", cwd=tmp_path)
     assert current.returncode == 0, current.stderr
     assert current.stdout.endswith(

@@ -12,6 +12,8 @@ that code, ``sqlite3 index.sqlite .dump``.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from conftest import DATA
 
 from aggregator.errors import StoreError
@@ -53,10 +56,17 @@ def differences(engine: sa.Engine) -> list[Any]:
         )
 
 
+def test_head_is_the_newest_revision_and_the_only_one() -> None:
+    """HEAD is how an open at head knows it is, without loading Alembic: move it along
+    with each new revision."""
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert script.get_heads() == [migrate.HEAD]
+
+
 def test_the_revisions_make_what_schema_py_describes(engine: sa.Engine) -> None:
-    assert migrate.upgrade(engine) == migrate.Revisions(None, migrate.head())
+    assert migrate.upgrade(engine) == migrate.Revisions(None, migrate.HEAD)
     assert differences(engine) == []
-    assert migrate.current(engine) == migrate.head()
+    assert migrate.current(engine) == migrate.HEAD
 
 
 def test_the_comparison_sees_a_change_of_schema_py_without_a_revision(engine: sa.Engine) -> None:
@@ -115,7 +125,7 @@ def test_concurrent_first_opens_take_turns(engine: sa.Engine) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    head = migrate.head()
+    head = migrate.HEAD
     assert sorted(results, key=str) == sorted(
         [migrate.Revisions(None, head)] + [migrate.Revisions(head, head)] * 3, key=str
     )
@@ -201,7 +211,7 @@ def test_an_index_made_before_alembic_ends_as_a_new_one(
     Store(str(database), str(tmp_path / "posts")).close()
     assert shape(database) == fresh
     engine = migrate.make_engine(str(database))
-    assert migrate.current(engine) == migrate.head()
+    assert migrate.current(engine) == migrate.HEAD
     assert differences(engine) == []
     engine.dispose()
 
@@ -213,6 +223,25 @@ def test_an_index_at_head_is_opened_without_running_a_revision(tmp_path: Path) -
     with engine.connect() as conn:
         changes = conn.exec_driver_sql("PRAGMA data_version").scalar()
         # data_version moves when another connection commits: the upgrade's own engine.
-        assert migrate.upgrade(engine) == migrate.Revisions(migrate.head(), migrate.head())
+        assert migrate.upgrade(engine) == migrate.Revisions(migrate.HEAD, migrate.HEAD)
         assert conn.exec_driver_sql("PRAGMA data_version").scalar() == changes
     engine.dispose()
+
+
+def test_an_open_at_head_does_not_load_alembic(tmp_path: Path) -> None:
+    """Every command and process opens the index: at head it reads one row, and the
+    import of Alembic (a tenth of a second) is left for an open with work to do."""
+    database, posts = str(tmp_path / "index.sqlite"), str(tmp_path / "posts")
+    Store(database, posts).close()
+    script = (
+        "import sys; from aggregator.store import Store; Store(sys.argv[1], sys.argv[2]).close(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    opened = subprocess.run(
+        [sys.executable, "-c", script, database, posts],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert opened.stdout == "[]\n"

@@ -77,7 +77,7 @@ def test_wheel_ships_the_package_and_the_templates(tmp_path: Path) -> None:
         check=False,
     )
     assert made.returncode == 0, made.stderr
-    assert made.stdout == f"{migrate.head()}\n"
+    assert made.stdout == f"{migrate.HEAD}\n"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (
         "aggregator = aggregator.__main__:main"

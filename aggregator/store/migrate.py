@@ -21,14 +21,9 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,8 +31,15 @@ from aggregator.content.convert import fold_path
 from aggregator.errors import StoreError
 from aggregator.store.schema import SCHEMA_VERSION, meta_table, sqlite_pragmas
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"  # the revision a legacy index (schema_version 4) equals
+# The newest revision: known without Alembic, whose import (~0.1 s) an open at head, the
+# usual case, then skips. A new revision moves it (tests/test_migrations.py checks).
+HEAD = "0001"
 # Any number, the same in every process: the advisory lock's key ("aggregator").
 ADVISORY_LOCK = 0x61676772
 
@@ -66,6 +68,8 @@ def make_engine(database: str) -> Engine:
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, in code: the revisions inside the package, ``connection``
     handed to ``migrations/env.py``."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -76,14 +80,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 @functools.cache
 def _script() -> ScriptDirectory:
     # Read once per process: it imports every revision file.
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
-
-
-def head() -> str:
-    """The newest revision this version knows."""
-    newest = _script().get_current_head()
-    assert newest is not None, "no revision in aggregator/store/migrations/versions"
-    return newest
 
 
 def upgrade_database(database: str) -> Revisions:
@@ -135,7 +134,7 @@ def upgrade(engine: Engine) -> Revisions:
         StoreError: the database was upgraded by a newer version of aggregator, or it
             holds tables but neither a revision nor a legacy schema version.
     """
-    target = head()
+    target = HEAD
     with engine.connect() as conn:
         _lock(conn)
         before = _stored_revision(conn)
@@ -153,7 +152,7 @@ def upgrade(engine: Engine) -> Revisions:
             )
         if before is None and legacy is not None:
             _upgrade_legacy(conn, legacy)
-            MigrationContext.configure(conn).stamp(_script(), BASELINE)
+            _stamp(conn, BASELINE)
         elif legacy is not None and legacy < SCHEMA_VERSION:
             # An older release wrote to this index after the upgrade: its rows have no
             # folds, and it set its own, lower, schema version.
@@ -164,13 +163,28 @@ def upgrade(engine: Engine) -> Revisions:
                 "the database holds tables but no schema revision: it is not an index "
                 "made by aggregator"
             )
-        command.upgrade(alembic_config(conn), "head")
+        _run(conn, "head")
         conn.commit()
     return Revisions(before, target)
 
 
+def _run(conn: Connection, target: str) -> None:
+    """Alembic's upgrade to ``target``, in ``conn``'s transaction."""
+    from alembic import command
+
+    command.upgrade(alembic_config(conn), target)
+
+
+def _stamp(conn: Connection, revision: str) -> None:
+    from alembic.runtime.migration import MigrationContext
+
+    MigrationContext.configure(conn).stamp(_script(), revision)
+
+
 def known(revision: str) -> bool:
     """Whether ``revision`` is one of this version's."""
+    from alembic.util import CommandError
+
     try:
         return _script().get_revision(revision) is not None
     except CommandError:  # alembic's "Can't locate revision"
@@ -259,7 +273,7 @@ def _baseline_sqlite() -> _Model:
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("BEGIN")
-            command.upgrade(alembic_config(conn), BASELINE)
+            _run(conn, BASELINE)
             objects = [
                 (str(r[0]), str(r[1]), str(r[2]))
                 for r in conn.exec_driver_sql(
