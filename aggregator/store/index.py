@@ -1,8 +1,9 @@
 """The store: the SQLite index's write side (SQLAlchemy Core) and the article files.
 
 With its helpers it is the only part of the package that touches disk: ``schema`` (the
-tables), ``queries`` (the read side), ``logins`` (the admin's sessions), ``records`` (the
-rows), ``files`` (atomic article files). Nothing else imports SQLAlchemy or writes a file.
+tables), ``migrate`` (the schema's revisions, run at open), ``queries`` (the read side),
+``logins`` (the admin's sessions), ``records`` (the rows), ``files`` (atomic article
+files). Nothing else imports SQLAlchemy or writes a file.
 
 Order of writes for one source: article files first (each by temp file + rename, so a
 crash never leaves half a file), then one database transaction. A crash between the two
