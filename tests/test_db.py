@@ -16,6 +16,7 @@ from pytest_httpserver import HTTPServer
 from test_cli import run as aggregator
 
 from aggregator.store import migrate
+from aggregator.store.copy import copy_index
 from aggregator.store.schema import UTCDateTime, metadata
 
 PASSWORD = "pg-s3cret"  # the server trusts 127.0.0.1: any password is accepted, none shown
@@ -154,3 +155,18 @@ def test_db_copy_refuses_a_target_with_rows_unless_told_to_replace_them(
     replaced = aggregator("db", "copy", "--to", target, "--replace", cwd=index)
     assert replaced.returncode == 0, replaced.stderr
     assert "entries: 60 rows" in replaced.stdout
+
+
+def test_a_copy_on_postgresql_copies_back_into_sqlite_row_for_row(
+    index: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    """The other way too (PostgreSQL read in one repeatable-read transaction)."""
+    original = str(index / "db" / "index.sqlite")
+    back = str(tmp_path / "back" / "index.sqlite")
+    there = copy_index(original, postgres_url)
+    assert copy_index(postgres_url, back) == there
+    source, copied = migrate.make_engine(original), migrate.make_engine(back)
+    for table in metadata.sorted_tables:
+        assert plain_rows(copied, table) == plain_rows(source, table), table.name
+    source.dispose()
+    copied.dispose()

@@ -81,7 +81,7 @@ def copy_database(
                 f"the target is not empty (rows in {', '.join(holding)}): copy into an empty "
                 "database, or give --replace to delete the target's rows first"
             )
-        for table in reversed(tables):
+        for table in reversed(tables) if holding else ():
             writing.execute(sa.delete(table))
         for table in tables:
             counts[table.name] = _copy_table(reading, writing, table)
