@@ -91,6 +91,10 @@ def test_db_upgrade_and_current_say_the_revision_before_and_after(tmp_path: Path
     refused = aggregator("db", "upgrade", cwd=tmp_path)
     assert refused.returncode == 1
     assert "upgraded by a newer version of aggregator" in refused.stderr
+    # Any command that opens the index says so, and exits as on any store error.
+    opened = aggregator("sources", cwd=tmp_path)
+    assert opened.returncode == 1
+    assert "upgraded by a newer version of aggregator" in opened.stderr
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

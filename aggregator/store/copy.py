@@ -4,8 +4,8 @@ outgrows one machine (``aggregator db copy``), or to another SQLite file.
 The source is read in one read transaction, so the copy is one consistent moment of it
 even while a service keeps writing (SQLite's write-ahead log keeps that moment for the
 reader). Rows go a batch at a time, never a whole table in memory, into one transaction
-on the target: a copy that fails leaves the target as it was. Every table is copied,
-the secrets and admin sessions too: a replica must accept the sessions already open.
+on the target: a copy that fails leaves no row there. Every table is copied, the secrets
+and admin sessions too: a replica must accept the sessions already open.
 """
 
 from __future__ import annotations
