@@ -17,19 +17,17 @@ not know was upgraded by a newer version: it is refused, never downgraded.
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from aggregator.content.convert import fold_path
 from aggregator.errors import StoreError
-from aggregator.store.schema import SCHEMA_VERSION, meta_table, sqlite_pragmas
+from aggregator.store.schema import SCHEMA_VERSION, fill_path_folds, meta_table, sqlite_pragmas
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -75,6 +73,21 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def made_on(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Alembic's ``include_object`` for a database of ``dialect``: leaves out of its
+    comparison what ``schema.py`` makes only on another dialect (``ddl_if``)."""
+
+    def include(item: Any, _name: str | None, _kind: str, _reflected: bool, _to: Any) -> bool:
+        # SQLAlchemy keeps the condition of ``ddl_if`` here; autogenerate does not read it.
+        condition = getattr(item, "_ddl_if", None)
+        if condition is None or condition.dialect is None:
+            return True
+        wanted = condition.dialect
+        return dialect == wanted if isinstance(wanted, str) else dialect in wanted
+
+    return include
 
 
 @functools.cache
@@ -156,7 +169,7 @@ def upgrade(engine: Engine) -> Revisions:
         elif legacy is not None and legacy < SCHEMA_VERSION:
             # An older release wrote to this index after the upgrade: its rows have no
             # folds, and it set its own, lower, schema version.
-            _fill_path_folds(conn)
+            fill_path_folds(conn)
             _set_legacy_version(conn)
         elif before is None and sa.inspect(conn).get_table_names():
             raise StoreError(
@@ -321,23 +334,10 @@ def _upgrade_legacy(conn: Connection, stored: int) -> None:
                 conn.exec_driver_sql(_FILLS[table, name])
             refold = refold or (table, name) == ("entries", "path_fold")
     if refold:
-        _fill_path_folds(conn)
+        fill_path_folds(conn)
     for name in OBSOLETE_INDEXES:
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
     for kind, name, sql in model.objects:  # after the fills: an index is faster made at once
         if kind in ("index", "trigger") and (kind, name) not in present:
             conn.exec_driver_sql(sql)
     _set_legacy_version(conn)
-
-
-def _fill_path_folds(conn: Connection) -> None:
-    # The fold is Python's (SQLite knows nothing of Unicode categories or case folding),
-    # called by SQLite: one statement, no row goes through SQLAlchemy.
-    sqlite = conn.connection.driver_connection
-    assert isinstance(sqlite, sqlite3.Connection)
-    sqlite.create_function("aggregator_fold_path", 1, _fold_or_none, deterministic=True)
-    conn.execute(sa.text("UPDATE entries SET path_fold = aggregator_fold_path(path)"))
-
-
-def _fold_or_none(path: str | None) -> str | None:
-    return None if path is None else fold_path(path)

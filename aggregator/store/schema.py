@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+from aggregator.content.convert import fold_path
 
 # The last schema version made by hand, before Alembic: kept in ``meta`` for good, so that
 # an older release knows it meets a newer index (``store/migrate.py``).
@@ -21,34 +24,58 @@ SCHEMA_VERSION = 4
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Aware UTC datetimes: ISO 8601 text on SQLite, which sorts in time order; a
-    ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL."""
+    """Aware UTC datetimes: on SQLite ISO 8601 text, which sorts in time order; on
+    PostgreSQL its own ``timestamp with time zone``.
+
+    Called without a dialect (``dialect`` None) it converts to and from the text, as
+    ``meta`` keeps the last change's time.
+    """
 
     impl = sa.String(32)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "postgresql":
             return dialect.type_descriptor(sa.DateTime(timezone=True))
-        return dialect.type_descriptor(self.impl)
+        return dialect.type_descriptor(sa.String(32))
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect | None
+    ) -> str | datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
-        if getattr(dialect, "name", None) == "postgresql":
+        if _native_time(dialect):
             return value.astimezone(UTC)
         # isoformat pads the year to four digits, so the text sorts in time order.
         return value.astimezone(UTC).isoformat(timespec="microseconds")
 
-    def process_result_value(self, value: str | datetime | None, dialect: Any) -> datetime | None:
+    def process_result_value(
+        self, value: str | datetime | None, dialect: Dialect | None
+    ) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, datetime):  # PostgreSQL's, in the session's time zone
             return value.astimezone(UTC)
         return datetime.fromisoformat(value)
 
+
+def _native_time(dialect: Dialect | None) -> bool:
+    return dialect is not None and dialect.name == "postgresql"
+
+
+#: Surrogate keys and the change sequence: 64-bit on PostgreSQL (at 500 polls/s a 32-bit
+#: ``polls.id`` runs out within two months, ``seq`` at 100 writing transactions/s within
+#: a year); SQLite's INTEGER is 64-bit already, and must be spelled INTEGER for a key to
+#: be the rowid.
+Int64 = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+#: Category paths: compared byte by byte everywhere. A category and those below it are
+#: the range ``path`` < x < ``path + "\x20"`` only in that order (SQLite's, and the C
+#: locale's); a natural language's collation, PostgreSQL's usual default, ignores the
+#: separator (\x1f) and would find nothing.
+PathText = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
 metadata = sa.MetaData()
 
@@ -84,7 +111,7 @@ sources_table = sa.Table(
     sa.Column("settings", sa.Text),  # its validated settings, JSON; secret values left out
     sa.Column("fingerprint", sa.String),  # SourceConfig.fingerprint() of those settings
     sa.Column("enabled", sa.Boolean),
-    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.Column("category_path", PathText),  # categories joined by US (\x1f), for prefix queries
     sa.Column("host", sa.String),  # the URL's host, lowercased; NULL for a local file
     sa.Column("added_at", UTCDateTime),  # first synced
     sa.Column("removed_at", UTCDateTime),  # gone from the config (its articles are kept)
@@ -127,6 +154,9 @@ sa.Index(
 sa.Index("ix_sources_failures", sources_table.c.failures.desc(), sources_table.c.position)
 sa.Index("ix_sources_polled", sources_table.c.last_polled_at, sources_table.c.position)
 sa.Index("ix_sources_name", sources_table.c.name, sources_table.c.position)
+# SQLite only: a B-tree entry on PostgreSQL holds at most 2,704 bytes, and a long URL
+# (twice in it: in full, and in the search text) made a source's row impossible to
+# write; there a search reads the table (pg_trgm's GIN index would be the way to index it).
 sa.Index(
     "ix_sources_search",
     sources_table.c.search,
@@ -134,11 +164,11 @@ sa.Index(
     sources_table.c.url,  # the admin searches the URLs in full
     sources_table.c.position,
     sources_table.c.name,
-)
+).ddl_if(dialect="sqlite")
 entries_table = sa.Table(
     "entries",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("source", sa.String, nullable=False),
     sa.Column("key", sa.String, nullable=False),  # identity inside the source
     sa.Column("alt_key", sa.String, nullable=False),  # see convert.assign_keys
@@ -166,12 +196,12 @@ entries_table = sa.Table(
     sa.Column("pruned_at", UTCDateTime),  # set: removed by retention, never brought back
     sa.Column("dropped_by", sa.Text),  # set: a rule dropped it (the audit); no file
     sa.Column("dropped_at", UTCDateTime),
-    sa.Column("category_path", sa.Text),  # categories joined by US (\x1f), for prefix queries
+    sa.Column("category_path", PathText),  # categories joined by US (\x1f), for prefix queries
     sa.Column("path_fold", sa.Text),  # convert.fold_path(path): a new name must not share it
     # The change that last wrote the row (insert, update, prune, drop): the store's change
     # sequence, one number per write transaction in commit order, and that change's time.
     # A feed's version is the newest change in its categories (``Queries.feed_version``).
-    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("seq", Int64, nullable=False, server_default="0"),
     sa.Column("changed_at", UTCDateTime),
     sa.UniqueConstraint("source", "key"),
     sa.Index("ix_entries_source_date", "source", "date"),
@@ -189,8 +219,8 @@ entries_table = sa.Table(
 departures_table = sa.Table(
     "departures",
     metadata,
-    sa.Column("category_path", sa.Text, primary_key=True),
-    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("category_path", PathText, primary_key=True),
+    sa.Column("seq", Int64, nullable=False),
     sa.Column("changed_at", UTCDateTime),
 )
 
@@ -199,7 +229,7 @@ CATEGORY_SEPARATOR = "\x1f"
 polls_table = sa.Table(
     "polls",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("source", sa.String, nullable=False, index=True),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("duration", sa.Float, nullable=False),
@@ -222,7 +252,7 @@ polls_table = sa.Table(
 hook_runs_table = sa.Table(
     "hook_runs",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("kind", sa.String, nullable=False),  # "command" or "webhook"
     sa.Column("target", sa.Text, nullable=False),  # the command, or the URL redacted
     sa.Column("started_at", UTCDateTime, nullable=False),
@@ -240,7 +270,7 @@ hook_runs_table = sa.Table(
 claims_table = sa.Table(
     "claims",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", Int64, primary_key=True),
     sa.Column("claimed_at", UTCDateTime, nullable=False),
     sa.Column("late", sa.Float, nullable=False),  # seconds
     # The window's rows and their lateness, read from the index alone (claims.lateness).
@@ -304,6 +334,39 @@ def kept() -> sa.ColumnElement[bool]:
 def category_path(categories: Sequence[str]) -> str:
     """The stored form of a category path (a prefix of it is a prefix of the string)."""
     return CATEGORY_SEPARATOR.join(categories)
+
+
+def fill_path_folds(conn: Connection, batch: int = 5000) -> None:
+    """Compute again the fold (``convert.fold_path``) of every stored path.
+
+    The fold is Python's (no database knows Unicode categories and case folding as
+    Python does). SQLite calls it itself: one statement, no row goes through SQLAlchemy.
+    Elsewhere (a migration on PostgreSQL) the paths are read and their folds written back
+    ``batch`` rows at a time.
+    """
+    if conn.dialect.name != "sqlite":
+        e = entries_table
+        rows = conn.execute(sa.select(e.c.id, e.c.path).order_by(e.c.id)).all()
+        update = (
+            sa.update(e).where(e.c.id == sa.bindparam("row")).values(path_fold=sa.bindparam("fold"))
+        )
+        for start in range(0, len(rows), batch):
+            conn.execute(
+                update,
+                [
+                    {"row": i, "fold": _fold_or_none(path)}
+                    for i, path in rows[start : start + batch]
+                ],
+            )
+        return
+    sqlite = conn.connection.driver_connection
+    assert isinstance(sqlite, sqlite3.Connection)
+    sqlite.create_function("aggregator_fold_path", 1, _fold_or_none, deterministic=True)
+    conn.execute(sa.text("UPDATE entries SET path_fold = aggregator_fold_path(path)"))
+
+
+def _fold_or_none(path: str | None) -> str | None:
+    return None if path is None else fold_path(path)
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

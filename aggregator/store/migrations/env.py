@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from aggregator.store.migrate import made_on
 from aggregator.store.schema import metadata
 
 
@@ -23,6 +24,7 @@ def run(connection: Connection) -> None:
         # SQLite alters most of a table only by copying it: Alembic's batch mode does that.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=made_on(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -8,8 +8,9 @@ A database made before Alembic (``meta.schema_version`` 1 to 4, no ``alembic_ver
 is brought to this revision by ``store/migrate.py``'s legacy step and stamped with it.
 
 Types are spelled out here, not taken from ``schema.py``: a later change there must never
-change what this revision makes. On PostgreSQL times are ``TIMESTAMP WITH TIME ZONE`` and
-the surrogate ids ``BIGINT``; on SQLite, ISO 8601 text and ``INTEGER`` (the rowid).
+change what this revision makes. On PostgreSQL times are ``TIMESTAMP WITH TIME ZONE``, the
+surrogate ids and change numbers ``BIGINT``, category paths ``COLLATE "C"``; on SQLite,
+ISO 8601 text and ``INTEGER`` (for an id, the rowid).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ branch_labels = None
 depends_on = None
 
 TIME = sa.String(32).with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
-SERIAL = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+INT64 = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's INTEGER: the rowid
+# Category paths compare byte by byte (the C collation): a prefix is a range only so.
+PATH = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
 # The newest change that took an entry out of a category path (see schema.py).
 SQLITE_DEPARTURES_TRIGGER = (
@@ -62,7 +65,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "claims",
-        sa.Column("id", SERIAL, nullable=False),
+        sa.Column("id", INT64, nullable=False),
         sa.Column("claimed_at", TIME, nullable=False),
         sa.Column("late", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -71,14 +74,14 @@ def upgrade() -> None:
 
     op.create_table(
         "departures",
-        sa.Column("category_path", sa.Text(), nullable=False),
-        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("category_path", PATH, nullable=False),
+        sa.Column("seq", INT64, nullable=False),
         sa.Column("changed_at", TIME, nullable=True),
         sa.PrimaryKeyConstraint("category_path"),
     )
     op.create_table(
         "entries",
-        sa.Column("id", SERIAL, nullable=False),
+        sa.Column("id", INT64, nullable=False),
         sa.Column("source", sa.String(), nullable=False),
         sa.Column("key", sa.String(), nullable=False),
         sa.Column("alt_key", sa.String(), nullable=False),
@@ -106,9 +109,9 @@ def upgrade() -> None:
         sa.Column("pruned_at", TIME, nullable=True),
         sa.Column("dropped_by", sa.Text(), nullable=True),
         sa.Column("dropped_at", TIME, nullable=True),
-        sa.Column("category_path", sa.Text(), nullable=True),
+        sa.Column("category_path", PATH, nullable=True),
         sa.Column("path_fold", sa.Text(), nullable=True),
-        sa.Column("seq", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("seq", INT64, server_default="0", nullable=False),
         sa.Column("changed_at", TIME, nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("path"),
@@ -123,7 +126,7 @@ def upgrade() -> None:
 
     op.create_table(
         "hook_runs",
-        sa.Column("id", SERIAL, nullable=False),
+        sa.Column("id", INT64, nullable=False),
         sa.Column("kind", sa.String(), nullable=False),
         sa.Column("target", sa.Text(), nullable=False),
         sa.Column("started_at", TIME, nullable=False),
@@ -159,7 +162,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "polls",
-        sa.Column("id", SERIAL, nullable=False),
+        sa.Column("id", INT64, nullable=False),
         sa.Column("source", sa.String(), nullable=False),
         sa.Column("started_at", TIME, nullable=False),
         sa.Column("duration", sa.Float(), nullable=False),
@@ -212,7 +215,7 @@ def upgrade() -> None:
         sa.Column("settings", sa.Text(), nullable=True),
         sa.Column("fingerprint", sa.String(), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=True),
-        sa.Column("category_path", sa.Text(), nullable=True),
+        sa.Column("category_path", PATH, nullable=True),
         sa.Column("host", sa.String(), nullable=True),
         sa.Column("added_at", TIME, nullable=True),
         sa.Column("removed_at", TIME, nullable=True),
@@ -244,7 +247,12 @@ def upgrade() -> None:
     op.create_index("ix_sources_next_poll_at", "sources", ["next_poll_at", "name"])
     op.create_index("ix_sources_polled", "sources", ["last_polled_at", "position"])
     op.create_index("ix_sources_position", "sources", ["position"])
-    op.create_index("ix_sources_search", "sources", ["search", "title", "url", "position", "name"])
+    if op.get_bind().dialect.name == "sqlite":
+        # Not on PostgreSQL, whose B-tree entry holds at most 2,704 bytes: a long URL is
+        # in it twice (in full, and in the search text).
+        op.create_index(
+            "ix_sources_search", "sources", ["search", "title", "url", "position", "name"]
+        )
     op.create_index("ix_sources_state", "sources", ["status", "enabled", "position"])
 
     if op.get_bind().dialect.name == "postgresql":
