@@ -103,7 +103,8 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "copy" / "index.sqlite")
     url: str = request.getfixturevalue("postgres_url")
-    return url.replace("postgres@", f"postgres:{PASSWORD}@")
+    # As a user may write it: psycopg 3 is the driver a plain postgresql:// means.
+    return url.replace("+psycopg://postgres@", f"://postgres:{PASSWORD}@")
 
 
 def test_db_copy_carries_every_row_and_the_target_goes_on_numbering(

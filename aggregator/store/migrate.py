@@ -53,10 +53,13 @@ class Revisions:
 
 
 def make_engine(database: str) -> Engine:
-    """An engine for ``settings.database``: a SQLAlchemy URL, or the path of a SQLite file
-    (its folder made if missing)."""
+    """An engine for ``settings.database``: a SQLAlchemy URL (``postgresql://`` means
+    psycopg 3), or the path of a SQLite file (its folder made if missing)."""
     if "://" in database:
-        return sa.create_engine(database)
+        url = sa.make_url(database)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return sa.create_engine(url)
     Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(f"sqlite:///{database}", connect_args={"timeout": 30})
     sa.event.listen(engine, "connect", sqlite_pragmas)
