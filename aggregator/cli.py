@@ -648,6 +648,7 @@ def sources_command(config_path: str, as_json: bool) -> None:
 
 
 @cli.group()
+@verbose_option
 def db() -> None:
     """The index database: its schema revision, upgrades and copies."""
 
