@@ -193,7 +193,6 @@ def test_pause_refresh_and_resume_are_row_updates_the_loop_honours(
 ) -> None:
     clock, service = started_service(make_config, feeds[:1], services)
     service.store.set_status("s0", feeds[0], Status.PAUSED.value, "paused by the admin")
-    service.unschedule("s0")  # what the admin's pause does
     clock.advance(3600)
     assert service.next_run("s0") is None and not service.claim_due()
     assert service.refresh("s0")  # polled once, although paused
@@ -432,3 +431,32 @@ def test_a_start_times_the_overdue_and_untimed_but_not_the_held_or_leased(
     assert after["overdue"] == after["untimed"] == after["woken"] == later
     for name in ("future", "paused", "leased", "off"):
         assert after[name] == before[name], name
+
+
+def test_a_pause_from_another_process_during_a_poll_is_not_overwritten(
+    make_config: MakeConfig,
+    threaded_httpserver: HTTPServer,
+    services: list[Service],
+    stores: list[Store],
+) -> None:
+    """A web replica's pause (its own Store, no service) while a poller's request is in
+    flight: the poll records its history, the source stays paused, the lease ends."""
+    gate = Gate()
+    threaded_httpserver.expect_request("/slow").respond_with_handler(
+        gate.held(lambda _r: Response(rss(item("g", "Post")), content_type="application/rss+xml"))
+    )
+    url = threaded_httpserver.url_for("/slow")
+    _, service = started_service(make_config, [url], services)
+    replica = Store(service.config.settings.database, service.config.settings.posts_dir)
+    stores.append(replica)
+    assert [c.name for c in service.claim_due()] == ["s0"]
+    gate.wait(lambda g: g.active == 1, "the claimed poll's request")
+    replica.set_status("s0", url, Status.PAUSED.value, "paused by the admin")
+    assert row(replica, "s0").lease_token is not None  # nobody else takes it meanwhile
+    gate.open()
+    settle(service)
+    after = row(service.store, "s0")
+    assert (after.status, after.reason) == (Status.PAUSED.value, "paused by the admin")
+    assert after.lease_token is None and after.next_poll_at is None
+    assert service.store.polls("s0")  # the poll's history is kept
+    assert not service.claim_due()  # and it waits for a resume

@@ -292,13 +292,22 @@ def test_pause_resume_rebuild_and_refresh(make_dash: Callable[..., Dash]) -> Non
     )
 
 
-def test_refresh_needs_the_service(make_dash: Callable[..., Dash]) -> None:
+def test_without_the_service_refresh_pause_and_resume_are_rows(
+    make_dash: Callable[..., Dash],
+) -> None:
+    """A web replica (no poller in its process) asks any poller through the index."""
     dash = make_dash(service=False)
     dash.login()
-    assert (
-        dash.client.post("/admin/sources/hostile/refresh", data={"csrf": dash.csrf()}).status_code
-        == 409
-    )
+    post = dash.client.post
+    assert post("/admin/sources/hostile/refresh", data={"csrf": dash.csrf()}).status_code == 302
+    state = dash.store.source_state("hostile") or {}
+    assert state["wake"] == "manual" and state["next_poll_at"] is not None
+    assert post("/admin/sources/hostile/pause", data={"csrf": dash.csrf()}).status_code == 302
+    state = dash.store.source_state("hostile") or {}
+    assert (state["status"], state["next_poll_at"]) == ("paused", None)
+    assert post("/admin/sources/hostile/resume", data={"csrf": dash.csrf()}).status_code == 302
+    state = dash.store.source_state("hostile") or {}
+    assert state["status"] == "ok" and state["wake"] == "manual"
 
 
 def test_opml_round_trip(make_dash: Callable[..., Dash], tmp_path: Path) -> None:

@@ -462,8 +462,7 @@ class Service:
         source = self._sources([name]).get(name)
         if source is None:
             return False
-        with self.store.transaction() as conn:
-            claims.request(conn, name, source.config.url, self.clock())
+        self.store.request_poll(name, source.config.url, self.clock())
         return True
 
     def rebuild(self) -> bool:

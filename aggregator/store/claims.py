@@ -33,6 +33,7 @@ from aggregator.store.schema import claims_table, sources_table
 HELD = (Status.PAUSED.value, Status.GONE.value)  # wait for a refresh or a config change
 MANUAL = "manual"  # wake: a user asked for a poll (even of a paused or gone source)
 CONFIG = "config"  # wake: the source's settings changed (a paused one is polled again)
+HELD_MARK = ":held"  # ends the lease token of a claim that an admin's pause or resume overtook
 LATE_AFTER = 10.0  # seconds: a poll claimed later than this after its time started late
 LATENESS_WINDOW = timedelta(hours=1)  # how long each claim's lateness is kept
 CANDIDATES = 4  # rows read per wanted claim, so a busy host does not starve the batch
@@ -206,34 +207,55 @@ def claim_named(
     return {name: token for name, token in taken if tokens[name] == token}
 
 
+def hold(conn: Connection, name: str) -> None:
+    """Mark a source's claim, if it has one, as overtaken by an admin's pause or resume
+    (in any process): the poll in flight still records its history, but its release
+    (``release``) finds its lease held and leaves the source's state as the admin set it.
+    The lease itself stays until that poll ends (or the lease runs out), so nobody else
+    fetches the source meanwhile."""
+    t = sources_table
+    conn.execute(
+        sa.update(t)
+        .where(
+            t.c.name == name,
+            t.c.lease_token.is_not(None),
+            sa.not_(t.c.lease_token.endswith(HELD_MARK, autoescape=True)),
+        )
+        .values(lease_token=t.c.lease_token + HELD_MARK)
+    )
+
+
 def release_all(conn: Connection, leases: Mapping[str, str], *, done: bool = True) -> None:
-    """``release`` for many claims, in one statement."""
+    """``release`` for many claims, in one statement (and one more for held ones)."""
     t = sources_table
     if leases:
-        conn.execute(
-            sa.update(t)
-            .where(t.c.name == sa.bindparam("key"), t.c.lease_token == sa.bindparam("token"))
-            .values(lease_until=None, lease_token=None, **({"wake": None} if done else {})),
-            [{"key": name, "token": token} for name, token in leases.items()],
-        )
+        for mark, values in (("", {"wake": None} if done else {}), (HELD_MARK, {})):
+            conn.execute(
+                sa.update(t)
+                .where(t.c.name == sa.bindparam("key"), t.c.lease_token == sa.bindparam("token"))
+                .values(lease_until=None, lease_token=None, **values),
+                [{"key": name, "token": token + mark} for name, token in leases.items()],
+            )
 
 
 def release(conn: Connection, name: str, token: str, *, done: bool = True) -> bool:
     """End a claim: clear its lease (``done``: and its wake, the poll having run), if the
-    lease is still this token's.
+    lease is still this token's; a lease an admin held (``hold``) is cleared alone.
 
     Returns:
-        False when the lease ended and the source was claimed again (or freed): the
-        caller must not write the source's state.
+        False when the lease ended and the source was claimed again (or freed), or an
+        admin paused or resumed it meanwhile: the caller must not write its state.
     """
     t = sources_table
-    return bool(
-        conn.execute(
-            sa.update(t)
-            .where(t.c.name == name, t.c.lease_token == token)
-            .values(lease_until=None, lease_token=None, **({"wake": None} if done else {}))
-        ).rowcount
-    )
+    end = sa.update(t).values(lease_until=None, lease_token=None)
+    ours = conn.execute(
+        end.where(t.c.name == name, t.c.lease_token == token).values(
+            **({"wake": None} if done else {})
+        )
+    ).rowcount
+    if not ours:  # the admin's change stands, and so does a refresh asked since
+        conn.execute(end.where(t.c.name == name, t.c.lease_token == token + HELD_MARK))
+    return bool(ours)
 
 
 def add_missing(conn: Connection, wanted: Mapping[str, tuple[str, datetime]]) -> int:

@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aggregator.content.convert import fold_path
 from aggregator.errors import LocalFaultError, StoreError
 from aggregator.models import Status, list_to_json
-from aggregator.store import migrate
+from aggregator.store import claims, migrate
 from aggregator.store.catalog import Catalog
 from aggregator.store.faults import DATABASE, Faults, is_local_sqlite_fault
 from aggregator.store.files import ArticleFiles
@@ -420,6 +420,13 @@ class Store(Queries, Logins, Catalog):
         )
         with self.transaction() as conn:
             self.save_state(conn, update)
+            claims.hold(conn, name)  # a poll in flight, in any process, leaves it so
+
+    def request_poll(self, name: str, url: str, now: datetime) -> None:
+        """A refresh: the source is polled at any poller's next claim, even if paused or
+        gone (``claims.request``)."""
+        with self.transaction() as conn:
+            claims.request(conn, name, url, now)
 
     def save_state(self, conn: Connection, update: SourceStateUpdate) -> None:
         """Insert or update a source's state row; columns left as ``KEEP`` stay as stored."""

@@ -124,11 +124,7 @@ def _source_or_404(name: str) -> SourceConfig:
 def refresh(name: str) -> ResponseReturnValue:
     """Poll a source as soon as possible (paused and gone ones too)."""
     _require_admin()
-    _source_or_404(name)
-    service = app_state().service
-    if service is None:
-        abort(409, "refreshing needs the polling service: run `aggregator run`")
-    service.refresh(name)
+    _request_poll(name, _source_or_404(name).url)
     flash(f"Refresh of {name} scheduled.")
     return redirect(url_for("dashboard.source_page", name=name))
 
@@ -150,18 +146,27 @@ def resume(name: str) -> ResponseReturnValue:
 
 
 def _set_status(name: str, status: Status, reason: str | None) -> None:
-    """Pause or resume a source; with the service, after its in-flight poll ends (so that
-    poll cannot overwrite the change) and with its schedule following."""
+    """Pause or resume a source: row updates that every poller honours. A poll in flight
+    in another process cannot overwrite the change (``Store.set_status`` holds its
+    claim); this process's own, the service here, is waited for."""
     _require_admin()
     source = _source_or_404(name)
     state = app_state()
     service = state.service
     with service.holding(name) if service is not None else contextlib.nullcontext():
         state.store.set_status(name, source.url, status.value, reason)
-        if service is not None and status is Status.PAUSED:
-            service.unschedule(name)
-    if service is not None and status is Status.OK:
-        service.refresh(name)
+    if status is Status.OK:
+        _request_poll(name, source.url)
+
+
+def _request_poll(name: str, url: str) -> None:
+    """Have a source polled at the next claim of any poller (the row is the request; the
+    service here, if any, dates it by its own clock)."""
+    state = app_state()
+    if state.service is not None:
+        state.service.refresh(name)
+    else:
+        state.store.request_poll(name, url, state.clock.now())
 
 
 @bp.post("/admin/rebuild")

@@ -95,10 +95,6 @@ class PollService(Rebuilds, Protocol):
         now, for the claim loop); False if unknown."""
         ...
 
-    def unschedule(self, name: str) -> None:
-        """Drop a source's pending poll (its row's next-poll time), if it has one."""
-        ...
-
     def holding(self, name: str) -> AbstractContextManager[None]:
         """Wait for a source's in-flight poll to end, and keep others out meanwhile."""
         ...
