@@ -26,7 +26,8 @@ from aggregator.models import Changes, SourceOutcome
 from aggregator.poll.pipeline import Poller, iter_enabled, utcnow
 from aggregator.redact import redact
 from aggregator.signals import Interrupted, install_stop_handlers
-from aggregator.store import Store
+from aggregator.store import Store, migrate
+from aggregator.store.copy import copy_index
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -655,6 +656,92 @@ def sources_command(config_path: str, as_json: bool) -> None:
         cells = [_pad(row[i], widths[i]) for i in range(3)]
         cells.append(" " * (widths[3] - len(row[3])) + row[3])
         click.echo("  ".join([*cells, row[4]]))
+
+
+@cli.group()
+@verbose_option
+def db() -> None:
+    """The index database: its schema revision, upgrades and copies."""
+
+
+def _database(config_path: str) -> tuple[str, str]:
+    """The configured database, and how it is shown (secrets masked)."""
+    database = _load(config_path).settings.database
+    return database, redact(database)
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: str) -> None:
+    """Bring the database's schema to this version (every command does it when it opens
+    the database; this does only that), printing its revision before and after."""
+    database, shown = _database(config_path)
+    try:
+        revisions = migrate.upgrade_database(database)
+    except AggregatorError as exc:
+        raise click.ClickException(f"{shown}: {redact(str(exc))}") from exc
+    before = revisions.before or "none (no schema)"
+    if revisions.before == revisions.after:
+        click.echo(f"{shown}: at revision {before}, the newest: nothing to do")
+    else:
+        click.echo(f"{shown}: revision {before} -> {revisions.after}")
+
+
+@db.command("current")
+@config_option
+def db_current(config_path: str) -> None:
+    """Print the database's schema revision, and whether this version's is newer."""
+    database, shown = _database(config_path)
+    try:
+        revision = migrate.current_revision(database)
+    except AggregatorError as exc:
+        raise click.ClickException(f"{shown}: {redact(str(exc))}") from exc
+    head = migrate.HEAD
+    if revision == head:
+        state = "the newest"
+    elif revision is None:
+        state = f"no schema revision yet; `aggregator db upgrade` makes {head}"
+    elif migrate.known(revision):
+        state = f"older than this version's {head}: `aggregator db upgrade` brings it there"
+    else:
+        state = f"unknown to this version (newest {head}): upgraded by a newer aggregator"
+    click.echo(f"{shown}: {revision or 'none'} ({state})")
+
+
+@db.command("copy")
+@config_option
+@click.option(
+    "--to",
+    "target",
+    metavar="URL",
+    required=True,
+    help="The target: a SQLAlchemy URL (postgresql+psycopg://user:password@host/db) "
+    "or the path of a SQLite file.",
+)
+@click.option(
+    "--replace", is_flag=True, help="Delete the rows a non-empty target holds, then copy."
+)
+def db_copy(config_path: str, target: str, replace: bool) -> None:
+    """Copy the configured index into another database, to move it to PostgreSQL.
+
+    The target gets this version's schema, then every table, in batches, from one
+    consistent moment of the index (a service may keep running meanwhile; what it writes
+    after that moment is not copied). The secrets and admin sessions are copied too, so
+    a service on the copy accepts the sessions already open: keep the copy as private as
+    the index. A target that holds rows is refused unless --replace is given.
+    """
+    database, shown = _database(config_path)
+    click.echo(f"copying {shown} to {redact(target)}")
+    try:
+        counts = copy_index(
+            database,
+            target,
+            replace=replace,
+            progress=lambda table, rows: click.echo(f"{table}: {rows} rows"),
+        )
+    except AggregatorError as exc:
+        raise click.ClickException(redact(str(exc))) from exc
+    click.echo(f"{sum(counts.values())} rows in {len(counts)} tables copied")
 
 
 def _serve(

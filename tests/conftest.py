@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -446,3 +447,29 @@ def served_feeds(httpserver: HTTPServer) -> list[str]:
         )
         urls.append(httpserver.url_for(f"/f{n}"))
     return urls
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a new, empty database on the machine's PostgreSQL (dropped after the
+    test); the test is skipped, saying why, where none answers."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install '.[postgres]'")
+    name = f"alembic_{uuid.uuid4().hex[:12]}"
+    server = sa.create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        server.dispose()
+        pytest.skip(f"no PostgreSQL answers at 127.0.0.1:5432 as user postgres: {exc}")
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        server.dispose()

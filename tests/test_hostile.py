@@ -428,7 +428,7 @@ def test_full_database_disk_degrades_the_service_not_the_source(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "db"
-    if not _mount_tmpfs(db, "256k"):
+    if not _mount_tmpfs(db, "320k"):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     h: Harness | None = None
     try:

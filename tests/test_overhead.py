@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 from conftest import FeedFile, Harness, HarnessFactory, MakeConfig, item, rss
@@ -22,13 +23,15 @@ from aggregator.store.records import PollRecord
 
 
 @pytest.fixture
-def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The folders the store lists (os.scandir, still called for real)."""
+def listings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """The folders of the test's the store lists (os.scandir, still called for real; not
+    the package's own, which Alembic lists to find the schema's revisions)."""
     seen: list[str] = []
     real = os.scandir
 
     def scandir(path: str | os.PathLike[str]) -> object:
-        seen.append(str(path))
+        if Path(path).is_relative_to(tmp_path):
+            seen.append(str(path))
         return real(path)
 
     monkeypatch.setattr(os, "scandir", scandir)

@@ -1,4 +1,5 @@
-"""The wheel is what a non-editable `pip install .` installs: it must carry the templates."""
+"""The wheel is what a non-editable `pip install .` installs: it must carry the templates
+and the schema's revisions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import zipfile
 from pathlib import Path
 
 from conftest import ROOT
+
+from aggregator.store import migrate
 
 
 def test_wheel_ships_the_package_and_the_templates(tmp_path: Path) -> None:
@@ -38,6 +41,43 @@ def test_wheel_ships_the_package_and_the_templates(tmp_path: Path) -> None:
     assert {f"aggregator/{t}" for t in templates} <= names
     assert "aggregator/cli.py" in names
     assert {"aggregator/web/static/app.css", "aggregator/web/static/app.js"} <= names
+    migrations = ROOT / "aggregator" / "store" / "migrations"
+    revisions = {
+        p.relative_to(ROOT).as_posix()
+        for p in migrations.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert (
+        {
+            "aggregator/store/migrations/env.py",
+            "aggregator/store/migrations/script.py.mako",
+            "aggregator/store/migrations/versions/r0001_baseline.py",
+        }
+        <= revisions
+        <= names
+    )
+    # The unpacked wheel, away from the source tree, makes a new index from its revisions.
+    unpacked = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import aggregator.store.migrate as m, sys; "
+            "assert m.__file__.startswith(sys.argv[1]), m.__file__; "
+            "print(m.upgrade_database(sys.argv[2]).after)",
+            str(unpacked),
+            str(tmp_path / "index.sqlite"),
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(unpacked), "PYTHONSAFEPATH": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == f"{migrate.HEAD}\n"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (
         "aggregator = aggregator.__main__:main"

@@ -2,8 +2,9 @@
 article files.
 
 With its helpers it is the only part of the package that touches disk: ``schema`` (the
-tables), ``queries`` (the read side), ``logins`` (the admin's sessions), ``records`` (the
-rows), ``files`` (atomic article files). Nothing else imports SQLAlchemy or writes a file.
+tables), ``migrate`` (the schema's revisions, run at open), ``queries`` (the read side),
+``logins`` (the admin's sessions), ``records`` (the rows), ``files`` (atomic article
+files). Nothing else imports SQLAlchemy or writes a file.
 
 Order of writes for one source: article files first (each by temp file + rename, so a
 crash never leaves half a file), then one database transaction. A crash between the two
@@ -40,10 +41,9 @@ from aggregator.content.convert import fold_path
 from aggregator.errors import LocalFaultError, StoreError
 from aggregator.models import Status, list_to_json
 from aggregator.redact import redact
-from aggregator.store import claims, outbox
+from aggregator.store import claims, migrate, outbox
 from aggregator.store.catalog import Catalog
 from aggregator.store.dialects import (
-    POSTGRESQL,
     SQLITE,
     database_error,
     database_url,
@@ -69,14 +69,11 @@ from aggregator.store.records import (
 from aggregator.store.schema import (
     SCHEMA_VERSION,
     UTCDateTime,
-    add_missing_columns,
     category_path,
-    departures_trigger,
     entries_table,
     hook_runs_table,
     kept,
     meta_table,
-    metadata,
     polls_table,
     sources_table,
     sqlite_pragmas,
@@ -87,7 +84,6 @@ HOOK_HISTORY = 50  # hook runs and webhook deliveries kept
 INTEGRITY_BUDGET = 5.0  # seconds the integrity check at open may take; larger files: partly
 SQLITE_INTERRUPT = 9
 DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
-SCHEMA_LOCK = 0x61676772  # PostgreSQL advisory lock key ("aggr"): one schema creator at once
 
 
 class Store(Queries, Logins, Catalog):
@@ -156,7 +152,9 @@ class Store(Queries, Logins, Catalog):
             self.engine: Engine = make_engine(url, connections=connections)
             if self.dialect == SQLITE:
                 sa.event.listen(self.engine, "connect", sqlite_pragmas)
-            _create_schema(self.engine)
+            # Creates the schema, or brings it up to date; another process opening the
+            # database at the same time waits its turn (``migrate``).
+            migrate.upgrade(self.engine)
             with self.engine.begin() as conn:
                 for key, value in (
                     ("schema_version", str(SCHEMA_VERSION)),
@@ -736,32 +734,6 @@ def _poll_values(record: PollRecord) -> dict[str, Any]:
         "not_modified": outcome.not_modified,
         "moved_to": outcome.moved_to,
     }
-
-
-def _create_schema(engine: Engine) -> None:
-    """Create missing tables and columns; safe when several processes start at once.
-
-    Each looks first, then creates: two processes opening a new database together could
-    both see a table missing, and the second CREATE would fail. A lock taken before
-    looking makes them take turns (DDL is transactional in both databases): SQLite's
-    write lock; on PostgreSQL an advisory lock, held to the commit. Only SQLite brings
-    an older index up to date here (``add_missing_columns``): a PostgreSQL index has
-    never been another version.
-    """
-    with engine.connect() as conn:
-        if conn.dialect.name == POSTGRESQL:
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK)))
-            metadata.create_all(conn)
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            metadata.create_all(conn)
-            add_missing_columns(conn)
-            for table in metadata.sorted_tables:  # an index added to an existing table
-                for index in table.indexes:
-                    index.create(conn, checkfirst=True)
-        for statement in departures_trigger(conn.dialect.name):
-            conn.exec_driver_sql(statement)
-        conn.commit()
 
 
 @dataclass(slots=True)

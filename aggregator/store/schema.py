@@ -1,4 +1,9 @@
-"""The index's tables (SQLAlchemy Core), and bringing an older database up to date."""
+"""The index's tables (SQLAlchemy Core), as this version uses them.
+
+A change here needs a revision in ``migrations/versions/`` that makes it in the databases
+already made (``tests/test_migrations.py`` fails until one does): docs/ARCHITECTURE.md,
+"Schema changes".
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from sqlalchemy.engine import Connection, Dialect
 
 from aggregator.content.convert import fold_path
 
+# The last schema version made by hand, before Alembic: kept in ``meta`` for good, so that
+# an older release knows it meets a newer index (``store/migrate.py``).
 SCHEMA_VERSION = 4
 
 
@@ -158,10 +165,6 @@ sa.Index(
     sources_table.c.position,
     sources_table.c.name,
 ).ddl_if(dialect="sqlite")
-# Indexes of earlier versions that those above replace: dropped on upgrade (each costs
-# every poll's write).
-OBSOLETE_INDEXES = ("ix_sources_status", "ix_sources_worst", "ix_claims_claimed_at")
-
 entries_table = sa.Table(
     "entries",
     metadata,
@@ -210,7 +213,9 @@ entries_table = sa.Table(
 
 # The newest change that took an entry out of a category path (its categories changed):
 # the newest change among a category's entries cannot show that one left it. Written by
-# the trigger below, never by Python; one row per category path ever left.
+# the trigger ``entries_departures`` (made by the baseline revision,
+# ``migrations/versions/r0001_baseline.py``), never by Python; one row per category path
+# ever left.
 departures_table = sa.Table(
     "departures",
     metadata,
@@ -218,42 +223,6 @@ departures_table = sa.Table(
     sa.Column("seq", Int64, nullable=False),
     sa.Column("changed_at", UTCDateTime),
 )
-
-DEPARTURES_TRIGGER = (
-    "CREATE TRIGGER IF NOT EXISTS entries_departures "
-    "AFTER UPDATE OF category_path ON entries "
-    "WHEN OLD.category_path IS NOT NEW.category_path AND OLD.category_path IS NOT NULL "
-    "BEGIN INSERT OR REPLACE INTO departures (category_path, seq, changed_at) "
-    "VALUES (OLD.category_path, NEW.seq, NEW.changed_at); END"
-)
-
-# The same on PostgreSQL: a trigger runs a function there. ``IS DISTINCT FROM`` is
-# SQLite's ``IS NOT``; an upsert its ``INSERT OR REPLACE``.
-DEPARTURES_FUNCTION_POSTGRESQL = (
-    "CREATE OR REPLACE FUNCTION entries_departures() RETURNS trigger "
-    "LANGUAGE plpgsql AS $$ BEGIN "
-    "INSERT INTO departures (category_path, seq, changed_at) "
-    "VALUES (OLD.category_path, NEW.seq, NEW.changed_at) "
-    "ON CONFLICT (category_path) DO UPDATE "
-    "SET seq = EXCLUDED.seq, changed_at = EXCLUDED.changed_at; "
-    "RETURN NULL; END $$"
-)
-DEPARTURES_TRIGGER_POSTGRESQL = (
-    "CREATE OR REPLACE TRIGGER entries_departures "
-    "AFTER UPDATE OF category_path ON entries FOR EACH ROW "
-    "WHEN (OLD.category_path IS DISTINCT FROM NEW.category_path "
-    "AND OLD.category_path IS NOT NULL) "
-    "EXECUTE FUNCTION entries_departures()"
-)
-
-
-def departures_trigger(dialect: str) -> tuple[str, ...]:
-    """The statements that make the departures trigger (if missing) on ``dialect``
-    ("sqlite" or "postgresql"); a migration runs them too."""
-    if dialect == "postgresql":
-        return DEPARTURES_FUNCTION_POSTGRESQL, DEPARTURES_TRIGGER_POSTGRESQL
-    return (DEPARTURES_TRIGGER,)
-
 
 CATEGORY_SEPARATOR = "\x1f"
 
@@ -382,76 +351,6 @@ def kept() -> sa.ColumnElement[bool]:
 def category_path(categories: Sequence[str]) -> str:
     """The stored form of a category path (a prefix of it is a prefix of the string)."""
     return CATEGORY_SEPARATOR.join(categories)
-
-
-# How a column added to an older database is filled from ``raw_json``
-# (``ParsedEntry.to_json``; before schema 4 it had one author name, as "author").
-_FROM_RAW = {
-    ("entries", "authors"): (
-        "UPDATE entries SET authors = CASE "
-        "WHEN json_type(raw_json, '$.authors') = 'array' "
-        "AND json_array_length(raw_json, '$.authors') > 0 "
-        "THEN json_extract(raw_json, '$.authors') "
-        "WHEN json_type(raw_json, '$.author') = 'text' "
-        "AND json_extract(raw_json, '$.author') != '' "
-        "THEN json_array(json_object('email', NULL, 'name', json_extract(raw_json, '$.author'), "
-        "'url', NULL)) END "
-        "WHERE json_valid(raw_json)"
-    ),
-    ("entries", "enclosures"): (
-        "UPDATE entries SET enclosures = json_extract(raw_json, '$.enclosures') "
-        "WHERE json_valid(raw_json) AND json_type(raw_json, '$.enclosures') = 'array' "
-        "AND json_array_length(raw_json, '$.enclosures') > 0"
-    ),
-}
-
-
-def add_missing_columns(conn: Connection) -> None:
-    """Bring an older database up to date: new columns are added, nullable or defaulted,
-    and the folds of the stored paths computed again."""
-    stored = conn.execute(
-        sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-    ).scalar()
-    inspector = sa.inspect(conn)
-    refold = stored is not None and int(stored) < SCHEMA_VERSION
-    for table in metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=conn.dialect)
-            default = ""
-            if isinstance(column.server_default, sa.DefaultClause):
-                default = f" NOT NULL DEFAULT {column.server_default.arg}"
-            conn.execute(
-                sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
-            )
-            if (table.name, column.name) == ("entries", "category_path"):
-                conn.execute(
-                    sa.text(
-                        "UPDATE entries SET category_path = (SELECT group_concat(value, "
-                        "char(31)) FROM json_each(entries.categories))"
-                    )
-                )
-            if (table.name, column.name) in _FROM_RAW:
-                # From the raw original each row keeps, so that feeds and ?author= show
-                # them at once, without a rebuild (pruned rows have none, and need none).
-                conn.execute(sa.text(_FROM_RAW[table.name, column.name]))
-            refold = refold or (table.name, column.name) == ("entries", "path_fold")
-    if refold:
-        # Last opened by an older version: one before the folds were kept, or one that
-        # wrote rows without them after a downgrade (and set its own, lower, version).
-        fill_path_folds(conn)
-    for name in OBSOLETE_INDEXES:
-        conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
-    for table in metadata.sorted_tables:  # create_all makes the indexes of new tables only
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)  # after the fill: faster made at once
-    conn.execute(
-        sa.update(meta_table)
-        .where(meta_table.c.key == "schema_version")
-        .values(value=str(SCHEMA_VERSION))
-    )
 
 
 def fill_path_folds(conn: Connection, batch: int = 5000) -> None:
