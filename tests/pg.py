@@ -160,8 +160,9 @@ class Databases:
         schema's tables and restart its sequences, in one transaction."""
         self._admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (name,),
+            "WHERE datname = current_database() AND application_name = %s "
+            "AND pid <> pg_backend_pid()",
+            (name,),  # this session's database only: another session has its own test_1
         )
         tables = self._admin.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (name,)
