@@ -15,8 +15,10 @@ test that asks gets a schema of its own in it (its URL sets ``search_path``): fr
 since a schema is emptied (every row deleted, every sequence restarted) when its test
 ends, and only then given to another test. Emptying a dozen small tables costs a few
 milliseconds; creating the tables again would cost a few hundred per test, and
-dropping a database a checkpoint. A test's connections carry the schema's name as their
-``application_name``: those a test left open are ended before its schema is emptied.
+dropping a database a checkpoint. A test's connections carry the database's and the
+schema's names as their ``application_name`` (``pg_test_123.test_4``: unique on the
+server, which other sessions share): those a test left open are ended before its schema
+is emptied.
 """
 
 from __future__ import annotations
@@ -151,9 +153,14 @@ class Databases:
             name = f"test_{self._made}"
             self._admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
         base = self.url.replace("postgresql://", "postgresql+psycopg://", 1)
-        yield f"{base}?options=-csearch_path%3D{name}&application_name={name}"
+        yield f"{base}?options=-csearch_path%3D{name}&application_name={self._label(name)}"
         self._empty(name)
         self._free.append(name)
+
+    def _label(self, name: str) -> str:
+        """The ``application_name`` of a schema's connections: unique on the server, as
+        other sessions (other checkouts' tests) end their own schemas' connections."""
+        return f"{self.name}.{name}"
 
     def _empty(self, name: str) -> None:
         """End the connections the test left open, then delete every row of the
@@ -161,8 +168,9 @@ class Databases:
         made) and restart its sequences, in one transaction."""
         self._admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (name,),
+            "WHERE datname = current_database() AND application_name = %s "
+            "AND pid <> pg_backend_pid()",
+            (self._label(name),),
         )
         tables = self._admin.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (name,)
