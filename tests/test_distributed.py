@@ -39,11 +39,11 @@ from werkzeug.wrappers import Request, Response
 FEEDS = 2000
 ITEMS = 2  # a feed's items on the first pass
 DELAY = 0.02  # seconds each answer takes, so that polls overlap
-VICTIM_DELAY = 1.0  # the victim's: when it is killed, its latest requests are in flight
+VICTIM_DELAY = 0.5  # the victim's: when it is killed, its latest requests are in flight
 POLLERS = ("poller-a", "poller-b", "poller-c")
 VICTIM = "poller-b"
 SECRET = "a distributed admin secret, long enough"
-WAIT = 240.0  # at most, for a pass over every feed on a loaded 2-core machine
+WAIT = 120.0  # at most, for a pass over every feed on a loaded 2-core machine
 
 pytestmark = pytest.mark.parametrize("dialect", ["postgresql"])
 
@@ -112,12 +112,13 @@ class Role:
     def __init__(self, folder: Path, name: str, *args: str) -> None:
         self.name = name
         self.output = folder / f"{name}.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", *args],
-            stdout=self.output.open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=folder,
-        )
+        with self.output.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "aggregator", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=folder,
+            )
 
     def text(self) -> str:
         return self.output.read_text(encoding="utf-8", errors="replace")
@@ -145,14 +146,18 @@ def write_config(folder: Path, name: str, database: str, feeds: FeedServer) -> P
         {"url": f"{feeds.base}/f/{n}", "name": f"f{n:04d}", "categories": ["Dist", f"c{n % 5}"]}
         for n in range(FEEDS)
     ]
-    sources.append({"url": f"{feeds.base}/held", "name": "held", "categories": ["Dist", "held"]})
+    # First in the claims' order (all are due at once; then by name): held from the start.
+    sources.append({"url": f"{feeds.base}/held", "name": "a-held", "categories": ["Dist", "held"]})
     settings = {
         "posts_dir": str(folder / "posts"),
         "database": database,
-        "fetch": {"timeout": 1, "user_agent": name},
-        # Every source due at once, none again during the test; the one host capped high.
-        "schedule": {"startup_spread": 0, "interval": "12h", "per_host": 40, "concurrency": 40},
-        "server": {"admin_secret": SECRET},
+        "fetch": {"timeout": 2, "user_agent": name},  # a lease: 2 × (2 + 8 + 10) s
+        # Every source due at once, none again during the test; the one host capped above
+        # what the pollers can have in flight, so that none of them starves.
+        "schedule": {"startup_spread": 0, "interval": "12h", "per_host": 64, "concurrency": 16},
+        # The site's name behind the load balancer, trusted in a request's Host: the
+        # feeds' links are made from it, the same from every replica.
+        "server": {"admin_secret": SECRET, "trusted_hosts": ["news.example"]},
         "workers": 1,
     }
     path = folder / f"{name}.yaml"
@@ -195,8 +200,10 @@ class Admin:
 
 
 def get(url: str) -> tuple[str, str]:
-    """A feed's ETag and text."""
-    with urllib.request.urlopen(url) as answer:
+    """A feed's ETag and text, asked as through a load balancer: by the site's name."""
+    with urllib.request.urlopen(
+        urllib.request.Request(url, headers={"Host": "news.example"})
+    ) as answer:
         return answer.headers["ETag"], answer.read().decode()
 
 
@@ -224,8 +231,7 @@ def test_pollers_replicas_and_an_exporter_share_one_postgresql(
             return conn.execute(sa.text(sql)).scalar()
 
     configs = {
-        name: write_config(tmp_path, name, database, feeds)
-        for name in (*POLLERS, "web-1", "web-2", "export")
+        name: write_config(tmp_path, name, database, feeds) for name in (*POLLERS, "web", "export")
     }
     synced = subprocess.run(
         [sys.executable, "-m", "aggregator", "sync-config", "--config", str(configs["export"])],
@@ -239,7 +245,8 @@ def test_pollers_replicas_and_an_exporter_share_one_postgresql(
 
     exporter = Role(tmp_path, "export", "export", "--config", str(configs["export"]))
     replicas = [
-        Role(tmp_path, name, "serve", "--config", str(configs[name]), "--port", "0")
+        # One config for both replicas, as behind a load balancer (it is in their ETags).
+        Role(tmp_path, name, "serve", "--config", str(configs["web"]), "--port", "0")
         for name in ("web-1", "web-2")
     ]
     roles += [exporter, *replicas]
@@ -251,7 +258,7 @@ def test_pollers_replicas_and_an_exporter_share_one_postgresql(
 
     # An admin's pause on a replica while a poller fetches the source: it stands.
     wait_for(lambda: any(r.path == "/held" for r in feeds.requests()), "/held fetched")
-    Admin(bases[1]).post("/admin/sources/held/pause")
+    Admin(bases[1]).post("/admin/sources/a-held/pause")
     feeds.release.set()
 
     # Half way, a poller holding claims is killed.
@@ -268,7 +275,15 @@ def test_pollers_replicas_and_an_exporter_share_one_postgresql(
     def victim_busy() -> bool:
         return len({r.path for r in feeds.requests()}) >= FEEDS // 2 and bool(cut_short())
 
-    wait_for(victim_busy, "half the feeds fetched, the victim fetching", deadline=WAIT)
+    try:
+        wait_for(victim_busy, "half the feeds fetched, the victim fetching", deadline=WAIT)
+    except AssertionError:
+        seen = feeds.requests()
+        agents: dict[str, int] = {}
+        for r in seen:
+            agents[r.agent] = agents.get(r.agent, 0) + 1
+        logs = "\n".join(f"{r.name}: {r.text()[-800:]}" for r in roles)
+        raise AssertionError(f"{len({r.path for r in seen})} paths; {agents}\n{logs}") from None
     cut = cut_short()
     pollers[VICTIM].process.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -276,9 +291,21 @@ def test_pollers_replicas_and_an_exporter_share_one_postgresql(
     leased = value("SELECT count(*) FROM sources WHERE lease_token IS NOT NULL")
     assert cut and leased  # it died holding claims
 
-    # Every source's poll recorded (the held source's too: its history, not its state).
-    polled = "SELECT count(DISTINCT source) FROM polls"
-    wait_for(lambda: value(polled) == FEEDS + 1, "every source polled", deadline=WAIT)
+    # Every source's poll recorded (but the held one's: seeing the pause, its poll may
+    # have ended unrecorded).
+    polled = "SELECT count(DISTINCT source) FROM polls WHERE source <> 'a-held'"
+    try:
+        wait_for(lambda: value(polled) == FEEDS, "every source polled", deadline=WAIT)
+    except AssertionError:
+        with engine.connect() as conn:
+            missing = conn.execute(
+                sa.text(
+                    "SELECT name, status, lease_token, lease_until, next_poll_at, wake, now() "
+                    "FROM sources WHERE name NOT IN (SELECT source FROM polls) LIMIT 5"
+                )
+            ).all()
+        logs = "\n".join(f"{r.name}: {r.text()[-1500:]}" for r in roles)
+        raise AssertionError(f"not polled: {missing}\n{logs}") from None
     wait_for(lambda: value("SELECT count(*) FROM outbox") == 0, "the outbox drained", deadline=WAIT)
 
     requests = feeds.requests()
@@ -286,8 +313,8 @@ def test_pollers_replicas_and_an_exporter_share_one_postgresql(
     for path in cut:  # fetched again after the lease, by a poller alive
         again = [r for r in requests if r.path == path and r.start > killed_at]
         assert again and all(r.agent != VICTIM for r in again), path
-    assert value("SELECT count(*) FROM entries") == (FEEDS + 1) * ITEMS
-    assert value("SELECT count(DISTINCT uid) FROM entries") == (FEEDS + 1) * ITEMS
+    assert value("SELECT count(*) FROM entries WHERE source <> 'a-held'") == FEEDS * ITEMS
+    assert value("SELECT count(DISTINCT uid) FROM entries") == value("SELECT count(*) FROM entries")
     with engine.connect() as conn:
         paths = set(
             conn.execute(sa.text("SELECT path FROM entries WHERE path IS NOT NULL")).scalars()
@@ -296,7 +323,7 @@ def test_pollers_replicas_and_an_exporter_share_one_postgresql(
     assert files == paths
     with engine.connect() as conn:
         status, reason = conn.execute(
-            sa.text("SELECT status, reason FROM sources WHERE name = 'held'")
+            sa.text("SELECT status, reason FROM sources WHERE name = 'a-held'")
         ).one()
     assert (status, reason) == ("paused", "paused by the admin")
 
@@ -310,10 +337,19 @@ def test_pollers_replicas_and_an_exporter_share_one_postgresql(
     )
     stored_at = time.monotonic()
     feed = "/feeds/" + urllib.parse.quote("Dist/c2") + ".rss"
-    wait_for(lambda: all("Brand new post" in get(b + feed)[1] for b in bases), "both show it")
+    answers: list[list[tuple[str, str]]] = []
+
+    def both_show_it() -> bool:
+        """Both replicas serve the new entry, the same bytes with the same validator (a
+        cache may sit in front of both): a later change elsewhere in the category (the
+        exporter's) may give one the newer version first, for up to a second."""
+        answers.append([get(b + feed) for b in bases])
+        (etag_a, text_a), (etag_b, text_b) = answers[-1]
+        return "Brand new post" in text_a and (etag_a, text_a) == (etag_b, text_b)
+
+    wait_for(both_show_it, "both replicas to show the new entry with one ETag")
     shown_after = time.monotonic() - stored_at
-    print(f"both replicas showed the new entry {shown_after:.2f} s after its commit")
-    assert get(bases[0] + feed)[0] == get(bases[1] + feed)[0]
+    print(f"both replicas showed the new entry, one ETag, {shown_after:.2f} s after its commit")
 
     for role in roles:
         if role is not pollers[VICTIM]:
