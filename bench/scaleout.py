@@ -46,7 +46,7 @@ import urllib3
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from scale import PER_FILE, Feed, feed_url, percentile, plan, write_www  # noqa: E402
+from scale import Feed, config_files, percentile, plan, write_www  # noqa: E402
 from workload import free_port, start_nginx  # noqa: E402
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -155,28 +155,15 @@ class Prober:
 
 
 def write_config(work: Path, database: str, feeds: list[Feed], port: int) -> Path:
-    """The deployment's config: the sources in ``include:`` files, as bench/scale's."""
-    parts = work / "sources.d"
-    parts.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(feeds), PER_FILE):
-        lines = []
-        for feed in feeds[start : start + PER_FILE]:
-            lines += [
-                f"- name: {feed.name}",
-                f"  url: {feed_url(feed, port, port)}",
-                f"  categories: [c{feed.index % 50}, h{feed.host}]",
-            ]
-        (parts / f"part{start // PER_FILE:04d}.yaml").write_text("\n".join(lines) + "\n")
-    config = work / "config.yaml"
-    config.write_text(
-        "settings:\n"
-        f"  posts_dir: {work / 'posts'}\n"
-        f"  database: {database}\n"
-        "  schedule: {startup_spread: 0, interval: 12h}\n"
-        "  server: {port: 0}\n"
-        "include: [sources.d/*.yaml]\n"
-    )
-    return config
+    """The deployment's config: bench/scale's (``include:`` files), on ``database``."""
+    files = config_files(feeds, port, port, work)
+    local = f"database: {work / 'index.sqlite'}"
+    assert local in files["config.yaml"]
+    files["config.yaml"] = files["config.yaml"].replace(local, f"database: {database}")
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text, encoding="utf-8")
+    return work / "config.yaml"
 
 
 def wait_until(check: Any, limit: float, what: str, step: float = 0.25) -> float:
