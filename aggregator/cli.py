@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from aggregator.content.discover import FoundFeed
     from aggregator.export import Exporter
     from aggregator.poll.discovery import SourceAdder
-    from aggregator.poll.scheduler import Rebuilder, Service
+    from aggregator.poll.scheduler import Service
     from aggregator.store.records import HookRun
+    from aggregator.web.state import Rebuilds
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,6 +130,37 @@ def _poller(config: Config, workers: int | None = None) -> Iterator[Poller]:
     finally:
         poller.close()
         store.close()
+
+
+@contextmanager
+def _as_job(store: Store, kind: str) -> Iterator[dict[str, Any]]:
+    """Run a command as a job of ``kind`` (``store/jobs.py``): under the jobs lock, so
+    never beside a rebuild or prune of another process, and recorded in its row (the
+    dashboard shows a rebuild made here too). The caller fills in the result."""
+    from aggregator.poll.pipeline import utcnow
+    from aggregator.store import jobs
+    from aggregator.store.locks import LockHeld
+
+    try:
+        with jobs.lock(store.engine):
+            with store.transaction() as conn:
+                job = jobs.start(conn, kind, utcnow(), jobs.runner_name(), "command")
+            result: dict[str, Any] = {}
+            ok = False
+            try:
+                yield result
+                ok = True
+            except BaseException as exc:
+                result["error"] = redact(str(exc)) or type(exc).__name__
+                raise
+            finally:
+                with store.transaction() as conn:
+                    jobs.finish(conn, job.id, utcnow(), result, ok=ok)
+    except LockHeld as exc:
+        raise click.ClickException(
+            "another process is running a rebuild or a prune on this index (the dashboard "
+            "says which); not started: try again when it has ended"
+        ) from exc
 
 
 def _with_progress(
@@ -318,11 +350,14 @@ def _run_hooks(config: Config, store: Store, changes: Changes) -> None:
 @click.pass_context
 def rebuild(ctx: click.Context, config_path: str, workers: int | None) -> None:
     """Clean and rewrite every stored article from its raw original (after rule changes)."""
+    from aggregator.store import jobs
+
     config = _load(config_path)
-    with _poller(config, workers) as poller:
+    with _poller(config, workers) as poller, _as_job(poller.store, jobs.REBUILD) as result:
         outcomes = _with_progress(
             "rebuilding", len(config.sources), lambda done: poller.rebuild(config.sources, done)
         )
+        result.update(jobs.rebuild_result(outcomes))
         known = {s.key for s in config.sources}
         orphans = [n for n in poller.store.source_names() if n not in known]
         _pass_ended(config, poller.store)
@@ -392,9 +427,12 @@ def export_feeds_command(config_path: str, directory: str, base_url: str | None)
 @config_option
 def prune(config_path: str) -> None:
     """Apply retention (keep_days / keep_max) now."""
+    from aggregator.store import jobs
+
     config = _load(config_path)
-    with _poller(config) as poller:
+    with _poller(config) as poller, _as_job(poller.store, jobs.PRUNE) as result:
         pruned = poller.prune(config.sources)
+        result.update(sources=len(pruned), pruned=sum(pruned.values()))
     for name, count in pruned.items():
         click.echo(f"{name}: {count} pruned")
     click.echo(f"{sum(pruned.values())} entries pruned")
@@ -869,7 +907,8 @@ def export_command(config_path: str, once: bool) -> None:
     exporter per posts folder: a second one is refused)."""
     from aggregator.export import Exporter
     from aggregator.hooks import Hooks
-    from aggregator.store.outbox import LockHeld, exporter_lock
+    from aggregator.store.locks import LockHeld
+    from aggregator.store.outbox import exporter_lock
 
     config = _load(config_path)
     if not once:
@@ -945,14 +984,16 @@ def sync_config(config_path: str) -> None:
 @listen_options
 def serve(config_path: str, host: str | None, port: int | None) -> None:
     """Serve the web app alone (no polling); for gunicorn use aggregator.web:create_app()."""
-    from aggregator.poll.scheduler import Rebuilder
+    from aggregator.poll.pipeline import utcnow
+    from aggregator.store import jobs
 
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
     _sync_sources(config, store)  # the views read sources from the index, by key
-    # No service: the dashboard's rebuilds run here, over the configuration served.
-    app = _web_app(config, store, rebuilds=Rebuilder(lambda: Poller(config, store, workers=1)))
+    # No pollers here: the dashboard's rebuild is a row, which a process with pollers
+    # (`aggregator run` or `aggregator poller`) runs.
+    app = _web_app(config, store, rebuilds=jobs.Requests(store, utcnow))
     try:
         _serve(app, config, host, port)
     finally:
@@ -963,7 +1004,7 @@ def _web_app(
     config: Config,
     store: Store,
     service: Service | None = None,
-    rebuilds: Rebuilder | None = None,
+    rebuilds: Rebuilds | None = None,
     adder: SourceAdder | None = None,
 ) -> Flask:
     """The web app, or exit with the report when its settings are invalid."""

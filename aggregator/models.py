@@ -385,18 +385,26 @@ class PublishedEntry:
 
 @dataclass(frozen=True, slots=True)
 class RebuildStatus:
-    """How the latest rebuild started from the dashboard went (it runs in the background).
+    """How the latest rebuild went: asked for (from the dashboard of any replica, or by
+    ``aggregator rebuild``), running, or ended; read from its job row.
 
     Here, not beside the runner, so the web layer can show it without importing a poll
     module.
     """
 
-    started_at: datetime | None = None  # None: no rebuild since the service started
+    requested_at: datetime | None = None  # None: no rebuild was ever asked for
+    started_at: datetime | None = None  # None: waiting for a process with pollers
     finished_at: datetime | None = None  # None while it runs
     sources: int = 0  # sources rebuilt
     updated: int = 0  # articles rewritten
     failed: tuple[str, ...] = ()  # sources whose entries could not all be written back
-    error: str | None = None  # why the rebuild itself stopped, if it crashed
+    error: str | None = None  # why the rebuild itself stopped, if it did
+    runner: str | None = None  # the host and process that ran it
+
+    @property
+    def waiting(self) -> bool:
+        """True between the request and the start (no process with pollers took it yet)."""
+        return self.requested_at is not None and self.started_at is None
 
     @property
     def running(self) -> bool:

@@ -17,9 +17,10 @@ from werkzeug.test import TestResponse
 
 from aggregator.config import load_config
 from aggregator.opml import export_opml, parse_opml
-from aggregator.poll.pipeline import Poller
-from aggregator.poll.scheduler import Rebuilder, Service
-from aggregator.store import Store
+from aggregator.poll.pipeline import Poller, utcnow
+from aggregator.poll.scheduler import JobRunner, Service
+from aggregator.store import Store, jobs
+from aggregator.store.locks import LockHeld
 from aggregator.web import create_app
 
 pytestmark = pytest.mark.both_dialects
@@ -282,7 +283,7 @@ def test_pause_resume_rebuild_and_refresh(make_dash: Callable[..., Dash]) -> Non
     file = next(Path(dash.config.settings.posts_dir).rglob("*.md"))
     file.unlink()
     assert dash.client.post("/admin/rebuild", data={"csrf": token}).status_code == 302
-    assert dash.service.rebuilder.wait(60)  # the service runs it in the background
+    assert dash.service.runner.wait(60)  # the service runs it in the background
     assert file.exists()
     status = dash.service.rebuild_status
     assert (status.sources, status.error) == (4, None) and status.finished_at is not None
@@ -380,42 +381,70 @@ def test_no_secret_is_logged(
     assert "a wrong secret of some length" not in caplog.text
 
 
-def test_without_the_service_a_rebuild_needs_a_runner(make_dash: Callable[..., Dash]) -> None:
-    dash = make_dash(service=False)  # create_app() alone, as under a WSGI server
-    dash.login()
-    response = dash.client.post("/admin/rebuild", data={"csrf": dash.csrf()})
-    assert response.status_code == 409
-    assert "aggregator rebuild" in response.get_data(as_text=True)
-
-
-def test_rebuilds_run_one_at_a_time_and_report_how_they_went(
+def test_without_the_service_a_rebuild_is_a_row_a_process_with_pollers_runs(
     make_dash: Callable[..., Dash],
 ) -> None:
-    dash = make_dash(service=False)
-    go_on = threading.Event()
-
-    def make_poller() -> Poller:
-        go_on.wait(60)  # holds the first rebuild until the second was asked for
-        return Poller(dash.config, dash.store, workers=1)
-
-    runner = Rebuilder(make_poller)
-    dash.app = create_app(dash.config, dash.store, rebuilds=runner)  # as `aggregator serve`
-    dash.client = dash.app.test_client()
+    dash = make_dash(service=False)  # create_app() alone, as `aggregator serve` or under WSGI
     dash.login()
     token = dash.csrf()
     file = next(Path(dash.config.settings.posts_dir).rglob("*.md"))
     file.unlink()
-    dash.client.post("/admin/rebuild", data={"csrf": token})
+    assert dash.client.post("/admin/rebuild", data={"csrf": token}).status_code == 302
     page = dash.client.get("/").get_data(as_text=True)
-    assert "Rebuild started" in page and "Rebuilding since" in page
+    assert "Rebuild asked for;" in page
+    assert "it starts when a process with pollers" in page
     dash.client.post("/admin/rebuild", data={"csrf": token})
-    assert "No rebuild started: one is already running." in dash.client.get("/").get_data(
-        as_text=True
-    )
-    go_on.set()
+    assert "No rebuild asked for: one is already waiting or running." in dash.client.get(
+        "/"
+    ).get_data(as_text=True)
+    assert not file.exists()  # nothing here runs it
+
+    # Another process's service (`aggregator run` or `aggregator poller`) looks for jobs.
+    runner = JobRunner(dash.store, lambda: Poller(dash.config, dash.store, workers=1))
+    runner.look()
     assert runner.wait(60)
     assert file.exists()
-    assert runner.rebuild_status.sources == 4
+    status = runner.rebuild_status
+    assert (status.sources, status.error, status.runner) == (4, None, runner.name)
+    assert "Last rebuild finished" in dash.client.get("/").get_data(as_text=True)
+
+
+def test_rebuilds_run_one_at_a_time_across_processes(make_dash: Callable[..., Dash]) -> None:
+    dash = make_dash(service=False)
+    go_on = threading.Event()
+
+    def make_poller() -> Poller:
+        go_on.wait(60)  # holds the first rebuild until the others were asked for
+        return Poller(dash.config, dash.store, workers=1)
+
+    first = JobRunner(dash.store, make_poller)
+    other = JobRunner(dash.store, lambda: Poller(dash.config, dash.store, workers=1))
+    dash.app = create_app(dash.config, dash.store, rebuilds=first)  # as `aggregator run`
+    dash.client = dash.app.test_client()
+    dash.login()
+    token = dash.csrf()
+    dash.client.post("/admin/rebuild", data={"csrf": token})
+    page = dash.client.get("/").get_data(as_text=True)
+    assert "Rebuild asked for;" in page and "Rebuilding since" in page
+    assert not other.rebuild()  # one is running: another process's button says so too
+    with dash.store.transaction() as conn:  # a prune asked for meanwhile waits its turn
+        assert jobs.request(conn, jobs.PRUNE, utcnow(), "test")
+    other.look()  # the jobs lock is held: it runs nothing now
+    assert other.wait(60)
+    with dash.store.reading() as conn:
+        prune = jobs.latest(conn, jobs.PRUNE)
+    assert prune is not None and prune.state == jobs.PENDING
+    with pytest.raises(LockHeld), jobs.lock(dash.store.engine):
+        pass  # what `aggregator rebuild` meets now
+    go_on.set()
+    assert first.wait(60)  # it took the waiting prune after its rebuild
+    with dash.store.reading() as conn:
+        rebuild, prune = jobs.latest(conn, jobs.REBUILD), jobs.latest(conn, jobs.PRUNE)
+    assert rebuild is not None and (rebuild.state, rebuild.runner) == (jobs.DONE, first.name)
+    assert prune is not None and (prune.state, prune.result) == (
+        jobs.DONE,
+        {"sources": 4, "pruned": 0},
+    )
     assert "Last rebuild finished" in dash.client.get("/").get_data(as_text=True)
 
 
@@ -431,7 +460,7 @@ def test_a_crashed_rebuild_is_reported_and_the_next_one_runs(
             raise OSError("no room for the worker processes")
         return poller
 
-    runner = Rebuilder(make_poller)
+    runner = JobRunner(dash.store, make_poller)
     dash.app = create_app(dash.config, dash.store, rebuilds=runner)
     dash.client = dash.app.test_client()
     dash.login()

@@ -16,7 +16,7 @@ from conftest import FIXED_NOW, HarnessFactory, MakeConfig, item, rss
 from pytest_httpserver import HTTPServer
 from test_cli import run as aggregator
 
-from aggregator.store import migrate, outbox
+from aggregator.store import jobs, migrate, outbox
 from aggregator.store.copy import copy_index
 from aggregator.store.outbox import WRITE, OutboxItem
 from aggregator.store.records import HookRun
@@ -31,7 +31,7 @@ def index(
 ) -> Path:
     """An index with rows in every table: polled entries (two feeds, polled twice), a
     prune, an admin session and the session key, a hook run, a claim, a stored page (its
-    body bytes), a departure (an entry moved to another category) and an outbox row."""
+    body bytes), a departure (an entry moved to another category), an outbox row and a job."""
     for n in range(2):
         items = "".join(
             item(f"g{n}-{k}", f"Post {n}.{k} — ünïcode", f"<p>Body {k}</p>", date="")
@@ -57,6 +57,7 @@ def index(
         # An article a poller queued that no exporter has written yet.
         item_ = OutboxItem(WRITE, "News/F0/queued.md", "uid-queued", "---\ntitle: q\n---\n")
         outbox.append(conn, [item_], 1, FIXED_NOW)
+        jobs.request(conn, jobs.REBUILD, FIXED_NOW, "dashboard")  # a rebuild asked for
         conn.execute(
             sa.insert(metadata.tables["pages"]).values(
                 source="feed0", key="g0-29", fetched_at=FIXED_NOW, body=zlib.compress(b"<p>")

@@ -496,7 +496,7 @@ def test_a_dashboard_rebuild_that_rewrites_files_runs_the_hooks(
     article = tmp_path / "posts" / "A" / "First-post.md"
     article.write_text(article.read_text() + "\nedited by hand\n")  # rebuild writes it back
     assert service.rebuild()
-    assert service.rebuilder.wait(DEADLINE)
+    assert service.runner.wait(DEADLINE)
     assert service.hooks.wait_idle(DEADLINE)
     assert record.read_text() == "A/First-post.md\n"
     assert len(service.store.hook_runs()) == 2

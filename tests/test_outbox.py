@@ -34,7 +34,8 @@ from aggregator.models import Changes
 from aggregator.poll.pipeline import Poller
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
-from aggregator.store.outbox import DELETE, LockHeld, OutboxItem, exporter_lock
+from aggregator.store.locks import LockHeld
+from aggregator.store.outbox import DELETE, OutboxItem, exporter_lock
 from aggregator.web import create_app
 
 

@@ -29,8 +29,9 @@ process loaded: a source another process synced is polled here too. Its secret f
 options come from this process's config only when that has the synced settings; else the
 poll is recorded as failed, never made without them.
 
-Rebuilds asked for from the dashboard run here too (``Rebuilder``), one at a time in a
-thread of their own, so the web layer only asks and shows how the last one went.
+Jobs (a rebuild, a prune) asked for from any process's dashboard run here too
+(``JobRunner``), one at a time across every process of the index, in a thread of their
+own: the web layer only writes a row and shows how the last one went.
 
 A poll or rebuild that changed article files or entries tells ``change_listeners``
 (``_changed``): the hooks (``aggregator/hooks.py``), which pass it on to the site.
@@ -45,9 +46,10 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as JobThreads
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -59,9 +61,10 @@ from aggregator.models import Changes, RebuildStatus, SourceOutcome
 from aggregator.poll.pipeline import Clock, Poller, utcnow
 from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
-from aggregator.store import Store, claims
+from aggregator.store import Store, claims, jobs
 from aggregator.store.catalog import IndexedSource
 from aggregator.store.claims import Claim, Lateness
+from aggregator.store.locks import LockHeld
 from aggregator.store.records import KEEP, Keep, SourceState
 from aggregator.store.static import StaticFeeds
 
@@ -84,81 +87,143 @@ class Loaded:
     holds: int
 
 
-class Rebuilder:
-    """Rebuilds every stored article in the background, one rebuild at a time.
+class JobRunner(jobs.Requests):
+    """Runs the index's waiting jobs (``store/jobs.py``: a rebuild, a prune) in a thread
+    of its own, under the jobs lock: one at a time across every process of the index.
 
-    A daemon thread, as the dashboard's rebuild always ran: a stop does not wait for a
-    rebuild (it may take long), and what it leaves half done is safe, since every file
-    write is atomic and a rebuild can simply be run again.
+    Asked for here (``rebuild``) the job starts at once; asked for elsewhere (a web
+    replica's button, another process) it starts at the next ``look``, every second.
+    The thread is a daemon: a stop does not wait for a rebuild (it may take long), and
+    what it leaves half done is safe, since every file write is atomic (or an outbox
+    row) and a rebuild can simply be asked for again; its row says it stopped.
 
     Args:
-        make_poller: a poller for one rebuild (closed after it), over the configuration
-            in force when the rebuild starts.
-        clock: the current UTC time, for the status.
+        store: the index.
+        make_poller: a poller for one job (closed after it), over the configuration in
+            force when the job starts.
+        clock: the current UTC time.
         on_change: told what a rebuild changed (the service's hooks).
-        after: called when a rebuild has ended (its files may have changed).
+        after: called when a job has ended (its files may have changed).
     """
 
     def __init__(
         self,
+        store: Store,
         make_poller: Callable[[], Poller],
         clock: Clock = utcnow,
         on_change: Callable[[Changes], None] | None = None,
         after: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__(store, clock)
         self.make_poller = make_poller
-        self.clock = clock
         self.on_change = on_change
         self.after = after
-        self._status = RebuildStatus()
+        self.name = jobs.runner_name()
         self._lock = threading.Lock()
+        self._busy = False
+        self._current: jobs.Job | None = None
         self._idle = threading.Event()
         self._idle.set()
 
-    @property
-    def rebuild_status(self) -> RebuildStatus:
-        """How the latest rebuild went, or that it is running."""
-        return self._status
+    def request(self, kind: str) -> bool:
+        """Ask for a job of ``kind`` and start it here now; False when one is waiting
+        or running already."""
+        asked = super().request(kind)
+        if asked:
+            self.kick()
+        return asked
 
-    def rebuild(self) -> bool:
-        """Start a rebuild in the background; False when one is already running."""
+    def look(self) -> None:
+        """Start the waiting jobs, if any (the service's tick, every second)."""
+        if self._busy:
+            return
+        try:
+            with self.store.reading() as conn:
+                found = jobs.waiting(conn)
+        except StoreError as exc:
+            log.warning("jobs not looked for: %s", exc)
+            return
+        if found:
+            self.kick()
+
+    def kick(self) -> None:
+        """Take and run the waiting jobs in a thread, unless that thread runs already."""
         with self._lock:
-            if self._status.running:
-                return False
-            self._status = RebuildStatus(started_at=self.clock())
+            if self._busy:
+                return
+            self._busy = True
             self._idle.clear()
-        threading.Thread(target=self._run, name="rebuild", daemon=True).start()
-        return True
+        threading.Thread(target=self._run_waiting, name="jobs", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until no rebuild runs; False when one still does after ``timeout`` s."""
+        """Wait until this runner runs no job; False when it still does after ``timeout`` s."""
         return self._idle.wait(timeout)
 
-    def _run(self) -> None:
-        started = self._status
+    def stop(self) -> None:
+        """The process stops: record the job in flight, if any, as stopped (its thread is
+        a daemon, which ends with the process)."""
+        job = self._current
+        if job is None:
+            return
+        result = {"error": "stopped with its process before it ended; ask for it again"}
         try:
-            poller = self.make_poller()
-            try:
-                outcomes = poller.rebuild(poller.config.sources)
-            finally:
-                poller.close()
-            if self.on_change is not None:
-                self.on_change(sum((o.changes for o in outcomes), Changes()))
-            done = replace(
-                started,
-                sources=len(outcomes),
-                updated=sum(o.updated for o in outcomes),
-                failed=tuple(o.source for o in outcomes if not o.ok or o.failed),
-            )
-            log.info("rebuild done: %d sources, %d updated", done.sources, done.updated)
-        except Exception as exc:  # reported on the dashboard; the next rebuild may work
-            log.exception("rebuild crashed")
-            done = replace(started, error=str(exc) or type(exc).__name__)
-        with self._lock:
-            self._status = replace(done, finished_at=self.clock())
-        self.after()
-        with self._lock:
+            with self.store.transaction() as conn:
+                jobs.finish(conn, job.id, self.clock(), result, ok=False)
+        except StoreError as exc:
+            log.warning("job %d not recorded as stopped: %s", job.id, exc)
+
+    def _run_waiting(self) -> None:
+        try:
+            with jobs.lock(self.store.engine):
+                while True:
+                    with self.store.transaction() as conn:
+                        job = jobs.take(conn, self.clock(), self.name)
+                    if job is None:
+                        break
+                    self._current = job
+                    self._run(job)
+                    self._current = None
+        except LockHeld:
+            pass  # another process runs a job; it takes the waiting ones after it
+        except Exception:  # a bug or a lost database: the rows wait for the next look
+            log.exception("jobs not run")
+        finally:
+            with self._lock:
+                self._busy = False
+                self._current = None
             self._idle.set()
+
+    def _run(self, job: jobs.Job) -> None:
+        log.info("job %d: %s asked for by %s", job.id, job.kind, job.requested_by)
+        ok = True
+        try:
+            result = self._rebuild() if job.kind == jobs.REBUILD else self._prune()
+        except Exception as exc:  # reported on the dashboard; the next one may work
+            log.exception("job %d: %s crashed", job.id, job.kind)
+            result, ok = {"error": str(exc) or type(exc).__name__}, False
+        with self.store.transaction() as conn:
+            jobs.finish(conn, job.id, self.clock(), result, ok=ok)
+        self.after()
+
+    def _rebuild(self) -> dict[str, Any]:
+        poller = self.make_poller()
+        try:
+            outcomes = poller.rebuild(poller.config.sources)
+        finally:
+            poller.close()
+        if self.on_change is not None:
+            self.on_change(sum((o.changes for o in outcomes), Changes()))
+        result = jobs.rebuild_result(outcomes)
+        log.info("rebuild done: %d sources, %d updated", result["sources"], result["updated"])
+        return result
+
+    def _prune(self) -> dict[str, Any]:
+        poller = self.make_poller()
+        try:
+            pruned = poller.prune(poller.config.sources)
+        finally:
+            poller.close()
+        return {"sources": len(pruned), "pruned": sum(pruned.values())}
 
 
 class Service:
@@ -205,9 +270,10 @@ class Service:
         # while its lease runs out. A change of ``concurrency`` takes effect on restart.
         self.concurrency = schedule.concurrency
         self.jobs = ThreadPoolExecutor(self.concurrency, thread_name_prefix="poll")
-        # The claim loop's tick and the config watch, neither of which waits on a poll.
+        # The claim loop's tick (two may overlap), the config watch and the look for jobs,
+        # none of which waits on a poll.
         self.scheduler = BackgroundScheduler(
-            executors={"default": JobThreads(3)},
+            executors={"default": JobThreads(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -224,7 +290,8 @@ class Service:
         # The static feeds (settings.publish.static_dir) follow every change, off the
         # poll's thread.
         self.static = StaticFeeds(store, lambda: self.config, clock)
-        self.rebuilder = Rebuilder(
+        self.runner = JobRunner(
+            store,
             lambda: Poller(self.config, store, clock=clock, rng=self.rng, workers=1),
             clock,
             on_change=self._changed,
@@ -261,6 +328,8 @@ class Service:
         self.scheduler.add_job(
             self.check_config, "interval", seconds=CONFIG_CHECK_SECONDS, id="config-watch"
         )
+        # Jobs asked for in another process (a web replica's dashboard, say).
+        self.scheduler.add_job(self.runner.look, "interval", seconds=CLAIM_SECONDS, id="jobs")
         self.scheduler.start(paused=paused)
         self._pass_ended()  # the config or the entries may have changed while stopped
 
@@ -295,6 +364,7 @@ class Service:
         finished = not wait or self._wait_idle(self.stop_grace)
         self.jobs.shutdown(wait=False)  # its polls ended above, or are given up on
         self.pool.shutdown(wait=finished, cancel_futures=True)
+        self.runner.stop()  # a rebuild in flight is not waited for: its row says so
         self.static.close()
         self.poller.close()
         return finished
@@ -475,12 +545,12 @@ class Service:
         Returns:
             False when a rebuild is already running, or the service is stopping.
         """
-        return not self._stopping and self.rebuilder.rebuild()
+        return not self._stopping and self.runner.rebuild()
 
     @property
     def rebuild_status(self) -> RebuildStatus:
         """How the latest rebuild went, or that it is running."""
-        return self.rebuilder.rebuild_status
+        return self.runner.rebuild_status
 
     def unschedule(self, name: str) -> None:
         """Drop a source's pending poll (its row's next-poll time), if it has one."""

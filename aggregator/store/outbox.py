@@ -4,15 +4,12 @@ A poller without the posts folder (``Store(outbox=True)``) appends each file its
 writes or deletes here, in the transaction that writes the entry rows; the exporter
 (``aggregator/export.py``) reads them in ``id`` order, carries them out with the atomic
 writer and deletes them. Plain SQLAlchemy Core, for SQLite and PostgreSQL alike, except
-the single-exporter lock (``exporter_lock``), which each dialect takes its own way.
+the single-exporter lock (``exporter_lock``, ``store/locks.py``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,13 +21,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from aggregator.content.convert import fold_path
 from aggregator.models import EntryChange, Person, list_from_json
+from aggregator.store.locks import session_lock
 from aggregator.store.schema import entries_table, outbox_table
 
 WRITE = "write"
 DELETE = "delete"
-# The advisory lock's key on PostgreSQL: one exporter per index (and so per posts
-# folder: an index has one). Any fixed 64-bit number no other job of ours uses.
-EXPORT_LOCK_KEY = zlib.crc32(b"aggregator export") or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,47 +153,16 @@ def finish(conn: Connection, ids: Sequence[int], moves: Mapping[str, str]) -> No
         conn.execute(sa.delete(o).where(o.c.id.in_(ids[start : start + 500])))
 
 
-class LockHeld(Exception):
-    """Another exporter holds the lock (a local control-flow signal, never shown raw)."""
-
-
 @contextmanager
 def exporter_lock(engine: Engine) -> Iterator[None]:
-    """Hold the single-exporter lock of the index behind ``engine`` while inside.
-
-    On PostgreSQL, a session advisory lock on a connection kept open meanwhile; on
-    SQLite, ``flock`` on a file beside the database: an index in a SQLite file is only
-    shared by the processes of one machine, and the kernel drops the lock when its
-    holder dies, however it dies (no lease to wait out, none to steal by mistake).
+    """Hold the single-exporter lock of the index behind ``engine`` while inside (one
+    exporter per index, and so per posts folder: an index has one).
 
     Raises:
-        LockHeld: another exporter holds it; not waited for.
+        locks.LockHeld: another exporter holds it; not waited for.
     """
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(EXPORT_LOCK_KEY))).scalar()
-            conn.commit()  # the lock is the session's: it outlives the transaction
-            if not got:
-                raise LockHeld
-            try:
-                yield
-            finally:
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(EXPORT_LOCK_KEY)))
-                conn.commit()
-        return
-    database = engine.url.database
-    if not database:  # an in-memory index is one process's: nobody to keep out
+    with session_lock(engine, "export"):
         yield
-        return
-    fd = os.open(f"{database}.export-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise LockHeld from exc
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _entry_change(r: Any) -> EntryChange:

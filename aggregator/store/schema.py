@@ -342,6 +342,33 @@ outbox_table = sa.Table(
 )
 
 
+# One-at-a-time jobs (a rebuild, a prune), asked for from any process: a web replica's
+# button writes a row, a process with pollers runs it under the jobs lock
+# (``store/jobs.py``), and every replica shows how it went from here.
+jobs_table = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", Int64, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),  # "rebuild" or "prune"
+    sa.Column("state", sa.String, nullable=False),  # "pending", "running", "done", "failed"
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("requested_by", sa.String, nullable=False),  # "dashboard", "command", ...
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("runner", sa.String),  # host and process that ran it
+    sa.Column("result", sa.Text),  # JSON: what it did, or why it stopped
+    sa.Index("ix_jobs_kind", "kind", "id"),
+    # At most one waiting job of a kind: a second click finds it there.
+    sa.Index(
+        "ix_jobs_one_pending",
+        "kind",
+        unique=True,
+        sqlite_where=sa.text("state = 'pending'"),
+        postgresql_where=sa.text("state = 'pending'"),
+    ),
+)
+
+
 def kept() -> sa.ColumnElement[bool]:
     """The entries that are published: not pruned, not dropped by a rule."""
     t = entries_table

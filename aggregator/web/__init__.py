@@ -26,7 +26,7 @@ from aggregator import __version__
 from aggregator.config import Config, database_connections, load_config
 from aggregator.errors import ConfigError, StoreError
 from aggregator.models import Person, byline, list_from_json
-from aggregator.store import Store
+from aggregator.store import Store, jobs
 from aggregator.web.cache import FeedCache
 from aggregator.web.state import (
     EXTENSION,
@@ -95,9 +95,9 @@ def create_app(
             ``config.yaml``) when not given.
         store: the store to read; opened from the configuration when not given.
         service: the polling service, when the app runs beside it (it follows the
-            service's config reloads, and runs its rebuilds).
-        rebuilds: who runs the dashboard's rebuilds without a service; with neither,
-            the dashboard cannot start one.
+            service's config reloads, and starts its rebuilds at once).
+        rebuilds: who takes the dashboard's rebuilds without a service; by default a
+            job row (``store/jobs.py``) for a process with pollers to run.
         clock: the app's time; the system's when not given.
         adder: who adds sources to the config file for the admin's "Add source" form;
             without one, the form says to edit the file or use ``aggregator add``.
@@ -144,7 +144,7 @@ def create_app(
         store=store,
         cache=cache,
         service=service,
-        rebuilds=service if service is not None else rebuilds,
+        rebuilds=service if service is not None else rebuilds or jobs.Requests(store, clock.now),
         admin=AdminSecret(secret, secret_mark(app.secret_key, secret)) if secret else None,
         login_throttle=LoginThrottle(clock=clock.monotonic),
         clock=clock,

@@ -171,17 +171,14 @@ def _request_poll(name: str, url: str) -> None:
 
 @bp.post("/admin/rebuild")
 def rebuild() -> ResponseReturnValue:
-    """Clean and rewrite every stored article from its raw original, in the background."""
+    """Ask for every stored article to be cleaned and rewritten from its raw original:
+    a job row, which a process with pollers runs in the background (this one at once,
+    when it has them)."""
     _require_admin()
-    rebuilds = app_state().rebuilds
-    if rebuilds is None:
-        abort(
-            409, "rebuilding needs `aggregator run` or `aggregator serve`: run `aggregator rebuild`"
-        )
-    if rebuilds.rebuild():
-        flash("Rebuild started; articles are rewritten in the background.")
+    if app_state().rebuilds.rebuild():
+        flash("Rebuild asked for; articles are rewritten in the background.")
     else:
-        flash("No rebuild started: one is already running.")
+        flash("No rebuild asked for: one is already waiting or running.")
     return redirect(url_for("dashboard.index"))
 
 

@@ -225,7 +225,7 @@ def index() -> ResponseReturnValue:
         admin=admin,
         admin_enabled=state.admin is not None,
         can_add=state.adder is not None,
-        rebuild=state.rebuilds.rebuild_status if state.rebuilds is not None else None,
+        rebuild=state.rebuilds.rebuild_status,
         hooks=hook_rows(admin),
         lateness=_lateness(),
         late_after=claims.LATE_AFTER,

@@ -142,7 +142,7 @@ class AppState:
     store: Store
     cache: FeedCache  # rendered feeds
     service: PollService | None  # None: the app runs alone (``aggregator serve``, WSGI)
-    rebuilds: Rebuilds | None  # None: the dashboard cannot start a rebuild
+    rebuilds: Rebuilds  # a rebuild is a job row; the service here, if any, starts it
     admin: AdminSecret | None  # None: no admin secret, the dashboard is read-only
     login_throttle: LoginThrottle
     clock: Clock
