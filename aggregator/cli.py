@@ -903,12 +903,14 @@ def poller(config_path: str) -> None:
     "--once", is_flag=True, help="Apply the rows in the outbox now, run the hooks, and exit."
 )
 def export_command(config_path: str, once: bool) -> None:
-    """Write the outbox's article changes into posts_dir and run the hooks (one
-    exporter per posts folder: a second one is refused)."""
+    """Write the outbox's article changes into posts_dir, keep the static feeds up to
+    date and run the hooks (one exporter per posts folder: a second one is refused)."""
     from aggregator.export import Exporter
     from aggregator.hooks import Hooks
+    from aggregator.poll.pipeline import utcnow
     from aggregator.store.locks import LockHeld
     from aggregator.store.outbox import exporter_lock
+    from aggregator.store.static import StaticFeeds
 
     config = _load(config_path)
     if not once:
@@ -925,12 +927,17 @@ def export_command(config_path: str, once: bool) -> None:
                 )
                 for problem in done.problems:
                     click.echo(f"{problem.target}: {problem.error}", err=True)
+                _pass_ended(config, store)  # the static feeds before the hooks, as `run`
                 _run_hooks(config, store, done.changes)
                 return
             hooks = Hooks(config.settings.hooks, store)
+            # The static feeds (settings.publish.static_dir) live beside the posts folder:
+            # its one writer keeps them up to date, off the export's thread.
+            static = StaticFeeds(store, lambda: config, utcnow)
             try:
-                _export_until_stopped(Exporter(store, hooks.notify), config)
+                _export_until_stopped(Exporter(store, hooks.notify, after=static.changed), config)
             finally:
+                static.close()
                 hooks.close()  # kills a running command: a stop never waits for the site
     except LockHeld as exc:
         raise click.ClickException(

@@ -75,6 +75,8 @@ class Exporter:
     Args:
         store: the index and the posts folder.
         on_change: told what each batch that changed files changed (the hooks).
+        after: called by ``run`` when it starts and after each drain that applied rows
+            (the static feeds: the entries changed).
         batch: rows per batch.
         clock: the current UTC time (the problems' records).
     """
@@ -84,6 +86,7 @@ class Exporter:
         store: Store,
         on_change: Callable[[Changes], None] | None = None,
         *,
+        after: Callable[[], None] = lambda: None,
         batch: int = BATCH,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -91,6 +94,7 @@ class Exporter:
             raise ValueError("the exporter needs a store with the posts folder")
         self.store = store
         self.on_change = on_change
+        self.after = after
         self.batch = batch
         self.clock = clock
 
@@ -151,9 +155,11 @@ class Exporter:
         """Drain, then wait for new rows, until ``stop`` is set. A failure (a full or
         read-only folder, a locked database, a bug) is logged and the batch tried again
         at the next look: its rows are still there."""
+        self.after()  # entries may have changed while no exporter ran
         while not stop.is_set():
             try:
-                self.drain(stop.is_set)
+                if self.drain(stop.is_set).rows:
+                    self.after()
             except AggregatorError as exc:
                 log.error("export paused: %s", exc)
             except Exception:  # a bug must not end the service; the rows wait

@@ -18,7 +18,16 @@ from urllib.parse import quote
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import EXAMPLES, ManualClock, item, rss, start_run, wait_for, write_config
+from conftest import (
+    EXAMPLES,
+    ManualClock,
+    item,
+    rss,
+    start_aggregator,
+    start_run,
+    wait_for,
+    write_config,
+)
 from feedcheck import check
 
 from aggregator.cli import cli
@@ -377,6 +386,45 @@ def test_run_writes_the_static_feeds(tmp_path: Path) -> None:
     output = log.read_text()
     assert code == 0, output
     assert "Traceback" not in output
+
+
+@pytest.mark.both_dialects
+def test_the_exporter_writes_the_static_feeds_in_a_split_deployment(site: Site) -> None:
+    """Pollers have no folder: the static feeds, beside the posts folder, are the
+    exporter's to write, at its start and after each drain that applied rows."""
+    site.close()
+    outbox = Store(site.config.settings.database, str(site.folder / "no-posts"), outbox=True)
+    poller = Poller(site.config, outbox, workers=1)
+    target = site.static / "feeds" / "Tech.rss"
+    log = site.folder / "export.log"
+    process = start_aggregator(["export", "--config", str(site.config_path)], site.folder, log)
+    try:
+        wait_for(lambda: target.is_file(), "the export at start")
+        assert "Polled into the outbox" not in target.read_text(encoding="utf-8")
+        site.misc.write_text(rss(item("m9", "Polled into the outbox")), encoding="utf-8")
+        [outcome] = poller.poll_sources([s for s in site.config.sources if s.key == "misc"])
+        assert outcome.new == 1
+        wait_for(
+            lambda: "Polled into the outbox" in target.read_text(encoding="utf-8"),
+            "the static feed after the drain",
+        )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()
+        # `aggregator export --once` writes them too, after its rows.
+        site.misc.write_text(rss(item("m10", "Exported once")), encoding="utf-8")
+        [outcome] = poller.poll_sources([s for s in site.config.sources if s.key == "misc"])
+        assert outcome.new == 1
+        once = CliRunner().invoke(cli, ["export", "--once", "--config", str(site.config_path)])
+        assert once.exit_code == 0, once.output
+        assert "Exported once" in target.read_text(encoding="utf-8")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        poller.close()
+        outbox.close()
+    assert "Traceback" not in log.read_text()
+    site.open()
 
 
 def test_hexo_publishes_the_static_feeds_as_written(site: Site, tmp_path: Path) -> None:
