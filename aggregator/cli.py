@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from aggregator.poll.discovery import SourceAdder
     from aggregator.poll.scheduler import Service
     from aggregator.store.records import HookRun
+    from aggregator.web.configwatch import ConfigWatch
     from aggregator.web.state import Rebuilds
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -990,20 +991,29 @@ def sync_config(config_path: str) -> None:
 @config_option
 @listen_options
 def serve(config_path: str, host: str | None, port: int | None) -> None:
-    """Serve the web app alone (no polling); for gunicorn use aggregator.web:create_app()."""
+    """Serve the web app alone (no polling), following the config file; for gunicorn use
+    aggregator.web:create_app()."""
+    from aggregator.poll.discovery import SourceAdder
     from aggregator.poll.pipeline import utcnow
     from aggregator.store import jobs
+    from aggregator.web.configwatch import ConfigWatch
 
     config = _load(config_path)
     _log_for_service()
     store = _open_store(config)
     _sync_sources(config, store)  # the views read sources from the index, by key
+    # The file is followed as a service follows it; "Add source" edits it, and the
+    # reload syncs the new source into the index, where pollers read sources from.
+    watch = ConfigWatch(config_path, config, store, utcnow)
+    adder = SourceAdder(config_path, lambda: watch.config, after_write=watch.check)
     # No pollers here: the dashboard's rebuild is a row, which a process with pollers
     # (`aggregator run` or `aggregator poller`) runs.
-    app = _web_app(config, store, rebuilds=jobs.Requests(store, utcnow))
+    app = _web_app(config, store, rebuilds=jobs.Requests(store, utcnow), adder=adder, watch=watch)
+    watch.start()
     try:
-        _serve(app, config, host, port)
+        _serve(app, config, host, port, on_hangup=watch.check)
     finally:
+        watch.close()
         store.close()
 
 
@@ -1013,12 +1023,13 @@ def _web_app(
     service: Service | None = None,
     rebuilds: Rebuilds | None = None,
     adder: SourceAdder | None = None,
+    watch: ConfigWatch | None = None,
 ) -> Flask:
     """The web app, or exit with the report when its settings are invalid."""
     from aggregator.web import create_app
 
     try:
-        return create_app(config, store, service, rebuilds=rebuilds, adder=adder)
+        return create_app(config, store, service, rebuilds=rebuilds, adder=adder, watch=watch)
     except ConfigError as exc:
         if service is not None:
             service.shutdown(wait=False)

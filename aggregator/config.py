@@ -1076,6 +1076,28 @@ def included_files(base_dir: Path, patterns: Iterable[str]) -> list[Path]:
     return files
 
 
+#: A config file's identity for a watch: (path, mtime_ns, size) of it and of each file
+#: its ``include:`` globs match.
+Stamp = tuple[tuple[str, int, int], ...]
+
+
+def config_stamp(path: Path, include: Iterable[str]) -> Stamp | None:
+    """The size and time of the config file and of each file its ``include:`` globs
+    match now (one added or removed changes it too); None: the config is unreadable."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    stamps = [(str(path), stat.st_mtime_ns, stat.st_size)]
+    for file in included_files(path.resolve().parent, include):
+        try:
+            stat = file.stat()
+        except OSError:  # removed meanwhile: the next check sees it gone
+            continue
+        stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
 def parse_config(
     text: str,
     path: str = "config.yaml",

@@ -25,9 +25,11 @@ from aggregator.content.discover import (
     read_page,
 )
 from aggregator.poll.discovery import SourceAdder, normalise_url
+from aggregator.poll.pipeline import utcnow
 from aggregator.poll.scheduler import Service
-from aggregator.store import Store
+from aggregator.store import Store, claims
 from aggregator.web import create_app
+from aggregator.web.configwatch import ConfigWatch
 
 PAGES = DATA / "discover"
 
@@ -409,15 +411,21 @@ SECRET = "add source test secret"
 class AdminClient:
     """The web app beside a (paused) service, with the adder `aggregator run` gives it."""
 
-    def __init__(self, config_path: Path, *, adder: bool = True) -> None:
+    def __init__(self, config_path: Path, *, adder: bool = True, replica: bool = False) -> None:
         config = load_config(config_path)
         self.config_path = config_path
         self.store = Store(config.settings.database, config.settings.posts_dir)
-        self.service = Service(config_path, config, self.store)
-        self.service.start(paused=True)
-        service = self.service
-        made = SourceAdder(config_path, lambda: service.config, service.check_config)
-        self.app = create_app(config, self.store, self.service, adder=made if adder else None)
+        self.service: Service | None = None
+        self.watch: ConfigWatch | None = None
+        if replica:  # as `aggregator serve`: no service, a watch of the file
+            watch = self.watch = ConfigWatch(config_path, config, self.store, utcnow)
+            made = SourceAdder(config_path, lambda: watch.config, watch.check)
+            self.app = create_app(config, self.store, adder=made, watch=watch)
+        else:
+            service = self.service = Service(config_path, config, self.store)
+            service.start(paused=True)
+            made = SourceAdder(config_path, lambda: service.config, service.check_config)
+            self.app = create_app(config, self.store, service, adder=made if adder else None)
         self.client: FlaskClient = self.app.test_client()
 
     def csrf(self, path: str = "/login") -> str:
@@ -431,17 +439,18 @@ class AdminClient:
         assert answer.status_code == 302
 
     def close(self) -> None:
-        self.service.shutdown()
+        if self.service is not None:
+            self.service.shutdown()
         self.store.close()
 
 
 @pytest.fixture
-def admin(commented: Path) -> Iterator[Callable[..., AdminClient]]:
+def admin(commented: Path, dialect: str, database: str) -> Iterator[Callable[..., AdminClient]]:
     text = commented.read_text(encoding="utf-8")
-    commented.write_text(
-        text.replace("settings:\n", f"settings:\n  server:\n    admin_secret: {SECRET}\n"),
-        encoding="utf-8",
-    )
+    text = text.replace("settings:\n", f"settings:\n  server:\n    admin_secret: {SECRET}\n")
+    if dialect == "postgresql":
+        text = text.replace("  database: db/index.sqlite\n", f"  database: {database}\n")
+    commented.write_text(text, encoding="utf-8")
     made: list[AdminClient] = []
 
     def make(**kwargs: bool) -> AdminClient:
@@ -508,11 +517,45 @@ def test_add_source_from_a_page_with_two_feeds_choose_one_and_the_service_reload
     assert text.startswith(before)  # comments and order kept
     assert yaml.safe_load(text)["sources"][-1] == {"url": feeds[1], "categories": ["技术", "博客"]}
     # The service reloaded the file at once: the source is known, scheduled, on its page.
-    assert dash.service.config.source("博客") is not None
+    assert dash.service is not None and dash.service.config.source("博客") is not None
     assert dash.service.next_run("博客") is not None
     shown = dash.client.get(added.headers["Location"])
     assert shown.status_code == 200
     assert "Added 博客 (技术 › 博客)." in shown.get_data(as_text=True)
+
+
+@pytest.mark.both_dialects
+def test_add_source_on_a_replica_edits_the_file_and_syncs_it_for_the_pollers(
+    httpserver: HTTPServer, admin: Callable[..., AdminClient]
+) -> None:
+    """`aggregator serve` has no service: the form edits the file the replica follows,
+    and the reload puts the source in the index, due, where every poller reads it."""
+    httpserver.expect_request("/hn").respond_with_data(
+        rss(item("1", "One"), title="Hacker News"), content_type="application/rss+xml"
+    )
+    dash = admin(replica=True)
+    dash.login()
+    token = dash.csrf("/admin/sources/new")
+    fields = {"url": httpserver.url_for("/hn"), "categories": "科技 / HN", "csrf": token}
+    added = dash.client.post("/admin/sources/new", data=fields)
+    assert added.status_code == 302, added.get_data(as_text=True)
+    assert added.headers["Location"] == "/sources/HN"
+    assert yaml.safe_load(dash.config_path.read_text(encoding="utf-8"))["sources"][-1] == {
+        "url": httpserver.url_for("/hn"),
+        "categories": ["科技", "HN"],
+    }
+    assert dash.watch is not None and dash.watch.config.source("HN") is not None
+    with dash.store.reading() as conn:
+        assert claims.next_poll(conn, "HN") is not None  # a poller's next claim takes it
+    page = dash.client.get("/").get_data(as_text=True)
+    assert "/feeds/%E7%A7%91%E6%8A%80/HN" in page  # the replica serves its new category
+
+    # A hand edit is followed too; a broken one is refused and shown, the old one stays.
+    text = dash.config_path.read_text(encoding="utf-8")
+    dash.config_path.write_text(text + "  - url: [not, a, url]\n", encoding="utf-8")
+    assert not dash.watch.check()
+    assert "config reload refused" in dash.client.get("/").get_data(as_text=True)
+    assert dash.watch.config.source("HN") is not None
 
 
 def test_add_source_errors_are_shown_and_leave_the_config_alone(

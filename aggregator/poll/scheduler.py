@@ -54,7 +54,7 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor as JobThreads
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from aggregator.config import Config, SourceConfig, included_files, load_config
+from aggregator.config import Config, SourceConfig, Stamp, config_stamp, load_config
 from aggregator.errors import ConfigError, StoreError
 from aggregator.hooks import Hooks
 from aggregator.models import Changes, RebuildStatus, SourceOutcome
@@ -673,22 +673,9 @@ class Service:
 
     # -- configuration changes -----------------------------------------------------------
 
-    def _stamp(self) -> tuple[tuple[str, int, int], ...] | None:
-        """The size and time of the config file and of each file its ``include:`` globs
-        match now (one added or removed changes it too); None: the config is unreadable."""
-        try:
-            stat = self.config_path.stat()
-        except OSError:
-            return None
-        stamps = [(str(self.config_path), stat.st_mtime_ns, stat.st_size)]
-        base = self.config_path.resolve().parent
-        for file in included_files(base, self.config.include):
-            try:
-                stat = file.stat()
-            except OSError:  # removed meanwhile: the next check sees it gone
-                continue
-            stamps.append((str(file), stat.st_mtime_ns, stat.st_size))
-        return tuple(stamps)
+    def _stamp(self) -> Stamp | None:
+        """The config file's and its included files' sizes and times (``config_stamp``)."""
+        return config_stamp(self.config_path, self.config.include)
 
     def sync_sources(self, config: Config) -> None:
         """Bring the index's table of sources in line with ``config`` (added, changed,

@@ -33,6 +33,7 @@ from aggregator.web.state import (
     AdminSecret,
     AppState,
     Clock,
+    Configs,
     PollService,
     Rebuilds,
     SecuredResponse,
@@ -87,6 +88,7 @@ def create_app(
     rebuilds: Rebuilds | None = None,
     clock: Clock | None = None,
     adder: SourceAdder | None = None,
+    watch: Configs | None = None,
 ) -> Flask:
     """Build the web app.
 
@@ -101,6 +103,8 @@ def create_app(
         clock: the app's time; the system's when not given.
         adder: who adds sources to the config file for the admin's "Add source" form;
             without one, the form says to edit the file or use ``aggregator add``.
+        watch: without a service, who follows the config file (``ConfigWatch``);
+            without either, the configuration given stays in force.
 
     The views read sources by key from the index's ``sources`` table: a caller that
     gives ``config`` syncs it there first (``sync_sources``; a service does at start),
@@ -151,6 +155,7 @@ def create_app(
         started_config=config,
         views=CurrentView(config),
         adder=adder,
+        watch=watch,
         headers=security_headers(config),
     )
     if service is None:

@@ -351,13 +351,13 @@ def service_problems() -> list[str]:
     paths, the URLs' secrets or the text of the configuration a refused reload quotes.
     """
     state = app_state()
-    service, store = state.service, state.store
+    configs, store = state.configs, state.store
     admin = is_admin()
     problems = (
         store.health() if admin else [_public(p, state.config, store) for p in store.health()]
     )
-    if service is not None and service.last_reload_error is not None:
-        report: str = service.last_reload_error
+    if configs is not None and configs.last_reload_error is not None:
+        report: str = configs.last_reload_error
         if admin:
             detail = ":\n" + report
         else:

@@ -73,8 +73,9 @@ class Rebuilds(Protocol):
         ...
 
 
-class PollService(Rebuilds, Protocol):
-    """What the web app uses of the polling service (``aggregator run``)."""
+class Configs(Protocol):
+    """Who holds the configuration in force and follows its file: the service, or
+    without one a ``ConfigWatch`` (``aggregator serve``)."""
 
     @property
     def config(self) -> Config:
@@ -85,6 +86,10 @@ class PollService(Rebuilds, Protocol):
     def last_reload_error(self) -> str | None:
         """Why the latest config reload was refused; None when it was not."""
         ...
+
+
+class PollService(Rebuilds, Configs, Protocol):
+    """What the web app uses of the polling service (``aggregator run``)."""
 
     def next_run(self, name: str) -> datetime | None:
         """When a source is polled next (None: not scheduled)."""
@@ -146,9 +151,10 @@ class AppState:
     admin: AdminSecret | None  # None: no admin secret, the dashboard is read-only
     login_throttle: LoginThrottle
     clock: Clock
-    started_config: Config  # in force when no service reloads it
+    started_config: Config  # in force when nothing reloads it
     views: CurrentView  # the WebView of the configuration in force
     adder: SourceAdder | None = None  # None: sources are added in the config file only
+    watch: Configs | None = None  # follows the config file when no service does
     headers: tuple[tuple[str, str], ...] = ()  # the security headers of every answer
     # Requests per feed format, for /metrics (approximate under threads).
     feed_requests: dict[str, int] = field(default_factory=lambda: {"rss": 0, "atom": 0, "json": 0})
@@ -160,8 +166,13 @@ class AppState:
     @property
     def view(self) -> WebView:
         """The configuration in force, with what the web derives from it."""
-        config = self.service.config if self.service is not None else self.started_config
-        return self.views.of(config)
+        configs = self.configs
+        return self.views.of(configs.config if configs is not None else self.started_config)
+
+    @property
+    def configs(self) -> Configs | None:
+        """Who follows the config file: the service, or the watch; None: nobody."""
+        return self.service if self.service is not None else self.watch
 
     @property
     def config(self) -> Config:
