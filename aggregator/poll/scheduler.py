@@ -61,7 +61,7 @@ from aggregator.models import Changes, RebuildStatus, SourceOutcome
 from aggregator.poll.pipeline import Clock, Poller, utcnow
 from aggregator.poll.worker import make_executor
 from aggregator.redact import redact
-from aggregator.store import Store, claims, jobs
+from aggregator.store import Store, claims, jobs, notify
 from aggregator.store.catalog import IndexedSource
 from aggregator.store.claims import Claim, Lateness
 from aggregator.store.locks import LockHeld
@@ -262,6 +262,8 @@ class Service:
         self._in_flight = 0  # polls running now (claimed ones from their claim on)
         self._stopping = False  # once set, nothing is claimed and no poll starts
         self._backlog = False  # the last claim filled every free slot: more may be due
+        self._woken: threading.Thread | None = None  # follows notifications (PostgreSQL)
+        self._unwoken = threading.Event()  # set at the stop: the notifications thread ends
         self._config_stamp = self._stamp()
         self._syncs = 0  # syncs of the index by this service (a poll checks for one after)
         schedule = config.settings.schedule
@@ -331,7 +333,27 @@ class Service:
         # Jobs asked for in another process (a web replica's dashboard, say).
         self.scheduler.add_job(self.runner.look, "interval", seconds=CLAIM_SECONDS, id="jobs")
         self.scheduler.start(paused=paused)
+        if not paused and self.store.dialect == "postgresql":
+            # A refresh or a job asked for in another process wakes the claim loop at
+            # its commit, not at the next tick (which stays: the fallback).
+            listener = notify.Listener(self.store.engine, [notify.WAKE])
+            listener.open()  # listening when start returns
+            self._woken = threading.Thread(
+                target=self._wake_on_notify, args=(listener,), name="notify", daemon=True
+            )
+            self._woken.start()
         self._pass_ended()  # the config or the entries may have changed while stopped
+
+    def _wake_on_notify(self, listener: notify.Listener) -> None:
+        try:
+            while not self._unwoken.is_set():
+                if listener.wait(CLAIM_SECONDS, self._unwoken) and not self._stopping:
+                    self.claim_due()
+                    self.runner.look()
+        except Exception:  # a bug must not end the service: the ticks go on
+            log.exception("notifications no longer followed")
+        finally:
+            listener.close()
 
     @property
     def stop_grace(self) -> float:
@@ -361,6 +383,9 @@ class Service:
         self.hooks.close()  # kills a running command: a stop never waits for the site
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)  # a tick in progress claims nothing now
+        self._unwoken.set()
+        if self._woken is not None:
+            self._woken.join()  # it sees the stop within a slice of its wait
         finished = not wait or self._wait_idle(self.stop_grace)
         self.jobs.shutdown(wait=False)  # its polls ended above, or are given up on
         self.pool.shutdown(wait=finished, cancel_futures=True)

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from aggregator.models import Status
+from aggregator.store.notify import WAKE, notify
 from aggregator.store.schema import claims_table, sources_table
 
 HELD = (Status.PAUSED.value, Status.GONE.value)  # wait for a refresh or a config change
@@ -339,6 +340,7 @@ def request(conn: Connection, name: str, url: str, now: datetime) -> None:
     t = sources_table
     add_missing(conn, {name: (url, now)})
     conn.execute(sa.update(t).where(t.c.name == name).values(next_poll_at=now, wake=MANUAL))
+    notify(conn, WAKE)  # a poller's claim loop, at the commit, not at its next tick
 
 
 def next_poll(conn: Connection, name: str) -> datetime | None:

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection
 from aggregator.models import RebuildStatus, SourceOutcome
 from aggregator.store.dialects import insert_ignore
 from aggregator.store.locks import session_lock
+from aggregator.store.notify import WAKE, notify
 from aggregator.store.schema import jobs_table
 
 if TYPE_CHECKING:
@@ -114,7 +115,10 @@ def request(conn: Connection, kind: str, now: datetime, by: str) -> bool:
     # Two replicas asking at once: the unique index over waiting rows keeps one.
     row = {"kind": kind, "state": PENDING, "requested_at": now, "requested_by": by}
     inserted = conn.execute(insert_ignore(conn, t).values(row).returning(t.c.id)).first()
-    return inserted is not None
+    if inserted is None:
+        return False
+    notify(conn, WAKE)  # the pollers' look for jobs, at the commit
+    return True
 
 
 def waiting(conn: Connection) -> bool:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from aggregator.content.convert import fold_path
 from aggregator.models import EntryChange, Person, list_from_json
 from aggregator.store.locks import session_lock
+from aggregator.store.notify import OUTBOX, notify
 from aggregator.store.schema import entries_table, outbox_table
 
 WRITE = "write"
@@ -85,6 +86,7 @@ def append(conn: Connection, items: Sequence[OutboxItem], seq: int, now: datetim
                 for i in items
             ],
         )
+        notify(conn, OUTBOX)  # the exporter, at the commit
 
 
 def pending(conn: Connection, limit: int, up_to: int | None = None) -> list[Pending]:
