@@ -23,6 +23,7 @@ from werkzeug import Request, Response
 
 from aggregator.content.convert import entry_uid
 from aggregator.store import migrate
+from aggregator.store.copy import copy_index
 from aggregator.store.schema import entries_table, pages_table
 
 pytestmark = pytest.mark.both_dialects
@@ -240,3 +241,25 @@ def test_revision_0003_rewrites_the_long_keys_an_earlier_version_stored(
     assert (outcome.error, outcome.new, outcome.unchanged) == (None, 1, 5)
     assert h.store.count_entries("s") == 6
     assert {f: f.read_bytes() for f in h.files() if f in files} == files
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+def test_a_sqlite_index_with_a_long_random_key_copies_to_postgresql(
+    make_config: MakeConfig, harness: HarnessFactory, serve: Serve, database: str, postgres_url: str
+) -> None:
+    """Moving to PostgreSQL (``db copy``): the source is brought to head first, so a long
+    key an earlier version stored in SQLite, which PostgreSQL never held, arrives short."""
+    url = serve("f", rss(item(LONG_GUID, "Long guid")))
+    h = harness(make_config([{"url": url, "categories": ["A"], "name": "s"}]))
+    h.poll()
+    h.close()
+    [(_, key, alt, uid, _)] = stored(database)
+    engine = migrate.make_engine(database)
+    with engine.begin() as conn:
+        old = {"key": LONG_GUID, "alt_key": LONG_GUID + alt[-13:]}
+        conn.execute(sa.update(entries_table).values(old))
+        version = {"v": before_long_keys()}
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), version)
+    engine.dispose()
+    assert copy_index(database, postgres_url)["entries"] == 1
+    assert stored(postgres_url) == [("s", key, alt, uid, None)]
