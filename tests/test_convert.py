@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from aggregator.content.convert import (
     article_dir,
     article_name,
     assign_keys,
+    bounded_key,
     convert_entry,
     derive_title,
     entry_key,
@@ -262,6 +264,30 @@ def test_entry_key_prefers_guid_then_link_then_hash() -> None:
     assert hashed == entry_key(entry(guid=None, link=None))
     assert hashed != entry_key(entry(guid=None, link=None, title="Other"))
     assert alt_key(entry()) != alt_key(entry(title="Other"))
+
+
+@pytest.mark.parametrize(
+    ("key", "kept"),
+    [
+        ("g-1", True),
+        ("x" * 1000, True),  # at the bound
+        ("x" * 1001, False),
+        ("é" * 500, True),  # 1,000 bytes of UTF-8
+        ("é" * 501, False),  # 1,002: an index holds bytes, so bytes are counted
+    ],
+)
+def test_a_key_over_the_bound_is_kept_as_its_digest(key: str, kept: bool) -> None:
+    digest = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    assert bounded_key(key) == (key if kept else digest)
+
+
+def test_a_long_guid_or_link_gives_a_short_key_and_alt_key() -> None:
+    long = "https://example.com/" + "a" * 2000
+    assert entry_key(entry(guid=f" {long} ")) == bounded_key(long)  # stripped first
+    assert entry_key(entry(guid=None, link=long)) == bounded_key(long)
+    alt = alt_key(entry(guid=long))
+    assert alt.startswith(bounded_key(long) + "#") and len(alt) == 71 + 13
+    assert alt != alt_key(entry(guid=long, title="Other"))
 
 
 @pytest.mark.parametrize(

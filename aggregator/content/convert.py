@@ -38,6 +38,9 @@ DERIVED_TITLE_CHARS = 80  # a title made from an untitled entry's text, ellipsis
 FUTURE_SLACK = timedelta(days=1)  # how far ahead of the poll a feed's date may be
 MAX_NAME_BYTES = 200  # a whole file name, ".md" included: safe on ext4, NTFS, APFS
 _SUFFIX_BYTES = 9  # "-" and eight hex digits
+# A key longer than this (UTF-8 bytes) is kept as its digest (``bounded_key``): with its
+# source's name it must fit a B-tree entry, which on PostgreSQL holds 2,704 bytes at most.
+MAX_KEY_BYTES = 1000
 
 DateStyle = Literal["rfc822", "iso8601"]  # how front matter dates are written
 AuthorStyle = Literal["site", "entry"]  # what front matter's `author` is
@@ -70,14 +73,29 @@ def _digest(*parts: str) -> str:
 
 
 def entry_key(entry: ParsedEntry) -> str:
-    """Identity of an entry inside its source: guid, else link, else a content hash."""
+    """Identity of an entry inside its source: guid, else link, else a content hash (a
+    guid or link over ``MAX_KEY_BYTES``: its digest, ``bounded_key``)."""
     if entry.guid and entry.guid.strip():
-        return entry.guid.strip()
+        return bounded_key(entry.guid.strip())
     if entry.link and entry.link.strip():
-        return entry.link.strip()
+        return bounded_key(entry.link.strip())
     date = entry.published or entry.updated
     stamp = date.isoformat() if date else ""
     return "sha1:" + _digest(entry.title, stamp, entry.content_html)
+
+
+def bounded_key(key: str) -> str:
+    """``key``, or ``sha256:`` and its hex digest when it is over ``MAX_KEY_BYTES``.
+
+    The `(source, key)` unique index could not hold a long key that does not compress
+    (a 10 KB random guid): on PostgreSQL the insert failed, and with it every poll of the
+    source. A digest is as stable an identity, and short enough for any index. Revision
+    0003 gave the entries stored before this their digest keys, spelled as here.
+    """
+    raw = key.encode("utf-8")
+    if len(raw) <= MAX_KEY_BYTES:
+        return key
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def alt_key(entry: ParsedEntry) -> str:
