@@ -2,7 +2,7 @@
 entries hold at most 2,704 bytes, and a 10 KB random guid made its source's polls fail.
 
 Such a key is kept as its digest (``convert.bounded_key``), on both dialects; revision
-0003 rewrites the long keys an earlier version stored, so that their entries keep their
+0004 rewrites the long keys an earlier version stored, so that their entries keep their
 identity. Polled from a real local HTTP server, into a SQLite and a PostgreSQL index.
 """
 
@@ -171,14 +171,14 @@ OLD_CONSTANT = "constant-" * 400
 
 
 def before_long_keys() -> str:
-    """The revision before the one that rewrites long keys (0002, unless renumbered)."""
+    """The revision before the one that rewrites long keys (found by its file: it moves when revisions are renumbered)."""
     script = ScriptDirectory.from_config(migrate.alembic_config())
     [revision] = [r for r in script.walk_revisions() if r.path.endswith("_long_keys.py")]
     assert isinstance(revision.down_revision, str)
     return revision.down_revision
 
 
-def test_revision_0003_rewrites_the_long_keys_an_earlier_version_stored(
+def test_revision_0004_rewrites_the_long_keys_an_earlier_version_stored(
     make_config: MakeConfig, harness: HarnessFactory, serve: Serve, database: str
 ) -> None:
     document = rss(

@@ -1,7 +1,7 @@
 """Entry keys over 1,000 bytes become their digest, as ``convert.bounded_key`` now makes them.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-27
 
 An entry's key (its guid, else its link) was kept whole, and PostgreSQL's B-tree entries
@@ -23,8 +23,8 @@ import hashlib
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
