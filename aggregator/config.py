@@ -83,10 +83,29 @@ def _category_path(value: object) -> object:
     return value
 
 
+#: A category path's most bytes in UTF-8, its levels and their separators counted: the
+#: index keeps it whole in B-tree entries, which hold at most 2,704 bytes on PostgreSQL
+#: (beside a date, or an entry's file path).
+MAX_CATEGORY_BYTES = 1000
+
+
+def _category_bytes(value: tuple[str, ...]) -> tuple[str, ...]:
+    size = sum(len(level.encode()) for level in value) + len(value) - 1
+    if size > MAX_CATEGORY_BYTES:
+        raise ValueError(
+            f"a category path may be at most {MAX_CATEGORY_BYTES:,} bytes in UTF-8, "
+            f"this one is {size:,}: shorten its names"
+        )
+    return value
+
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 CategoryName = Annotated[Name, AfterValidator(_no_slash)]
 CategoryPath = Annotated[
-    tuple[CategoryName, ...], BeforeValidator(_category_path), Field(min_length=1, max_length=5)
+    tuple[CategoryName, ...],
+    BeforeValidator(_category_path),
+    Field(min_length=1, max_length=5),
+    AfterValidator(_category_bytes),
 ]
 Positive = Annotated[int, Field(gt=0)]
 MAX_BODY = 64 * 1024  # the largest request body the app reads (its forms need a few KB)

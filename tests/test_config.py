@@ -110,6 +110,11 @@ def test_yaml_syntax_error_names_its_line() -> None:
             "settings:\n  server:\n    connection_limit: 5\n",
             "c.yaml:3: settings.server.connection_limit: Input should be greater than or equal to 10",
         ),
+        (  # 4 levels of 100 four-byte characters and 3 separators: over 1,000 bytes
+            "sources:\n  - url: x\n    categories: [" + ", ".join(["𠀀" * 100] * 4) + "]\n",
+            "c.yaml:3: sources[0].categories: a category path may be at most 1,000 bytes "
+            "in UTF-8, this one is 1,603: shorten its names",
+        ),
     ],
 )
 def test_single_problems(text: str, expected: str) -> None:

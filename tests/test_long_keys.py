@@ -263,3 +263,24 @@ def test_a_sqlite_index_with_a_long_random_key_copies_to_postgresql(
     engine.dispose()
     assert copy_index(database, postgres_url)["entries"] == 1
     assert stored(postgres_url) == [("s", key, alt, uid, None)]
+
+
+def cjk_noise(seed: int, length: int) -> str:
+    """CJK characters (3 bytes each in UTF-8) in an order no compressor shrinks."""
+    rng = random.Random(seed)
+    return "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(length))
+
+
+def test_a_category_path_at_the_configs_bound_polls(
+    make_config: MakeConfig, harness: HarnessFactory, serve: Serve
+) -> None:
+    """The config refuses a category path over ``MAX_CATEGORY_BYTES``; one at the bound,
+    random CJK in five levels, fits every index that holds it (PostgreSQL's included)."""
+    levels = [cjk_noise(n, 66) for n in range(5)]  # 5 × 198 bytes and 4 separators
+    assert sum(len(level.encode()) for level in levels) + 4 == 994
+    url = serve("cjk", rss(item("c1", cjk_noise(9, 60)) + item("c2", cjk_noise(10, 60))))
+    h = harness(make_config([{"url": url, "categories": levels, "name": "deep"}]))
+    outcomes = h.poll()
+    assert [(o.error, o.new) for o in outcomes] == [(None, 2)]
+    assert h.store.count_entries("deep") == 2
+    assert len(h.files()) == 2
