@@ -36,6 +36,7 @@ from aggregator.models import SourceOutcome
 from aggregator.poll.pipeline import Clock, Poller, utcnow
 from aggregator.poll.scheduler import Service
 from aggregator.store import Store
+from aggregator.store.dialects import database_url
 from aggregator.store.schema import metadata
 
 DIALECTS = ("sqlite", "postgresql")
@@ -146,6 +147,18 @@ def stored_bytes(store: Store) -> bytes:
             ).encode()
             for name in list(tables)
         )
+
+
+def index_rows(database: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows ``sql`` selects from the index at ``database`` (a SQLite file's path or a
+    PostgreSQL URL), read on a connection of its own that is closed before returning:
+    a test looks at what a subprocess committed, as another process would."""
+    engine = sa.create_engine(database_url(database), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
 
 
 def lose_index(database: str) -> None:

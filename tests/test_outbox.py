@@ -1,12 +1,11 @@
 """Roles (issue 14): pollers that never touch the posts folder fill the outbox, and one
-exporter turns it into the very files ``run`` writes. Real SQLite files, real local
-feeds, real subprocesses for the commands."""
+exporter turns it into the very files ``run`` writes. Real SQLite files and PostgreSQL
+schemas (every test runs on both), real local feeds, real subprocesses for the commands."""
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from conftest import (
     FIXED_NOW,
     MakeConfig,
+    index_rows,
     item,
     open_service,
     rss,
@@ -37,6 +38,8 @@ from aggregator.store import Store
 from aggregator.store.locks import LockHeld
 from aggregator.store.outbox import DELETE, OutboxItem, exporter_lock
 from aggregator.web import create_app
+
+pytestmark = pytest.mark.both_dialects
 
 
 def settings(tmp_path: Path, **more: Any) -> dict[str, Any]:
@@ -75,19 +78,11 @@ def tree(folder: Path) -> dict[str, bytes]:
     }
 
 
-def query(database: Path, sql: str) -> list[tuple[Any, ...]]:
-    connection = sqlite3.connect(database)
-    try:
-        return connection.execute(sql).fetchall()
-    finally:
-        connection.close()
-
-
-def sources_polled(database: Path) -> int | None:
+def sources_polled(database: str) -> int | None:
     """How many sources have a poll recorded (None: no index yet, or not made yet)."""
     try:
-        return int(query(database, "SELECT count(DISTINCT source) FROM polls")[0][0])
-    except sqlite3.OperationalError:
+        return int(index_rows(database, "SELECT count(DISTINCT source) FROM polls")[0][0])
+    except sa.exc.DBAPIError:  # no such table (SQLite), an undefined one (PostgreSQL)
         return None
 
 
@@ -121,11 +116,10 @@ def served(httpserver: HTTPServer) -> list[str]:
 
 
 def split_configs(
-    tmp_path: Path, feeds: list[dict[str, Any]], **exporting: Any
+    tmp_path: Path, feeds: list[dict[str, Any]], database: str, **exporting: Any
 ) -> tuple[Path, Path]:
     """A poller's config whose posts folder cannot exist (under a file), and the
-    exporter's (with the settings ``exporting``), over one index."""
-    database = str(tmp_path / "shared" / "index.sqlite")
+    exporter's (with the settings ``exporting``), over one index: ``database``."""
     poller, exporter = tmp_path / "poller", tmp_path / "exporter"
     poller.mkdir()
     exporter.mkdir()
@@ -139,30 +133,30 @@ def split_configs(
 
 
 def test_a_poller_fills_the_outbox_and_export_writes_what_poll_writes(
-    tmp_path: Path, served: list[str]
+    tmp_path: Path, served: list[str], database: str
 ) -> None:
     hook = 'cat "$AGGREGATOR_CHANGED_FILE" >> changed.txt'
     poller_config, exporter_config = split_configs(
-        tmp_path, sources(served), hooks={"on_change": [hook]}
+        tmp_path, sources(served), database, hooks={"on_change": [hook]}
     )
-    database = tmp_path / "shared" / "index.sqlite"
     log = tmp_path / "poller.log"
     with running(["poller", "--config", str(poller_config)], tmp_path, log) as process:
         wait_for(lambda: sources_polled(database) == 3, "the poller to poll the three feeds")
         stop(process, log)
-    assert query(database, "SELECT sum(new), sum(failed) FROM polls") == [(12, 0)]
+    assert index_rows(database, "SELECT sum(new), sum(failed) FROM polls") == [(12, 0)]
     assert (tmp_path / "poller" / "blocker").is_file()  # the folder was never made
-    [(queued,)] = query(database, "SELECT count(*) FROM outbox")
+    [(queued,)] = index_rows(database, "SELECT count(*) FROM outbox")
     assert queued == 12
 
     exported = run("export", "--once", "--config", str(exporter_config), cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "12 outbox rows: 12 files written, 0 deleted, 0 not at their path" in exported.stdout
-    assert query(database, "SELECT count(*) FROM outbox") == [(0,)]
+    assert index_rows(database, "SELECT count(*) FROM outbox") == [(0,)]
     changed = (tmp_path / "exporter" / "changed.txt").read_text().splitlines()
     assert len(changed) == 12  # the hooks ran once, with every file
 
-    # The same feeds, polled by `aggregator poll` (files written directly, as `run` does).
+    # The same feeds, polled by `aggregator poll` (files written directly, as `run` does),
+    # into a SQLite file of its own: the same files whatever the exporter's database.
     direct = tmp_path / "direct"
     direct.mkdir()
     polled = run("poll", "--config", str(write_config(direct, sources(served))), cwd=direct)
@@ -216,10 +210,11 @@ def local_feeds(folder: Path, count: int, **extra: Any) -> list[dict[str, Any]]:
     return sources(paths, **extra)
 
 
-def test_an_exporter_killed_mid_batch_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    poller_config, exporter_config = split_configs(tmp_path, local_feeds(tmp_path, 6))
+def test_an_exporter_killed_mid_batch_loses_and_duplicates_nothing(
+    tmp_path: Path, database: str
+) -> None:
+    poller_config, exporter_config = split_configs(tmp_path, local_feeds(tmp_path, 6), database)
     config = load_config(exporter_config)
-    database = Path(config.settings.database)
     fill(poller_config, ["feed0", "feed1", "feed2"])
     # A row the exporter blocks on, between the first feeds' writes and the others':
     # deleting a file reads its entry_id first, and opening a FIFO waits for a writer.
@@ -233,8 +228,8 @@ def test_an_exporter_killed_mid_batch_loses_and_duplicates_nothing(tmp_path: Pat
     finally:
         store.close()
     fill(poller_config, ["feed3", "feed4", "feed5"])
-    expected = dict(query(database, "SELECT path, text FROM outbox WHERE op = 'write'"))
-    [(rows,)] = query(database, "SELECT count(*) FROM outbox")
+    expected = dict(index_rows(database, "SELECT path, text FROM outbox WHERE op = 'write'"))
+    [(rows,)] = index_rows(database, "SELECT count(*) FROM outbox")
 
     process = start_aggregator(
         ["export", "--once", "--config", str(exporter_config)], tmp_path, tmp_path / "export.log"
@@ -247,12 +242,12 @@ def test_an_exporter_killed_mid_batch_loses_and_duplicates_nothing(tmp_path: Pat
         os.close(writer)
     written = tree(tmp_path / "exporter" / "posts")
     assert 0 < len(written) < len(expected)  # the batch was cut short
-    assert query(database, "SELECT count(*) FROM outbox") == [(rows,)]  # none taken off
+    assert index_rows(database, "SELECT count(*) FROM outbox") == [(rows,)]  # none taken off
 
     fifo.unlink()
     again = run("export", "--once", "--config", str(exporter_config), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert query(database, "SELECT count(*) FROM outbox") == [(0,)]
+    assert index_rows(database, "SELECT count(*) FROM outbox") == [(0,)]
     files = tree(tmp_path / "exporter" / "posts")
     assert files == {path: text.encode() for path, text in expected.items()}
     assert not list((tmp_path / "exporter" / "posts").rglob(".*.tmp"))
@@ -266,9 +261,11 @@ def _open_writer(fifo: Path) -> int | None:
         return None
 
 
-def test_a_users_file_at_an_articles_path_is_left_alone_and_shown(tmp_path: Path) -> None:
+def test_a_users_file_at_an_articles_path_is_left_alone_and_shown(
+    tmp_path: Path, database: str
+) -> None:
     feeds = local_feeds(tmp_path, 1)
-    poller_config, exporter_config = split_configs(tmp_path, feeds)
+    poller_config, exporter_config = split_configs(tmp_path, feeds, database)
     config = load_config(exporter_config)
     posts = Path(config.settings.posts_dir)
     fill(poller_config, ["feed0"])
@@ -318,9 +315,9 @@ def test_a_users_file_at_an_articles_path_is_left_alone_and_shown(tmp_path: Path
         store.close()
 
 
-def test_retention_deletes_go_through_the_outbox(tmp_path: Path) -> None:
+def test_retention_deletes_go_through_the_outbox(tmp_path: Path, database: str) -> None:
     feeds = local_feeds(tmp_path, 1, keep_max=3)
-    poller_config, exporter_config = split_configs(tmp_path, feeds)
+    poller_config, exporter_config = split_configs(tmp_path, feeds, database)
     config = load_config(exporter_config)
     fill(poller_config, ["feed0"])
     store = Store(config.settings.database, config.settings.posts_dir)
@@ -331,9 +328,7 @@ def test_retention_deletes_go_through_the_outbox(tmp_path: Path) -> None:
         # A newer entry comes: the oldest kept one goes.
         Path(feeds[0]["url"]).write_text(feed(0, items=4), encoding="utf-8")
         fill(poller_config, ["feed0"])
-        [(path,)] = query(
-            Path(config.settings.database), "SELECT path FROM outbox WHERE op = 'delete'"
-        )
+        [(path,)] = index_rows(database, "SELECT path FROM outbox WHERE op = 'delete'")
         assert (Path(config.settings.posts_dir) / path).is_file()
         second = Exporter(store).drain()
         assert second.changes.deleted == (path,)
@@ -355,16 +350,16 @@ def test_run_writes_files_right_after_each_poll_and_leaves_no_outbox(
         assert conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar() == 0
 
 
-def test_export_runs_until_stopped_and_runs_the_hooks(tmp_path: Path) -> None:
+def test_export_runs_until_stopped_and_runs_the_hooks(tmp_path: Path, database: str) -> None:
     feeds = local_feeds(tmp_path, 2)
-    poller_config, _ = split_configs(tmp_path, feeds)
+    poller_config, _ = split_configs(tmp_path, feeds, database)
     hook = 'cat "$AGGREGATOR_CHANGED_FILE" >> changed.txt'
     exporter_config = write_config(
         tmp_path / "exporter",
         feeds,
         **settings(
             tmp_path,
-            database=str(tmp_path / "shared" / "index.sqlite"),
+            database=database,
             hooks={"on_change": [hook], "debounce": 0},
         ),
     )
@@ -392,10 +387,10 @@ def test_sync_config_syncs_and_counts(tmp_path: Path, make_config: MakeConfig) -
 
 
 def test_an_entry_changed_twice_before_the_export_is_written_once_as_it_is_now(
-    tmp_path: Path,
+    tmp_path: Path, database: str
 ) -> None:
     feeds = local_feeds(tmp_path, 1)
-    poller_config, exporter_config = split_configs(tmp_path, feeds)
+    poller_config, exporter_config = split_configs(tmp_path, feeds, database)
     config = load_config(exporter_config)
     fill(poller_config, ["feed0"])
     Path(feeds[0]["url"]).write_text(feed(0, version=1), encoding="utf-8")
@@ -424,10 +419,9 @@ def held(httpserver: HTTPServer) -> Iterator[HeldFeed]:
 
 
 def test_sigterm_to_a_poller_lets_its_poll_in_flight_finish_into_the_outbox(
-    held: HeldFeed, tmp_path: Path
+    held: HeldFeed, tmp_path: Path, database: str
 ) -> None:
-    poller_config, _ = split_configs(tmp_path, [{"url": held.url, "categories": ["H"]}])
-    database = tmp_path / "shared" / "index.sqlite"
+    poller_config, _ = split_configs(tmp_path, [{"url": held.url, "categories": ["H"]}], database)
     log = tmp_path / "poller.log"
     with running(["poller", "--config", str(poller_config)], tmp_path, log) as process:
         assert held.arrived.wait(DEADLINE)
@@ -436,11 +430,11 @@ def test_sigterm_to_a_poller_lets_its_poll_in_flight_finish_into_the_outbox(
         assert process.wait(timeout=DEADLINE) == 0, log.read_text()
     output = log.read_text()
     assert "status=ok" in output and output.rstrip().endswith("stopped")
-    assert query(database, "SELECT op, path FROM outbox") == [("write", "H/Held-back.md")]
+    assert index_rows(database, "SELECT op, path FROM outbox") == [("write", "H/Held-back.md")]
 
 
-def test_export_once_applies_the_rows_there_when_it_started(tmp_path: Path) -> None:
-    poller_config, exporter_config = split_configs(tmp_path, local_feeds(tmp_path, 2))
+def test_export_once_applies_the_rows_there_when_it_started(tmp_path: Path, database: str) -> None:
+    poller_config, exporter_config = split_configs(tmp_path, local_feeds(tmp_path, 2), database)
     config = load_config(exporter_config)
     fill(poller_config, ["feed0"])
     store = Store(config.settings.database, config.settings.posts_dir)
@@ -454,6 +448,6 @@ def test_export_once_applies_the_rows_there_when_it_started(tmp_path: Path) -> N
     try:
         done = Exporter(store, poller_meanwhile, batch=2).drain(once=True)
         assert added and done.rows == 4  # feed0's four, not feed1's
-        assert query(Path(config.settings.database), "SELECT count(*) FROM outbox") == [(4,)]
+        assert index_rows(database, "SELECT count(*) FROM outbox") == [(4,)]
     finally:
         store.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ import pytest
 from conftest import (
     HarnessFactory,
     MakeConfig,
+    index_rows,
     item,
     rss,
     start_aggregator,
@@ -90,14 +90,9 @@ def reaped(process: subprocess.Popen[bytes]) -> Iterator[None]:
         process.wait(timeout=DEADLINE)
 
 
-def polled(tmp_path: Path) -> dict[str, int]:
+def polled(database: str) -> dict[str, int]:
     """How many polls the store recorded per source."""
-    database = sqlite3.connect(tmp_path / "db" / "index.sqlite")
-    try:
-        rows = database.execute("SELECT source, count(*) FROM polls GROUP BY source")
-        return dict(rows.fetchall())
-    finally:
-        database.close()
+    return dict(index_rows(database, "SELECT source, count(*) FROM polls GROUP BY source"))
 
 
 def run_config(make_config: MakeConfig, sources: list[dict[str, object]]) -> Path:
@@ -142,8 +137,9 @@ def run_stopping(
         yield process, log
 
 
+@pytest.mark.both_dialects
 def test_sigterm_while_a_poll_is_in_flight_lets_it_finish(
-    held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+    held: HeldFeed, make_config: MakeConfig, tmp_path: Path, database: str
 ) -> None:
     with run_stopping(held, make_config, tmp_path) as (process, log):
         held.release.set()  # the poll ends after the stop began, and reschedules itself
@@ -152,9 +148,10 @@ def test_sigterm_while_a_poll_is_in_flight_lets_it_finish(
     assert code == 0, output
     assert "poll source=held status=ok" in output
     assert output.rstrip().endswith("stopped")
-    assert polled(tmp_path) == {"held": 1}
+    assert polled(database) == {"held": 1}
 
 
+@pytest.mark.both_dialects
 def test_a_second_signal_stops_at_once_while_a_poll_is_stuck(
     held: HeldFeed, make_config: MakeConfig, tmp_path: Path
 ) -> None:
@@ -189,8 +186,9 @@ def start_polling(
     return process, log
 
 
+@pytest.mark.both_dialects
 def test_sigterm_to_poll_records_what_ended_and_leaves_no_process(
-    held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+    held: HeldFeed, make_config: MakeConfig, tmp_path: Path, database: str
 ) -> None:
     process, log = start_polling(held, make_config, tmp_path)
     with reaped(process):
@@ -199,9 +197,10 @@ def test_sigterm_to_poll_records_what_ended_and_leaves_no_process(
         code = process.wait(timeout=DEADLINE)
         wait_for(lambda: not session_processes(process.pid), "every process it started to end")
     assert code == SIGTERM_EXIT, log.read_text()
-    assert polled(tmp_path) == {"local0": 1, "local1": 1, "local2": 1, "held": 1}
+    assert polled(database) == {"local0": 1, "local1": 1, "local2": 1, "held": 1}
 
 
+@pytest.mark.both_dialects
 def test_sigkill_to_run_leaves_no_process(make_config: MakeConfig, tmp_path: Path) -> None:
     config = run_config(make_config, local_sources(tmp_path, 3))
     process, _base = start_run(config, tmp_path / "stderr.txt")
@@ -213,6 +212,7 @@ def test_sigkill_to_run_leaves_no_process(make_config: MakeConfig, tmp_path: Pat
 
 
 def test_a_signal_during_start_up_ends_it_like_any_other(tmp_path: Path) -> None:
+    """No dialect: the stop lands while the config is read, before any index is opened."""
     config = tmp_path / "config.yaml"
     os.mkfifo(config)  # start-up blocks reading it until the test writes: a fixed moment
     log = tmp_path / "stderr.txt"
@@ -237,9 +237,14 @@ def open_writer(fifo: Path) -> int | None:
         return None
 
 
+@pytest.mark.both_dialects
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_sent_to_the_whole_group_lets_polls_in_flight_finish(
-    signum: signal.Signals, held: HeldFeed, make_config: MakeConfig, tmp_path: Path
+    signum: signal.Signals,
+    held: HeldFeed,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    database: str,
 ) -> None:
     # A terminal's Ctrl-C (and a service manager's stop) signals every process of the
     # group, the pool's workers too: they must leave the stopping to the main process.
@@ -252,21 +257,19 @@ def test_a_stop_sent_to_the_whole_group_lets_polls_in_flight_finish(
     output = log.read_text()
     assert code == 128 + signum, output
     assert "Traceback" not in output
-    database = sqlite3.connect(tmp_path / "db" / "index.sqlite")
-    try:
-        # The held entry was parsed by the pool after the signal: the pool was not broken.
-        held_entries = database.execute("SELECT count(*) FROM entries WHERE source = 'held'")
-        assert held_entries.fetchone() == (1,), output
-        errors = database.execute("SELECT error FROM polls WHERE source = 'held'").fetchall()
-        assert all(error is None for (error,) in errors), errors
-    finally:
-        database.close()
+    # The held entry was parsed by the pool after the signal: the pool was not broken.
+    held_entries = index_rows(database, "SELECT count(*) FROM entries WHERE source = 'held'")
+    assert held_entries == [(1,)], output
+    errors = index_rows(database, "SELECT error FROM polls WHERE source = 'held'")
+    assert all(error is None for (error,) in errors), errors
 
 
+@pytest.mark.both_dialects
 def test_a_stop_between_two_submits_records_the_polls_already_started(
     make_config: MakeConfig,
     harness: HarnessFactory,
     tmp_path: Path,
+    database: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The signal's moment, fixed: it lands as the fourth poll is being handed out, once
@@ -300,4 +303,4 @@ def test_a_stop_between_two_submits_records_the_polls_already_started(
     with pytest.raises(Interrupted):
         h.poll()
     assert sorted(started) == sorted(handed) == ["local0", "local1", "local2"]
-    assert polled(tmp_path) == dict.fromkeys(handed, 1)
+    assert polled(database) == dict.fromkeys(handed, 1)
