@@ -6,8 +6,10 @@ test ends by checking what was recorded and that nothing else was touched.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
+import json
 import multiprocessing
 import os
 import random
@@ -15,11 +17,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import EXAMPLES, FeedFile, Harness, HarnessFactory, MakeConfig, item, rss, wait_for
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -30,6 +34,8 @@ from aggregator.poll.fetch import NO_OPTIONS, Fetched, Fetcher, FetchOptions, is
 from aggregator.poll.policy import LOCAL_FAULT_RETRY
 from aggregator.store.faults import is_local_os_fault
 from aggregator.web import create_app
+
+pytestmark = pytest.mark.both_dialects
 
 HEAD = '<rss version="2.0"><channel><title>t</title><link>http://x.example/</link><description>d</description>'
 
@@ -239,6 +245,49 @@ def test_garbage_is_recorded_or_cleaned(
         assert (h.store.source_state("h") or {})["last_error"]
 
 
+NUL_RSS = (
+    '<?xml version="1.0"?><rss version="2.0"><channel><title>Fe&#0;ed</title>'
+    "<link>https://x.example/</link><description>d</description><item>"
+    '<title>a&#0;b</title><guid isPermaLink="false">g&#x0;1</guid><link>https://x.example/a&#0;</link>'
+    "<author>me&#0;@x.example (M&#0;e)</author><category>t&#0;ag</category>"
+    '<enclosure url="https://x.example/a.mp3" type="audio/mpeg&#0;" length="1"/>'
+    "<description>&lt;p&gt;x&amp;#0;y&lt;/p&gt;</description></item></channel></rss>"
+)
+NUL_JSON = json.dumps(
+    {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Fe\x00ed",
+        "items": [
+            {
+                "id": "g\x001",
+                "title": "a\x00b",
+                "url": "https://x.example/a\x00",
+                "authors": [{"name": "M\x00e"}],
+                "tags": ["t\x00ag"],
+                "content_html": "<p>x\x00y</p>",
+            }
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize("body", [NUL_RSS, NUL_JSON], ids=["RSS references", "JSON escapes"])
+def test_nul_characters_never_reach_the_index(
+    httpserver: HTTPServer, make_config: MakeConfig, harness: HarnessFactory, body: str
+) -> None:
+    """PostgreSQL's text cannot hold a NUL: one in a title once failed the whole poll
+    there ("database error: ... cannot contain NUL"). Dropped at the parse, on both."""
+    h = one_source(httpserver, make_config, harness, body)
+    [outcome] = h.poll()
+    assert outcome.ok and outcome.new == 1, outcome
+    [row] = h.store.entries()
+    assert (row["title"], row["key"], row["tags"]) == ("ab", "g1", '["tag"]')
+    assert not [name for name, value in row.items() if "\x00" in str(value)]
+    state = h.store.source_state("h") or {}
+    assert state["title"] == "Feed"
+    assert "\x00" not in h.files()[0].read_text(encoding="utf-8")
+
+
 # -- SSRF and file roots ---------------------------------------------------------------
 
 
@@ -322,6 +371,7 @@ def _hold_lock(database: str, seconds: float, ready: multiprocessing.synchronize
     connection.close()
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])  # SQLite's file lock and busy timeout
 def test_database_locked_by_another_process_for_a_while(
     make_config: MakeConfig, harness: HarnessFactory, feed_file: FeedFile
 ) -> None:
@@ -421,6 +471,7 @@ def test_full_disk_is_a_clear_error_and_recovers(
         subprocess.run(["umount", str(posts)], check=False)
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])  # the index's own file on a full disk
 def test_full_database_disk_degrades_the_service_not_the_source(
     make_config: MakeConfig,
     harness: HarnessFactory,
@@ -496,6 +547,7 @@ def _damage_middle_pages(database: Path, pages: int = 4) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])  # a SQLite file's pages, damaged
 def test_damaged_database_is_refused_at_start(
     make_config: MakeConfig, feed_file: FeedFile, tmp_path: Path
 ) -> None:
@@ -681,42 +733,73 @@ OPEN_IN_ROUNDS = """
 import sys, time
 from pathlib import Path
 from aggregator.store import Store
-folder, me, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-for n in range(rounds):
+folder, me, databases = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+for n, database in enumerate(databases):
     (folder / f"ready-{n}-{me}").touch()
     while not (folder / f"go-{n}").exists():
         time.sleep(0.001)
-    Store(str(folder / f"db-{n}" / "index.sqlite"), str(folder / f"posts-{n}")).close()
+    Store(database, str(folder / f"posts-{n}")).close()
     (folder / f"done-{n}-{me}").touch()
 """
 
 
-def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -> None:
-    # Four processes (a poller, web replicas, a CLI command) starting on one new index.
-    rounds, count = 6, 4
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", OPEN_IN_ROUNDS, str(tmp_path), str(me), str(rounds)],
-            stderr=subprocess.PIPE,
-        )
-        for me in range(count)
-    ]
-
-    def all_at(stage: str, n: int) -> bool:
-        done = len(list(tmp_path.glob(f"{stage}-{n}-*"))) == count
-        return done or any(p.poll() for p in processes)  # or one of them failed
-
+@contextlib.contextmanager
+def new_databases(dialect: str, database: str, folder: Path, count: int) -> Iterator[list[str]]:
+    """``count`` indexes never opened: SQLite files not made yet, or PostgreSQL schemas
+    with no table yet (the test's own has tables once any test used it), dropped after."""
+    if dialect == "sqlite":
+        yield [str(folder / f"db-{n}" / "index.sqlite") for n in range(count)]
+        return
+    names = [f"new_{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    engine = sa.create_engine(database, poolclass=sa.pool.NullPool)
     try:
-        for n in range(rounds):
-            wait_for(lambda: all_at("ready", n), "all ready")  # noqa: B023 (called at once)
-            (tmp_path / f"go-{n}").touch()
-            wait_for(lambda: all_at("done", n), "all opened")  # noqa: B023
-            if any(p.poll() for p in processes):
-                break
-    except BaseException:
-        for process in processes:  # they would wait for their next round for ever
-            process.kill()
-        raise
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+        url = sa.make_url(database)
+        yield [
+            url.update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(
+                hide_password=False
+            )
+            for name in names
+        ]
     finally:
-        errors = [p.communicate(timeout=60)[1].decode() for p in processes]
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        engine.dispose()
+
+
+def test_processes_opening_a_new_database_together_all_succeed(
+    tmp_path: Path, dialect: str, database: str
+) -> None:
+    # Four processes (a poller, web replicas, a CLI command) starting on one new index:
+    # on SQLite they race to make the file, on PostgreSQL to make the tables.
+    rounds, count = 6, 4
+    with new_databases(dialect, database, tmp_path, rounds) as databases:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_IN_ROUNDS, str(tmp_path), str(me), *databases],
+                stderr=subprocess.PIPE,
+            )
+            for me in range(count)
+        ]
+
+        def all_at(stage: str, n: int) -> bool:
+            done = len(list(tmp_path.glob(f"{stage}-{n}-*"))) == count
+            return done or any(p.poll() for p in processes)  # or one of them failed
+
+        try:
+            for n in range(rounds):
+                wait_for(lambda: all_at("ready", n), "all ready")  # noqa: B023 (called at once)
+                (tmp_path / f"go-{n}").touch()
+                wait_for(lambda: all_at("done", n), "all opened")  # noqa: B023
+                if any(p.poll() for p in processes):
+                    break
+        except BaseException:
+            for process in processes:  # they would wait for their next round for ever
+                process.kill()
+            raise
+        finally:
+            errors = [p.communicate(timeout=60)[1].decode() for p in processes]
     assert [p.returncode for p in processes] == [0] * count, errors

@@ -14,9 +14,9 @@ import html
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 from xml.sax import SAXParseException
 
@@ -27,6 +27,8 @@ from aggregator.content.encoding import decode_document
 from aggregator.content.jsonfeed import is_json_feed, parse_json_feed
 from aggregator.errors import ParseError
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed, Person, guess_media_type
+
+T = TypeVar("T")
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
 
@@ -277,7 +279,13 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
         raise ParseError(url, "empty document")
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     if is_json_feed(body, lowered.get("content-type")):
-        return parse_json_feed(url, body, lowered.get("content-type"))
+        return without_nul(parse_json_feed(url, body, lowered.get("content-type")))
+    return without_nul(_parse_xml(url, body, lowered))
+
+
+def _parse_xml(url: str, body: bytes, lowered: Mapping[str, str]) -> ParsedFeed:
+    """``parse_feed`` of an RSS or Atom document (``lowered``: its headers, names in
+    lower case)."""
     decoded = decode_document(body, lowered.get("content-type"))
     response_headers = {**lowered, "content-type": decoded.content_type}
     response_headers.pop("content-encoding", None)  # already decoded by the fetcher
@@ -326,6 +334,29 @@ def parse_feed(url: str, body: bytes, headers: Mapping[str, str] | None = None) 
         update_frequency=_text(feed.get("sy_updatefrequency")),
         encoding_warning=decoded.guessed,
     )
+
+
+def without_nul(value: T) -> T:
+    """``value`` (a parsed feed, and every string, tuple and dataclass inside) without
+    NUL characters.
+
+    A NUL is never text: XML forbids it as a byte and as a reference, yet feedparser's
+    loose parser turns ``&#0;`` into one, and JSON Feed may spell it ``\\u0000``.
+    PostgreSQL's text cannot hold it (the entry's row, and with it the whole poll,
+    would fail to be stored), and an article's file never carried it.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "")  # type: ignore[return-value]
+    if isinstance(value, tuple):
+        return tuple(without_nul(v) for v in value)  # type: ignore[return-value]
+    if is_dataclass(value) and not isinstance(value, type):
+        changed = {
+            f.name: new
+            for f in fields(value)
+            if (new := without_nul(old := getattr(value, f.name))) != old
+        }
+        return replace(value, **changed) if changed else value
+    return value
 
 
 def _ends_mid_entry(problem: object, body: bytes) -> bool:
