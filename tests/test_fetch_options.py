@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import FIXED_NOW, HarnessFactory, MakeConfig, rss, start_aggregator
+from conftest import FIXED_NOW, HarnessFactory, MakeConfig, rss, start_aggregator, stored_bytes
 from conftest import item as feed_item
 from pytest_httpserver import HTTPServer
 from test_dashboard import SECRET, Dash
@@ -32,6 +32,8 @@ from aggregator.config import FETCH_OPTIONS, SourceConfig, load_config, parse_co
 from aggregator.errors import ConfigError, FetchError
 from aggregator.poll.fetch import Fetcher, FetchOptions, same_origin
 from aggregator.poll.pipeline import Poller
+
+pytestmark = pytest.mark.both_dialects
 
 FEED = rss(feed_item("a1", "Behind the login"))
 USER = "reader-bob"
@@ -694,7 +696,7 @@ def test_fetch_secrets_never_reach_pages_opml_logs_errors_or_the_index(
         listing = CliRunner().invoke(cli, ["sources", "--config", str(config), "--json"])
         assert listing.exit_code == 0 and "/echo.xml" in listing.output, listing.output
         ours = [r for r in caplog.records if not r.name.startswith("werkzeug")]
-        database = b"".join(p.read_bytes() for p in (tmp_path / "db").iterdir())
+        database = stored_bytes(dash.store)
         seen = {
             **pages,
             "stored rows": "\n".join(stored),
