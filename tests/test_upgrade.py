@@ -10,6 +10,11 @@ it parses every feed: they have no validators, and the copied config's paths dif
 or a rebuild may rewrite a file whose text changed, in place; from then on an unchanged
 feed writes nothing, and a rebuild leaves every name alone. Run as a user runs it: the
 command line, in a subprocess.
+
+0.1 kept its index in a SQLite file only. The tests marked ``both_dialects`` also take
+the upgraded index where docs/SCALING.md takes one, to PostgreSQL (``aggregator db
+copy``, which upgrades it first), and poll it there: the names are kept by the index's
+folds, looked up in each database's SQL.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA
+from conftest import DATA, index_rows
 
 from aggregator.content.convert import fold_path
 from aggregator.store.schema import SCHEMA_VERSION
@@ -47,6 +52,30 @@ def project(tmp_path: Path) -> Path:
     database.executescript((MADE_BY_OLD / "index.sql").read_text(encoding="utf-8"))
     database.close()
     return tmp_path
+
+
+@pytest.fixture
+def index(project: Path, dialect: str, database: str) -> str:
+    """The project's index, as its config names it: the 0.1 file, or on PostgreSQL the
+    ``database`` fixture's schema, where ``aggregator db copy`` moved it (upgraded)."""
+    if dialect == "sqlite":
+        return str(project / "index.sqlite")
+    command = ["db", "copy", "--config", "config.yaml", "--to", database]
+    copied = subprocess.run(
+        [sys.executable, "-m", "aggregator", *command],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    config = project / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    assert "database: index.sqlite" in text
+    config.write_text(text.replace("database: index.sqlite", f"database: '{database}'", 1))
+    (project / "index.sqlite").unlink()  # gone: whatever is read next is the copy
+    return database
 
 
 def aggregator(command: str, project: Path) -> str:
@@ -75,21 +104,16 @@ def files(project: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def rows(project: Path) -> list[tuple[str, str | None]]:
-    database = sqlite3.connect(project / "index.sqlite")
-    try:
-        return database.execute("SELECT path, path_fold FROM entries ORDER BY path").fetchall()
-    finally:
-        database.close()
+def rows(database: str) -> list[tuple[str, str | None]]:
+    """(path, fold) of every entry, by path as SQLite orders it (None first, then byte by
+    byte: a PostgreSQL database's collation may order them otherwise)."""
+    found = index_rows(database, "SELECT path, path_fold FROM entries")
+    return sorted(found, key=lambda row: (row[0] is not None, row[0] or ""))
 
 
-def schema_version(project: Path) -> str:
-    database = sqlite3.connect(project / "index.sqlite")
-    try:
-        [(value,)] = database.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        return str(value)
-    finally:
-        database.close()
+def schema_version(database: str) -> str:
+    [(value,)] = index_rows(database, "SELECT value FROM meta WHERE key = 'schema_version'")
+    return str(value)
 
 
 def touch_feeds(project: Path) -> None:
@@ -116,8 +140,9 @@ def test_the_made_by_0_1_data_shows_what_this_release_changes() -> None:
     assert "path_fold" not in sql
 
 
+@pytest.mark.both_dialects
 def test_a_poll_after_upgrading_keeps_every_name_and_the_next_writes_nothing(
-    project: Path,
+    project: Path, index: str
 ) -> None:
     first = aggregator("poll", project)
     # Parsed again, nothing new: every old entry is recognised (some files rewritten in place).
@@ -128,9 +153,9 @@ def test_a_poll_after_upgrading_keeps_every_name_and_the_next_writes_nothing(
     written = files(project)
     assert sorted(written) == OLD_FILES
     # The migration brought the index up to date: every path's fold is recorded.
-    assert schema_version(project) == str(SCHEMA_VERSION)
-    assert [path for path, _ in rows(project)] == sorted(OLD_FILES)
-    assert all(fold == fold_path(path) for path, fold in rows(project))
+    assert schema_version(index) == str(SCHEMA_VERSION)
+    assert [path for path, _ in rows(index)] == sorted(OLD_FILES)
+    assert all(fold == fold_path(path) for path, fold in rows(index))
 
     assert aggregator("poll", project) == summary(not_modified=SOURCES)
     assert files(project) == written
@@ -141,6 +166,8 @@ def test_a_poll_after_upgrading_keeps_every_name_and_the_next_writes_nothing(
     assert files(project) == written
 
 
+@pytest.mark.both_dialects
+@pytest.mark.usefixtures("index")
 def test_a_new_entry_after_upgrading_does_not_take_a_name_an_old_one_folds_to(
     project: Path,
 ) -> None:
@@ -168,6 +195,8 @@ def test_a_new_entry_after_upgrading_does_not_take_a_name_an_old_one_folds_to(
     assert {path: now[path] for path in written} == written
 
 
+@pytest.mark.both_dialects
+@pytest.mark.usefixtures("index")
 def test_a_rebuild_first_after_upgrading_keeps_every_name(project: Path) -> None:
     # The rebuild reads the raw entries 0.1 stored, in their older format.
     first = aggregator("rebuild", project)
@@ -185,7 +214,10 @@ def test_a_rebuild_first_after_upgrading_keeps_every_name(project: Path) -> None
 
 
 def test_folds_are_computed_again_after_an_older_version_used_the_index(project: Path) -> None:
+    """SQLite only: 0.1, the older version here, kept its index in a SQLite file only
+    (tests/test_postgres.py fills the folds on both databases)."""
     aggregator("poll", project)
+    index = str(project / "index.sqlite")
     # What 0.1 does to an upgraded index: its rows carry no fold, its prune leaves the fold
     # of a path it clears, and it sets its own schema version.
     database = sqlite3.connect(project / "index.sqlite")
@@ -196,7 +228,7 @@ def test_folds_are_computed_again_after_an_older_version_used_the_index(project:
         )
         database.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     database.close()
-    assert any(fold is None for path, fold in rows(project) if path is not None)
+    assert any(fold is None for path, fold in rows(index) if path is not None)
     aggregator("prune", project)  # any command that opens the index
-    assert schema_version(project) == str(SCHEMA_VERSION)
-    assert all(fold == (fold_path(path) if path else None) for path, fold in rows(project))
+    assert schema_version(index) == str(SCHEMA_VERSION)
+    assert all(fold == (fold_path(path) if path else None) for path, fold in rows(index))
