@@ -146,7 +146,9 @@ def run_command(
         output.seek(0, os.SEEK_END)
         size = output.tell()
         output.seek(max(0, size - OUTPUT_MAX))
-        tail = output.read().decode("utf-8", "replace")
+        # Output is kept as text: a NUL is no more text than invalid UTF-8 (and
+        # PostgreSQL's text cannot hold one: the run would go unrecorded there).
+        tail = output.read().decode("utf-8", "replace").replace("\x00", "\ufffd")
     code = process.returncode
     if error is None and code != 0:
         error = f"exit status {code}"

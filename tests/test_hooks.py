@@ -230,6 +230,24 @@ def test_a_failing_hook_is_recorded_and_polling_goes_on(
     assert len(service.store.hook_runs()) == 2  # it ran again after the next change
 
 
+def test_a_hooks_binary_output_is_recorded(
+    make_config: MakeConfig, httpserver: HTTPServer, services: list[Service]
+) -> None:
+    """A NUL byte in a command's output (PostgreSQL's text cannot hold one: the run
+    went unrecorded there) is kept as the replacement character, as invalid UTF-8 is."""
+    url = served_feed(httpserver, [two_items()])
+    config = make_config(
+        [{"url": url, "categories": ["A"], "name": "s"}],
+        hooks={"on_change": ["printf 'a\\000b\\377c\\n'"], "debounce": 0},
+        workers=1,
+    )
+    service = make_service(config, services)
+    assert service._run("s") is not None
+    assert service.hooks.wait_idle(DEADLINE)
+    [run] = service.store.hook_runs()
+    assert (run["ok"], run["output"]) == (True, "a\ufffdb\ufffdc\n")
+
+
 def test_a_hanging_hook_is_killed_at_its_timeout_with_its_children(
     make_config: MakeConfig, httpserver: HTTPServer, tmp_path: Path, services: list[Service]
 ) -> None:

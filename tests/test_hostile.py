@@ -13,9 +13,11 @@ import json
 import multiprocessing
 import os
 import random
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -640,9 +642,6 @@ def test_iframe_allow_list_cannot_be_bypassed() -> None:
 def test_invalid_redirect_location_is_a_recorded_error(
     make_config: MakeConfig, harness: HarnessFactory
 ) -> None:
-    import socket
-    import threading
-
     # A raw server: werkzeug itself refuses to send such a Location header.
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -669,6 +668,66 @@ def test_invalid_redirect_location_is_a_recorded_error(
         thread.join(10)
         listener.close()
     assert not outcome.ok and "invalid redirect location" in str(outcome.error)
+
+
+class RawServer:
+    """Answers each connection with the next of ``answers``, bytes as given (werkzeug
+    refuses to send a NUL in a header); keeps the requests' heads."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)  # the loop looks at ``closed`` this often
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/feed"
+        self.heads: list[bytes] = []
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(answers,))
+        self.thread.start()
+
+    def _serve(self, answers: list[bytes]) -> None:
+        pending = list(answers)
+        while pending and not self.closed.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:  # no request yet (a failed test sends none)
+                continue
+            with connection:
+                connection.settimeout(None)
+                self.heads.append(connection.recv(65536))
+                connection.sendall(pending.pop(0))
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join()
+        self.listener.close()
+
+
+def test_nul_in_response_headers_is_a_space_as_rfc_9110_says(
+    make_config: MakeConfig, harness: HarnessFactory
+) -> None:
+    """A NUL in an ETag, a Last-Modified or a reason phrase once failed the poll on
+    PostgreSQL (its text cannot hold one): replaced by a space (RFC 9110 §5.5)."""
+    body = rss(item("g1", "Fine")).encode()
+    ok = (
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nETag: "a\x00b"\r\n'
+        b"Last-Modified: Mon, 01 Jan 2024 10:00:00\x00GMT\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    failing = b"HTTP/1.1 503 Go\x00Away\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    server = RawServer([ok, failing])
+    try:
+        h = harness(make_config([{"url": server.url, "categories": ["H"], "name": "h"}]))
+        [first] = h.poll()
+        assert first.ok and first.new == 1, first
+        state = h.store.source_state("h") or {}
+        assert (state["etag"], state["last_modified"]) == ('"a b"', "Mon, 01 Jan 2024 10:00:00 GMT")
+        h.now += timedelta(days=1)
+        [second] = h.poll()
+    finally:
+        server.close()
+    assert b'If-None-Match: "a b"\r\n' in server.heads[1]
+    assert not second.ok and second.error is not None
+    assert second.error.endswith("HTTP 503 Go Away"), second.error
+    assert (h.store.source_state("h") or {})["last_error"] == second.error
 
 
 def test_an_unexpected_error_is_recorded_not_raised(

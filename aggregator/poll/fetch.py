@@ -151,6 +151,17 @@ def same_origin(configured: str, target: str) -> bool:
     return schemes == ("http", "https") and (first_port, then_port) == (80, 443)
 
 
+def field_value(value: str) -> str:
+    """A response header's value (or the status line's reason) with each NUL, CR and LF
+    replaced by a space, as RFC 9110 §5.5 tells a recipient to before processing it:
+    an ETag or a Location goes into the index, and PostgreSQL's text cannot hold a NUL
+    (the source's state, and the poll, would fail to be stored there)."""
+    return value.translate(_FIELD_CONTROLS)
+
+
+_FIELD_CONTROLS = {0x00: " ", 0x0A: " ", 0x0D: " "}
+
+
 class Fetcher:
     """Fetches sources; one instance shares its connection pools across threads.
 
@@ -324,7 +335,7 @@ class Fetcher:
                 )
             except Urllib3Error as exc:
                 raise FetchError(url, f"cannot fetch: {exc}") from exc
-            location = response.headers.get("Location")
+            location = field_value(response.headers.get("Location") or "")
             if response.status not in (301, 302, 303, 307, 308) or not location:
                 break
             response.drain_conn()
@@ -340,7 +351,7 @@ class Fetcher:
             redirects.append(Redirect(response.status, current, target))
             current = target
         final = current
-        response_headers = {k.lower(): v for k, v in response.headers.items()}
+        response_headers = {k.lower(): field_value(v) for k, v in response.headers.items()}
         try:
             if response.status >= 400:
                 # The error page is not read, so its connection cannot be reused: closed
@@ -348,7 +359,7 @@ class Fetcher:
                 response.close()
                 raise FetchError(
                     url,
-                    f"HTTP {response.status} {response.reason or ''}".strip(),
+                    f"HTTP {response.status} {field_value(response.reason or '')}".strip(),
                     status=response.status,
                     retry_after=retry_after_seconds(response_headers.get("retry-after")),
                 )
