@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import EXAMPLES, MakeConfig, wait_for, write_config
+from pg import Databases
 from test_outbox import local_feeds, running, stop, tree
 
 from aggregator.cli import cli
@@ -24,6 +25,7 @@ from aggregator.config import load_config
 from aggregator.errors import StoreError
 from aggregator.store import Store, jobs
 from aggregator.store.locks import LockHeld
+from aggregator.store.outbox import exporter_lock
 from aggregator.store.schema import jobs_table
 
 pytestmark = pytest.mark.both_dialects
@@ -210,3 +212,22 @@ def test_a_rebuild_asked_for_on_a_replica_is_run_by_a_poller_and_written_by_the_
 def latest_rebuild(store: Store) -> jobs.Job | None:
     with store.reading() as conn:
         return jobs.latest(conn, jobs.REBUILD)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_two_deployments_in_two_schemas_of_one_database_lock_apart(
+    store: Store, postgres: Databases, tmp_path: Path
+) -> None:
+    """PostgreSQL's advisory locks are the database's: the key names the schema too."""
+    with postgres.schema() as url:
+        other = Store(url, str(tmp_path / "other-posts"))
+        try:
+            with jobs.lock(store.engine), exporter_lock(store.engine):
+                with jobs.lock(other.engine), exporter_lock(other.engine):
+                    pass  # another deployment's locks are its own
+                with pytest.raises(LockHeld), jobs.lock(store.engine):
+                    pass
+                with pytest.raises(LockHeld), exporter_lock(store.engine):
+                    pass
+        finally:
+            other.close()

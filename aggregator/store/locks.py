@@ -23,10 +23,11 @@ class LockHeld(Exception):
     """Another process holds the lock (a local control-flow signal, never shown raw)."""
 
 
-def lock_key(name: str) -> int:
-    """The advisory lock's key for ``name`` on PostgreSQL: a fixed number per lock that
-    no other lock of ours uses."""
-    return zlib.crc32(f"aggregator {name}".encode()) or 1
+def lock_key(name: str, schema: str = "") -> int:
+    """The advisory lock's key for ``name`` on PostgreSQL: a fixed number per lock and
+    schema that no other lock of ours uses. Advisory locks are the database's, not the
+    schema's: two deployments in two schemas of one database must not share one."""
+    return zlib.crc32(f"aggregator {name} {schema}".encode()) or 1
 
 
 @contextmanager
@@ -37,8 +38,8 @@ def session_lock(engine: Engine, name: str) -> Iterator[None]:
         LockHeld: another process (or another holder in this one) has it; not waited for.
     """
     if engine.dialect.name == "postgresql":
-        key = lock_key(name)
         with engine.connect() as conn:
+            key = lock_key(name, conn.execute(sa.select(sa.func.current_schema())).scalar() or "")
             got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar()
             conn.commit()  # the lock is the session's: it outlives the transaction
             if not got:
