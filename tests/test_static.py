@@ -30,6 +30,7 @@ from conftest import (
 )
 from feedcheck import check
 
+import aggregator.store.index
 from aggregator.cli import cli
 from aggregator.config import load_config, parse_config
 from aggregator.content.selection import file_segment, static_feeds
@@ -386,6 +387,29 @@ def test_run_writes_the_static_feeds(tmp_path: Path) -> None:
     output = log.read_text()
     assert code == 0, output
     assert "Traceback" not in output
+
+
+@pytest.mark.both_dialects
+def test_an_export_right_after_another_processs_commit_sees_it(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exporter exports right after a poller's commit: the content version it
+    checks must be read then, not the one its web-facing cache read a moment before."""
+    monkeypatch.setattr(aggregator.store.index, "VERSION_RECHECK", 3600.0)
+    site.export(force=False)
+    site.store.content_version()  # cached now, for an hour
+    other = Store(site.config.settings.database, site.config.settings.posts_dir)
+    poller = Poller(site.config, other, workers=1)
+    try:
+        site.misc.write_text(rss(item("m9", "From another process")), encoding="utf-8")
+        [outcome] = poller.poll_sources([s for s in site.config.sources if s.key == "misc"])
+        assert outcome.new == 1
+    finally:
+        poller.close()
+        other.close()
+    report = site.export(force=False)
+    assert not report.skipped
+    assert "From another process" in (site.static / "feeds/Tech.rss").read_text()
 
 
 @pytest.mark.both_dialects

@@ -345,14 +345,16 @@ class Store(Queries, Logins, Catalog):
         self._change = (seq, now)
         return self._change
 
-    def content_version(self) -> int:
+    def content_version(self, *, fresh: bool = False) -> int:
         """A number that changes whenever published entries change.
 
         Writes through this Store are seen at once; writes by another process (``serve``
-        beside a ``poll`` run from cron) within ``VERSION_RECHECK`` seconds.
+        beside a ``poll`` run from cron) within ``VERSION_RECHECK`` seconds, or at once
+        with ``fresh`` (the static feeds' export, which runs right after another
+        process's commit and only then: a version read a moment before would be stale).
         """
         now = time.monotonic()
-        if now - self._version_checked < VERSION_RECHECK:
+        if not fresh and now - self._version_checked < VERSION_RECHECK:
             return self._version
         if self.dialect != SQLITE:
             # A pooled connection: no file to open, and the pool keeps it warm.

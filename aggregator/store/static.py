@@ -120,7 +120,7 @@ class _Manifest:
 def export_state(store: Store, config: Config, base_url: str) -> str:
     """What the static files depend on: the stored entries, the config, the base URL."""
     digest = hashlib.sha1(config.model_dump_json().encode()).hexdigest()[:16]
-    return f"{store.content_version()}:{digest}:{base_url}"
+    return f"{store.content_version(fresh=True)}:{digest}:{base_url}"
 
 
 def export_feeds(
