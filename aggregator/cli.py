@@ -912,6 +912,7 @@ def export_command(config_path: str, once: bool) -> None:
     from aggregator.store.locks import LockHeld
     from aggregator.store.outbox import exporter_lock
     from aggregator.store.static import StaticFeeds
+    from aggregator.web.configwatch import ConfigWatch
 
     config = _load(config_path)
     if not once:
@@ -933,11 +934,16 @@ def export_command(config_path: str, once: bool) -> None:
                 return
             hooks = Hooks(config.settings.hooks, store)
             # The static feeds (settings.publish.static_dir) live beside the posts folder:
-            # its one writer keeps them up to date, off the export's thread.
-            static = StaticFeeds(store, lambda: config, utcnow)
+            # its one writer keeps them up to date, off the export's thread, with the
+            # titles and outputs of the config file as it is now (followed as `serve`
+            # follows it; the hooks' settings are read at start).
+            watch = ConfigWatch(config_path, config, store, utcnow)
+            static = StaticFeeds(store, lambda: watch.config, utcnow)
+            watch.start()
             try:
                 _export_until_stopped(Exporter(store, hooks.notify, after=static.changed), config)
             finally:
+                watch.close()
                 static.close()
                 hooks.close()  # kills a running command: a stop never waits for the site
     except LockHeld as exc:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,8 @@ from test_outbox import local_feeds, running, stop, tree
 from aggregator.cli import cli
 from aggregator.config import load_config
 from aggregator.errors import StoreError
+from aggregator.poll.pipeline import Poller
+from aggregator.poll.scheduler import JobRunner
 from aggregator.store import Store, jobs
 from aggregator.store.locks import LockHeld
 from aggregator.store.outbox import exporter_lock
@@ -104,22 +105,29 @@ def test_a_runner_that_dies_leaves_a_row_the_next_one_marks_failed(
                 pass  # the victim runs its rebuild
         finally:
             os.kill(child.pid, signal.SIGKILL)  # `with` then waits for it
-    # The lock went with the process (PostgreSQL sees the closed connection at once,
-    # the kernel drops the flock): taken here, the victim's row is marked failed.
-    taken = False
-    for _ in range(300):  # PostgreSQL ends the dead session's backend asynchronously
-        try:
-            with jobs.lock(store.engine), store.transaction() as conn:
-                assert jobs.take(conn, NOW, "next:2") is None
-                taken = True
-            break
-        except LockHeld:
-            time.sleep(0.1)
-    assert taken
+    # The lock went with the process (PostgreSQL sees the closed connection, the kernel
+    # drops the flock). Until a runner looks, the row says "running": no new request.
+    requests = jobs.Requests(store, lambda: NOW)
+    assert requests.rebuild_status.running
+    assert not requests.rebuild()
+
+    def no_poller() -> Poller:
+        raise AssertionError("no job to run: only the orphan to mark")
+
+    # Any process with pollers looks every second: it takes the lock and marks the row.
+    runner = JobRunner(store, no_poller)
+
+    def marked() -> bool:
+        runner.look()
+        assert runner.wait(60)
+        return not requests.rebuild_status.running  # PostgreSQL ends the session soon
+
+    wait_for(marked, "a runner to mark the orphan")
     with store.reading() as conn:
         job = jobs.latest(conn, jobs.REBUILD)
     assert job is not None and (job.state, job.runner) == (jobs.FAILED, "victim:1")
     assert jobs.rebuild_status(job).error == jobs.ORPHANED
+    assert requests.rebuild()  # and the button works again
 
 
 def test_the_rebuild_command_answers_a_waiting_request_and_waits_its_turn(

@@ -94,23 +94,33 @@ def test_without_a_server_the_listener_waits_its_time_and_says_so_once(
 def test_the_exporter_wakes_at_a_pollers_commit(
     make_config: MakeConfig, httpserver: HTTPServer, tmp_path: Path
 ) -> None:
-    httpserver.expect_request("/f").respond_with_data(
-        rss(item("n1", "Notified")), content_type="application/rss+xml"
+    documents = [rss(item("n1", "First")), rss(item("n1", "First") + item("n2", "Notified"))]
+    httpserver.expect_ordered_request("/f").respond_with_data(
+        documents[0], content_type="application/rss+xml"
+    )
+    httpserver.expect_ordered_request("/f").respond_with_data(
+        documents[1], content_type="application/rss+xml"
     )
     config = load_config(make_config([{"url": httpserver.url_for("/f"), "categories": ["N"]}]))
     folder = Store(config.settings.database, config.settings.posts_dir)
     outbox = Store(config.settings.database, str(tmp_path / "unused"), outbox=True)
     poller = Poller(config, outbox, workers=1)
-    stop, started = threading.Event(), threading.Event()
-    exporter = Exporter(folder, after=started.set, look_every=HOUR)
+    stop = threading.Event()
+    drained: list[int] = []  # ``after`` runs at the start and after each drain that wrote
+
+    exporter = Exporter(folder, after=lambda: drained.append(1), look_every=HOUR)
     thread = threading.Thread(target=exporter.run, args=(stop,))
     try:
+        [first] = poller.poll_sources(config.sources)
+        assert first.new == 1  # in the outbox before the exporter starts
         thread.start()
-        assert started.wait(60)  # listening, then drained once: it waits an hour now
-        [outcome] = poller.poll_sources(config.sources)
-        assert outcome.new == 1
+        # Its first drain applied that row and ended (the outbox was empty), so it waits
+        # now, for an hour, unless a notification ends the wait.
+        wait_for(lambda: len(drained) >= 2, "the first drain")
+        [second] = poller.poll_sources(config.sources)
+        assert second.new == 1
         posts = Path(config.settings.posts_dir)
-        wait_for(lambda: any(posts.rglob("*.md")), "the article, exported on the notification")
+        wait_for(lambda: len(list(posts.rglob("*.md"))) == 2, "the notified article")
     finally:
         stop.set()
         thread.join()

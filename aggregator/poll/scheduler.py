@@ -122,6 +122,7 @@ class JobRunner(jobs.Requests):
         self._lock = threading.Lock()
         self._busy = False
         self._current: jobs.Job | None = None
+        self._stopped = False  # set by ``stop``: no job is taken after it
         self._idle = threading.Event()
         self._idle.set()
 
@@ -162,6 +163,7 @@ class JobRunner(jobs.Requests):
     def stop(self) -> None:
         """The process stops: record the job in flight, if any, as stopped (its thread is
         a daemon, which ends with the process)."""
+        self._stopped = True
         job = self._current
         if job is None:
             return
@@ -175,7 +177,7 @@ class JobRunner(jobs.Requests):
     def _run_waiting(self) -> None:
         try:
             with jobs.lock(self.store.engine):
-                while True:
+                while not self._stopped:  # the next job waits for a runner that stays
                     with self.store.transaction() as conn:
                         job = jobs.take(conn, self.clock(), self.name)
                     if job is None:
@@ -196,11 +198,12 @@ class JobRunner(jobs.Requests):
     def _run(self, job: jobs.Job) -> None:
         log.info("job %d: %s asked for by %s", job.id, job.kind, job.requested_by)
         ok = True
+        run = {jobs.REBUILD: self._rebuild, jobs.PRUNE: self._prune}[job.kind]  # take: KINDS
         try:
-            result = self._rebuild() if job.kind == jobs.REBUILD else self._prune()
+            result = run()
         except Exception as exc:  # reported on the dashboard; the next one may work
             log.exception("job %d: %s crashed", job.id, job.kind)
-            result, ok = {"error": str(exc) or type(exc).__name__}, False
+            result, ok = {"error": redact(str(exc)) or type(exc).__name__}, False
         with self.store.transaction() as conn:
             jobs.finish(conn, job.id, self.clock(), result, ok=ok)
         self.after()
@@ -347,11 +350,12 @@ class Service:
     def _wake_on_notify(self, listener: notify.Listener) -> None:
         try:
             while not self._unwoken.is_set():
-                if listener.wait(CLAIM_SECONDS, self._unwoken) and not self._stopping:
-                    self.claim_due()
-                    self.runner.look()
-        except Exception:  # a bug must not end the service: the ticks go on
-            log.exception("notifications no longer followed")
+                try:
+                    if listener.wait(CLAIM_SECONDS, self._unwoken) and not self._stopping:
+                        self.claim_due()
+                        self.runner.look()
+                except Exception:  # a bug must not end the wake-ups: the next may work
+                    log.exception("a notification was not followed")
         finally:
             listener.close()
 
@@ -385,7 +389,9 @@ class Service:
             self.scheduler.shutdown(wait=False)  # a tick in progress claims nothing now
         self._unwoken.set()
         if self._woken is not None:
-            self._woken.join()  # it sees the stop within a slice of its wait
+            # It sees the stop within a slice of its wait (or its connect's timeout); a
+            # daemon, so a claim it is making cannot hold the stop past that.
+            self._woken.join(notify.CONNECT_TIMEOUT + 2 * notify.SLICE)
         finished = not wait or self._wait_idle(self.stop_grace)
         self.jobs.shutdown(wait=False)  # its polls ended above, or are given up on
         self.pool.shutdown(wait=finished, cancel_futures=True)

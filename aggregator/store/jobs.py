@@ -122,9 +122,12 @@ def request(conn: Connection, kind: str, now: datetime, by: str) -> bool:
 
 
 def waiting(conn: Connection) -> bool:
-    """Whether any job waits for a runner (one indexed row, read every second)."""
+    """Whether a runner has something to do (read every second): a job waits, or a row
+    says one runs, which is an orphan unless its runner holds the jobs lock (the runner
+    that looks finds out: ``take`` marks an orphan failed)."""
     t = jobs_table
-    return conn.execute(sa.select(t.c.id).where(t.c.state == PENDING).limit(1)).first() is not None
+    busy = sa.select(t.c.id).where(t.c.state.in_((PENDING, RUNNING)), t.c.kind.in_(KINDS))
+    return conn.execute(busy.limit(1)).first() is not None
 
 
 def take(conn: Connection, now: datetime, runner: str) -> Job | None:
@@ -135,9 +138,9 @@ def take(conn: Connection, now: datetime, runner: str) -> Job | None:
     """
     _fail_orphans(conn, now)
     t = jobs_table
-    row = conn.execute(
-        sa.select(t.c.id).where(t.c.state == PENDING).order_by(t.c.id).limit(1)
-    ).first()
+    # Only the kinds this version knows: a newer one's job waits for a newer runner.
+    waiting_rows = sa.select(t.c.id).where(t.c.state == PENDING, t.c.kind.in_(KINDS))
+    row = conn.execute(waiting_rows.order_by(t.c.id).limit(1)).first()
     if row is None:
         return None
     return _start(conn, row.id, now, runner)
@@ -153,9 +156,17 @@ def start(conn: Connection, kind: str, now: datetime, runner: str, by: str) -> J
     ).first()
     if row is not None:
         return _start(conn, row.id, now, runner)
-    values = {"kind": kind, "state": PENDING, "requested_at": now, "requested_by": by}
+    # Running from the start: a dashboard's request meanwhile is a waiting row of its own.
+    values = {
+        "kind": kind,
+        "state": RUNNING,
+        "requested_at": now,
+        "requested_by": by,
+        "started_at": now,
+        "runner": runner,
+    }
     job_id = conn.execute(sa.insert(t).values(values).returning(t.c.id)).scalar_one()
-    return _start(conn, job_id, now, runner)
+    return _job(conn.execute(sa.select(t).where(t.c.id == job_id)).one())
 
 
 def finish(

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 OUTBOX = "aggregator_outbox"  # outbox rows to write (for the exporter)
 WAKE = "aggregator_wake"  # a source made due by hand, or a job asked for (for pollers)
 SLICE = 0.5  # seconds: how soon a waiter sees its stop
+CONNECT_TIMEOUT = 5  # seconds to open the listening connection
 
 
 def notify(conn: Connection, channel: str) -> None:
@@ -98,6 +99,9 @@ class Listener:
 
         args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
         try:
+            # Bounded: a stop waits for this thread, and a server that does not answer
+            # must not hold it for psycopg's default of minutes.
+            kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
             conn = psycopg.connect(*args, **kwargs, autocommit=True)
             for channel in self.channels:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
