@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXAMPLES, FIXED_NOW, MakeConfig, item, rss
+from conftest import EXAMPLES, FIXED_NOW, MakeConfig, item, rss, wait_for
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -424,6 +424,8 @@ def test_rebuilds_run_one_at_a_time_across_processes(make_dash: Callable[..., Da
     dash.login()
     token = dash.csrf()
     dash.client.post("/admin/rebuild", data={"csrf": token})
+    # Its thread takes the row a moment after the request (then waits for go_on).
+    wait_for(lambda: first.rebuild_status.running, "the rebuild to start")
     page = dash.client.get("/").get_data(as_text=True)
     assert "Rebuild asked for;" in page and "Rebuilding since" in page
     assert not other.rebuild()  # one is running: another process's button says so too
