@@ -19,16 +19,14 @@ folds, looked up in each database's SQL.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import DATA, index_rows
+from test_cli import run
 
 from aggregator.content.convert import fold_path
 from aggregator.store.schema import SCHEMA_VERSION
@@ -60,15 +58,7 @@ def index(project: Path, dialect: str, database: str) -> str:
     ``database`` fixture's schema, where ``aggregator db copy`` moved it (upgraded)."""
     if dialect == "sqlite":
         return str(project / "index.sqlite")
-    command = ["db", "copy", "--config", "config.yaml", "--to", database]
-    copied = subprocess.run(
-        [sys.executable, "-m", "aggregator", *command],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    copied = run("db", "copy", "--config", "config.yaml", "--to", database, cwd=project)
     assert copied.returncode == 0, copied.stdout + copied.stderr
     config = project / "config.yaml"
     text = config.read_text(encoding="utf-8")
@@ -81,15 +71,7 @@ def index(project: Path, dialect: str, database: str) -> str:
 def aggregator(command: str, project: Path) -> str:
     """Run a command of today's code on the project; the last line it printed."""
     workers = ["--workers", "1"] if command in ("poll", "rebuild") else []
-    result = subprocess.run(
-        [sys.executable, "-m", "aggregator", command, "--config", "config.yaml", *workers],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
-        check=False,
-    )
+    result = run(command, "--config", "config.yaml", *workers, cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.splitlines()[-1]
 
